@@ -1,0 +1,192 @@
+"""AutoIsotropicMixture: a NumPyro autoguide whose posterior over the flattened unconstrained latent
+is q = (1/N) sum_i N(m_i, sigma_i^2 I) (Petit-Talamon, Lambert, Korba, arXiv 2506.13613).
+
+A sibling of NumPyro's AutoDiagonalNormal: the AutoContinuous protocol, params
+``{prefix}_locs`` (N, d) and ``{prefix}_scales`` (N,) (sigma_i, positive constraint, stored by
+NumPyro as log sigma), constrained values through ``biject_to``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpyro
+from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.infer.autoguide import AutoContinuous
+from numpyro.infer.initialization import init_to_sample, init_to_uniform
+from numpyro.infer.util import find_valid_initial_params, potential_energy
+
+from mixvi.family import IsotropicMixture
+
+
+def _is_random_init(init_loc_fn: Callable) -> bool:
+    fn = getattr(init_loc_fn, "func", init_loc_fn)
+    kw = getattr(init_loc_fn, "keywords", {}) or {}
+    if fn is init_to_sample:
+        return True
+    return fn is init_to_uniform and kw.get("radius", 2) > 0
+
+
+class AutoIsotropicMixture(AutoContinuous):
+    """Uniform-weight mixture of isotropic Gaussians over the model's unconstrained latent space.
+
+    :param model: a NumPyro model with continuous latent sites.
+    :param n_components: N, the number of mixture components (>= 1).
+    :param prefix: params are named ``{prefix}_locs`` and ``{prefix}_scales``.
+    :param init_loc_fn: per-site init strategy. When it is random (``init_to_uniform``,
+        ``init_to_sample``) every component's mean is an independent draw; otherwise the init
+        location plus ``init_scale`` * N(0, I).
+    :param init_scale: initial sigma_i of every component.
+    :param create_plates: as in NumPyro's autoguides.
+
+    ``get_posterior(params)`` returns an ``IsotropicMixture`` with ``has_rsample=True``, so
+    ``Trace_ELBO``, ``TraceGraph_ELBO`` and ``RenyiELBO`` use reparametrised gradients.
+    """
+
+    scale_constraint = constraints.positive
+
+    def __init__(
+        self,
+        model: Callable,
+        n_components: int = 10,
+        *,
+        prefix: str = "auto",
+        init_loc_fn: Callable = init_to_uniform,
+        init_scale: float = 1.0,
+        create_plates: Callable | None = None,
+    ):
+        if not isinstance(n_components, (int, jnp.integer)) or isinstance(n_components, bool) or n_components < 1:
+            raise ValueError(f"n_components must be an integer >= 1, got {n_components!r}")
+        if not init_scale > 0:
+            raise ValueError(f"init_scale must be > 0, got {init_scale!r}")
+        self.n_components = int(n_components)
+        self._init_scale = float(init_scale)
+        super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn, create_plates=create_plates)
+
+    # --- set-up -------------------------------------------------------------------------------
+    def _check_model(self, *args, **kwargs) -> None:
+        with handlers.block(), handlers.trace() as tr, handlers.seed(rng_seed=0):
+            self.model(*args, **kwargs)
+        for name, site in tr.items():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            if site["fn"].support.is_discrete:
+                raise ValueError(
+                    f"latent site {name!r} is discrete; AutoIsotropicMixture covers continuous latents only. "
+                    "Marginalise it out with enumeration (infer={'enumerate': 'parallel'} on the site, "
+                    "as in numpyro.contrib.funsor) or use a different guide for it (AutoGuideList)."
+                )
+            for frame in site["cond_indep_stack"]:
+                full = tr.get(frame.name, {}).get("args", (frame.size,))[0]
+                if frame.size != full:
+                    raise ValueError(
+                        f"latent site {name!r} lies inside the subsampled plate {frame.name!r} "
+                        f"(subsample {frame.size} of {full}): a global mixture over all local latents "
+                        "is not defined. Move the latent out of the subsampled plate, drop subsample_size, "
+                        "or give the local latents their own guide (AutoGuideList with AutoNormal)."
+                    )
+
+    def _setup_prototype(self, *args, **kwargs) -> None:
+        self._check_model(*args, **kwargs)
+        rng_key = numpyro.prng_key()
+        try:
+            super()._setup_prototype(*args, **kwargs)
+        except RuntimeError as err:
+            if "valid initial" in str(err):
+                raise ValueError(
+                    "the model's potential energy is not finite (or has non-finite gradients) at every "
+                    "initial point tried: check the model's log density for NaN/inf, observed data outside "
+                    "the likelihood's support, or pass a valid init_loc_fn (e.g. init_to_value)."
+                ) from err
+            raise
+        with handlers.block():
+            self._init_component_locs = self._component_inits(rng_key, args, kwargs)
+
+    def _component_inits(self, rng_key: jax.Array, args: tuple, kwargs: dict) -> jax.Array:
+        n, d = self.n_components, self.latent_dim
+        if n == 1:
+            return self._init_latent[None]
+        if _is_random_init(self.init_loc_fn):
+            keys = jax.random.split(rng_key, n)
+            (params, _, _), valid = find_valid_initial_params(
+                keys, self.model, init_strategy=self.init_loc_fn, model_args=args, model_kwargs=kwargs,
+                prototype_params=self._init_locs,
+            )
+            if not bool(jnp.all(valid)):
+                raise ValueError(
+                    "could not draw a finite initial point for every component; check the model's log "
+                    "density or pass a deterministic init_loc_fn (e.g. init_to_median)"
+                )
+            return jnp.concatenate([jnp.reshape(params[k], (n, -1)) for k in self._init_locs], axis=1)
+        noise = jax.random.normal(rng_key, (n, d), dtype=jnp.result_type(self._init_latent))
+        return self._init_latent[None] + self._init_scale * noise
+
+    # --- the variational family ---------------------------------------------------------------
+    def _get_posterior(self) -> IsotropicMixture:
+        locs = numpyro.param(f"{self.prefix}_locs", self._init_component_locs)
+        scales = numpyro.param(
+            f"{self.prefix}_scales",
+            jnp.full(self.n_components, self._init_scale, dtype=jnp.result_type(self._init_component_locs)),
+            constraint=self.scale_constraint,
+        )
+        return IsotropicMixture(locs, scales)
+
+    def get_posterior(self, params: dict) -> IsotropicMixture:
+        """The fitted mixture over the flattened unconstrained latent (constrained ``params``)."""
+        return IsotropicMixture(params[f"{self.prefix}_locs"], params[f"{self.prefix}_scales"])
+
+    def get_base_dist(self):
+        raise TypeError(
+            "AutoIsotropicMixture's posterior is a mixture, not a transform of one base distribution; "
+            "use guide.get_posterior(params)"
+        )
+
+    def get_transform(self, params: dict):
+        raise TypeError(
+            "AutoIsotropicMixture's posterior is a mixture, not a transform of one base distribution; "
+            "use guide.get_posterior(params)"
+        )
+
+    def median(self, params: dict) -> dict:
+        """Per-coordinate median of the mixture marginals, constrained per site."""
+        return self._unpack_and_constrain(self.get_posterior(params).marginal_icdf(0.5), params)
+
+    def quantiles(self, params: dict, quantiles: Sequence[float]) -> dict:
+        """Per-coordinate quantiles of the mixture marginals (bisection on the exact CDF)."""
+        q = jnp.asarray(quantiles)
+        if jnp.any((q <= 0) | (q >= 1)):
+            raise ValueError(f"quantiles must lie strictly between 0 and 1, got {quantiles}")
+        return self._unpack_and_constrain(self.get_posterior(params).marginal_icdf(q), params)
+
+    # --- helpers used by MixVI and the diagnostics ----------------------------------------------
+    def potential_fn(self, *args, **kwargs) -> Callable[[jax.Array, jax.Array], jax.Array]:
+        """V(z, key): NumPyro's potential energy (-log joint, with log-Jacobians) at a flattened
+        unconstrained latent z; ``key`` seeds the model (fresh data subsamples)."""
+        if self.prototype_trace is None:
+            raise RuntimeError("the guide is not set up yet: call MixVI.init, SVI.init or the guide first")
+
+        def potential(z: jax.Array, key: jax.Array) -> jax.Array:
+            return potential_energy(handlers.seed(self.model, key), args, kwargs, self._unpack_latent(z))
+
+        return potential
+
+    def setup(self, rng_key: jax.Array, *args, **kwargs) -> dict:
+        """Set the guide up on the model's arguments and return its initial constrained params."""
+        with handlers.trace() as tr, handlers.seed(rng_seed=rng_key):
+            self(*args, **kwargs)
+        return {name: site["value"] for name, site in tr.items() if site["type"] == "param"}
+
+    def model_param_names(self) -> list[str]:
+        """Names of ``numpyro.param`` sites in the model (MixVI does not fit them)."""
+        return [n for n, s in self.prototype_trace.items() if s["type"] == "param"]
+
+    def unconstrained_samples(self, rng_key: jax.Array, params: dict, num_samples: int) -> jax.Array:
+        """Draws from q on the flattened unconstrained latent space, shape (num_samples, d)."""
+        return self.get_posterior(params).sample(rng_key, (num_samples,))
+
+    def constrain(self, latent: jax.Array, params: dict) -> dict[str, Any]:
+        """Unpack flattened unconstrained latents (..., d) into constrained sites (and deterministics)."""
+        return self._unpack_and_constrain(latent, params)

@@ -1,0 +1,115 @@
+"""The jit-once training loop shared by ``MixVI`` and ``extras``: ``lax.scan`` over a pure
+``step(state) -> (state, loss)`` in chunks, a tqdm bar at the Python edge, and a divergence guard
+that stops at the first bad step and keeps the last good state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class DivergenceError(FloatingPointError):
+    """A run produced a non-finite loss or state. ``step`` is the 0-based index of the bad step
+    within the run, ``state`` the last good state (after ``step`` steps), ``losses`` the losses of
+    the good steps."""
+
+    def __init__(self, message: str, step: int, state: Any, losses: np.ndarray):
+        super().__init__(message)
+        self.step = step
+        self.state = state
+        self.losses = losses
+
+
+class LoopResult(NamedTuple):
+    state: Any
+    losses: jax.Array
+
+
+def tree_all_finite(tree: Any) -> jax.Array:
+    """True when every inexact leaf of ``tree`` is finite."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    if not leaves:
+        return jnp.array(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def default_is_ok(state: Any, loss: jax.Array) -> jax.Array:
+    return jnp.isfinite(loss) & tree_all_finite(state)
+
+
+def _make_chunk(step: Callable, is_ok: Callable, length: int):
+    def body(carry, _):
+        state, bad_at, i = carry
+        new_state, loss = step(state)
+        ok = is_ok(new_state, loss)
+        keep = (bad_at < 0) & ok
+        state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_state, state)
+        bad_at = jnp.where((bad_at < 0) & ~ok, i, bad_at)
+        return (state, bad_at, i + 1), jnp.where(keep, loss, jnp.nan)
+
+    @jax.jit
+    def chunk(state, start):
+        (state, bad_at, _), losses = jax.lax.scan(body, (state, jnp.asarray(-1), start), None, length=length)
+        return state, bad_at, losses
+
+    return chunk
+
+
+def scan_loop(
+    step: Callable[[Any], tuple[Any, jax.Array]],
+    state: Any,
+    num_steps: int,
+    *,
+    is_ok: Callable[[Any, jax.Array], jax.Array] = default_is_ok,
+    progress_bar: bool = False,
+    chunk_size: int | None = None,
+    desc: str = "",
+    describe_failure: Callable[[Any, int], str] | None = None,
+) -> LoopResult:
+    """Run ``num_steps`` of ``step`` with ``lax.scan``, compiled once per chunk length.
+
+    The result does not depend on ``chunk_size`` or the progress bar. If ``is_ok(new_state, loss)``
+    is False at some step, the loop stops and raises ``DivergenceError`` carrying the last good
+    state; ``describe_failure(state, step)`` may add advice to the message.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if chunk_size is None:
+        chunk_size = max(1, num_steps // 20) if progress_bar else num_steps
+    chunk_size = min(chunk_size, num_steps)
+    chunks: dict[int, Callable] = {}
+    bar = None
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_steps, desc=desc or None)
+    pieces = []
+    done = 0
+    try:
+        while done < num_steps:
+            length = min(chunk_size, num_steps - done)
+            if length not in chunks:
+                chunks[length] = _make_chunk(step, is_ok, length)
+            state, bad_at, losses = chunks[length](state, jnp.asarray(done))
+            losses = np.asarray(losses)
+            bad_at = int(bad_at)
+            if bad_at >= 0:
+                good = np.concatenate(pieces + [losses[: bad_at - done]])
+                msg = f"the run diverged at step {bad_at} (non-finite loss or parameters)"
+                if describe_failure is not None:
+                    msg += "; " + describe_failure(state, bad_at)
+                msg += ". The last finite state is kept on this error as .state."
+                raise DivergenceError(msg, bad_at, state, good)
+            pieces.append(losses)
+            done += length
+            if bar is not None:
+                bar.update(length)
+                bar.set_postfix_str(f"loss {np.mean(losses):.4g}")
+    finally:
+        if bar is not None:
+            bar.close()
+    return LoopResult(state, jnp.asarray(np.concatenate(pieces)))

@@ -1,0 +1,288 @@
+"""Geometry of mixture VI as optax ``GradientTransformation``s.
+
+The paper's steps (Petit-Talamon, Lambert, Korba, "Variational Inference with Mixtures of
+Isotropic Gaussians", arXiv 2506.13613) act on q = (1/N) sum_i N(m_i, eps_i I). NumPyro stores
+``{prefix}_locs`` = m (N, d) and ``{prefix}_scales`` unconstrained as u = log sigma (N,),
+sigma = sqrt(eps). The ELBO's Euclidean gradients on these leaves are
+
+    g_m = dL/dm_i = (1/N) E_{N_i}[grad psi]
+    g_u = dL/du_i = (1/N) E_{N_i}[<X - m_i, grad psi(X)>] = (eps_i / N) lambda_i
+
+so with gbar_i = N g_m and lambda_i = N g_u / eps_i the paper's updates are
+
+    means      m_i <- m_i - gamma gbar_i
+    "ibw"      u_i <- u_i + log(1 - gamma lambda_i / d)          (sigma_i <- (1 - gamma lambda_i/d) sigma_i)
+    "md"       u_i <- u_i - gamma lambda_i / (2 d)               (eps_i <- eps_i exp(-gamma lambda_i/d))
+    "ngd"      1/eps_i <- 1/eps_i + gamma lambda_i / d, then m_i <- m_i - gamma eps_i(new) gbar_i
+    "means"    u_i unchanged (fixed-variance mixture VI)
+
+A float ``step_size`` is the paper's fixed step gamma. Guards keep a too-large fixed step from
+producing an invalid variance: IBW's factor (1 - gamma lambda/d) and NGD's precision ratio
+(1 + gamma eps lambda/d) are clipped below at ``min_factor`` (0.1) and ``min_factor**2``; each clip
+is counted in the state (``num_clipped``) and ``MixVI.run`` warns about it.
+
+``step_size="auto"`` is a scale-free rule (docs/theory.md): the step of component i is
+gamma_i = eta eps_i for ibw/md/means and gamma_i = eta for ngd (so eta is dimensionless: eta = 1 is
+a Newton step on a Gaussian target), each step lies in a Wasserstein trust region (the mean moves
+at most ``trust`` sigma_i sqrt(d), sigma_i changes by a factor in [1 - trust, 1 + trust]), and eta
+grows 1% when the loss passed as ``value`` is below its running average and shrinks 1% otherwise,
+within [eta_min, eta_max]. A step whose gradients or loss are not finite is rejected (zero update)
+and halves eta.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+METHODS = ("ibw", "md", "ngd", "means")
+LOCS_SUFFIX = "_locs"
+SCALES_SUFFIX = "_scales"
+
+
+class MixtureStepState(NamedTuple):
+    """State of a mixture-geometry transform.
+
+    eta: current dimensionless step (auto) or the fixed step gamma; loss_avg: running average of
+    the loss (auto); count: steps taken; num_clipped: components whose step hit a guard or the
+    trust region so far; num_rejected: consecutive rejected (non-finite) steps.
+    """
+
+    eta: jax.Array
+    loss_avg: jax.Array
+    count: jax.Array
+    num_clipped: jax.Array
+    num_rejected: jax.Array
+
+
+class AutoStep(NamedTuple):
+    """Parameters of ``step_size="auto"`` (see module docstring)."""
+
+    eta0: float = 0.1
+    eta_min: float = 0.01
+    eta_max: float = 0.5
+    trust: float = 0.5
+    grow: float = 1.01
+    shrink: float = 0.99
+    avg_decay: float = 0.9
+
+
+def component_step(
+    method: str,
+    locs: jax.Array,
+    log_scales: jax.Array,
+    mean_grad: jax.Array,
+    lam: jax.Array,
+    gamma: jax.Array,
+    *,
+    trust: float | None = None,
+    min_factor: float = 0.1,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One paper step for all components at once, from the same iterate.
+
+    locs (N, d), log_scales (N,) = log sigma, mean_grad (N, d) = E_{N_i}[grad psi],
+    lam (N,) = E_{N_i}[<X - m_i, grad psi>] / eps_i, gamma scalar or (N,).
+    Returns (new_locs, new_log_scales, clipped (N,) bool). With ``trust`` set, the Wasserstein
+    trust region of the auto rule is applied; otherwise only the validity guards.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    d = locs.shape[-1]
+    gamma = jnp.broadcast_to(jnp.asarray(gamma, locs.dtype), log_scales.shape)
+    eps = jnp.exp(2.0 * log_scales)
+    s = gamma * lam / d
+    clipped = jnp.zeros(log_scales.shape, bool)
+    lo, hi = (1.0 - trust, 1.0 + trust) if trust is not None else (min_factor, jnp.inf)
+    if method == "ibw":
+        factor = 1.0 - s
+        clipped = clipped | (factor < lo) | (factor > hi)
+        du = jnp.log(jnp.clip(factor, lo, hi))
+    elif method == "md":
+        du = -0.5 * s
+        if trust is not None:
+            clipped = clipped | (du < jnp.log(lo)) | (du > jnp.log(hi))
+            du = jnp.clip(du, jnp.log(lo), jnp.log(hi))
+    elif method == "ngd":
+        # precision ratio eps_old/eps_new = 1 + gamma eps lambda/d; sigma ratio = ratio^(-1/2)
+        ratio = 1.0 + s * eps
+        rlo, rhi = 1.0 / hi**2, 1.0 / lo**2
+        clipped = clipped | (ratio < rlo) | (ratio > rhi)
+        du = -0.5 * jnp.log(jnp.clip(ratio, rlo, rhi))
+    else:
+        du = jnp.zeros_like(log_scales)
+    new_log_scales = log_scales + du
+    mean_gamma = gamma * jnp.exp(2.0 * new_log_scales) if method == "ngd" else gamma
+    dm = -mean_gamma[:, None] * mean_grad
+    if trust is not None:
+        radius = trust * jnp.exp(log_scales) * jnp.sqrt(d)
+        norm = jnp.linalg.norm(dm, axis=-1)
+        too_far = norm > radius
+        clipped = clipped | too_far
+        dm = dm * jnp.where(too_far, radius / jnp.maximum(norm, 1e-30), 1.0)[:, None]
+    return locs + dm, new_log_scales, clipped
+
+
+def mixture_pairs(tree: Any) -> list[str]:
+    """Prefixes p such that ``tree`` holds both ``p_locs`` and ``p_scales`` (non-masked)."""
+    if not isinstance(tree, dict):
+        raise TypeError(
+            "mixvi.optim transforms expect the params dict NumPyro's SVI passes "
+            f"({{'auto_locs': ..., 'auto_scales': ...}}), got {type(tree).__name__}"
+        )
+    live = {k for k, v in tree.items() if not isinstance(v, optax.MaskedNode)}
+    prefixes = sorted(
+        k[: -len(LOCS_SUFFIX)]
+        for k in live
+        if k.endswith(LOCS_SUFFIX) and k[: -len(LOCS_SUFFIX)] + SCALES_SUFFIX in live
+    )
+    paired = {p + s for p in prefixes for s in (LOCS_SUFFIX, SCALES_SUFFIX)}
+    stray = sorted(live - paired)
+    if stray:
+        raise ValueError(
+            f"mixvi.optim mixture transforms got params {stray} that are not a mixture guide's "
+            "'{prefix}_locs'/'{prefix}_scales' pair. Wrap the transform so other params get "
+            "their own optimizer: mixvi.optim.for_mixture(mixvi.optim.ibw(...), other=optax.adam(1e-2))"
+        )
+    if not prefixes:
+        raise ValueError("no '{prefix}_locs'/'{prefix}_scales' pair found in the params")
+    return prefixes
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [x for x in jax.tree.leaves(tree) if not isinstance(x, optax.MaskedNode)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def mixture_step(
+    method: str,
+    step_size: float | str = "auto",
+    *,
+    auto: AutoStep = AutoStep(),
+    min_factor: float = 0.1,
+) -> optax.GradientTransformationExtraArgs:
+    """The paper's update for ``method`` as an optax transform (see the module docstring).
+
+    ``update(grads, state, params, value=loss)``: ``grads`` and ``params`` are dicts holding one or
+    more ``{prefix}_locs`` (N, d) / ``{prefix}_scales`` (N,) pairs, scales unconstrained (log sigma)
+    as NumPyro's SVI passes them. ``value`` (the loss, passed by SVI) drives the auto step.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    is_auto = isinstance(step_size, str)
+    if is_auto and step_size != "auto":
+        raise ValueError(f"step_size must be a positive float or 'auto', got {step_size!r}")
+    if not is_auto and not (float(step_size) > 0):
+        raise ValueError(f"step_size must be a positive float or 'auto', got {step_size!r}")
+    if not 0.0 < auto.trust < 1.0:
+        raise ValueError(f"AutoStep.trust must lie in (0, 1) so IBW's factor stays positive, got {auto.trust}")
+
+    def init_fn(params: Any) -> MixtureStepState:
+        dtype = params[mixture_pairs(params)[0] + LOCS_SUFFIX].dtype
+        eta = auto.eta0 if is_auto else float(step_size)
+        z = jnp.zeros((), jnp.int32)
+        return MixtureStepState(jnp.asarray(eta, dtype), jnp.asarray(jnp.nan, dtype), z, z, z)
+
+    def update_fn(grads: Any, state: MixtureStepState, params: Any = None, *, value: Any = None, **extra):
+        del extra
+        if params is None:
+            raise ValueError("mixvi.optim transforms need params: call update(grads, state, params)")
+        prefixes = mixture_pairs(grads)
+        ok = _all_finite(grads)
+        if value is not None:
+            ok = ok & jnp.isfinite(value)
+        updates = dict(grads)
+        n_clip = jnp.zeros((), jnp.int32)
+        for p in prefixes:
+            locs, u = params[p + LOCS_SUFFIX], params[p + SCALES_SUFFIX]
+            n = locs.shape[0]
+            eps = jnp.exp(2.0 * u)
+            gbar = n * grads[p + LOCS_SUFFIX]
+            lam = n * grads[p + SCALES_SUFFIX] / eps
+            if is_auto:
+                gamma = state.eta if method == "ngd" else state.eta * eps
+                trust = auto.trust
+            else:
+                gamma, trust = state.eta, None
+            new_locs, new_u, clipped = component_step(
+                method, locs, u, gbar, lam, gamma.astype(locs.dtype), trust=trust, min_factor=min_factor
+            )
+            updates[p + LOCS_SUFFIX] = jnp.where(ok, new_locs - locs, 0.0)
+            updates[p + SCALES_SUFFIX] = jnp.where(ok, new_u - u, 0.0)
+            n_clip = n_clip + jnp.sum(clipped & ok)
+        eta, loss_avg = state.eta, state.loss_avg
+        if is_auto:
+            if value is not None:
+                v = jnp.asarray(value, loss_avg.dtype)
+                first = jnp.isnan(loss_avg)
+                improved = first | (v <= loss_avg)
+                new_avg = jnp.where(first, v, auto.avg_decay * loss_avg + (1 - auto.avg_decay) * v)
+                eta_ok = jnp.where(improved, eta * auto.grow, eta * auto.shrink)
+                loss_avg = jnp.where(ok, new_avg, loss_avg)
+            else:
+                eta_ok = eta
+            eta = jnp.clip(jnp.where(ok, eta_ok, 0.5 * eta), auto.eta_min, auto.eta_max)
+        new_state = MixtureStepState(
+            eta,
+            loss_avg,
+            state.count + 1,
+            state.num_clipped + n_clip,
+            jnp.where(ok, 0, state.num_rejected + 1),
+        )
+        return updates, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def ibw(step_size: float | str = "auto", **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+    """Isotropic Bures-Wasserstein step: m <- m - gamma gbar, sigma <- (1 - gamma lambda/d) sigma."""
+    return mixture_step("ibw", step_size, **kwargs)
+
+
+def md(step_size: float | str = "auto", **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+    """Entropic mirror-descent step: m <- m - gamma gbar, eps <- eps exp(-gamma lambda/d)."""
+    return mixture_step("md", step_size, **kwargs)
+
+
+def ngd(step_size: float | str = "auto", **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+    """Natural-gradient baseline: 1/eps <- 1/eps + gamma lambda/d, m <- m - gamma eps_new gbar."""
+    return mixture_step("ngd", step_size, **kwargs)
+
+
+def means_only(step_size: float | str = "auto", **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+    """Fixed-variance baseline (Huix et al., ICML 2024): m <- m - gamma gbar, variances frozen."""
+    return mixture_step("means", step_size, **kwargs)
+
+
+def mixture_labels(params: dict) -> dict:
+    """Label every leaf 'mixture' (a mixture guide's locs/scales pair) or 'other', for multi_transform."""
+    paired = set()
+    for k in params:
+        if k.endswith(LOCS_SUFFIX) and k[: -len(LOCS_SUFFIX)] + SCALES_SUFFIX in params:
+            paired |= {k, k[: -len(LOCS_SUFFIX)] + SCALES_SUFFIX}
+    return {k: ("mixture" if k in paired else "other") for k in params}
+
+
+def for_mixture(
+    mixture: optax.GradientTransformation, other: optax.GradientTransformation
+) -> optax.GradientTransformationExtraArgs:
+    """Route mixture-guide params to ``mixture`` and every other param (e.g. an AutoNormal inside
+    an AutoGuideList, or model params) to ``other``: ``optax.multi_transform`` with ``mixture_labels``."""
+    return optax.multi_transform({"mixture": mixture, "other": other}, mixture_labels)
+
+
+__all__: Sequence[str] = (
+    "AutoStep",
+    "MixtureStepState",
+    "component_step",
+    "for_mixture",
+    "ibw",
+    "md",
+    "means_only",
+    "mixture_labels",
+    "mixture_pairs",
+    "mixture_step",
+    "ngd",
+)
