@@ -205,7 +205,7 @@ def mixture_step(
                 gamma = state.eta if method == "ngd" else state.eta * eps
                 trust = auto.trust
             else:
-                gamma, trust = state.eta, None
+                gamma, trust = jnp.asarray(step_size, locs.dtype), None
             new_locs, new_u, clipped = component_step(
                 method, locs, u, gbar, lam, gamma.astype(locs.dtype), trust=trust, min_factor=min_factor
             )
