@@ -68,8 +68,9 @@ class AutoIsotropicMixture(AutoContinuous):
 
     # --- set-up -------------------------------------------------------------------------------
     def _check_model(self, *args, **kwargs) -> None:
-        with handlers.block(), handlers.trace() as tr, handlers.seed(rng_seed=0):
-            self.model(*args, **kwargs)
+        model = handlers.substitute(handlers.seed(self.model, rng_seed=0), substitute_fn=self.init_loc_fn)
+        with handlers.block(), handlers.trace() as tr:
+            model(*args, **kwargs)
         for name, site in tr.items():
             if site["type"] != "sample" or site["is_observed"]:
                 continue
@@ -110,9 +111,9 @@ class AutoIsotropicMixture(AutoContinuous):
         if n == 1:
             return self._init_latent[None]
         if _is_random_init(self.init_loc_fn):
-            keys = jax.random.split(rng_key, n)
+            keys = jax.random.split(rng_key, n + 1)
             (params, _, _), valid = find_valid_initial_params(
-                keys, self.model, init_strategy=self.init_loc_fn, model_args=args, model_kwargs=kwargs,
+                keys[1:], handlers.seed(self.model, rng_seed=keys[0]), init_strategy=self.init_loc_fn, model_args=args, model_kwargs=kwargs,
                 prototype_params=self._init_locs,
             )
             if not bool(jnp.all(valid)):

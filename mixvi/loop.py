@@ -53,7 +53,7 @@ def _make_chunk(step: Callable, is_ok: Callable, length: int):
 
     @jax.jit
     def chunk(state, start):
-        (state, bad_at, _), losses = jax.lax.scan(body, (state, jnp.asarray(-1), start), None, length=length)
+        (state, bad_at, _), losses = jax.lax.scan(body, (state, jnp.asarray(-1, jnp.int32), start), None, length=length)
         return state, bad_at, losses
 
     return chunk
@@ -94,7 +94,7 @@ def scan_loop(
             length = min(chunk_size, num_steps - done)
             if length not in chunks:
                 chunks[length] = _make_chunk(step, is_ok, length)
-            state, bad_at, losses = chunks[length](state, jnp.asarray(done))
+            state, bad_at, losses = chunks[length](state, jnp.asarray(done, jnp.int32))
             losses = np.asarray(losses)
             bad_at = int(bad_at)
             if bad_at >= 0:

@@ -211,7 +211,7 @@ def mixture_step(
             )
             updates[p + LOCS_SUFFIX] = jnp.where(ok, new_locs - locs, 0.0)
             updates[p + SCALES_SUFFIX] = jnp.where(ok, new_u - u, 0.0)
-            n_clip = n_clip + jnp.sum(clipped & ok)
+            n_clip = n_clip + jnp.sum(clipped & ok).astype(jnp.int32)
         eta, loss_avg = state.eta, state.loss_avg
         if is_auto:
             if value is not None:
@@ -229,7 +229,7 @@ def mixture_step(
             loss_avg,
             state.count + 1,
             state.num_clipped + n_clip,
-            jnp.where(ok, 0, state.num_rejected + 1),
+            jnp.where(ok, 0, state.num_rejected + 1).astype(jnp.int32),
         )
         return updates, new_state
 

@@ -1,0 +1,461 @@
+"""``mixvi bench core``: per-iteration cost of MixVI against the bare cost of its N B target gradients.
+
+For a Bayesian logistic regression (``mixvi.bench.targets``; n rows, d features, N(0, I) prior) and
+each d in {10, 100, 1000}, N in {10, 100}, B = 10, four jitted ``lax.scan`` loops of K steps are timed:
+
+``floor``      K evaluations of ``vmap(grad(V))`` on an (N B, d) array, the points moving by a small
+               gradient step each iteration so XLA cannot hoist the work out of the loop;
+``floor_vg``   the same with ``vmap(value_and_grad(V))`` (the values summed into the carry), which is
+               what MixVI needs since its loss uses V;
+``mixvi``      ``MixVI._step`` (method 'ibw', step_size 'auto', shared noise): noise, N B points,
+               value_and_grad of V, the closed-form mixture terms, the update;
+``svi``        NumPyro ``SVI.update`` with ``AutoNormal`` and ``Trace_ELBO(num_particles=N B)`` (the
+               same number of gradient evaluations per step), optax Adam;
+``overhead``   ``MixVI._step``'s non-potential work alone (V replaced by |x|^2/2, whose gradient is free).
+
+``V`` is NumPyro's potential energy of the model (``guide.potential_fn``), the function MixVI
+differentiates. Times are ms per iteration: the median (and minimum) over ``repeats`` calls of the
+compiled scan divided by K, after one warm-up call; compile time (trace + lower + compile) is
+reported separately. Repeats are interleaved across the five loops so background load hits them
+alike. XLA's ``memory_analysis`` gives each compiled loop's temporary bytes: with shared noise the
+estimator works from Gram products (``estimators.mixture_terms``) and never forms an (N, B, N, d)
+tensor, which the benchmark checks against N B N d x 4 bytes.
+
+Entry point: ``main(argv) -> int`` (``mixvi bench core``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import optax
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoNormal
+
+from mixvi.bench.targets import logistic_regression, make_data
+from mixvi.engine import MixVI, MixVIState
+from mixvi.estimators import draw_noise, draw_points, stein_estimate
+from mixvi.guide import AutoIsotropicMixture
+
+GOAL_RATIO = 1.15
+GOAL_MIN_DIM = 1000
+MD_START = "<!-- bench core start -->"
+MD_END = "<!-- bench core end -->"
+LOOPS = ("floor", "floor_vg", "mixvi", "svi", "overhead")
+FLOOR_STEP = 1e-4  # points move x <- x - FLOOR_STEP grad V(x) between floor evaluations
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """One benchmark cell: d features, N components, B draws per component, n data rows, K steps."""
+
+    d: int
+    n_components: int
+    num_samples: int = 10
+    n_rows: int = 1000
+    steps: int = 20
+
+    @property
+    def num_points(self) -> int:
+        """N B, the gradient evaluations per step."""
+        return self.n_components * self.num_samples
+
+
+@dataclass
+class LoopTiming:
+    """Timing of one compiled K-step loop: ms per iteration (median, min, every repeat), compile
+    seconds, and XLA's temporary-buffer bytes for the compiled loop (None if unavailable)."""
+
+    ms_median: float
+    ms_min: float
+    ms_all: list[float]
+    compile_s: float
+    temp_bytes: int | None
+
+
+def choose_steps(d: int, num_points: int, n_rows: int, *, quick: bool) -> int:
+    """K for a cell: aim at ~0.25 s (full) or ~0.08 s (quick) per timed call, assuming ~50 GFLOP/s
+    for the 4 n d flops of one gradient; clipped to [10, 400] ([5, 100] quick)."""
+    flops = 4.0 * n_rows * d * num_points
+    target = 0.08 if quick else 0.25
+    lo, hi = (5, 100) if quick else (10, 400)
+    return int(np.clip(round(target / (flops / 50e9 + 2e-5)), lo, hi))
+
+
+# --- the loops ---------------------------------------------------------------------------------
+
+
+def _scan(step: Callable[[Any], tuple[Any, jax.Array]], carry: Any, length: int) -> tuple[Any, jax.Array]:
+    return jax.lax.scan(lambda c, _: step(c), carry, None, length=length)
+
+
+def build_loops(cfg: CoreConfig, key: jax.Array) -> dict[str, tuple[Callable, tuple]]:
+    """The five loops of a cell as (function, args): each ``function(*args)`` runs K steps and is
+    meant to be jitted; data are passed as arguments (not baked in as constants)."""
+    k_data, k_mix, k_svi, k_pts = jax.random.split(key, 4)
+    x, y = make_data(k_data, cfg.n_rows, cfg.d)
+    model = logistic_regression
+    big_k = cfg.steps
+
+    guide = AutoIsotropicMixture(model, n_components=cfg.n_components)
+    mixvi = MixVI(model, guide, method="ibw", step_size="auto", num_samples=cfg.num_samples)
+    state = mixvi.init(k_mix, x, y)
+    locs_name, scales_name = f"{guide.prefix}_locs", f"{guide.prefix}_scales"
+
+    def run_mixvi(s: MixVIState, x: jax.Array, y: jax.Array):
+        return _scan(lambda c: mixvi._step(c, (x, y), {}), s, big_k)
+
+    pts0 = draw_points(
+        state.params[locs_name],
+        state.params[scales_name],
+        draw_noise(k_pts, cfg.n_components, cfg.num_samples, cfg.d),
+    ).reshape(cfg.num_points, cfg.d)
+    k_model = jax.random.PRNGKey(0)
+
+    def run_floor(pts: jax.Array, x: jax.Array, y: jax.Array):
+        grad_v = jax.vmap(jax.grad(guide.potential_fn(x, y)), (0, None))
+
+        def step(p):
+            g = grad_v(p, k_model)
+            return p - FLOOR_STEP * g, g[0, 0]
+
+        return _scan(step, pts, big_k)
+
+    def run_floor_vg(pts: jax.Array, x: jax.Array, y: jax.Array):
+        vg = jax.vmap(jax.value_and_grad(guide.potential_fn(x, y)), (0, None))
+
+        def step(c):
+            p, acc = c
+            v, g = vg(p, k_model)
+            return (p - FLOOR_STEP * g, acc + jnp.sum(v)), g[0, 0]
+
+        return _scan(step, (pts, jnp.zeros((), pts.dtype)), big_k)
+
+    def run_overhead(s: MixVIState):
+        def step(st: MixVIState):
+            # MixVI._step with V(x) = |x|^2/2, value and gradient written out (no model, no autodiff)
+            key, k_noise, _ = jax.random.split(st.rng_key, 3)
+            locs, u = st.params[locs_name], st.params[scales_name]
+            n = locs.shape[0]
+            z = draw_noise(k_noise, n, cfg.num_samples, cfg.d, shared=mixvi.shared_noise, dtype=locs.dtype)
+            pts = draw_points(locs, u, z)
+            est = stein_estimate(locs, u, z, 0.5 * jnp.sum(pts**2, -1), pts)
+            grads = {locs_name: est.gbar / n, scales_name: jnp.exp(2 * u) * est.lam / n}
+            updates, opt_state = mixvi.transform.update(grads, st.opt_state, st.params, value=est.loss)
+            return MixVIState(optax.apply_updates(st.params, updates), opt_state, key, st.step + 1), est.loss
+
+        return _scan(step, s, big_k)
+
+    svi = SVI(
+        model,
+        AutoNormal(model),
+        numpyro.optim.optax_to_numpyro(optax.adam(1e-3)),
+        Trace_ELBO(num_particles=cfg.num_points),
+    )
+    svi_state = svi.init(k_svi, x, y)
+
+    def run_svi(s: Any, x: jax.Array, y: jax.Array):
+        return _scan(lambda c: svi.update(c, x, y), s, big_k)
+
+    return {
+        "floor": (run_floor, (pts0, x, y)),
+        "floor_vg": (run_floor_vg, (pts0, x, y)),
+        "mixvi": (run_mixvi, (state, x, y)),
+        "svi": (run_svi, (svi_state, x, y)),
+        "overhead": (run_overhead, (state,)),
+    }
+
+
+def _compile(fn: Callable, args: tuple) -> tuple[Any, float, int | None]:
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    try:
+        temp = int(compiled.memory_analysis().temp_size_in_bytes)
+    except Exception:  # noqa: BLE001 - memory_analysis is optional per backend
+        temp = None
+    return compiled, compile_s, temp
+
+
+def time_loops(
+    loops: dict[str, tuple[Callable, tuple]], steps: int, repeats: int
+) -> tuple[dict[str, LoopTiming], dict[str, Any]]:
+    """Compile every loop, warm it up, then time ``repeats`` rounds (interleaved across loops).
+    Returns the timings and the outputs of the last call of each loop."""
+    compiled, compile_s, temp, outputs = {}, {}, {}, {}
+    for name, (fn, args) in loops.items():
+        compiled[name], compile_s[name], temp[name] = _compile(fn, args)
+        outputs[name] = jax.block_until_ready(compiled[name](*args))  # warm-up
+    ms: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(repeats):
+        for name, (_, args) in loops.items():
+            t0 = time.perf_counter()
+            outputs[name] = jax.block_until_ready(compiled[name](*args))
+            ms[name].append(1e3 * (time.perf_counter() - t0) / steps)
+    timings = {
+        name: LoopTiming(statistics.median(v), min(v), v, compile_s[name], temp[name]) for name, v in ms.items()
+    }
+    return timings, outputs
+
+
+def run_cell(cfg: CoreConfig, repeats: int, key: jax.Array) -> dict[str, Any]:
+    """Build, compile and time one cell; returns its JSON record (timings, ratios, memory check)."""
+    loops = build_loops(cfg, key)
+    timings, outputs = time_loops(loops, cfg.steps, repeats)
+    floor, floor_vg = timings["floor"].ms_median, timings["floor_vg"].ms_median
+    nbnd_bytes = cfg.num_points * cfg.n_components * cfg.d * 4
+    mix_temp, floor_temp = timings["mixvi"].temp_bytes, timings["floor_vg"].temp_bytes
+    extra_temp = None if mix_temp is None or floor_temp is None else mix_temp - floor_temp
+    mixvi_losses = np.asarray(outputs["mixvi"][1])
+    return {
+        **asdict(cfg),
+        "num_points": cfg.num_points,
+        "timings": {name: asdict(t) for name, t in timings.items()},
+        "ratio_mixvi_floor": timings["mixvi"].ms_median / floor,
+        "ratio_mixvi_floor_vg": timings["mixvi"].ms_median / floor_vg,
+        "ratio_floor_vg_floor": floor_vg / floor,
+        "ratio_svi_floor": timings["svi"].ms_median / floor,
+        "ratio_overhead_floor": timings["overhead"].ms_median / floor,
+        "nbnd_bytes": nbnd_bytes,
+        "mixvi_extra_temp_bytes": extra_temp,
+        # the estimator's temporaries beyond the gradient floor's stay well below one (N, B, N, d) tensor
+        "nbnd_tensor_absent": None if extra_temp is None else bool(extra_temp < nbnd_bytes / 4),
+        "mixvi_losses_finite": bool(np.all(np.isfinite(mixvi_losses))),
+    }
+
+
+# --- reporting ---------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers come from: platform, CPU count, load, jax/numpyro versions, backend, devices."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "jax": jax.__version__,
+        "numpyro": numpyro.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(dv) for dv in jax.devices()],
+    }
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """Markdown table of the cells (ms/iteration medians, ratios, compile seconds, temp MB)."""
+    head = (
+        "| d | N | N·B | K | floor grad ms | floor v&g ms | MixVI ms | SVI ms | overhead ms "
+        "| MixVI/floor | MixVI/floor v&g | SVI/floor | compile s MixVI / SVI / floor | MixVI temp MB |"
+    )
+    rows = [head, "|" + "---:|" * 14]
+    for r in results:
+        t = r["timings"]
+        temp = t["mixvi"]["temp_bytes"]
+        rows.append(
+            f"| {r['d']} | {r['n_components']} | {r['num_points']} | {r['steps']} "
+            f"| {t['floor']['ms_median']:.3f} | {t['floor_vg']['ms_median']:.3f} | {t['mixvi']['ms_median']:.3f} "
+            f"| {t['svi']['ms_median']:.3f} | {t['overhead']['ms_median']:.3f} "
+            f"| {r['ratio_mixvi_floor']:.2f} | {r['ratio_mixvi_floor_vg']:.2f} | {r['ratio_svi_floor']:.2f} "
+            f"| {t['mixvi']['compile_s']:.1f} / {t['svi']['compile_s']:.1f} / {t['floor']['compile_s']:.1f} "
+            f"| {'n/a' if temp is None else f'{temp / 2**20:.1f}'} |"
+        )
+    return "\n".join(rows)
+
+
+def goal_lines(results: list[dict[str, Any]]) -> list[str]:
+    """One line per cell with d >= 1000: MixVI/floor against the 1.15 goal; plus the memory check."""
+    lines = []
+    for r in results:
+        if r["d"] >= GOAL_MIN_DIM:
+            ok = "meets" if r["ratio_mixvi_floor"] <= GOAL_RATIO else "MISSES"
+            lines.append(
+                f"d={r['d']}, N={r['n_components']}: MixVI/floor = {r['ratio_mixvi_floor']:.2f} "
+                f"(v&g floor: {r['ratio_mixvi_floor_vg']:.2f}) {ok} the <= {GOAL_RATIO} goal"
+            )
+    absent = [r["nbnd_tensor_absent"] for r in results if r["nbnd_tensor_absent"] is not None]
+    if absent:
+        worst = max(results, key=lambda r: r["nbnd_bytes"])
+        extra = worst["mixvi_extra_temp_bytes"]
+        lines.append(
+            f"no (N, B, N, d) tensor: {'yes' if all(absent) else 'NO'} in every cell (largest cell: MixVI's "
+            f"temporaries exceed the v&g floor's by {extra / 2**20:.1f} MB vs {worst['nbnd_bytes'] / 2**20:.0f} MB "
+            "for one such tensor)"
+        )
+    return lines
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The generated section of docs/benchmarks.md (between the bench-core markers)."""
+    m, s = report["machine"], report["settings"]
+    load = m.get("loadavg_start")
+    lines = [
+        MD_START,
+        f"Measured {report['date']} with `mixvi bench core{' --quick' if s['quick'] else ''}` "
+        f"(repeats = {s['repeats']}) on {m['platform']}, {m['cpu_count']} CPUs, jax {m['jax']} "
+        f"({m['backend']}), numpyro {m['numpyro']}"
+        + (f"; load average at start {load[0]:.2f}" if load else "")
+        + ".",
+        "",
+        f"Target: Bayesian logistic regression, n = {s['n_rows']} synthetic rows, prior N(0, I), "
+        f"B = {s['num_samples']}, float32. Times are ms per iteration (median over repeats of a "
+        "jitted K-step `lax.scan`, compile excluded).",
+        "",
+        format_table(report["results"]),
+        "",
+        *[f"- {line}" for line in goal_lines(report["results"])],
+        MD_END,
+    ]
+    return "\n".join(lines)
+
+
+_MD_HEADER = """# Benchmarks
+
+Performance benchmarks of `mixvi`, run with `mixvi bench <name>`. Each section below is regenerated
+by its command between its marker comments; text outside the markers is kept.
+
+## Core: per-iteration cost (`mixvi bench core`)
+
+"""
+
+
+def write_markdown(path: Path, section: str) -> None:
+    """Replace the bench-core section of ``path`` between its markers (append it, or create the
+    page, when absent); everything outside the markers is kept."""
+    text = path.read_text() if path.exists() else _MD_HEADER
+    if MD_START in text and MD_END in text:
+        before, rest = text.split(MD_START, 1)
+        after = rest.split(MD_END, 1)[1]
+        text = before + section + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+
+def run_benchmark(
+    dims: list[int],
+    components: list[int],
+    *,
+    num_samples: int = 10,
+    n_rows: int = 1000,
+    repeats: int = 5,
+    steps: int | None = None,
+    quick: bool = False,
+    seed: int = 0,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Run every (d, N) cell and return the report (date, machine, settings, results)."""
+    machine = machine_info()
+    results = []
+    key = jax.random.PRNGKey(seed)
+    for d in dims:
+        for n in components:
+            k = steps or choose_steps(d, n * num_samples, n_rows, quick=quick)
+            cfg = CoreConfig(d=d, n_components=n, num_samples=num_samples, n_rows=n_rows, steps=k)
+            key, sub = jax.random.split(key)
+            t0 = time.perf_counter()
+            rec = run_cell(cfg, repeats, sub)
+            results.append(rec)
+            if log:
+                log(
+                    f"  d={d:5d} N={n:4d} K={k:4d}: floor {rec['timings']['floor']['ms_median']:.3f} ms, "
+                    f"MixVI {rec['timings']['mixvi']['ms_median']:.3f} ms ({rec['ratio_mixvi_floor']:.2f}x), "
+                    f"SVI {rec['timings']['svi']['ms_median']:.3f} ms ({rec['ratio_svi_floor']:.2f}x) "
+                    f"[{time.perf_counter() - t0:.0f} s]"
+                )
+    if hasattr(os, "getloadavg"):
+        machine["loadavg_end"] = list(os.getloadavg())
+    return {
+        "benchmark": "core",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "settings": {
+            "dims": dims,
+            "components": components,
+            "num_samples": num_samples,
+            "n_rows": n_rows,
+            "repeats": repeats,
+            "quick": quick,
+            "seed": seed,
+            "dtype": "float32",
+            "mixvi": {"method": "ibw", "step_size": "auto", "shared_noise": True},
+            "svi": {"guide": "AutoNormal", "elbo": "Trace_ELBO(num_particles=N*B)", "optim": "optax.adam(1e-3)"},
+            "floor": f"vmap(grad(V)) on (N*B, d), points moved by -{FLOOR_STEP} grad V per step",
+            "goal": f"MixVI/floor <= {GOAL_RATIO} at d >= {GOAL_MIN_DIM}",
+        },
+        "results": results,
+    }
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``mixvi bench core``: time MixVI, the gradient floors and SVI; print the table, write the JSON
+    (``--out``) and the docs section (``--md``; an empty string skips either). Returns 0."""
+    parser = argparse.ArgumentParser(
+        prog="mixvi bench core", description="Per-iteration cost of MixVI vs the N*B target gradients and SVI."
+    )
+    parser.add_argument("--quick", action="store_true", help="short loops and 3 repeats (~1-2 minutes)")
+    parser.add_argument("--out", default="docs/benchmarks/core.json", help="JSON output ('' to skip)")
+    parser.add_argument("--md", default="docs/benchmarks.md", help="markdown page to update ('' to skip)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per loop (default 5, quick 3)")
+    parser.add_argument("--dims", type=_int_list, default=[10, 100, 1000], help="comma-separated d values")
+    parser.add_argument("--components", type=_int_list, default=[10, 100], help="comma-separated N values")
+    parser.add_argument("--num-samples", type=int, default=10, help="B, draws per component")
+    parser.add_argument("--rows", type=int, default=1000, help="n, data rows of the logistic regression")
+    parser.add_argument("--steps", type=int, default=None, help="K, steps per timed scan (default: by size)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
+    if repeats < 1:
+        parser.error("--repeats must be >= 1")
+
+    print(f"mixvi bench core: d in {args.dims}, N in {args.components}, B = {args.num_samples}, n = {args.rows}")
+    report = run_benchmark(
+        args.dims,
+        args.components,
+        num_samples=args.num_samples,
+        n_rows=args.rows,
+        repeats=repeats,
+        steps=args.steps,
+        quick=args.quick,
+        seed=args.seed,
+    )
+    print()
+    print(format_table(report["results"]))
+    for line in goal_lines(report["results"]):
+        print(line)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out}")
+    if args.md:
+        write_markdown(Path(args.md), render_markdown(report))
+        print(f"updated {args.md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
