@@ -10,14 +10,20 @@ One step (all components at once, from the same iterate):
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from mixvi import optim
+from mixvi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mixvi.estimators import draw_noise, draw_points, potential_and_grad, stein_estimate
 from mixvi.guide import AutoIsotropicMixture
 from mixvi.loop import DivergenceError, scan_loop, tree_all_finite
@@ -53,6 +59,11 @@ class MixVI:
     :param auto: parameters of the auto step (``mixvi.optim.AutoStep``).
     :param max_rejected: with 'auto', stop with an error after this many consecutive rejected
         (non-finite) steps.
+    :param sample_batch_size: evaluate the N*B target gradients in chunks of this many points
+        (``lax.map``) when they do not fit in memory at once; same result as unchunked.
+    :param mesh: a ``jax.sharding.Mesh`` with one axis: components (and their N*B gradient
+        evaluations) are split along it. 'auto' (default) uses all devices when there are several and
+        they divide N; None keeps everything on the default device.
     """
 
     def __init__(
@@ -66,6 +77,8 @@ class MixVI:
         shared_noise: bool = True,
         auto: optim.AutoStep = optim.AutoStep(),
         max_rejected: int = 50,
+        sample_batch_size: int | None = None,
+        mesh: Mesh | str | None = "auto",
     ):
         if not isinstance(guide, AutoIsotropicMixture):
             raise TypeError(
@@ -81,9 +94,36 @@ class MixVI:
         self.num_samples = num_samples
         self.shared_noise = shared_noise
         self.max_rejected = max_rejected
+        if sample_batch_size is not None and (not isinstance(sample_batch_size, int) or sample_batch_size < 1):
+            raise ValueError(f"sample_batch_size must be a positive integer or None, got {sample_batch_size!r}")
+        self.sample_batch_size = sample_batch_size
+        self.mesh = self._resolve_mesh(mesh, guide.n_components)
         self.transform = optim.mixture_step(method, step_size, auto=auto)
         self._is_auto = isinstance(step_size, str)
         self._locs, self._scales = f"{guide.prefix}_locs", f"{guide.prefix}_scales"
+
+    @staticmethod
+    def _resolve_mesh(mesh: Mesh | str | None, n_components: int) -> Mesh | None:
+        if isinstance(mesh, str):
+            if mesh != "auto":
+                raise ValueError(f"mesh must be a jax.sharding.Mesh, 'auto' or None, got {mesh!r}")
+            count = jax.device_count()
+            if count > 1 and n_components % count == 0:
+                return Mesh(np.asarray(jax.devices()), ("components",))
+            return None
+        if mesh is not None:
+            if len(mesh.axis_names) != 1:
+                raise ValueError(f"MixVI shards components along one mesh axis, got axes {mesh.axis_names}")
+            if n_components % mesh.size:
+                raise ValueError(f"n_components={n_components} is not divisible by the mesh size {mesh.size}")
+        return mesh
+
+    def _shard(self, x: jax.Array, leading: bool = True) -> jax.Array:
+        """Place x's leading (component) axis along the mesh; identity without a mesh."""
+        if self.mesh is None:
+            return x
+        spec = P(self.mesh.axis_names[0], *([None] * (x.ndim - 1))) if leading else P()
+        return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
 
     # --- pure pieces ----------------------------------------------------------------------------
     def init(self, rng_key: jax.Array, *args, init_params: dict | None = None, **kwargs) -> MixVIState:
@@ -100,6 +140,14 @@ class MixVI:
         if init_params is not None:
             params = {k: jnp.asarray(init_params[k]) for k in (self._locs, self._scales)}
         uparams = {self._locs: params[self._locs], self._scales: jnp.log(params[self._scales])}
+        if self.mesh is not None:
+            axis = self.mesh.axis_names[0]
+            uparams = {
+                self._locs: jax.device_put(uparams[self._locs], NamedSharding(self.mesh, P(axis, None))),
+                self._scales: jax.device_put(uparams[self._scales], NamedSharding(self.mesh, P(axis))),
+            }
+        if jnp.issubdtype(k_run.dtype, jax.dtypes.prng_key):
+            k_run = jax.random.key_data(k_run)
         v = jax.vmap(self.guide.potential_fn(*args, **kwargs), (0, None))(uparams[self._locs], k_setup)
         if not bool(jnp.all(jnp.isfinite(v))):
             bad = [int(i) for i in jnp.nonzero(~jnp.isfinite(v))[0]]
@@ -114,8 +162,11 @@ class MixVI:
         locs, u = state.params[self._locs], state.params[self._scales]
         n, d = locs.shape
         z = draw_noise(k_noise, n, self.num_samples, d, shared=self.shared_noise, dtype=locs.dtype)
-        x = draw_points(locs, u, z)
-        v, gv = potential_and_grad(self.guide.potential_fn(*args, **kwargs), x, k_model)
+        x = self._shard(draw_points(locs, u, z))
+        v, gv = potential_and_grad(
+            self.guide.potential_fn(*args, **kwargs), x, k_model, batch_size=self.sample_batch_size
+        )
+        v, gv = self._shard(v), self._shard(gv)
         est = stein_estimate(locs, u, z, v, gv)
         grads = {self._locs: est.gbar / n, self._scales: jnp.exp(2 * u) * est.lam / n}
         updates, opt_state = self.transform.update(grads, state.opt_state, state.params, value=est.loss)
@@ -157,15 +208,118 @@ class MixVI:
         init_state: MixVIState | None = None,
         init_params: dict | None = None,
         chunk_size: int | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
+        callback: Callable[[MixVIState, np.ndarray, int], None] | None = None,
         **kwargs,
     ) -> MixVIRunResult:
         """Run ``num_steps`` steps (``lax.scan`` in chunks, compiled once per chunk length).
 
+        :param init_state: continue from a previous ``result.state`` (``rng_key`` is then unused).
+        :param init_params: constrained params to start from.
+        :param checkpoint: a file path; the full state (params, step-size state, RNG key, step count)
+            and the loss history are saved atomically every ``checkpoint_every`` steps (default: every
+            10% of the run) and at the end. ``MixVI.resume(path, ...)`` continues bit for bit.
+        :param callback: ``callback(state, losses_so_far, steps_done)`` after every chunk.
+
         Raises ``mixvi.DivergenceError`` at the first non-finite step, with the last finite state
-        as ``.state`` (and its constrained params as ``.params``).
+        as ``.state`` (and its constrained params as ``.params``). Ctrl-C returns the last finished
+        chunk's result (saved to ``checkpoint`` if given) with a warning instead of losing the work.
         """
         state = init_state if init_state is not None else self.init(rng_key, *args, init_params=init_params, **kwargs)
+        return self._run_from(
+            state, num_steps, np.zeros((0,), np.float32), args, kwargs, progress_bar=progress_bar,
+            chunk_size=chunk_size, checkpoint=checkpoint, checkpoint_every=checkpoint_every, callback=callback,
+        )
+
+    def resume(
+        self,
+        path: str | os.PathLike,
+        *args,
+        num_steps: int | None = None,
+        progress_bar: bool = True,
+        checkpoint_every: int | None = None,
+        callback: Callable[[MixVIState, np.ndarray, int], None] | None = None,
+        **kwargs,
+    ) -> MixVIRunResult:
+        """Continue the run saved in ``path`` up to ``num_steps`` total steps (default: the total the
+        saved run asked for), checkpointing to the same file. The result (params, state, the full loss
+        history) equals the uninterrupted run's bit for bit. Raises ``CheckpointError`` when the file is
+        corrupt or belongs to another model, guide or configuration."""
+        leaves, losses, meta = load_checkpoint(path)
+        template = self.init(jax.random.PRNGKey(0), *args, **kwargs)
+        mine = self._checkpoint_meta(template)
+        for field in ("method", "step_size", "num_samples", "shared_noise", "prefix", "n_components", "latent_dim", "sites"):
+            if meta.get(field) != mine[field]:
+                raise CheckpointError(
+                    f"checkpoint {os.fspath(path)!r} does not match this run: {field} is {meta.get(field)!r} "
+                    f"there and {mine[field]!r} here (resume with the same model, guide and MixVI settings)"
+                )
+        ref_leaves, treedef = jax.tree.flatten(template)
+        if len(ref_leaves) != len(leaves) or any(
+            np.shape(a) != np.shape(b) or np.asarray(a).dtype != np.asarray(b).dtype for a, b in zip(leaves, ref_leaves)
+        ):
+            raise CheckpointError(f"checkpoint {os.fspath(path)!r} holds a state of other shapes or dtypes than this run's")
+        state = jax.tree.unflatten(treedef, [jnp.asarray(x) for x in leaves])
+        if self.mesh is not None:
+            state = state._replace(params=jax.tree.map(lambda a, b: jax.device_put(a, b.sharding), state.params, template.params))
+        total = meta["num_steps"] if num_steps is None else num_steps
+        done = int(meta["done"])
+        if total <= done:
+            return MixVIRunResult(self.get_params(state), state, jnp.asarray(losses))
+        every = checkpoint_every if checkpoint_every is not None else meta.get("checkpoint_every")
+        return self._run_from(
+            state, total - done, losses, args, kwargs, progress_bar=progress_bar, chunk_size=None,
+            checkpoint=path, checkpoint_every=every, callback=callback, total=total,
+        )
+
+    def _checkpoint_meta(self, state: MixVIState) -> dict:
+        locs = state.params[self._locs]
+        return {
+            "method": self.method,
+            "step_size": self.step_size if isinstance(self.step_size, str) else float(self.step_size),
+            "num_samples": self.num_samples,
+            "shared_noise": self.shared_noise,
+            "prefix": self.guide.prefix,
+            "n_components": int(locs.shape[0]),
+            "latent_dim": int(locs.shape[1]),
+            "sites": {k: list(np.shape(v)) for k, v in self.guide._init_locs.items()},
+        }
+
+    def _run_from(
+        self,
+        state: MixVIState,
+        num_steps: int,
+        prev_losses: np.ndarray,
+        args: tuple,
+        kwargs: dict,
+        *,
+        progress_bar: bool,
+        chunk_size: int | None,
+        checkpoint: str | os.PathLike | None,
+        checkpoint_every: int | None,
+        callback: Callable | None,
+        total: int | None = None,
+    ) -> MixVIRunResult:
         start = state.opt_state
+        total = num_steps + len(prev_losses) if total is None else total
+        if checkpoint is not None:
+            if checkpoint_every is None:
+                checkpoint_every = max(1, total // 10)
+            if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+                raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+            chunk_size = checkpoint_every if chunk_size is None else chunk_size
+            meta = dict(self._checkpoint_meta(state), num_steps=total, checkpoint_every=checkpoint_every)
+
+        def save(st: MixVIState, losses: np.ndarray) -> None:
+            all_losses = np.concatenate([prev_losses, losses])
+            save_checkpoint(checkpoint, st, all_losses, dict(meta, done=len(all_losses)))
+
+        def on_chunk(st: MixVIState, losses: np.ndarray, done: int) -> None:
+            if checkpoint is not None and (done % checkpoint_every == 0 or done == num_steps):
+                save(st, losses)
+            if callback is not None:
+                callback(st, np.concatenate([prev_losses, losses]), len(prev_losses) + done)
 
         def step(s: MixVIState):
             return self._step(s, args, kwargs)
@@ -173,11 +327,23 @@ class MixVI:
         try:
             result = scan_loop(
                 step, state, num_steps, is_ok=self._is_ok, progress_bar=progress_bar, chunk_size=chunk_size,
-                desc=f"mixvi {self.method}", describe_failure=self._failure_advice,
+                desc=f"mixvi {self.method}", describe_failure=self._failure_advice, callback=on_chunk,
             )
         except DivergenceError as err:
             err.params = self.get_params(err.state)
+            err.losses = np.concatenate([prev_losses, err.losses])
             raise
+        losses = np.concatenate([prev_losses, np.asarray(result.losses)])
+        if result.interrupted:
+            done = len(losses)
+            if checkpoint is not None:
+                save(result.state, np.asarray(result.losses))
+            warnings.warn(
+                f"interrupted: returning the state after {done} of {total} steps"
+                + (f" (saved to {os.fspath(checkpoint)!r}; continue with MixVI.resume)" if checkpoint is not None else ""),
+                RuntimeWarning,
+                stacklevel=3,
+            )
         final = result.state.opt_state
         clipped = int(final.num_clipped) - int(start.num_clipped)
         if clipped and not self._is_auto:
@@ -186,14 +352,14 @@ class MixVI:
                 f"its floor) with step_size={self.step_size}; the fixed step is too large there. "
                 "Use a smaller step or step_size='auto'.",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        rejected = int(jnp.sum(~jnp.isfinite(result.losses)))
+        rejected = int(np.sum(~np.isfinite(np.asarray(result.losses))))
         if rejected:
             warnings.warn(
                 f"{rejected} steps were rejected for non-finite gradients or loss (their loss is NaN in "
                 "`losses`); the step size was halved each time",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        return MixVIRunResult(self.get_params(result.state), result.state, result.losses)
+        return MixVIRunResult(self.get_params(result.state), result.state, jnp.asarray(losses))

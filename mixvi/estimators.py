@@ -104,8 +104,13 @@ def stein_estimate(
     return SteinEstimate(gbar, lam, loss, log_q)
 
 
-def potential_and_grad(potential_fn, x: jax.Array, *extra):
-    """V and grad V at every row of x (..., d), vmapped; ``extra`` is passed unbatched."""
+def potential_and_grad(potential_fn, x: jax.Array, *extra, batch_size: int | None = None):
+    """V and grad V at every row of x (..., d); ``extra`` is passed unbatched. With ``batch_size``
+    the rows are processed ``batch_size`` at a time (``lax.map``), bounding peak memory."""
     flat = x.reshape(-1, x.shape[-1])
-    v, g = jax.vmap(jax.value_and_grad(potential_fn), in_axes=(0,) + (None,) * len(extra))(flat, *extra)
+    vg = jax.value_and_grad(potential_fn)
+    if batch_size is None or batch_size >= flat.shape[0]:
+        v, g = jax.vmap(vg, in_axes=(0,) + (None,) * len(extra))(flat, *extra)
+    else:
+        v, g = jax.lax.map(lambda row: vg(row, *extra), flat, batch_size=batch_size)
     return v.reshape(x.shape[:-1]), g.reshape(x.shape)

@@ -8,7 +8,8 @@ NumPyro as log sigma), constrained values through ``biject_to``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

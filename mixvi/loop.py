@@ -5,7 +5,8 @@ that stops at the first bad step and keeps the last good state.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +26,12 @@ class DivergenceError(FloatingPointError):
 
 
 class LoopResult(NamedTuple):
+    """Final state, the per-step losses, and whether a KeyboardInterrupt cut the run short (then
+    ``state`` is the last finished chunk's state and ``losses`` covers exactly its steps)."""
+
     state: Any
     losses: jax.Array
+    interrupted: bool = False
 
 
 def tree_all_finite(tree: Any) -> jax.Array:
@@ -69,12 +74,16 @@ def scan_loop(
     chunk_size: int | None = None,
     desc: str = "",
     describe_failure: Callable[[Any, int], str] | None = None,
+    callback: Callable[[Any, np.ndarray, int], None] | None = None,
 ) -> LoopResult:
     """Run ``num_steps`` of ``step`` with ``lax.scan``, compiled once per chunk length.
 
     The result does not depend on ``chunk_size`` or the progress bar. If ``is_ok(new_state, loss)``
     is False at some step, the loop stops and raises ``DivergenceError`` carrying the last good
-    state; ``describe_failure(state, step)`` may add advice to the message.
+    state; ``describe_failure(state, step)`` may add advice to the message. ``callback(state,
+    losses_so_far, steps_done)`` runs after every chunk (checkpoints, logging). A KeyboardInterrupt
+    (Ctrl-C, or raised by the callback) ends the loop early and returns the last finished state with
+    ``interrupted=True`` instead of losing the work.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
@@ -87,29 +96,42 @@ def scan_loop(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=num_steps, desc=desc or None)
-    pieces = []
+    pieces: list[np.ndarray] = []
     done = 0
+    interrupted = False
     try:
         while done < num_steps:
             length = min(chunk_size, num_steps - done)
             if length not in chunks:
                 chunks[length] = _make_chunk(step, is_ok, length)
-            state, bad_at, losses = chunks[length](state, jnp.asarray(done, jnp.int32))
-            losses = np.asarray(losses)
-            bad_at = int(bad_at)
+            try:
+                new_state, bad_at, losses = chunks[length](state, jnp.asarray(done, jnp.int32))
+                losses = np.asarray(losses)
+                bad_at = int(bad_at)
+            except KeyboardInterrupt:
+                interrupted = True
+                break
             if bad_at >= 0:
                 good = np.concatenate(pieces + [losses[: bad_at - done]])
                 msg = f"the run diverged at step {bad_at} (non-finite loss or parameters)"
                 if describe_failure is not None:
-                    msg += "; " + describe_failure(state, bad_at)
+                    msg += "; " + describe_failure(new_state, bad_at)
                 msg += ". The last finite state is kept on this error as .state."
-                raise DivergenceError(msg, bad_at, state, good)
+                raise DivergenceError(msg, bad_at, new_state, good)
+            state = new_state
             pieces.append(losses)
             done += length
             if bar is not None:
                 bar.update(length)
                 bar.set_postfix_str(f"loss {np.mean(losses):.4g}")
+            if callback is not None:
+                try:
+                    callback(state, np.concatenate(pieces), done)
+                except KeyboardInterrupt:
+                    interrupted = done < num_steps
+                    break
     finally:
         if bar is not None:
             bar.close()
-    return LoopResult(state, jnp.asarray(np.concatenate(pieces)))
+    all_losses = np.concatenate(pieces) if pieces else np.zeros((0,), np.float32)
+    return LoopResult(state, jnp.asarray(all_losses), interrupted)
