@@ -3,6 +3,7 @@
 NeurIPS 2025, arXiv 2506.13613)."""
 
 from mixvi import optim
+from mixvi.diagnostics import component_summary, psis_khat, to_datatree
 from mixvi.engine import MixVI, MixVIRunResult, MixVIState
 from mixvi.family import IsotropicMixture
 from mixvi.guide import AutoIsotropicMixture
@@ -17,5 +18,8 @@ __all__ = [
     "MixVI",
     "MixVIRunResult",
     "MixVIState",
+    "component_summary",
     "optim",
+    "psis_khat",
+    "to_datatree",
 ]

@@ -36,6 +36,7 @@ from scipy.special import logsumexp as _np_logsumexp
 from mixvi.guide import AutoIsotropicMixture
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas
     import xarray
     from matplotlib.axes import Axes
 
@@ -57,7 +58,7 @@ def _gpd_fit(x: np.ndarray) -> tuple[float, float]:
     """Zhang & Stephens (2009) empirical-Bayes fit of a generalized Pareto distribution to the
     exceedances ``x`` (sorted ascending, >= 0), with the weakly informative prior on k of
     Vehtari et al. (2024). Returns (k, sigma); k is nan when the sample is degenerate (its first
-    quartile equals its minimum, i.e. heavy ties).
+    quartile is 0: a quarter of the exceedances tie with the threshold or underflow).
 
     GPD: P(X > x) = (1 + k x / sigma)^(-1/k). With theta = -k / sigma, the profile log-likelihood
     is l(theta) = n [log(-theta / k(theta)) - k(theta) - 1], k(theta) = mean_j log(1 - theta x_j).
@@ -69,7 +70,7 @@ def _gpd_fit(x: np.ndarray) -> tuple[float, float]:
     n = x.size
     m = _ZS_MIN_GRID + int(math.sqrt(n))
     xstar = x[int(n / 4 + 0.5) - 1]  # first quartile
-    if not xstar > x[0]:
+    if not xstar > 0.0:
         return math.nan, math.nan
     j = np.arange(1, m + 1, dtype=np.float64)
     theta = 1.0 / x[-1] + (1.0 - np.sqrt(m / (j - 0.5))) / (_ZS_PRIOR_BS * xstar)
@@ -127,10 +128,11 @@ def khat_from_log_weights(log_w: Any) -> float:
     lw_max = tail[-1]
     if lw_max == cutoff:
         return -math.inf
-    # exceedances of w / w_max over the cutoff: exp(cutoff - max) * expm1(tail - cutoff)
-    x = np.exp(cutoff - lw_max) * np.expm1(tail - cutoff)
-    if not np.all(np.isfinite(x)) or x[-1] <= 0.0:
-        return math.inf
+    # exceedances of w / w_max over the cutoff: exp(cutoff - max) * expm1(tail - cutoff); where
+    # expm1 overflows (tail - cutoff > 709) the cutoff term is below exp(-709) and exp(tail - max) is exact
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = np.exp(cutoff - lw_max) * np.expm1(tail - cutoff)
+    x = np.where(np.isfinite(x), x, np.exp(tail - lw_max))
     k, _ = _gpd_fit(x)
     if math.isnan(k):
         if tail[int(m / 4 + 0.5) - 1] - lw_max < math.log(np.finfo(np.float64).tiny):
@@ -175,15 +177,29 @@ def _check_key(rng_key: Any) -> jax.Array:
 
 
 def _draw_and_weigh(
-    guide: AutoIsotropicMixture, params: dict, args: tuple, kwargs: dict, rng_key: jax.Array, num_samples: int
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """z ~ q (S, d), log p(z) = -V(z) and log q(z), each (S,). The model is seeded with one key for
-    all draws, so a subsampled model sees the same minibatch at every z."""
-    k_draw, k_model = jax.random.split(rng_key)
-    q = guide.get_posterior(params)
-    z = q.sample(k_draw, (num_samples,))
-    v = jax.vmap(guide.potential_fn(*args, **kwargs), (0, None))(z, k_model)
-    return z, -v, q.log_prob(z)
+    guide: AutoIsotropicMixture,
+    params: dict,
+    args: tuple,
+    kwargs: dict,
+    rng_key: jax.Array,
+    num_samples: int,
+    responsibilities: bool = False,
+) -> tuple[jax.Array, ...]:
+    """z ~ q (S, d), log p(z) = -V(z) and log q(z), each (S,) (and r(z) (S, N) if asked), in one
+    compiled call. The model is seeded with one key for all draws, so a subsampled model sees the
+    same minibatch at every z."""
+    potential = guide.potential_fn(*args, **kwargs)
+    names = (f"{guide.prefix}_locs", f"{guide.prefix}_scales")
+
+    def run(mixture_params: dict, key: jax.Array) -> tuple[jax.Array, ...]:
+        k_draw, k_model = jax.random.split(key)
+        q = guide.get_posterior(mixture_params)
+        z = q.sample(k_draw, (num_samples,))
+        v = jax.vmap(potential, (0, None))(z, k_model)
+        out = (z, -v, q.log_prob(z))
+        return out + (q.responsibilities(z),) if responsibilities else out
+
+    return jax.jit(run)({k: params[k] for k in names}, rng_key)
 
 
 def _latent_site_names(guide: AutoIsotropicMixture) -> list[str]:
@@ -191,7 +207,9 @@ def _latent_site_names(guide: AutoIsotropicMixture) -> list[str]:
 
 
 def _model_param_values(guide: AutoIsotropicMixture, params: dict) -> dict:
-    return {k: v for k, v in params.items() if k in guide.prototype_trace and guide.prototype_trace[k]["type"] == "param"}
+    return {
+        k: v for k, v in params.items() if k in guide.prototype_trace and guide.prototype_trace[k]["type"] == "param"
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,12 +274,10 @@ def to_datatree(
     loglik = _numpyro_log_likelihood(model, latents, *model_args, parallel=True, **model_kwargs)
     if loglik:
         data["log_likelihood"] = {name: reshape(v) for name, v in loglik.items()}
-        observed = {
-            n: np.asarray(s["value"])
-            for n, s in guide.prototype_trace.items()
-            if s["type"] == "sample" and s["is_observed"] and n in loglik
-        }
-        data["observed_data"] = observed
+        # the observed values for *these* model arguments (one trace at the first draw)
+        first = {n: v[0] for n, v in latents.items()}
+        tr = handlers.trace(handlers.substitute(model, data=first)).get_trace(*model_args, **model_kwargs)
+        data["observed_data"] = {n: np.asarray(tr[n]["value"]) for n in loglik}
     attrs = {
         "/": {
             "inference_library": "mixvi",
@@ -320,20 +336,20 @@ def psis_khat(
 # per-component table
 # --------------------------------------------------------------------------------------------------
 def _site_columns(name: str, values: np.ndarray, max_entries: int = 4) -> dict[str, np.ndarray]:
-    """Readable columns for one site, values (N, *shape): scalar -> 'name'; up to ``max_entries``
-    elements -> 'name[i]' / 'name[i,j]'; larger -> the first 3 elements and '|name|' (Euclidean norm)."""
+    """Readable columns for one site, values (N, *shape): scalar -> 'loc:name'; up to ``max_entries``
+    elements -> 'loc:name[i]' / 'loc:name[i,j]'; larger -> the first 3 elements and 'loc:|name|' (norm)."""
     n = values.shape[0]
     shape = values.shape[1:]
     if not shape:
-        return {name: values}
+        return {f"loc:{name}": values}
     flat = values.reshape(n, -1)
     idx = list(np.ndindex(*shape))
     cols = {}
     shown = idx if len(idx) <= max_entries else idx[: max_entries - 1]
     for j, ix in enumerate(shown):
-        cols[f"{name}[{','.join(map(str, ix))}]"] = flat[:, j]
+        cols[f"loc:{name}[{','.join(map(str, ix))}]"] = flat[:, j]
     if len(idx) > max_entries:
-        cols[f"|{name}|"] = np.linalg.norm(flat, axis=1)
+        cols[f"loc:|{name}|"] = np.linalg.norm(flat, axis=1)
     return cols
 
 
@@ -344,7 +360,7 @@ def component_summary(
     rng_key: jax.Array | None = None,
     num_samples: int = 4000,
     **model_kwargs: Any,
-):
+) -> pandas.DataFrame | dict[str, np.ndarray]:
     """One row per mixture component: its scale, its centre on the constrained space, and the share of
     posterior mass it carries.
 
@@ -361,8 +377,9 @@ def component_summary(
           se_i = sqrt(sum_s wbar_s^2 (r_i(z_s) - mass_i)^2),   wbar_s = w_s / sum_t w_t
       (trust it only when ``attrs['khat']`` < 0.7).
     * per latent site, T(m_i): the component centre mapped to the constrained space (the image of the
-      centre, not the mean of the pushed-forward component). Scalar sites give one column ``name``;
-      sites with up to 4 elements ``name[i]``; larger sites the first 3 elements and ``|name|``.
+      centre, not the mean of the pushed-forward component). Scalar sites give one column ``loc:name``;
+      sites with up to 4 elements ``loc:name[i]``; larger sites the first 3 elements and ``loc:|name|``
+      (Euclidean norm). The ``loc:`` prefix keeps a site called ``sigma`` apart from the scale column.
 
     A ``pandas.DataFrame`` (``attrs``: ``khat``, ``ess`` = 1 / sum wbar_s^2, ``num_samples``), or a
     dict of numpy arrays when pandas is not installed.
@@ -372,7 +389,7 @@ def component_summary(
     rng_key = jax.random.PRNGKey(0) if rng_key is None else _check_key(rng_key)
     num_samples = _check_num_samples(num_samples)
     _check_guide(guide, params)
-    z, log_p, log_q = _draw_and_weigh(guide, params, model_args, model_kwargs, rng_key, num_samples)
+    z, log_p, log_q, r = _draw_and_weigh(guide, params, model_args, model_kwargs, rng_key, num_samples, True)
     log_w = np.asarray(log_p, np.float64) - np.asarray(log_q, np.float64)
     if np.isnan(log_w).any():
         raise ValueError("the log density is NaN at some draws from q; check the model's log density")
@@ -380,7 +397,7 @@ def component_summary(
         raise ValueError("the target density is zero (or infinite) at every draw from q")
     wbar = np.exp(log_w - _np_logsumexp(log_w))
     q = guide.get_posterior(params)
-    r = np.asarray(q.responsibilities(z), np.float64)  # (S, N)
+    r = np.asarray(r, np.float64)  # (S, N) responsibilities r_i(z_s)
     mass = wbar @ r
     mass_se = np.sqrt(np.sum(wbar[:, None] ** 2 * (r - mass) ** 2, axis=0))
     n = int(q.n_components)
@@ -459,7 +476,12 @@ def plot_components(
         if np.isfinite(log_p).any():
             pmax = np.nanmax(np.where(np.isfinite(log_p), log_p, -np.inf))
             ax.contour(
-                xx, yy, log_p, levels=np.linspace(pmax - 10.0, pmax, num_levels), colors="0.5", linestyles="--",
+                xx,
+                yy,
+                log_p,
+                levels=np.linspace(pmax - 10.0, pmax, num_levels),
+                colors="0.5",
+                linestyles="--",
                 linewidths=0.8,
             )
     for i, (m, s) in enumerate(zip(locs, scales, strict=True)):
