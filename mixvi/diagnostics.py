@@ -189,7 +189,7 @@ def _draw_and_weigh(
     compiled call. The model is seeded with one key for all draws, so a subsampled model sees the
     same minibatch at every z."""
     potential = guide.potential_fn(*args, **kwargs)
-    names = (f"{guide.prefix}_locs", f"{guide.prefix}_scales")
+    names = guide.param_names()
 
     def run(mixture_params: dict, key: jax.Array) -> tuple[jax.Array, ...]:
         k_draw, k_model = jax.random.split(key)

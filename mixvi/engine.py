@@ -101,6 +101,7 @@ class MixVI:
         self.transform = optim.mixture_step(method, step_size, auto=auto)
         self._is_auto = isinstance(step_size, str)
         self._locs, self._scales = f"{guide.prefix}_locs", f"{guide.prefix}_scales"
+        self._metric, self._logits = f"{guide.prefix}_metric", f"{guide.prefix}_weight_logits"
 
     @staticmethod
     def _resolve_mesh(mesh: Mesh | str | None, n_components: int) -> Mesh | None:
@@ -138,13 +139,20 @@ class MixVI:
                 "optax_to_numpyro(mixvi.optim.for_mixture(mixvi.optim.ibw(), other=optax.adam(1e-2)))"
             )
         if init_params is not None:
-            params = {k: jnp.asarray(init_params[k]) for k in (self._locs, self._scales)}
+            params = dict(params)
+            params.update({k: jnp.asarray(init_params[k]) for k in self.guide.param_names() if k in init_params})
         uparams = {self._locs: params[self._locs], self._scales: jnp.log(params[self._scales])}
+        if self._metric in params:
+            uparams[self._metric] = jnp.log(params[self._metric])
+        if self._logits in params:
+            uparams[self._logits] = params[self._logits]
         if self.mesh is not None:
             axis = self.mesh.axis_names[0]
             uparams = {
-                self._locs: jax.device_put(uparams[self._locs], NamedSharding(self.mesh, P(axis, None))),
-                self._scales: jax.device_put(uparams[self._scales], NamedSharding(self.mesh, P(axis))),
+                k: jax.device_put(v, NamedSharding(self.mesh, P(axis, None) if k == self._locs else P(axis)))
+                if k in (self._locs, self._scales)
+                else jax.device_put(v, NamedSharding(self.mesh, P()))
+                for k, v in uparams.items()
             }
         if jnp.issubdtype(k_run.dtype, jax.dtypes.prng_key):
             k_run = jax.random.key_data(k_run)
@@ -160,16 +168,26 @@ class MixVI:
     def _step(self, state: MixVIState, args: tuple, kwargs: dict) -> tuple[MixVIState, jax.Array]:
         key, k_noise, k_model = jax.random.split(state.rng_key, 3)
         locs, u = state.params[self._locs], state.params[self._scales]
+        metric = jnp.exp(state.params[self._metric]) if self._metric in state.params else None
+        weights = jax.nn.softmax(state.params[self._logits]) if self._logits in state.params else None
         n, d = locs.shape
         z = draw_noise(k_noise, n, self.num_samples, d, shared=self.shared_noise, dtype=locs.dtype)
-        x = self._shard(draw_points(locs, u, z))
+        x = self._shard(draw_points(locs, u, z, metric))
         v, gv = potential_and_grad(
             self.guide.potential_fn(*args, **kwargs), x, k_model, batch_size=self.sample_batch_size
         )
         v, gv = self._shard(v), self._shard(gv)
-        est = stein_estimate(locs, u, z, v, gv)
-        grads = {self._locs: est.gbar / n, self._scales: jnp.exp(2 * u) * est.lam / n}
-        updates, opt_state = self.transform.update(grads, state.opt_state, state.params, value=est.loss)
+        est = stein_estimate(locs, u, z, v, gv, weights=weights, metric=metric, coord=metric is not None)
+        eps = jnp.exp(2 * u)
+        w = jnp.full((n,), 1.0 / n, locs.dtype) if weights is None else weights
+        grads = {self._locs: w[:, None] * est.gbar, self._scales: w * eps * est.lam}
+        if metric is not None:
+            grads[self._metric] = 0.5 * est.t
+        if weights is not None:
+            grads[self._logits] = w * (est.f - jnp.sum(w * est.f))
+        updates, opt_state = self.transform.update(
+            grads, state.opt_state, state.params, value=est.loss, stratified=True
+        )
         params = optax.apply_updates(state.params, updates)
         return MixVIState(params, opt_state, key, state.step + 1), est.loss
 
@@ -183,7 +201,12 @@ class MixVI:
 
     def get_params(self, state: MixVIState) -> dict:
         """Constrained params for ``guide.sample_posterior`` and ``Predictive``."""
-        return {self._locs: state.params[self._locs], self._scales: jnp.exp(state.params[self._scales])}
+        out = {self._locs: state.params[self._locs], self._scales: jnp.exp(state.params[self._scales])}
+        if self._metric in state.params:
+            out[self._metric] = jnp.exp(state.params[self._metric])
+        if self._logits in state.params:
+            out[self._logits] = state.params[self._logits]
+        return out
 
     # --- the loop -----------------------------------------------------------------------------
     def _is_ok(self, state: MixVIState, loss: jax.Array) -> jax.Array:
@@ -249,7 +272,10 @@ class MixVI:
         leaves, losses, meta = load_checkpoint(path)
         template = self.init(jax.random.PRNGKey(0), *args, **kwargs)
         mine = self._checkpoint_meta(template)
-        for field in ("method", "step_size", "num_samples", "shared_noise", "prefix", "n_components", "latent_dim", "sites"):
+        for field in (
+            "method", "step_size", "num_samples", "shared_noise", "prefix", "metric", "weights", "n_components",
+            "latent_dim", "sites",
+        ):
             if meta.get(field) != mine[field]:
                 raise CheckpointError(
                     f"checkpoint {os.fspath(path)!r} does not match this run: {field} is {meta.get(field)!r} "
@@ -281,6 +307,8 @@ class MixVI:
             "num_samples": self.num_samples,
             "shared_noise": self.shared_noise,
             "prefix": self.guide.prefix,
+            "metric": self.guide.metric,
+            "weights": self.guide.weights,
             "n_components": int(locs.shape[0]),
             "latent_dim": int(locs.shape[1]),
             "sites": {k: list(np.shape(v)) for k, v in self.guide._init_locs.items()},

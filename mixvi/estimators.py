@@ -8,7 +8,11 @@ With psi = log q + V (V = NumPyro's potential energy, -log target) the estimates
     lambda_i = (1/(B eps_i)) sum_b <x_ib - m_i, grad psi(x_ib)>      ~ E_{N_i}[Delta psi] = 2 N dF/d eps_i
     loss     = (1/(N B)) sum_ib [log q(x_ib) + V(x_ib)]              ~ F = -ELBO
 
-Every sample is scored under the whole mixture. With shared noise the mixture part costs
+Every sample is scored under the whole mixture. With learned weights w_i and a shared diagonal
+metric D (mixvi's extensions, docs/theory.md) everything is computed in whitened coordinates
+y = D^(-1/2) x, where every component is isotropic, and the estimator also returns
+f_i = (1/B) sum_b psi(x_ib) (the weight step) and the per-coordinate Stein term
+t_k = sum_i w_i (1/B) sum_b (x_ibk - m_ik) d_k psi(x_ib) (the metric step). With shared noise the mixture part costs
 O(N^2 d + N B d + N^2 B): all inner products come from G = M M^T (N, N) and P = Z M^T (B, N), so
 neither an (N, B, N, d) tensor nor an (N B) x N x d matrix product is formed. Independent noise
 needs Q = z_ib . m_j, one O(N^2 B d) product.
@@ -24,12 +28,15 @@ from jax.scipy.special import logsumexp
 
 
 class SteinEstimate(NamedTuple):
-    """gbar (N, d), lam (N,), loss scalar, log_q (N, B) at the draws."""
+    """gbar (N, d) = E_{N_i}[grad_x psi]; lam (N,); loss scalar (sum_i w_i f_i); log_q (N, B) at the
+    draws; f (N,) = per-component mean of psi; t (d,) per-coordinate Stein term (None unless asked)."""
 
     gbar: jax.Array
     lam: jax.Array
     loss: jax.Array
     log_q: jax.Array
+    f: jax.Array
+    t: jax.Array | None = None
 
 
 def draw_noise(key: jax.Array, n: int, b: int, d: int, *, shared: bool = True, dtype=jnp.float32) -> jax.Array:
@@ -37,24 +44,43 @@ def draw_noise(key: jax.Array, n: int, b: int, d: int, *, shared: bool = True, d
     return jax.random.normal(key, (b, d) if shared else (n, b, d), dtype=dtype)
 
 
-def draw_points(locs: jax.Array, log_scales: jax.Array, z: jax.Array) -> jax.Array:
-    """x_ib = m_i + sigma_i z_(i)b, shape (N, B, d)."""
+def draw_points(locs: jax.Array, log_scales: jax.Array, z: jax.Array, metric: jax.Array | None = None) -> jax.Array:
+    """x_ib = m_i + sigma_i D^(1/2) z_(i)b, shape (N, B, d)."""
+    if metric is not None:
+        z = z * jnp.sqrt(metric)
     return locs[:, None, :] + jnp.exp(log_scales)[:, None, None] * z
 
 
-def mixture_terms(locs: jax.Array, log_scales: jax.Array, z: jax.Array):
-    """The log q part at x_ib = m_i + sigma_i z: returns (log_q (N, B), mean score (N, d),
-    stein score (N,)) where mean score_i = (1/B) sum_b grad log q(x_ib) and
-    stein score_i = (1/B) sum_b <x_ib - m_i, grad log q(x_ib)>.
+class MixtureTerms(NamedTuple):
+    log_q: jax.Array  # (N, B)
+    mean_score: jax.Array  # (N, d)
+    stein_score: jax.Array  # (N,)
+    coord_score: jax.Array | None  # (d,)
+
+
+def mixture_terms(
+    locs: jax.Array,
+    log_scales: jax.Array,
+    z: jax.Array,
+    log_weights: jax.Array | None = None,
+    *,
+    coord: bool = False,
+) -> MixtureTerms:
+    """The log q part at x_ib = m_i + sigma_i z for an isotropic mixture (whitened coordinates):
+    log_q (N, B); mean score_i = (1/B) sum_b grad log q(x_ib); stein score_i =
+    (1/B) sum_b <x_ib - m_i, grad log q(x_ib)>; with ``coord``, the per-coordinate
+    sum_i w_i (1/B) sum_b (x_ibk - m_ik) d_k log q(x_ib), shape (d,).
 
     Logits are shifted per (i, b) by |z|^2/2 + d u_i so that the O(d) parts cancel analytically:
-    L'_ibj = -c_ibj / (2 eps_j) - (|z|^2/2) expm1(2(u_i - u_j)) - d (u_j - u_i), with
+    L'_ibj = log w_j - c_ibj / (2 eps_j) - (|z|^2/2) expm1(2(u_i - u_j)) - d (u_j - u_i), with
     c_ibj = |m_i - m_j|^2 + 2 sigma_i <z, m_i - m_j>  (= |x_ib - m_j|^2 - eps_i |z|^2).
     """
     n, d = locs.shape
     shared = z.ndim == 2
     sig = jnp.exp(log_scales)
     eps = sig**2
+    if log_weights is None:
+        log_weights = jnp.full((n,), -jnp.log(n), locs.dtype)
     mc = locs - jnp.mean(locs, axis=0)
     gram = mc @ mc.T
     gdiag = jnp.diag(gram)
@@ -71,37 +97,63 @@ def mixture_terms(locs: jax.Array, log_scales: jax.Array, z: jax.Array):
         q_self[:, :, None] - q
     )
     du = log_scales[:, None, None] - log_scales[None, None, :]  # u_i - u_j
-    logits = -0.5 * cross / eps[None, None, :] - 0.5 * zz[:, :, None] * jnp.expm1(2.0 * du) + d * du
+    logits = log_weights - 0.5 * cross / eps[None, None, :] - 0.5 * zz[:, :, None] * jnp.expm1(2.0 * du) + d * du
     lse = logsumexp(logits, axis=-1)
-    log_q = lse - 0.5 * zz - 0.5 * d * jnp.log(2 * jnp.pi) - d * log_scales[:, None] - jnp.log(n)
+    log_q = lse - 0.5 * zz - 0.5 * d * jnp.log(2 * jnp.pi) - d * log_scales[:, None]
     r = jnp.exp(logits - lse[..., None])
     w = r / eps[None, None, :]  # (N, B, N)
     a = jnp.sum(w, -1)  # (N, B)
     b = z.shape[-2]
-    if shared:
-        az = a @ z / b
-    else:
-        az = jnp.einsum("ib,ibd->id", a, z) / b
+    az = a @ z / b if shared else jnp.einsum("ib,ibd->id", a, z) / b
     mean_score = -jnp.mean(a, 1)[:, None] * mc - sig[:, None] * az + jnp.mean(w, 1) @ mc
     inner = -a * (q_self + sig[:, None] * zz) + jnp.sum(w * q, -1)
     stein_score = sig * jnp.mean(inner, 1)
-    return log_q, mean_score, stein_score
+    coord_score = None
+    if coord:
+        ws = jnp.exp(log_weights) * sig
+        a2 = a @ z**2 / b if shared else jnp.einsum("ib,ibd->id", a, z**2) / b
+        if shared:
+            cross_term = jnp.sum(mc * (jnp.einsum("i,ibj->bj", ws, w).T @ z), 0) / b
+        else:
+            cross_term = jnp.einsum("i,ibk,ibj,jk->k", ws, z, w, mc) / b
+        coord_score = -jnp.sum(ws[:, None] * mc * az, 0) - jnp.sum((ws * sig)[:, None] * a2, 0) + cross_term
+    return MixtureTerms(log_q, mean_score, stein_score, coord_score)
 
 
 def stein_estimate(
-    locs: jax.Array, log_scales: jax.Array, z: jax.Array, potential: jax.Array, grad_potential: jax.Array
+    locs: jax.Array,
+    log_scales: jax.Array,
+    z: jax.Array,
+    potential: jax.Array,
+    grad_potential: jax.Array,
+    *,
+    weights: jax.Array | None = None,
+    metric: jax.Array | None = None,
+    coord: bool = False,
 ) -> SteinEstimate:
-    """Combine the closed-form mixture terms with V and grad V evaluated at x_ib (N, B), (N, B, d)."""
-    log_q, mean_score, stein_score = mixture_terms(locs, log_scales, z)
+    """Combine the closed-form mixture terms with V and grad V evaluated at x_ib (N, B), (N, B, d)
+    (x-space). ``weights`` (N,) and ``metric`` (d,) default to uniform and identity; ``coord`` also
+    returns the metric's per-coordinate Stein term t."""
+    if metric is not None:
+        root = jnp.sqrt(metric)
+        locs, grad_potential = locs / root, grad_potential * root
+    log_w = None if weights is None else jnp.log(weights)
+    terms = mixture_terms(locs, log_scales, z, log_w, coord=coord)
+    log_q = terms.log_q if metric is None else terms.log_q - 0.5 * jnp.sum(jnp.log(metric))
     sig = jnp.exp(log_scales)
-    gbar = jnp.mean(grad_potential, 1) + mean_score
-    if z.ndim == 2:
-        zg = jnp.einsum("bd,ibd->ib", z, grad_potential)
-    else:
-        zg = jnp.einsum("ibd,ibd->ib", z, grad_potential)
-    lam = (sig * jnp.mean(zg, 1) + stein_score) / sig**2
-    loss = jnp.mean(log_q + potential)
-    return SteinEstimate(gbar, lam, loss, log_q)
+    gbar = jnp.mean(grad_potential, 1) + terms.mean_score
+    if metric is not None:
+        gbar = gbar / root
+    zg = jnp.einsum("bd,ibd->ib", z, grad_potential) if z.ndim == 2 else jnp.einsum("ibd,ibd->ib", z, grad_potential)
+    lam = (sig * jnp.mean(zg, 1) + terms.stein_score) / sig**2
+    f = jnp.mean(log_q + potential, 1)
+    w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
+    loss = jnp.sum(w * f)
+    t = None
+    if coord:
+        spec = "i,bk,ibk->k" if z.ndim == 2 else "i,ibk,ibk->k"
+        t = jnp.einsum(spec, w * sig, z, grad_potential) / z.shape[-2] + terms.coord_score
+    return SteinEstimate(gbar, lam, loss, log_q, f, t)
 
 
 def potential_and_grad(potential_fn, x: jax.Array, *extra, batch_size: int | None = None):

@@ -42,6 +42,11 @@ class AutoIsotropicMixture(AutoContinuous):
         location plus ``init_scale`` * N(0, I).
     :param init_scale: initial sigma_i of every component.
     :param create_plates: as in NumPyro's autoguides.
+    :param metric: 'isotropic' (the paper: covariances sigma_i^2 I) or 'diagonal' (mixvi's extension:
+        sigma_i^2 D with one diagonal D shared by all components, param ``{prefix}_metric`` (d,),
+        memory O(N d + d); components are isotropic in whitened coordinates D^(-1/2) x).
+    :param weights: 'uniform' (the paper) or 'fisher-rao' (learned weights, param
+        ``{prefix}_weight_logits`` (N,), trained by MixVI's Wasserstein-Fisher-Rao weight step).
 
     ``get_posterior(params)`` returns an ``IsotropicMixture`` with ``has_rsample=True``, so
     ``Trace_ELBO``, ``TraceGraph_ELBO`` and ``RenyiELBO`` use reparametrised gradients.
@@ -58,11 +63,19 @@ class AutoIsotropicMixture(AutoContinuous):
         init_loc_fn: Callable = init_to_uniform,
         init_scale: float = 1.0,
         create_plates: Callable | None = None,
+        metric: str = "isotropic",
+        weights: str = "uniform",
     ):
         if not isinstance(n_components, (int, jnp.integer)) or isinstance(n_components, bool) or n_components < 1:
             raise ValueError(f"n_components must be an integer >= 1, got {n_components!r}")
         if not init_scale > 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale!r}")
+        if metric not in ("isotropic", "diagonal"):
+            raise ValueError(f"metric must be 'isotropic' or 'diagonal', got {metric!r}")
+        if weights not in ("uniform", "fisher-rao"):
+            raise ValueError(f"weights must be 'uniform' or 'fisher-rao', got {weights!r}")
+        self.metric = metric
+        self.weights = weights
         self.n_components = int(n_components)
         self._init_scale = float(init_scale)
         super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn, create_plates=create_plates)
@@ -128,17 +141,36 @@ class AutoIsotropicMixture(AutoContinuous):
 
     # --- the variational family ---------------------------------------------------------------
     def _get_posterior(self) -> IsotropicMixture:
+        dtype = jnp.result_type(self._init_component_locs)
         locs = numpyro.param(f"{self.prefix}_locs", self._init_component_locs)
         scales = numpyro.param(
             f"{self.prefix}_scales",
-            jnp.full(self.n_components, self._init_scale, dtype=jnp.result_type(self._init_component_locs)),
+            jnp.full(self.n_components, self._init_scale, dtype=dtype),
             constraint=self.scale_constraint,
         )
-        return IsotropicMixture(locs, scales)
+        metric = weights = None
+        if self.metric == "diagonal":
+            metric = numpyro.param(
+                f"{self.prefix}_metric", jnp.ones(self.latent_dim, dtype=dtype), constraint=constraints.positive
+            )
+        if self.weights == "fisher-rao":
+            weights = jax.nn.softmax(numpyro.param(f"{self.prefix}_weight_logits", jnp.zeros(self.n_components, dtype)))
+        return IsotropicMixture(locs, scales, weights, metric)
+
+    def param_names(self) -> tuple[str, ...]:
+        """The guide's param names: locs, scales, and the metric / weight logits when learned."""
+        names = [f"{self.prefix}_locs", f"{self.prefix}_scales"]
+        if self.metric == "diagonal":
+            names.append(f"{self.prefix}_metric")
+        if self.weights == "fisher-rao":
+            names.append(f"{self.prefix}_weight_logits")
+        return tuple(names)
 
     def get_posterior(self, params: dict) -> IsotropicMixture:
         """The fitted mixture over the flattened unconstrained latent (constrained ``params``)."""
-        return IsotropicMixture(params[f"{self.prefix}_locs"], params[f"{self.prefix}_scales"])
+        p = self.prefix
+        weights = jax.nn.softmax(params[f"{p}_weight_logits"]) if f"{p}_weight_logits" in params else None
+        return IsotropicMixture(params[f"{p}_locs"], params[f"{p}_scales"], weights, params.get(f"{p}_metric"))
 
     def get_base_dist(self):
         raise TypeError(

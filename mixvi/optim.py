@@ -42,6 +42,8 @@ import optax
 METHODS = ("ibw", "md", "ngd", "means")
 LOCS_SUFFIX = "_locs"
 SCALES_SUFFIX = "_scales"
+METRIC_SUFFIX = "_metric"
+WEIGHTS_SUFFIX = "_weight_logits"
 
 
 class MixtureStepState(NamedTuple):
@@ -81,13 +83,17 @@ def component_step(
     *,
     trust: float | None = None,
     min_factor: float = 0.1,
+    metric: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One paper step for all components at once, from the same iterate.
 
     locs (N, d), log_scales (N,) = log sigma, mean_grad (N, d) = E_{N_i}[grad psi],
     lam (N,) = E_{N_i}[<X - m_i, grad psi>] / eps_i, gamma scalar or (N,).
     Returns (new_locs, new_log_scales, clipped (N,) bool). With ``trust`` set, the Wasserstein
-    trust region of the auto rule is applied; otherwise only the validity guards.
+    trust region of the auto rule is applied; otherwise only the validity guards. With a diagonal
+    ``metric`` D the step is taken in whitened coordinates y = D^(-1/2) x: the mean step becomes
+    m_i <- m_i - gamma D gbar_i (lambda is the same in both coordinates) and the trust region is
+    measured in y.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -117,9 +123,11 @@ def component_step(
     new_log_scales = log_scales + du
     mean_gamma = gamma * jnp.exp(2.0 * new_log_scales) if method == "ngd" else gamma
     dm = -mean_gamma[:, None] * mean_grad
+    if metric is not None:
+        dm = dm * metric
     if trust is not None:
         radius = trust * jnp.exp(log_scales) * jnp.sqrt(d)
-        norm = jnp.linalg.norm(dm, axis=-1)
+        norm = jnp.linalg.norm(dm if metric is None else dm / jnp.sqrt(metric), axis=-1)
         too_far = norm > radius
         clipped = clipped | too_far
         dm = dm * jnp.where(too_far, radius / jnp.maximum(norm, 1e-30), 1.0)[:, None]
@@ -127,7 +135,9 @@ def component_step(
 
 
 def mixture_pairs(tree: Any) -> list[str]:
-    """Prefixes p such that ``tree`` holds both ``p_locs`` and ``p_scales`` (non-masked)."""
+    """Prefixes p such that ``tree`` holds both ``p_locs`` and ``p_scales`` (non-masked); the
+    optional ``p_metric`` (log D, diagonal metric) and ``p_weight_logits`` (learned weights) belong
+    to the same guide."""
     if not isinstance(tree, dict):
         raise TypeError(
             "mixvi.optim transforms expect the params dict NumPyro's SVI passes "
@@ -139,7 +149,7 @@ def mixture_pairs(tree: Any) -> list[str]:
         for k in live
         if k.endswith(LOCS_SUFFIX) and k[: -len(LOCS_SUFFIX)] + SCALES_SUFFIX in live
     )
-    paired = {p + s for p in prefixes for s in (LOCS_SUFFIX, SCALES_SUFFIX)}
+    paired = {p + s for p in prefixes for s in (LOCS_SUFFIX, SCALES_SUFFIX, METRIC_SUFFIX, WEIGHTS_SUFFIX)}
     stray = sorted(live - paired)
     if stray:
         raise ValueError(
@@ -163,12 +173,25 @@ def mixture_step(
     *,
     auto: AutoStep = AutoStep(),
     min_factor: float = 0.1,
+    metric_step_size: float = 0.1,
 ) -> optax.GradientTransformationExtraArgs:
     """The paper's update for ``method`` as an optax transform (see the module docstring).
 
     ``update(grads, state, params, value=loss)``: ``grads`` and ``params`` are dicts holding one or
     more ``{prefix}_locs`` (N, d) / ``{prefix}_scales`` (N,) pairs, scales unconstrained (log sigma)
     as NumPyro's SVI passes them. ``value`` (the loss, passed by SVI) drives the auto step.
+
+    mixvi's extensions (docs/theory.md), present when the guide has the leaves:
+    - ``{prefix}_metric`` = log D (d,), a shared diagonal metric: every step runs in whitened
+      coordinates, and D takes a shape-only mirror step log D <- log D - eta_D (t - mean(t)) with
+      t_k = 2 dL/dlog D_k = sum_i w_i E_{N_i}[(x_k - m_ik) d_k psi] (eta_D = ``metric_step_size``, or eta
+      under 'auto'), then mean(log D) is moved into the scales so that q is unchanged by the split.
+    - ``{prefix}_weight_logits`` (N,): the Wasserstein-Fisher-Rao weight step (Lambert et al. 2022,
+      arXiv 2205.15902) w_i <- w_i exp(-gamma (f_i - sum_j w_j f_j)), f_i = E_{N_i}[psi], recovered as
+      f_i - fbar = (dL/dlogit_i) / w_i. Only MixVI's stratified estimator gives unbiased weight
+      gradients, so it passes ``stratified=True``; without it a weights leaf is an error.
+    All expectations are recovered from the ELBO gradients with w_i in place of 1/N:
+    gbar_i = g_m / w_i, lambda_i = g_u / (w_i eps_i).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -186,7 +209,9 @@ def mixture_step(
         z = jnp.zeros((), jnp.int32)
         return MixtureStepState(jnp.asarray(eta, dtype), jnp.asarray(jnp.nan, dtype), z, z, z)
 
-    def update_fn(grads: Any, state: MixtureStepState, params: Any = None, *, value: Any = None, **extra):
+    def update_fn(
+        grads: Any, state: MixtureStepState, params: Any = None, *, value: Any = None, stratified: bool = False, **extra
+    ):
         del extra
         if params is None:
             raise ValueError("mixvi.optim transforms need params: call update(grads, state, params)")
@@ -198,21 +223,53 @@ def mixture_step(
         n_clip = jnp.zeros((), jnp.int32)
         for p in prefixes:
             locs, u = params[p + LOCS_SUFFIX], params[p + SCALES_SUFFIX]
-            n = locs.shape[0]
+            n, d = locs.shape
             eps = jnp.exp(2.0 * u)
-            gbar = n * grads[p + LOCS_SUFFIX]
-            lam = n * grads[p + SCALES_SUFFIX] / eps
+            has_w = p + WEIGHTS_SUFFIX in grads and not isinstance(grads[p + WEIGHTS_SUFFIX], optax.MaskedNode)
+            has_d = p + METRIC_SUFFIX in grads and not isinstance(grads[p + METRIC_SUFFIX], optax.MaskedNode)
+            if has_w and not stratified:
+                raise ValueError(
+                    f"'{p}{WEIGHTS_SUFFIX}': learned mixture weights need MixVI's stratified per-component "
+                    "estimates; SVI's reparametrised ELBO gradient ignores the discrete component choice. "
+                    "Train a weights='fisher-rao' guide with mixvi.MixVI, or use weights='uniform' with SVI."
+                )
+            w = jax.nn.softmax(params[p + WEIGHTS_SUFFIX]) if has_w else jnp.full((n,), 1.0 / n, locs.dtype)
+            metric = jnp.exp(params[p + METRIC_SUFFIX]) if has_d else None
+            gbar = grads[p + LOCS_SUFFIX] / w[:, None]
+            lam = grads[p + SCALES_SUFFIX] / (w * eps)
             if is_auto:
                 gamma = state.eta if method == "ngd" else state.eta * eps
                 trust = auto.trust
             else:
                 gamma, trust = jnp.asarray(step_size, locs.dtype), None
             new_locs, new_u, clipped = component_step(
-                method, locs, u, gbar, lam, gamma.astype(locs.dtype), trust=trust, min_factor=min_factor
+                method, locs, u, gbar, lam, gamma.astype(locs.dtype), trust=trust, min_factor=min_factor, metric=metric
             )
+            n_clip = n_clip + jnp.sum(clipped & ok).astype(jnp.int32)
+            if has_d:
+                t = 2.0 * grads[p + METRIC_SUFFIX]
+                eta_d = state.eta if is_auto else metric_step_size
+                dlog = -eta_d * (t - jnp.mean(t))
+                if is_auto:
+                    bound = jnp.log1p(auto.trust)
+                    dlog = jnp.clip(dlog, -bound, bound)
+                new_log_d = params[p + METRIC_SUFFIX] + dlog
+                shift = jnp.mean(new_log_d)
+                new_u = new_u + 0.5 * shift
+                updates[p + METRIC_SUFFIX] = jnp.where(ok, new_log_d - shift - params[p + METRIC_SUFFIX], 0.0)
+            if has_w:
+                excess = grads[p + WEIGHTS_SUFFIX] / w  # f_i - sum_j w_j f_j
+                eta_w = state.eta if is_auto else jnp.asarray(step_size, locs.dtype)
+                dlogit = -eta_w * excess
+                if is_auto:
+                    bound = jnp.log1p(auto.trust)
+                    dlogit = jnp.clip(dlogit, -bound, bound)
+                logits = params[p + WEIGHTS_SUFFIX]
+                new_logits = logits + dlogit
+                new_logits = new_logits - jax.scipy.special.logsumexp(new_logits)
+                updates[p + WEIGHTS_SUFFIX] = jnp.where(ok, new_logits - logits, 0.0)
             updates[p + LOCS_SUFFIX] = jnp.where(ok, new_locs - locs, 0.0)
             updates[p + SCALES_SUFFIX] = jnp.where(ok, new_u - u, 0.0)
-            n_clip = n_clip + jnp.sum(clipped & ok).astype(jnp.int32)
         eta, loss_avg = state.eta, state.loss_avg
         if is_auto:
             if value is not None:
@@ -258,11 +315,12 @@ def means_only(step_size: float | str = "auto", **kwargs: Any) -> optax.Gradient
 
 
 def mixture_labels(params: dict) -> dict:
-    """Label every leaf 'mixture' (a mixture guide's locs/scales pair) or 'other', for multi_transform."""
+    """Label every leaf 'mixture' (a mixture guide's locs/scales/metric/weights) or 'other', for multi_transform."""
     paired = set()
     for k in params:
         if k.endswith(LOCS_SUFFIX) and k[: -len(LOCS_SUFFIX)] + SCALES_SUFFIX in params:
-            paired |= {k, k[: -len(LOCS_SUFFIX)] + SCALES_SUFFIX}
+            p = k[: -len(LOCS_SUFFIX)]
+            paired |= {p + s for s in (LOCS_SUFFIX, SCALES_SUFFIX, METRIC_SUFFIX, WEIGHTS_SUFFIX)}
     return {k: ("mixture" if k in paired else "other") for k in params}
 
 
@@ -287,3 +345,19 @@ __all__: Sequence[str] = (
     "mixture_step",
     "ngd",
 )
+
+
+# General gradient rules shared with extras/ (defined in mixvi.rules, one module per idea).
+from mixvi.rules import (  # noqa: E402
+    DescentState,
+    PolyakState,
+    armijo_descent,
+    averaged_params,
+    descent_step,
+    polyak_average,
+    precondition,
+    run_descent,
+)
+
+__all__ = (*__all__, "DescentState", "PolyakState", "armijo_descent", "averaged_params", "descent_step",
+           "polyak_average", "precondition", "run_descent")

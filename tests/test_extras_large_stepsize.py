@@ -79,7 +79,7 @@ def test_large_step_accelerates(which):
     r4, r5 = (ls.compare_stepsizes(X, y, lam) for lam in (1e-4, 1e-5))
     for r in (r4, r5):
         assert all(r["runs"][k]["steps"] > 0 for k in ("1/L", "1/sqrt(lam)", "0.95 eta_crit"))
-        assert r["runs"]["1.05 eta_crit"]["final_dist"] > 1e-3  # above the threshold: no convergence
+        assert r["runs"]["1.05 eta_crit"]["final_dist"] > 1e-6  # above the threshold: no convergence (2-cycle)
     # an order of magnitude by lam = 1e-5 (measured 10-30x), growing as lam shrinks
     assert r5["runs"]["1/sqrt(lam)"]["speedup"] > 6
     assert r5["runs"]["0.95 eta_crit"]["speedup"] > 15

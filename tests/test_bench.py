@@ -1,0 +1,81 @@
+"""Smoke tests of ``mixvi bench core`` at tiny sizes (no timing assertions) and of its target model."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer.util import potential_energy
+
+from mixvi.bench import core
+from mixvi.bench.targets import logistic_regression, make_data, potential, potential_grad
+
+
+def test_logistic_regression_potential_matches_analytic_gradient():
+    x, y = make_data(jax.random.PRNGKey(0), 50, 7)
+    assert set(np.unique(np.asarray(y))) <= {0.0, 1.0}
+    ws = jax.random.normal(jax.random.PRNGKey(3), (3, 7)) * 2.0
+
+    def v_fn(w: jax.Array) -> jax.Array:  # the potential energy MixVI differentiates (guide.potential_fn)
+        return potential_energy(logistic_regression, (x, y), {}, {"w": w})
+
+    # NumPyro's potential equals the hand-written one ...
+    np.testing.assert_allclose(jax.jit(jax.vmap(v_fn))(ws), jax.vmap(potential, (0, None, None))(ws, x, y), rtol=1e-5)
+    # ... and its autodiff gradient equals w + X^T (sigmoid(X w) - y)
+    analytic = jax.vmap(potential_grad, (0, None, None))(ws, x, y)
+    np.testing.assert_allclose(jax.jit(jax.vmap(jax.grad(v_fn)))(ws), analytic, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(jax.vmap(jax.grad(potential), (0, None, None))(ws, x, y), analytic, rtol=1e-4, atol=1e-4)
+    # a finite-difference check of the analytic formula itself (float32: a coarse step)
+    w = jnp.linspace(-1.0, 1.0, 7)
+    e = jnp.eye(7)[3] * 1e-2
+    fd = (potential(w + e, x, y) - potential(w - e, x, y)) / 2e-2
+    np.testing.assert_allclose(fd, potential_grad(w, x, y)[3], rtol=2e-2, atol=2e-2)
+
+
+def test_choose_steps_shrinks_with_size():
+    small = core.choose_steps(10, 100, 1000, quick=False)
+    big = core.choose_steps(1000, 1000, 1000, quick=False)
+    assert 10 <= big < small <= 400
+    assert core.choose_steps(10, 100, 1000, quick=True) <= 100
+
+
+def test_bench_core_main_writes_json_and_markdown(tmp_path, capsys):
+    md = tmp_path / "benchmarks.md"
+    md.write_text(
+        "# Benchmarks\n\nintro kept\n\n" + core.MD_START + "\nold table\n" + core.MD_END + "\n\n## Paper\nkept too\n"
+    )
+    out = tmp_path / "sub" / "core.json"
+    argv = ["--dims", "3", "--components", "2", "--num-samples", "2", "--rows", "20", "--steps", "2"]
+    assert core.main([*argv, "--repeats", "2", "--out", str(out), "--md", str(md)]) == 0
+    printed = capsys.readouterr().out
+    assert "MixVI/floor" in printed
+
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "core"
+    assert {"date", "machine", "settings", "results"} <= set(report)
+    assert {"platform", "cpu_count", "jax", "backend"} <= set(report["machine"])
+    (cell,) = report["results"]
+    assert (cell["d"], cell["n_components"], cell["num_samples"], cell["num_points"], cell["steps"]) == (3, 2, 2, 4, 2)
+    assert set(cell["timings"]) == set(core.LOOPS)
+    for t in cell["timings"].values():
+        assert t["ms_median"] > 0 and t["ms_min"] > 0 and len(t["ms_all"]) == 2 and t["compile_s"] > 0
+    for name in ("ratio_mixvi_floor", "ratio_mixvi_floor_vg", "ratio_svi_floor", "ratio_mixvi_floor_paired"):
+        assert cell[name] > 0
+    assert cell["mixvi_losses_finite"]
+    assert cell["nbnd_bytes"] == 4 * 2 * 3 * 4
+
+    text = md.read_text()
+    assert "intro kept" in text and "## Paper\nkept too" in text and "old table" not in text
+    assert text.count(core.MD_START) == 1 and text.count(core.MD_END) == 1
+    assert "| 3 | 2 | 4 | 2 |" in text
+
+
+def test_write_markdown_creates_page(tmp_path):
+    md = tmp_path / "docs" / "benchmarks.md"
+    core.write_markdown(md, core.MD_START + "\nfirst\n" + core.MD_END)
+    core.write_markdown(md, core.MD_START + "\nsecond\n" + core.MD_END)
+    text = md.read_text()
+    assert text.startswith("# Benchmarks") and "second" in text and "first" not in text
+    assert text.count(core.MD_START) == 1
