@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict:
         # classification
         data = classification_data(jax.random.PRNGKey(0))
         seeds = (0, 1, 2) if q else (0, 1, 2, 3, 4)
-        lrs = {"sgd": (0.3, 1.0, 3.0, 10.0, 30.0), "rmsprop": (0.001, 0.003, 0.01, 0.03, 0.1)}
+        lrs = {"sgd": (0.3, 1.0, 3.0, 10.0, 30.0), "rmsprop": (0.01, 0.03, 0.1, 0.3, 1.0)}
         rules = compare_rules(data, lrs=lrs, seeds=seeds, num_steps=300 if q else 1000)
         summ = best_lr_summary(rules)
         res["classification"] = {"summary": summ, "seeds": list(seeds), "num_steps": 300 if q else 1000,
@@ -493,9 +493,9 @@ def _plot(res: dict, rules: dict, path: Path) -> None:
         ax[1].plot(t, dw["paths"][g], color=f"C{j}", lw=1, label=f"optimal path, γ = {g} ({dw['runs'][g]['optimal']})")
     for y, name in ((dw["global_min"], "global min"), (dw["barrier"], "barrier"), (dw["local_min"], "local min")):
         ax[1].axhline(y, color="gray", ls=":", lw=0.8)
-        ax[1].text(t[-1], y, name, fontsize=7, ha="right", va="bottom")
+        ax[1].text(0.49 * t[-1], y, name, fontsize=7, ha="right", va="bottom")
     ax[1].set(xlabel="t", ylabel="θ(t)", title="double well: optimal path vs gradient flow", xlim=(0, t[-1] / 2))
-    ax[1].legend(fontsize=6, loc="center right")
+    ax[1].legend(fontsize=6, loc="lower right", bbox_to_anchor=(1.0, 0.12))
     dd = res["default_dynamics"]
     for j, (name, c) in enumerate(dd["cases"].items()):
         p = np.array(c["path"])
@@ -503,8 +503,9 @@ def _plot(res: dict, rules: dict, path: Path) -> None:
         ax[2].plot(*c["fixed_point"], "x", color=f"C{j}", ms=10, mew=2, label=f"closed-form fixed point, {name.replace('_', ' ')}")
     ax[2].plot(*dd["theta_star"], "k*", ms=10, label="θ* (minimiser of L)")
     ax[2].plot(0, 0, "ko", ms=4)
-    ax[2].set(xlabel="θ₁", ylabel="θ₂", title=f"default dynamics (γ = {dd['gamma']}): paths settle at fixed points")
-    ax[2].legend(fontsize=6)
+    ax[2].set(xlabel="θ₁", ylabel="θ₂", title=f"default dynamics (γ = {dd['gamma']}): paths settle at fixed points",
+              xlim=(-0.05, 1.9))
+    ax[2].legend(fontsize=6, loc="center right")
     summ = res["classification"]["summary"]
     for j, (rule, r) in enumerate(rules.items()):
         jbest = r["lrs"].index(summ[rule]["lr"])
@@ -512,7 +513,7 @@ def _plot(res: dict, rules: dict, path: Path) -> None:
         lab = "SGD (GD limit)" if rule == "sgd" else "RMSprop (ballistic, Fisher curvature)"
         ax[3].semilogy(c.mean(axis=1), color=f"C{j}", label=f"{lab}, lr {summ[rule]['lr']:g}")
         ax[3].fill_between(np.arange(c.shape[0]), c.min(axis=1), c.max(axis=1), color=f"C{j}", alpha=0.25)
-    ax[3].set(xlabel="step", ylabel="full training loss", title=f"badly scaled logistic regression ({len(res['classification']['seeds'])} seeds)")
+    ax[3].set(xlabel="step", ylabel="full training loss", title=f"logistic regression, scaled features ({len(res['classification']['seeds'])} seeds)")
     ax[3].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -222,6 +222,8 @@ def to_datatree(
     rng_key: jax.Array,
     num_samples: int = 1000,
     num_chains: int = 1,
+    reweight: str | None = None,
+    on_bad_khat: str = "warn",
     **model_kwargs: Any,
 ) -> xarray.DataTree:
     """Draws from the fitted mixture as an ArviZ 1.x ``xarray.DataTree``.
@@ -246,6 +248,10 @@ def to_datatree(
     :param rng_key: key for the draws (and the model's seed); same key, same result.
     :param num_samples: S >= 1, a multiple of ``num_chains``.
     :param num_chains: number of (chain) blocks the draws are split into.
+    :param reweight: None (plain draws from q) or 'psis': the posterior group holds draws resampled
+        from 4 x ``num_samples`` proposals with Pareto-smoothed importance weights p/q
+        (``mixvi.importance_resample``); k-hat and ESS go to the root attrs, and ``on_bad_khat``
+        ('warn', 'raise', 'ignore') decides what happens when k-hat > 0.7.
     :param model_kwargs: the model's keyword arguments.
     """
     from arviz_base import from_dict
@@ -256,8 +262,26 @@ def to_datatree(
     if num_samples % num_chains:
         raise ValueError(f"num_samples ({num_samples}) must be a multiple of num_chains ({num_chains})")
     _check_guide(guide, params)
+    if reweight not in (None, "psis"):
+        raise ValueError(f"reweight must be None or 'psis', got {reweight!r}")
     k_weigh, k_lik = jax.random.split(rng_key)
-    z, log_p, log_q = _draw_and_weigh(guide, params, model_args, model_kwargs, k_weigh, num_samples)
+    extra_attrs: dict = {}
+    if reweight == "psis":
+        from mixvi.importance import importance_resample
+
+        res = importance_resample(
+            guide, params, *model_args, rng_key=k_weigh, num_samples=num_samples, on_bad_khat=on_bad_khat,
+            **model_kwargs,
+        )
+        z = res.latent
+        q = guide.get_posterior(params)
+        log_q = q.log_prob(z)
+        potential = guide.potential_fn(*model_args, **model_kwargs)
+        log_p = -jax.jit(jax.vmap(potential, (0, None)))(z, jax.random.fold_in(k_weigh, 1))
+        extra_attrs = {"reweight": "psis", "pareto_khat": res.khat, "psis_ess": res.ess,
+                       "num_proposals": res.num_proposals}
+    else:
+        z, log_p, log_q = _draw_and_weigh(guide, params, model_args, model_kwargs, k_weigh, num_samples)
     shape = (num_chains, num_samples // num_chains)
 
     def reshape(a: Any) -> np.ndarray:
@@ -283,7 +307,10 @@ def to_datatree(
             "inference_library": "mixvi",
             "inference_method": "variational (AutoIsotropicMixture)",
             "n_components": int(jnp.shape(params[f"{guide.prefix}_locs"])[0]),
-            "note": "draws are iid from the variational mixture q, not from the posterior",
+            "note": "draws are iid from the variational mixture q, not from the posterior"
+            if reweight is None
+            else "draws are resampled from q with Pareto-smoothed importance weights p/q",
+            **extra_attrs,
         }
     }
     return from_dict(data, attrs=attrs)

@@ -59,6 +59,10 @@ class MixVI:
     :param auto: parameters of the auto step (``mixvi.optim.AutoStep``).
     :param max_rejected: with 'auto', stop with an error after this many consecutive rejected
         (non-finite) steps.
+    :param loss_draws: the per-step loss (the -ELBO estimate that drives the auto step and is
+        reported) uses V at the first ``loss_draws`` draws of every component, evaluated apart from the
+        gradients, which then need no value (``jax.grad``): an unbiased estimate at ~1/B of the
+        forward cost. None uses all draws (``value_and_grad``); learned weights always use all draws.
     :param sample_batch_size: evaluate the N*B target gradients in chunks of this many points
         (``lax.map``) when they do not fit in memory at once; same result as unchunked.
     :param mesh: a ``jax.sharding.Mesh`` with one axis: components (and their N*B gradient
@@ -79,6 +83,7 @@ class MixVI:
         max_rejected: int = 50,
         sample_batch_size: int | None = None,
         mesh: Mesh | str | None = "auto",
+        loss_draws: int | None = 1,
     ):
         if not isinstance(guide, AutoIsotropicMixture):
             raise TypeError(
@@ -97,6 +102,9 @@ class MixVI:
         if sample_batch_size is not None and (not isinstance(sample_batch_size, int) or sample_batch_size < 1):
             raise ValueError(f"sample_batch_size must be a positive integer or None, got {sample_batch_size!r}")
         self.sample_batch_size = sample_batch_size
+        if loss_draws is not None and (not isinstance(loss_draws, int) or not 1 <= loss_draws <= num_samples):
+            raise ValueError(f"loss_draws must be None or an integer in [1, num_samples={num_samples}], got {loss_draws!r}")
+        self.loss_draws = None if loss_draws == num_samples or guide.weights != "uniform" else loss_draws
         self.mesh = self._resolve_mesh(mesh, guide.n_components)
         self.transform = optim.mixture_step(method, step_size, auto=auto)
         self._is_auto = isinstance(step_size, str)
@@ -172,10 +180,17 @@ class MixVI:
         weights = jax.nn.softmax(state.params[self._logits]) if self._logits in state.params else None
         n, d = locs.shape
         z = draw_noise(k_noise, n, self.num_samples, d, shared=self.shared_noise, dtype=locs.dtype)
+        # one materialised draw: stops XLA from regenerating z inside every consumer it fuses into
+        z = jax.lax.optimization_barrier(z)
         x = self._shard(draw_points(locs, u, z, metric))
+        potential = self.guide.potential_fn(*args, **kwargs)
+        full_value = self.loss_draws is None
         v, gv = potential_and_grad(
-            self.guide.potential_fn(*args, **kwargs), x, k_model, batch_size=self.sample_batch_size
+            potential, x, k_model, batch_size=self.sample_batch_size, with_value=full_value
         )
+        if not full_value:
+            sub = x[:, : self.loss_draws]
+            v = jax.vmap(potential, (0, None))(sub.reshape(-1, d), k_model).reshape(sub.shape[:2])
         v, gv = self._shard(v), self._shard(gv)
         est = stein_estimate(locs, u, z, v, gv, weights=weights, metric=metric, coord=metric is not None)
         eps = jnp.exp(2 * u)
@@ -273,7 +288,7 @@ class MixVI:
         template = self.init(jax.random.PRNGKey(0), *args, **kwargs)
         mine = self._checkpoint_meta(template)
         for field in (
-            "method", "step_size", "num_samples", "shared_noise", "prefix", "metric", "weights", "n_components",
+            "method", "step_size", "num_samples", "loss_draws", "shared_noise", "prefix", "metric", "weights", "n_components",
             "latent_dim", "sites",
         ):
             if meta.get(field) != mine[field]:
@@ -305,6 +320,7 @@ class MixVI:
             "method": self.method,
             "step_size": self.step_size if isinstance(self.step_size, str) else float(self.step_size),
             "num_samples": self.num_samples,
+            "loss_draws": self.loss_draws,
             "shared_noise": self.shared_noise,
             "prefix": self.guide.prefix,
             "metric": self.guide.metric,

@@ -131,9 +131,11 @@ def stein_estimate(
     metric: jax.Array | None = None,
     coord: bool = False,
 ) -> SteinEstimate:
-    """Combine the closed-form mixture terms with V and grad V evaluated at x_ib (N, B), (N, B, d)
-    (x-space). ``weights`` (N,) and ``metric`` (d,) default to uniform and identity; ``coord`` also
-    returns the metric's per-coordinate Stein term t."""
+    """Combine the closed-form mixture terms with V and grad V evaluated at x_ib (N, L), (N, B, d)
+    (x-space). ``potential`` may cover only the first L <= B draws of every component: the loss and f
+    then average over those (still unbiased, and V's value costs 1/B of the draws). ``weights`` (N,)
+    and ``metric`` (d,) default to uniform and identity; ``coord`` also returns the metric's
+    per-coordinate Stein term t."""
     if metric is not None:
         root = jnp.sqrt(metric)
         locs, grad_potential = locs / root, grad_potential * root
@@ -146,7 +148,7 @@ def stein_estimate(
         gbar = gbar / root
     zg = jnp.einsum("bd,ibd->ib", z, grad_potential) if z.ndim == 2 else jnp.einsum("ibd,ibd->ib", z, grad_potential)
     lam = (sig * jnp.mean(zg, 1) + terms.stein_score) / sig**2
-    f = jnp.mean(log_q + potential, 1)
+    f = jnp.mean(log_q[:, : potential.shape[1]] + potential, 1)
     w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
     loss = jnp.sum(w * f)
     t = None
@@ -156,13 +158,21 @@ def stein_estimate(
     return SteinEstimate(gbar, lam, loss, log_q, f, t)
 
 
-def potential_and_grad(potential_fn, x: jax.Array, *extra, batch_size: int | None = None):
-    """V and grad V at every row of x (..., d); ``extra`` is passed unbatched. With ``batch_size``
-    the rows are processed ``batch_size`` at a time (``lax.map``), bounding peak memory."""
+def potential_and_grad(potential_fn, x: jax.Array, *extra, batch_size: int | None = None, with_value: bool = True):
+    """V and grad V at every row of x (..., d) (V is None unless ``with_value``); ``extra`` is passed
+    unbatched. With ``batch_size`` the rows are processed ``batch_size`` at a time (``lax.map``),
+    bounding peak memory."""
     flat = x.reshape(-1, x.shape[-1])
-    vg = jax.value_and_grad(potential_fn)
+    if with_value:
+        vg = jax.value_and_grad(potential_fn)
+    else:
+        grad = jax.grad(potential_fn)
+
+        def vg(row, *rest):
+            return jnp.zeros((), row.dtype), grad(row, *rest)
+
     if batch_size is None or batch_size >= flat.shape[0]:
         v, g = jax.vmap(vg, in_axes=(0,) + (None,) * len(extra))(flat, *extra)
     else:
         v, g = jax.lax.map(lambda row: vg(row, *extra), flat, batch_size=batch_size)
-    return v.reshape(x.shape[:-1]), g.reshape(x.shape)
+    return (v.reshape(x.shape[:-1]) if with_value else None), g.reshape(x.shape)

@@ -321,7 +321,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         MD_START,
         f"Measured {report['date']} with `mixvi bench core{' --quick' if s['quick'] else ''}` "
         f"(repeats = {s['repeats']}) on {m['platform']}, {m['cpu_count']} CPUs, jax {m['jax']} "
-        f"({m['backend']}), numpyro {m['numpyro']}" + (f"; load average at start {load[0]:.2f}" if load else "") + ".",
+        f"({m['backend']}), numpyro {m['numpyro']}"
+        + (f"; load average (1 min) {load[0]:.2f} at start" if load else "")
+        + (f", {m['loadavg_end'][0]:.2f} at end" if m.get("loadavg_end") else "")
+        + ".",
         "",
         f"Target: Bayesian logistic regression, n = {s['n_rows']} synthetic rows, prior N(0, I), "
         f"B = {s['num_samples']}, float32. Times are ms per iteration (median over repeats of a "
