@@ -184,13 +184,17 @@ class MixVI:
         z = jax.lax.optimization_barrier(z)
         x = self._shard(draw_points(locs, u, z, metric))
         potential = self.guide.potential_fn(*args, **kwargs)
-        full_value = self.loss_draws is None
-        v, gv = potential_and_grad(
-            potential, x, k_model, batch_size=self.sample_batch_size, with_value=full_value
-        )
-        if not full_value:
-            sub = x[:, : self.loss_draws]
-            v = jax.vmap(potential, (0, None))(sub.reshape(-1, d), k_model).reshape(sub.shape[:2])
+        if self.loss_draws is None:
+            v, gv = potential_and_grad(potential, x, k_model, batch_size=self.sample_batch_size)
+        else:
+            # V's value only where the loss needs it: value_and_grad on the first loss_draws draws of
+            # every component, grad alone on the rest
+            cut = self.loss_draws
+            v, g_head = potential_and_grad(potential, x[:, :cut], k_model, batch_size=self.sample_batch_size)
+            _, g_tail = potential_and_grad(
+                potential, x[:, cut:], k_model, batch_size=self.sample_batch_size, with_value=False
+            )
+            gv = jnp.concatenate([g_head, g_tail], axis=1)
         v, gv = self._shard(v), self._shard(gv)
         est = stein_estimate(locs, u, z, v, gv, weights=weights, metric=metric, coord=metric is not None)
         eps = jnp.exp(2 * u)

@@ -1,0 +1,579 @@
+"""The paper benchmark (issue 3; arXiv 2506.13613, section 5): mixvi's MixVI (ibw / md / ngd / means at
+several N) side by side with NumPyro's Gaussian autoguides on the ``mixvi.targets`` suite.
+
+    python -m mixvi.bench.paper            # quick mode (default): a subset, ~5 minutes on 2 CPU cores
+    python -m mixvi.bench.paper --full     # every target, more seeds and steps, the fixed-step grid
+    python -m mixvi.bench.paper --quick --targets funnel --seeds 1 --steps 200 --out '' --md ''
+
+Every run (one method, one target, one seed) is a jitted ``lax.scan`` of K steps, compiled once per
+method and target (compile time reported apart) and then run once per seed from a seed-specific
+initialisation. The state is recorded at ``--checkpoints`` evenly spaced steps; at each, KL(q || pi)
+(normalised targets) or the -ELBO (regressions) is estimated from ``--eval-samples`` draws of q. At the
+end: the sliced-Wasserstein distance to reference draws (exact sampler, grid sampler or cached NUTS),
+mean and sd errors in reference-sd units, mode coverage, PSIS k-hat and, for the regressions, test
+accuracy and log-likelihood. Medians and (min, max) over seeds go to JSON and to the markdown section
+of docs/benchmarks.md between ``<!-- bench paper start -->`` and ``<!-- bench paper end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import optax
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoMultivariateNormal
+
+from mixvi.bench import metrics as M
+from mixvi.engine import MixVI
+from mixvi.family import IsotropicMixture
+from mixvi.guide import AutoIsotropicMixture
+from mixvi.importance import psis_log_weights
+from mixvi.targets import Target, get_target
+
+MD_START = "<!-- bench paper start -->"
+MD_END = "<!-- bench paper end -->"
+MIXVI_METHODS = ("ibw", "md", "ngd", "means")
+AUTOGUIDES = {
+    "AutoNormal": AutoDiagonalNormal,  # the mean-field family of AutoNormal, on the flat latent
+    "AutoMVN": AutoMultivariateNormal,
+    "AutoLowRankMVN": AutoLowRankMultivariateNormal,
+}
+QUICK_TARGETS = ("gmm-d2-diag", "gmm-d10-full", "funnel", "sas-c", "label-switching", "logreg-breast", "softmax-wine")
+FULL_TARGETS = (
+    "gmm-d2-diag", "gmm-d2-full", "gmm-d10-diag", "gmm-d10-full", "gmm-d50-diag", "gmm-d50-full", "funnel",
+    "sas-a", "sas-b", "sas-c", "label-switching", "logreg-breast", "softmax-wine",
+)
+STEP_GRID = (1e-3, 1e-2, 1e-1)
+"""The fixed-step grid of the paper-style runs: the best (lowest median final KL / -ELBO) is reported."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One column of the comparison: ``kind`` 'mixvi' (``method``, ``n``, ``step``) or 'svi' (``guide``)."""
+
+    label: str
+    kind: str
+    method: str = ""
+    n: int = 1
+    step: float | str = "auto"
+    guide: str = ""
+
+
+@dataclass
+class Settings:
+    """The run's settings (quick or full)."""
+
+    quick: bool
+    targets: tuple[str, ...]
+    seeds: int
+    steps: int
+    checkpoints: int
+    eval_samples: int
+    num_samples: int
+    ns: tuple[int, ...]
+    extra_n: int
+    step_grid: tuple[float, ...]
+    grid_n: int
+    adam_lr: float
+    svi_particles: int
+    init_scale: float
+    cache: str | None
+
+
+def method_list(s: Settings) -> list[Method]:
+    """ibw and md at every N (auto step); ngd and means at ``extra_n``; ibw / md at ``grid_n`` with each
+    fixed step of the grid; the three Gaussian autoguides."""
+    out = [Method(f"{m} N={n}", "mixvi", m, n) for m in ("ibw", "md") for n in s.ns]
+    out += [Method(f"{m} N={s.extra_n}", "mixvi", m, s.extra_n) for m in ("ngd", "means")]
+    out += [Method(f"{m} N={s.grid_n} γ={g:g}", "mixvi", m, s.grid_n, g) for m in ("ibw", "md") for g in s.step_grid]
+    out += [Method(name, "svi", guide=name) for name in AUTOGUIDES]
+    return out
+
+
+# --- one method on one target ------------------------------------------------------------------
+
+
+def _init_locs(key: jax.Array, n: int, target: Target) -> jax.Array:
+    return jax.random.uniform(key, (n, target.dim), minval=-target.init_radius, maxval=target.init_radius)
+
+
+def _build(method: Method, target: Target, s: Settings) -> tuple[Callable, Callable, Callable, Any]:
+    """(init(seed) -> state, step(state) -> (state, loss), params(state) -> dict, q(params) -> dist)."""
+    model, args = target.model, target.args
+    if method.kind == "mixvi":
+        guide = AutoIsotropicMixture(model, n_components=method.n, init_scale=s.init_scale)
+        mv = MixVI(model, guide, method.method, method.step, num_samples=s.num_samples, mesh=None)
+
+        def init(seed: int):
+            k = jax.random.PRNGKey(seed)
+            locs = _init_locs(jax.random.fold_in(k, 1), method.n, target)
+            return mv.init(k, *args, init_params={"auto_locs": locs, "auto_scales": jnp.full(method.n, s.init_scale)})
+
+        return init, (lambda st: mv.update(st, *args)), mv.get_params, guide.get_posterior
+    guide = AUTOGUIDES[method.guide](model, init_scale=s.init_scale)
+    svi = SVI(model, guide, optax.adam(s.adam_lr), Trace_ELBO(num_particles=s.svi_particles))
+
+    def init_svi(seed: int):
+        k = jax.random.PRNGKey(seed)
+        loc = _init_locs(jax.random.fold_in(k, 1), 1, target)[0]
+        return svi.init(k, *args, init_params={"auto_loc": loc})
+
+    return init_svi, (lambda st: svi.update(st, *args)), svi.get_params, guide.get_posterior
+
+
+def _runner(step: Callable, get_params: Callable, steps: int, checkpoints: int) -> Callable:
+    per = steps // checkpoints
+
+    def inner(st, _):
+        return step(st)
+
+    def outer(st, _):
+        st, losses = jax.lax.scan(inner, st, None, length=per)
+        return st, (get_params(st), losses)
+
+    return jax.jit(lambda st: jax.lax.scan(outer, st, None, length=checkpoints))
+
+
+class Evaluator:
+    """Metrics of a fitted q on one target, with the target's jitted potential and reference draws."""
+
+    def __init__(self, target: Target, s: Settings):
+        self.target, self.s = target, s
+        self.v = jax.jit(target.potential())
+        self.key = jax.random.PRNGKey(12345)
+        self.ref = np.asarray(target.reference_samples(jax.random.PRNGKey(777), 4000), np.float64)
+        self.directions = M.random_directions(jax.random.PRNGKey(99), target.dim, 200)
+        self.ref_modes = None if target.mode_of is None else np.asarray(target.mode_of(self.ref))
+
+    def draws(self, q: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        z = q.sample(self.key, (self.s.eval_samples,))
+        return z, np.asarray(q.log_prob(z), np.float64), np.asarray(self.v(z), np.float64)
+
+    def divergence(self, log_q: np.ndarray, v: np.ndarray) -> float:
+        """KL(q || pi) where log Z is known, else the -ELBO."""
+        ne = M.neg_elbo(log_q, v)
+        return ne + self.target.log_z if self.target.log_z is not None else ne
+
+    def curve(self, qs: list[Any]) -> list[float]:
+        out = []
+        for q in qs:
+            _, lq, v = self.draws(q)
+            out.append(self.divergence(lq, v))
+        return out
+
+    def final(self, q: Any) -> dict[str, Any]:
+        z, lq, v = self.draws(q)
+        zn = np.asarray(z, np.float64)
+        res: dict[str, Any] = {"divergence": self.divergence(lq, v)}
+        if not (np.all(np.isfinite(zn)) and np.isfinite(res["divergence"])):
+            return {"divergence": None, "diverged": True}
+        res["sw"] = M.sliced_wasserstein(zn, self.ref, directions=self.directions)
+        res.update(M.moment_errors(zn, self.ref))
+        lw = -v - lq
+        res["khat"] = float(psis_log_weights(lw).khat) if np.all(np.isfinite(lw)) else None
+        if self.target.mode_of is not None:
+            cov = M.mode_coverage(np.asarray(self.target.mode_of(z)), self.ref_modes, self.target.num_modes)
+            res.update(covered=cov["covered"], min_coverage=cov["min_coverage"], mode_tv=cov["tv"])
+        if self.target.predict_log_prob is not None:
+            res.update(M.predictive_metrics(self.target.predict_log_prob(z[:1000]), self.target.test_labels))
+        return res
+
+    def reference_row(self) -> dict[str, Any]:
+        """The reference sampler against itself: the noise floor of SW and of the moment errors."""
+        other = np.asarray(self.target.reference_samples(jax.random.PRNGKey(778), self.s.eval_samples), np.float64)
+        res: dict[str, Any] = {"sw": M.sliced_wasserstein(other, self.ref, directions=self.directions)}
+        res.update(M.moment_errors(other, self.ref))
+        if self.target.log_prob is not None:
+            res["divergence"] = 0.0
+        if self.target.mode_of is not None:
+            cov = M.mode_coverage(np.asarray(self.target.mode_of(other)), self.ref_modes, self.target.num_modes)
+            res.update(covered=cov["covered"], min_coverage=cov["min_coverage"], mode_tv=cov["tv"])
+        if self.target.predict_log_prob is not None:
+            res.update(M.predictive_metrics(self.target.predict_log_prob(jnp.asarray(self.ref[:1000], jnp.float32)),
+                                            self.target.test_labels))
+        return res
+
+
+def run_method(method: Method, target: Target, ev: Evaluator, s: Settings) -> dict[str, Any]:
+    """All seeds of one method on one target: per-seed curves, final metrics and timings."""
+    init, step, get_params, posterior = _build(method, target, s)
+    state0 = init(0)
+    t0 = time.perf_counter()
+    compiled = _runner(step, get_params, s.steps, s.checkpoints).lower(state0).compile()
+    compile_s = time.perf_counter() - t0
+    try:
+        temp = int(compiled.memory_analysis().temp_size_in_bytes)
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        temp = None
+    per = s.steps // s.checkpoints
+    seeds = []
+    for seed in range(s.seeds):
+        st = state0 if seed == 0 else init(seed)
+        t0 = time.perf_counter()
+        _, (ck, losses) = compiled(st)
+        jax.block_until_ready((ck, losses))
+        run_s = time.perf_counter() - t0
+        qs = [posterior(jax.tree.map(lambda a, i=i: a[i], ck)) for i in range(s.checkpoints)]
+        curve = ev.curve(qs)
+        fin = ev.final(qs[-1])
+        fin.update(run_s=run_s, ms_per_step=1e3 * run_s / (per * s.checkpoints), curve=curve)
+        seeds.append(fin)
+    n_params = int(sum(np.size(a) for a in jax.tree.leaves(get_params(state0))))
+    return {"label": method.label, "kind": method.kind, "method": method.method or method.guide, "n": method.n,
+            "step": method.step, "compile_s": compile_s, "temp_bytes": temp, "num_params": n_params,
+            "curve_steps": [per * (i + 1) for i in range(s.checkpoints)], "seeds": seeds}
+
+
+def summarise_method(r: dict[str, Any]) -> dict[str, Any]:
+    """Median and (min, max) over seeds of every scalar metric of a method's runs."""
+    keys = sorted({k for sd in r["seeds"] for k, v in sd.items() if isinstance(v, (int, float)) and k != "diverged"})
+    out = {k: M.summarise([sd.get(k) for sd in r["seeds"]]) for k in keys}
+    out["diverged"] = int(sum(bool(sd.get("diverged")) for sd in r["seeds"]))
+    curves = np.asarray([[np.nan if c is None else c for c in sd["curve"]] for sd in r["seeds"] if "curve" in sd])
+    out["curve_median"] = np.nanmedian(curves, 0).tolist() if curves.size else []
+    return out
+
+
+# --- claims ------------------------------------------------------------------------------------
+
+
+def _med(summary: dict, key: str) -> float | None:
+    v = summary.get(key)
+    return None if v is None else v.get("median")
+
+
+def check_claims(report: dict[str, Any]) -> list[str]:
+    """The issue's claims, checked on the medians of this run (each line says held / not held)."""
+    lines = []
+    ns = report["settings"]["ns"]
+    for tname, t in report["targets"].items():
+        rows = {r["label"]: r["summary"] for r in t["methods"]}
+        what = "KL" if t["normalised"] else "-ELBO"
+        for m in ("ibw", "md"):
+            vals = [_med(rows.get(f"{m} N={n}", {}), "divergence") for n in ns]
+            if None in vals:
+                continue
+            mono = all(b <= a + 0.02 * abs(a) + 0.01 for a, b in zip(vals, vals[1:]))
+            ok = vals[-1] < vals[0] and mono
+            lines.append(f"{tname}: {what} of {m} at N = {list(ns)}: " + ", ".join(f"{v:.3g}" for v in vals)
+                         + f" — falls with N: {'held' if ok else 'NOT held' if vals[-1] >= vals[0] else 'falls overall, not monotone'}")
+        gaps = []
+        for n in ns:
+            a, b = _med(rows.get(f"ibw N={n}", {}), "divergence"), _med(rows.get(f"md N={n}", {}), "divergence")
+            if a is not None and b is not None:
+                gaps.append(abs(a - b))
+        if gaps:
+            scale = max(abs(_med(rows.get(f"ibw N={ns[0]}", {}), "divergence") or 1.0), 1e-3)
+            lines.append(f"{tname}: |ibw - md| {what} gap, largest over N: {max(gaps):.3g} "
+                         f"({'≈ equal' if max(gaps) <= 0.1 * scale + 0.05 else 'differ'})")
+        if t["family"] in ("gmm", "funnel", "label-switching"):
+            ag = {k: _med(rows[k], "sw") for k in AUTOGUIDES if k in rows}
+            best_ag = min((v for v in ag.values() if v is not None), default=None)
+            for m in ("ibw", "md"):
+                for n in [n for n in ns if n >= 10]:
+                    r = rows.get(f"{m} N={n}")
+                    if r is None or best_ag is None or _med(r, "sw") is None:
+                        continue
+                    beats = _med(r, "sw") < best_ag
+                    cov = ""
+                    if "covered" in r:
+                        nm = t["num_modes"]
+                        cov = f"; modes covered (min over seeds) {r['covered']['min']:.0f}/{nm}"
+                    lines.append(f"{tname}: {m} N={n} SW {_med(r, 'sw'):.3g} vs best Gaussian autoguide {best_ag:.3g}: "
+                                 f"{'beats' if beats else 'does NOT beat'}{cov}")
+        if t["family"] == "regression":
+            ref = t["reference"]
+            mf = rows.get("AutoNormal", {})
+            for m in ("ibw", "md"):
+                r = rows.get(f"{m} N={ns[-1]}")
+                if r is None or _med(r, "test_loglik") is None:
+                    continue
+                lines.append(
+                    f"{tname}: {m} N={ns[-1]} test acc {_med(r, 'test_accuracy'):.3f} / loglik {_med(r, 'test_loglik'):.4f}; "
+                    f"NUTS {ref.get('test_accuracy', float('nan')):.3f} / {ref.get('test_loglik', float('nan')):.4f}; "
+                    f"AutoNormal {_med(mf, 'test_accuracy') or float('nan'):.3f} / {_med(mf, 'test_loglik') or float('nan'):.4f}"
+                )
+    return lines
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers come from."""
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "jax": jax.__version__, "numpyro": numpyro.__version__, "backend": jax.default_backend(),
+            "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+def _fmt(s: dict | None, digits: int = 3, spread: bool = True) -> str:
+    if not s or s.get("median") is None:
+        return "–"
+    med = f"{s['median']:.{digits}g}"
+    if spread and s["n"] > 1:
+        return f"{med} [{s['min']:.{digits}g}, {s['max']:.{digits}g}]"
+    return med
+
+
+def target_table(t: dict[str, Any]) -> str:
+    """Markdown table of one target: one row per method, median [min, max] over seeds."""
+    what = "KL" if t["normalised"] else "−ELBO"
+    cols = [what, "SW", "mean err", "sd err", "k̂"]
+    has_modes = t["num_modes"] > 0
+    reg = t["family"] == "regression"
+    if has_modes:
+        cols += ["modes covered", "min coverage"]
+    if reg:
+        cols += ["test acc", "test loglik"]
+    cols += ["ms/step", "compile s", "params"]
+    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    ref = t["reference"]
+    cells = [("0" if t["normalised"] else "–"), f"{ref['sw']:.3g}", f"{ref['mean_err']:.3g}", f"{ref['sd_err']:.3g}", "–"]
+    if has_modes:
+        cells += [f"{ref['covered']}/{t['num_modes']}", f"{ref['min_coverage']:.2f}"]
+    if reg:
+        cells += [f"{ref['test_accuracy']:.3f}", f"{ref['test_loglik']:.4f}"]
+    cells += ["–", "–", "–"]
+    lines.append(f"| {t['reference_name']} | " + " | ".join(cells) + " |")
+    for r in t["methods"]:
+        s = r["summary"]
+        cells = [_fmt(s.get("divergence")), _fmt(s.get("sw"), spread=False), _fmt(s.get("mean_err"), 2, False),
+                 _fmt(s.get("sd_err"), 2, False), _fmt(s.get("khat"), 2, False)]
+        if has_modes:
+            cov = s.get("covered")
+            cells += [("–" if not cov or cov["median"] is None else f"{cov['median']:.0f}/{t['num_modes']} (min {cov['min']:.0f})"),
+                      _fmt(s.get("min_coverage"), 2, False)]
+        if reg:
+            cells += [_fmt(s.get("test_accuracy"), 3, False), _fmt(s.get("test_loglik"), 4)]
+        ms = s.get("ms_per_step")
+        cells += [_fmt(ms, 2, False), f"{r['compile_s']:.1f}", str(r["num_params"])]
+        label = r["label"] + (f" ({s['diverged']} diverged)" if s.get("diverged") else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any], figures: list[str]) -> str:
+    """The generated section of docs/benchmarks.md (between the bench-paper markers)."""
+    m, s = report["machine"], report["settings"]
+    mode = "--quick" if s["quick"] else "--full"
+    lines = [
+        MD_START,
+        f"Measured {report['date']} with `mixvi bench paper {mode}` on {m['platform']}, {m['cpu_count']} CPUs, "
+        f"jax {m['jax']} ({m['backend']}), numpyro {m['numpyro']}; load average (1 min) "
+        f"{(m.get('loadavg_start') or [float('nan')])[0]:.2f} at start; total wall time {report['wall_s']:.0f} s.",
+        "",
+        f"Settings: {s['seeds']} seeds, {s['steps']} steps, B = {s['num_samples']} draws per component per step "
+        f"(autoguides: Trace_ELBO with {s['svi_particles']} particles, Adam lr {s['adam_lr']}), all q started at "
+        f"means uniform in [-r, r]^d (r = 5 for the GMMs, 2 otherwise), scale {s['init_scale']}; metrics from "
+        f"{s['eval_samples']} draws of q; fixed-step grid {list(s['step_grid'])} at N = {s['grid_n']}. Cells: median "
+        "[min, max] over seeds (a single number: the median). SW = sliced 2-Wasserstein (200 directions) to 4000 "
+        "reference draws; mean / sd err in reference-sd units (mean over coordinates); k̂ = PSIS Pareto k of π/q; "
+        "ms/step = run time of one seed / steps (compile excluded; the whole K-step scan). First row: the reference "
+        "sampler against an independent draw of itself (the noise floor).",
+        "",
+    ]
+    for tname, t in report["targets"].items():
+        lines += [f"#### {tname}", "", t["description"], "", target_table(t), ""]
+    lines += ["#### Claims of the issue, checked on these medians", ""]
+    lines += [f"- {c}" for c in report["claims"]]
+    if figures:
+        lines += [""] + [f"![{Path(f).stem}](figures/{Path(f).name})" for f in figures]
+    lines += ["", MD_END]
+    return "\n".join(lines)
+
+
+def write_markdown(path: Path, section: str) -> None:
+    """Replace the bench-paper section of ``path`` between its markers (append under a heading when
+    absent); all other text is kept."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if MD_START in text and MD_END in text:
+        before, rest = text.split(MD_START, 1)
+        text = before + section + rest.split(MD_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Paper suite (`mixvi bench paper`)\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def draw_figures(report: dict[str, Any], stem: Path) -> list[str]:
+    """KL (or -ELBO) against iteration and against wall time, one panel per target (medians over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["targets"])
+    files = []
+    for axis_kind in ("iter", "time"):
+        cols = min(4, len(names))
+        rows = (len(names) + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+        for ax, tname in zip(axes.ravel(), names):
+            t = report["targets"][tname]
+            for r in t["methods"]:
+                if r["kind"] == "mixvi" and (r["step"] != "auto" or r["method"] in ("ngd", "means")):
+                    continue
+                curve = np.asarray(r["summary"]["curve_median"], float)
+                if curve.size == 0:
+                    continue
+                x = np.asarray(r["curve_steps"], float)
+                if axis_kind == "time":
+                    ms = r["summary"].get("ms_per_step", {}).get("median") or 0.0
+                    x = x * ms / 1e3
+                style = {"ibw": "-", "md": "--"}.get(r["method"], ":")
+                color = None if r["kind"] == "mixvi" else "gray"
+                ax.plot(x, curve, style, color=color, label=r["label"], lw=1.2)
+            ax.set_title(tname, fontsize=9)
+            ax.set_xlabel("iteration" if axis_kind == "iter" else "wall time, s (compile excluded)", fontsize=8)
+            ax.set_ylabel("KL(q‖π)" if t["normalised"] else "−ELBO", fontsize=8)
+            if t["normalised"]:
+                ax.set_yscale("log")
+            else:
+                vals = np.concatenate([np.asarray(r["summary"]["curve_median"], float) for r in t["methods"]
+                                       if r["summary"]["curve_median"]])
+                vals = vals[np.isfinite(vals)]
+                if vals.size:
+                    lo, hi = np.percentile(vals, [0, 70])
+                    ax.set_ylim(lo - 0.05 * (hi - lo), hi)
+            ax.tick_params(labelsize=7)
+        for ax in axes.ravel()[len(names):]:
+            ax.axis("off")
+        handles, labels = axes.ravel()[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=7)
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
+        path = stem.parent / f"{stem.name}_kl_vs_{axis_kind}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(str(path))
+    return files
+
+
+def describe(target: Target) -> str:
+    """One line on the target for the report."""
+    i = target.info
+    if target.family == "gmm":
+        return f"Gaussian mixture, K = {i['K']}, d = {target.dim}, covariance '{i['covariance']}', scale {i['scale']}, seed {i['seed']}."
+    if target.family == "funnel":
+        return "2-D funnel: x0 ~ N(0, 1.2), x1 | x0 ~ N(0, exp(x0)) (variances)."
+    if target.family == "sinh-arcsinh":
+        return f"2-D sinh-arcsinh, tail {np.round(i['tail'], 3).tolist()}, skew {i['skew']}."
+    if target.family == "label-switching":
+        return (f"Label switching: two-group Gaussian mixture model, {i['num_obs']} points, posterior over the two means "
+                f"has two mirror modes; normaliser and reference draws from a {i['normaliser']}.")
+    return (f"{target.name}: d = {target.dim}, {i['n_train']} train / {i['n_test']} test rows, prior variance "
+            f"{i['prior_var']}; reference = NumPyro NUTS (4 chains x 1000 draws after 1000 warm-up, cached).")
+
+
+def run_benchmark(s: Settings, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every method on every target of ``s``; returns the JSON-ready report."""
+    t_start = time.perf_counter()
+    report: dict[str, Any] = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                              "machine": machine_info(), "settings": dict(s.__dict__), "targets": {}}
+    methods = method_list(s)
+    for tname in s.targets:
+        t0 = time.perf_counter()
+        target = get_target(tname, cache=s.cache)
+        ev = Evaluator(target, s)
+        ref = ev.reference_row()
+        rows = []
+        for m in methods:
+            try:
+                r = run_method(m, target, ev, s)
+            except Exception as err:  # noqa: BLE001 - one failed method must not lose the suite
+                log(f"  {tname} / {m.label}: FAILED {type(err).__name__}: {err}")
+                continue
+            r["summary"] = summarise_method(r)
+            rows.append(r)
+        report["targets"][tname] = {
+            "family": target.family, "dim": target.dim, "normalised": target.log_z is not None,
+            "num_modes": target.num_modes, "description": describe(target), "reference": ref,
+            "reference_name": "NUTS (reference)" if target.family == "regression" else "exact sampler (reference)",
+            "methods": rows, "wall_s": time.perf_counter() - t0,
+        }
+        log(f"{tname}: {len(rows)} methods in {time.perf_counter() - t0:.0f} s")
+    report["claims"] = check_claims(report)
+    report["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    report["wall_s"] = time.perf_counter() - t_start
+    return report
+
+
+def settings_from_args(a: argparse.Namespace) -> Settings:
+    """Quick / full defaults, overridden by the explicit options."""
+    quick = not a.full
+    s = Settings(
+        quick=quick, targets=QUICK_TARGETS if quick else FULL_TARGETS, seeds=3 if quick else 5,
+        steps=400 if quick else 3000, checkpoints=10 if quick else 30, eval_samples=2000 if quick else 4000,
+        num_samples=10, ns=(1, 5, 10, 20), extra_n=10, step_grid=() if quick else STEP_GRID, grid_n=10,
+        adam_lr=0.05, svi_particles=10, init_scale=1.0, cache=a.cache,
+    )
+    for field in ("seeds", "steps", "checkpoints", "eval_samples"):
+        if getattr(a, field) is not None:
+            setattr(s, field, getattr(a, field))
+    if a.targets:
+        s.targets = tuple(a.targets.split(","))
+    if a.ns:
+        s.ns = tuple(int(x) for x in a.ns.split(","))
+    if a.step_grid is not None:
+        s.step_grid = tuple(float(x) for x in a.step_grid.split(",") if x)
+    s.steps = max(s.checkpoints, s.steps // s.checkpoints * s.checkpoints)
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``mixvi bench paper``: run the suite, write JSON, the markdown section and the figures."""
+    p = argparse.ArgumentParser(prog="mixvi bench paper", description=__doc__.split("\n\n")[0])
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="the quick subset (default)")
+    g.add_argument("--full", action="store_true", help="every target, 5 seeds, 3000 steps, the fixed-step grid")
+    p.add_argument("--targets", help="comma-separated target names (mixvi.targets.TARGET_NAMES)")
+    p.add_argument("--seeds", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--checkpoints", type=int, help="evaluations of the KL curve per run")
+    p.add_argument("--eval-samples", dest="eval_samples", type=int, help="draws of q per evaluation")
+    p.add_argument("--ns", help="comma-separated N for ibw / md (default 1,5,10,20)")
+    p.add_argument("--step-grid", dest="step_grid", help="comma-separated fixed steps ('' for none)")
+    p.add_argument("--cache", help="NUTS reference cache dir (default $MIXVI_CACHE or ~/.cache/mixvi)")
+    p.add_argument("--out", default="docs/benchmarks/paper.json", help="JSON output ('' for none)")
+    p.add_argument("--md", default="docs/benchmarks.md", help="markdown page to update ('' for none)")
+    p.add_argument("--figures", default="docs/figures/paper", help="figure path stem ('' for none)")
+    a = p.parse_args(argv)
+    s = settings_from_args(a)
+    report = run_benchmark(s, log=lambda line: print(line, file=sys.stderr, flush=True))
+    figures = draw_figures(report, Path(a.figures)) if a.figures else []
+    report["figures"] = figures
+    for line in report["claims"]:
+        print(line)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(report, indent=1, default=_json_default))
+    if a.md:
+        write_markdown(Path(a.md), render_markdown(report, figures))
+    print(f"paper benchmark: {len(report['targets'])} targets in {report['wall_s']:.0f} s", file=sys.stderr)
+    return 0
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The ``Target`` record shared by every benchmark target, and ``FlatDensity``: a NumPyro distribution
+over R^d defined by a normalised log density and (optionally) an exact sampler, so that a model with
+one ``numpyro.sample("x", FlatDensity(...))`` site has potential energy V = -log pi exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from numpyro.distributions import Distribution, constraints
+
+
+class FlatDensity(Distribution):
+    """A distribution on R^d given by ``log_prob_fn(x) -> (...)`` (normalised) and, where one exists,
+    ``sample_fn(key, sample_shape) -> sample_shape + (d,)``."""
+
+    support = constraints.real_vector
+    pytree_aux_fields = ("_log_prob_fn", "_sample_fn", "dim")
+
+    def __init__(self, log_prob_fn: Callable, sample_fn: Callable | None, dim: int):
+        self._log_prob_fn = log_prob_fn
+        self._sample_fn = sample_fn
+        self.dim = int(dim)
+        super().__init__(batch_shape=(), event_shape=(self.dim,))
+
+    def log_prob(self, value: jax.Array) -> jax.Array:
+        return self._log_prob_fn(value)
+
+    def sample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
+        if self._sample_fn is None:
+            raise NotImplementedError("this target has no exact sampler")
+        return self._sample_fn(key, tuple(sample_shape))
+
+
+def flat_model(log_prob_fn: Callable, sample_fn: Callable | None, dim: int) -> Callable[[], None]:
+    """A NumPyro model with one latent site ``x`` ~ FlatDensity: its potential is -log pi(x)."""
+
+    def model() -> None:
+        numpyro.sample("x", FlatDensity(log_prob_fn, sample_fn, dim))
+
+    return model
+
+
+@dataclass
+class Target:
+    """One benchmark target. Everything is stated on the flattened unconstrained latent z (d,) that
+    NumPyro's ``AutoContinuous`` guides and ``AutoIsotropicMixture`` use (for every target here the
+    latent has a single real-valued site, so z is that site's value, flattened row-major).
+
+    :param name: short identifier (``gmm-d10-full``, ``funnel``, ``logreg-breast``, ...).
+    :param family: 'gmm', 'funnel', 'sinh-arcsinh', 'label-switching' or 'regression'.
+    :param model: the NumPyro model; ``args`` its positional arguments.
+    :param dim: d.
+    :param log_prob: the normalised log density log pi(z) (vectorised over leading axes), or None.
+    :param sample: an exact sampler ``(key, num) -> (num, d)``, or None.
+    :param log_z: log Z, Z = the integral of exp(-V): KL(q || pi) = -ELBO + log Z; 0 for the
+        synthetic targets, where V = -log pi; None when unknown (the regressions).
+    :param mode_of: maps z (..., d) to the index of the target mode it belongs to (mixture targets).
+    :param num_modes: the number of modes ``mode_of`` can return.
+    :param predict_log_prob: for regressions, ``z (S, d) -> (S, n_test, C)`` class log-probabilities on
+        the test set; ``test_labels`` (n_test,) the labels.
+    :param init_radius: mixvi / autoguide means start uniform in [-r, r]^d.
+    :param info: the target's settings (for the report).
+    """
+
+    name: str
+    family: str
+    model: Callable
+    dim: int
+    args: tuple = ()
+    log_prob: Callable | None = None
+    sample: Callable | None = None
+    log_z: float | None = 0.0
+    mode_of: Callable | None = None
+    num_modes: int = 0
+    predict_log_prob: Callable | None = None
+    test_labels: Any = None
+    reference_fn: Callable | None = None
+    init_radius: float = 2.0
+    info: dict = field(default_factory=dict)
+
+    def reference_samples(self, key: jax.Array, num: int) -> np.ndarray:
+        """Reference draws (num, d): the exact sampler where there is one, else ``reference_fn`` (NUTS)."""
+        if self.sample is not None:
+            return np.asarray(self.sample(key, num))
+        if self.reference_fn is None:
+            raise ValueError(f"target {self.name!r} has no reference sampler")
+        ref = np.asarray(self.reference_fn())
+        idx = np.asarray(jax.random.choice(key, ref.shape[0], (min(num, ref.shape[0]),), replace=False))
+        return ref[idx]
+
+    def potential(self) -> Callable[[jax.Array], jax.Array]:
+        """V(z) = -log joint at a flat latent (NumPyro's potential energy), vectorised over a leading axis."""
+        from numpyro.infer.util import potential_energy
+
+        shapes = self.info.get("site_shape", (self.dim,))
+        site = self.info.get("site", "x")
+
+        def v(z: jax.Array) -> jax.Array:
+            return potential_energy(self.model, self.args, {}, {site: jnp.reshape(z, shapes)})
+
+        return jax.vmap(v)

@@ -1,0 +1,41 @@
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mixvi.bench import scale
+from mixvi.bench.report import replace_section
+
+
+def test_scale_bench_runs_and_reports(tmp_path):
+    out, md = tmp_path / "scale.json", tmp_path / "bench.md"
+    md.write_text("# page\n\nhand-written intro\n")
+    assert scale.main(["--dims", "200", "--components", "2", "--repeats", "1", "--budget", "60",
+                       "--out", str(out), "--md", str(md)]) == 0
+    report = json.loads(out.read_text())
+    cells = report["cells"]
+    assert {c["target"] for c in cells} == {"logistic", "mixture"}
+    for c in cells:
+        assert c["mixvi_ms"] > 0 and c["floor_ms"] > 0 and np.isclose(c["ratio"], c["mixvi_ms"] / c["floor_ms"])
+    assert report["largest"]["logistic"] == {"d": 200, "N": 2}
+    text = md.read_text()
+    assert "hand-written intro" in text and "<!-- bench scale start -->" in text
+    replace_section(md, "scale", "new table")
+    text2 = md.read_text()
+    assert "new table" in text2 and "hand-written intro" in text2 and text2.count("bench scale start") == 1
+
+
+def test_huge_cell_is_skipped_not_attempted():
+    cell = scale.run_cell("logistic", 10**9, 100, repeats=1, budget_s=10, key=jax.random.PRNGKey(0))
+    assert "skipped" in cell and "GiB" in cell["skipped"]
+
+
+def test_mixture_target_density():
+    means = jnp.array([[0.0, 0.0], [3.0, 0.0]])
+    from numpyro.infer.util import log_density
+
+    x = jnp.array([0.5, -0.2])
+    lp, _ = log_density(scale.mixture_target, (means,), {}, {"x": x})
+    ref = jnp.log(0.5 * jnp.exp(-0.5 * jnp.sum((x - means[0]) ** 2)) + 0.5 * jnp.exp(-0.5 * jnp.sum((x - means[1]) ** 2)))
+    np.testing.assert_allclose(lp, ref, rtol=1e-5)
