@@ -10,6 +10,7 @@ import numpy as np
 from numpyro.infer.util import potential_energy
 
 from mixvi.bench import core
+from mixvi.bench.report import markers, replace_section
 from mixvi.bench.targets import logistic_regression, make_data, potential, potential_grad
 
 
@@ -44,7 +45,7 @@ def test_choose_steps_shrinks_with_size():
 def test_bench_core_main_writes_json_and_markdown(tmp_path, capsys):
     md = tmp_path / "benchmarks.md"
     md.write_text(
-        "# Benchmarks\n\nintro kept\n\n" + core.MD_START + "\nold table\n" + core.MD_END + "\n\n## Paper\nkept too\n"
+        "# Benchmarks\n\nintro kept\n\n" + markers("core")[0] + "\nold table\n" + markers("core")[1] + "\n\n## Paper\nkept too\n"
     )
     out = tmp_path / "sub" / "core.json"
     argv = ["--dims", "3", "--components", "2", "--num-samples", "2", "--rows", "20", "--steps", "2"]
@@ -68,14 +69,14 @@ def test_bench_core_main_writes_json_and_markdown(tmp_path, capsys):
 
     text = md.read_text()
     assert "intro kept" in text and "## Paper\nkept too" in text and "old table" not in text
-    assert text.count(core.MD_START) == 1 and text.count(core.MD_END) == 1
+    assert text.count(markers("core")[0]) == 1 and text.count(markers("core")[1]) == 1
     assert "| 3 | 2 | 4 | 2 |" in text
 
 
 def test_write_markdown_creates_page(tmp_path):
     md = tmp_path / "docs" / "benchmarks.md"
-    core.write_markdown(md, core.MD_START + "\nfirst\n" + core.MD_END)
-    core.write_markdown(md, core.MD_START + "\nsecond\n" + core.MD_END)
+    replace_section(md, "core", "first")
+    replace_section(md, "core", "second")
     text = md.read_text()
     assert text.startswith("# Benchmarks") and "second" in text and "first" not in text
-    assert text.count(core.MD_START) == 1
+    assert text.count(markers("core")[0]) == 1

@@ -47,6 +47,7 @@ import optax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
+from mixvi.bench.report import replace_section
 from mixvi.bench.targets import logistic_regression, make_data
 from mixvi.engine import MixVI, MixVIState
 from mixvi.estimators import draw_noise, draw_points, stein_estimate
@@ -54,8 +55,6 @@ from mixvi.guide import AutoIsotropicMixture
 
 GOAL_RATIO = 1.15
 GOAL_MIN_DIM = 1000
-MD_START = "<!-- bench core start -->"
-MD_END = "<!-- bench core end -->"
 LOOPS = ("floor", "floor_vg", "mixvi", "svi", "overhead")
 FLOOR_STEP = 1e-4  # points move x <- x - FLOOR_STEP grad V(x) between floor evaluations
 
@@ -318,7 +317,6 @@ def render_markdown(report: dict[str, Any]) -> str:
     m, s = report["machine"], report["settings"]
     load = m.get("loadavg_start")
     lines = [
-        MD_START,
         f"Measured {report['date']} with `mixvi bench core{' --quick' if s['quick'] else ''}` "
         f"(repeats = {s['repeats']}) on {m['platform']}, {m['cpu_count']} CPUs, jax {m['jax']} "
         f"({m['backend']}), numpyro {m['numpyro']}"
@@ -333,33 +331,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         format_table(report["results"]),
         "",
         *[f"- {line}" for line in goal_lines(report["results"])],
-        MD_END,
     ]
     return "\n".join(lines)
-
-
-_MD_HEADER = """# Benchmarks
-
-Performance benchmarks of `mixvi`, run with `mixvi bench <name>`. Each section below is regenerated
-by its command between its marker comments; text outside the markers is kept.
-
-## Core: per-iteration cost (`mixvi bench core`)
-
-"""
-
-
-def write_markdown(path: Path, section: str) -> None:
-    """Replace the bench-core section of ``path`` between its markers (append it, or create the
-    page, when absent); everything outside the markers is kept."""
-    text = path.read_text() if path.exists() else _MD_HEADER
-    if MD_START in text and MD_END in text:
-        before, rest = text.split(MD_START, 1)
-        after = rest.split(MD_END, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 # --- entry point -------------------------------------------------------------------------------
@@ -466,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {out}")
     if args.md:
-        write_markdown(Path(args.md), render_markdown(report))
+        replace_section(args.md, "core", render_markdown(report))
         print(f"updated {args.md}")
     return 0
 

@@ -39,7 +39,6 @@ from numpyro.infer.autoguide import AutoDiagonalNormal, AutoLowRankMultivariateN
 
 from mixvi.bench import metrics as M
 from mixvi.engine import MixVI
-from mixvi.family import IsotropicMixture
 from mixvi.guide import AutoIsotropicMixture
 from mixvi.importance import psis_log_weights
 from mixvi.targets import Target, get_target
