@@ -164,7 +164,7 @@ class MixVI:
             }
         if jnp.issubdtype(k_run.dtype, jax.dtypes.prng_key):
             k_run = jax.random.key_data(k_run)
-        v = jax.vmap(self.guide.potential_fn(*args, **kwargs), (0, None))(uparams[self._locs], k_setup)
+        v = jax.jit(jax.vmap(self.guide.potential_fn(*args, **kwargs), (0, None)))(uparams[self._locs], k_setup)
         if not bool(jnp.all(jnp.isfinite(v))):
             bad = [int(i) for i in jnp.nonzero(~jnp.isfinite(v))[0]]
             raise ValueError(

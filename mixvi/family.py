@@ -12,6 +12,8 @@ the means), so no (..., N, d) tensor is formed.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp, ndtr
@@ -47,6 +49,19 @@ def mixture_score(
     w = r / scales**2
     s = -jnp.sum(w, -1, keepdims=True) * x + w @ locs
     return s if metric is None else s / metric
+
+
+@partial(jax.jit, static_argnums=5)
+def _sample(key, locs, scales, weights, metric, sample_shape: tuple) -> jax.Array:
+    k_idx, k_z = jax.random.split(key)
+    if weights is None:
+        idx = jax.random.randint(k_idx, sample_shape, 0, locs.shape[0])
+    else:
+        idx = jax.random.categorical(k_idx, jnp.log(weights), shape=sample_shape)
+    z = jax.random.normal(k_z, sample_shape + locs.shape[1:], dtype=locs.dtype)
+    if metric is not None:
+        z = z * jnp.sqrt(metric)
+    return locs[idx] + scales[idx][..., None] * z
 
 
 class IsotropicMixture(Distribution):
@@ -108,15 +123,7 @@ class IsotropicMixture(Distribution):
         return self.locs.shape[0]
 
     def sample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
-        k_idx, k_z = jax.random.split(key)
-        if self.weights is None:
-            idx = jax.random.randint(k_idx, sample_shape, 0, self.n_components)
-        else:
-            idx = jax.random.categorical(k_idx, jnp.log(self.weights), shape=sample_shape)
-        z = jax.random.normal(k_z, sample_shape + self.event_shape, dtype=self.locs.dtype)
-        if self.metric is not None:
-            z = z * jnp.sqrt(self.metric)
-        return self.locs[idx] + self.scales[idx][..., None] * z
+        return _sample(key, self.locs, self.scales, self.weights, self.metric, tuple(sample_shape))
 
     def rsample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
         return self.sample(key, sample_shape)

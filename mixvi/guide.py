@@ -83,8 +83,23 @@ class AutoIsotropicMixture(AutoContinuous):
     # --- set-up -------------------------------------------------------------------------------
     def _check_model(self, *args, **kwargs) -> None:
         model = handlers.substitute(handlers.seed(self.model, rng_seed=0), substitute_fn=self.init_loc_fn)
-        with handlers.block(), handlers.trace() as tr:
-            model(*args, **kwargs)
+        sites: dict = {}
+
+        def structure(*a, **kw):
+            # only static facts leave the abstract trace (no op-by-op execution of the model)
+            with handlers.block(), handlers.trace() as tr:
+                model(*a, **kw)
+            sites.update(
+                {n: {k: s.get(k) for k in ("type", "is_observed", "fn", "cond_indep_stack", "args")} for n, s in tr.items()}
+            )
+            return 0
+
+        try:
+            jax.eval_shape(structure, *args, **kwargs)
+        except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError):
+            sites.clear()
+            structure(*args, **kwargs)  # a model with Python control flow on data: run it eagerly
+        tr = sites
         for name, site in tr.items():
             if site["type"] != "sample" or site["is_observed"]:
                 continue
@@ -126,10 +141,18 @@ class AutoIsotropicMixture(AutoContinuous):
             return self._init_latent[None]
         if _is_random_init(self.init_loc_fn):
             keys = jax.random.split(rng_key, n + 1)
-            (params, _, _), valid = find_valid_initial_params(
-                keys[1:], handlers.seed(self.model, rng_seed=keys[0]), init_strategy=self.init_loc_fn, model_args=args, model_kwargs=kwargs,
-                prototype_params=self._init_locs,
-            )
+
+            def draw(keys: jax.Array):
+                return find_valid_initial_params(
+                    keys[1:], handlers.seed(self.model, rng_seed=keys[0]), init_strategy=self.init_loc_fn,
+                    model_args=args, model_kwargs=kwargs, prototype_params=self._init_locs,
+                )
+
+            try:  # one compiled call instead of op-by-op execution
+                (params, _, _), valid = jax.jit(draw)(keys)
+            except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError):
+                (params, _, _), valid = draw(keys)
+
             if not bool(jnp.all(valid)):
                 raise ValueError(
                     "could not draw a finite initial point for every component; check the model's log "
