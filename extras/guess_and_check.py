@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
     eps = EPS_WIDTH
     eps_depth = EPS_DEPTH
     widths = [5, 80] if q else [5, 20, 80]
-    depths = [2, 8] if q else [2, 3, 4, 6, 8]
+    depths = [2, 8] if q else [2, 4, 6, 8]
     activations = ["linear"] if q else list(ACTIVATIONS)
     gd_steps = 3000 if q else 20000
     problems = [make_problem(jax.random.key(100 + s)) for s in range(num_problems)]
@@ -418,12 +418,14 @@ def main(argv: list[str] | None = None) -> dict:
         results["width"][act] = {}
         for w in widths:
             key, k1, k2 = jax.random.split(key, 3)
-            tr, ge = draw_losses(k1, stacked, num_draws, width=w, depth=2, activation=act)
+            n_act = num_draws if act == "linear" else num_draws // 2
+            tr, ge = draw_losses(k1, stacked, n_act, width=w, depth=2, activation=act)
             row = _gnc_rows(tr, ge, eps)
             gd = train_gd(jax.random.split(k2, num_problems), stacked, width=w, depth=2, activation=act,
                           num_steps=gd_steps)
             row.update(_gd_summary(gd))
             row["eps_sweep"] = {f"{e:g}": _gnc_rows(tr, ge, e)["gnc_gen"] for e in EPS_SWEEP}
+            row["num_draws"] = n_act
             results["width"][act][w] = row
             print(
                 f"{act:>11} {w:5d} | {row['prior_gen']:7.4f} {row['gnc_gen']:7.4f} {row['gd_gen']:9.2e} | "
@@ -470,33 +472,57 @@ EPS_ISO = 0.05  # the identity holds at every eps; 0.05 accepts ~2000 of 10^6 is
 EPS_SWEEP = (0.005, 0.01, 0.02, 0.05, 0.1)
 
 
+def _se(row: dict) -> float:
+    se = [x for x in row["gnc_se_per_problem"] if x == x]
+    return float(np.sqrt(np.sum(np.square(se))) / len(se)) if se else math.nan
+
+
+def _rows(d: dict) -> tuple[list[int], list[dict]]:
+    keys = sorted(int(k) for k in d)
+    return keys, [d[k] if k in d else d[str(k)] for k in keys]
+
+
 def _plot(results: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, ax = plt.subplots(1, 3, figsize=(16, 4.4))
     colors = {"linear": "C0", "tanh": "C1", "leaky_relu": "C2"}
     for act, rows in results["width"].items():
-        ws = sorted(int(w) for w in rows)
-        r = [rows[w] if w in rows else rows[str(w)] for w in ws]
-        ax[0].plot(ws, [x["gnc_gen"] for x in r], "o-", color=colors[act], label=f"G&C ({act})")
-        ax[0].plot(ws, [x["prior_gen"] for x in r], ":", color=colors[act], label=f"prior ({act})")
-        ax[0].plot(ws, [max(x["gd_gen"], 1e-8) for x in r], "s--", color=colors[act], label=f"GD ({act})")
-    ax[0].set(xscale="log", yscale="log", xlabel="width k (depth 2)", ylabel="generalization loss",
-              title=f"width: G&C worsens towards the prior (ε = {results['eps_width']:g})")
+        ws, r = _rows(rows)
+        c = colors[act]
+        ax[0].errorbar(ws, [x["gnc_gen"] for x in r], yerr=[_se(x) for x in r], fmt="o-", color=c, capsize=3,
+                       label=f"G&C, {act}")
+        ax[0].plot(ws, [x["prior_gen"] for x in r], ":", color=c, label=f"prior, {act}")
+        ax[0].plot(ws, [x["gd_gen"] for x in r], "s--", color=c, mfc="none", label=f"GD, {act}")
+    ax[0].set_xscale("log")
     ax[0].set_xticks([5, 20, 80], ["5", "20", "80"])
-    ax[0].legend(fontsize=7, ncol=3)
-    rows = results["depth"]
-    ds = sorted(int(d) for d in rows)
-    r = [rows[d] if d in rows else rows[str(d)] for d in ds]
-    ax[1].plot(ds, [x["gnc_gen"] for x in r], "o-", color="C0", label="G&C")
-    ax[1].plot(ds, [x["prior_gen"] for x in r], ":", color="C0", label="prior")
-    ax[1].plot(ds, [max(x["gd_gen"], 1e-8) for x in r], "s--", color="C3", label="GD")
-    ax[1].set(yscale="log", xlabel="depth d (width 5, linear)", ylabel="generalization loss",
+    ax[0].minorticks_off()
+    ax[0].set(xlabel="width k (depth 2)", ylabel="generalization loss (mean over problems)", ylim=(0, None),
+              title=f"width: G&C worsens towards the prior (ε = {results['eps_width']:g})")
+    ax[0].legend(fontsize=7, ncol=3, loc="center", bbox_to_anchor=(0.5, 0.45))
+    ds, r = _rows(results["depth"])
+    ax[1].errorbar(ds, [x["gnc_gen"] for x in r], yerr=[_se(x) for x in r], fmt="o-", color="C0", capsize=3, label="G&C")
+    ax[1].plot(ds, [x["prior_gen"] for x in r], ":", color="C0", label="prior (normalised)")
+    ax[1].plot(ds, [x["gd_gen"] for x in r], "s--", color="C3", mfc="none", label="GD")
+    ax[1].set(xlabel="depth d (width 5, linear)", ylabel="generalization loss", ylim=(0, None), xticks=ds,
               title=f"depth, normalised prior: G&C improves (ε = {results['eps_depth']:g})")
     ax[1].legend(fontsize=8)
+    ws, r = _rows(results["width"]["linear"])
+    for w, x in zip(ws, r):
+        eps = sorted(float(e) for e in x["eps_sweep"])
+        ax[2].plot(eps, [x["eps_sweep"][f"{e:g}"] for e in eps], "o-", label=f"G&C width {w}")
+    ax[2].axhline(r[0]["prior_gen"], color="k", ls=":", lw=1, label="prior")
+    ds, rd = _rows(results["depth"])
+    for d, x in zip(ds, rd):
+        if d in (2, max(ds)):
+            eps = sorted(float(e) for e in x["eps_sweep"])
+            ax[2].plot(eps, [x["eps_sweep"][f"{e:g}"] for e in eps], "^--", label=f"G&C depth {d} (normalised)")
+    ax[2].set(xscale="log", xlabel="ε (acceptance threshold on L_train)", ylabel="G&C generalization loss",
+              ylim=(0, None), title="robustness to ε (linear)")
+    ax[2].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> dict:
     res: dict = {"paper": PAPER, "quick": q}
     with jax.enable_x64(True):
         gammas = (0.0, 4.0) if q else (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
-        rows = [rate_check(h, g, num_steps=800) for g in gammas for h in (1.0, 9.0)]
+        rows = [rate_check(h, g, num_steps=600 if q else 800) for g in gammas for h in (1.0, 9.0)]
         res["rates"] = rows
         print("decay rates of L = h theta^2/2 (eta = k = G = 1): numerical minimiser of S_dt vs closed forms")
         print(f"{'gamma':>6} {'h':>4} | {'fitted':>10} {'discrete':>10} {'continuous':>10} {'eta k h/gamma':>13} | {'dt':>6}")
@@ -427,7 +427,10 @@ def main(argv: list[str] | None = None) -> dict:
                                 "A0_squared_minus_Ginv_H": float(np.abs(A0 @ A0 - np.linalg.solve(G, H)).max())}
         print("feedback law with metric G:", res["metric_limits"])
         # double well
-        dw = double_well_experiment((0.0, 1.0) if q else (0.0, 0.1, 0.3, 0.6, 1.0), num_steps=1000 if q else 2000)
+        if q:
+            dw = double_well_experiment((0.0,), T=14.0, dt=0.025, num_steps=800)
+        else:
+            dw = double_well_experiment((0.0, 0.1, 0.3, 0.6, 1.0), num_steps=2000)
         res["double_well"] = dw
         print(f"\ndouble well b = {dw['b']}: global min {dw['global_min']:.3f}, barrier {dw['barrier']:.3f} "
               f"(L = {dw['L_barrier']:.3f}), local min {dw['local_min']:.3f} (L = {dw['L_local']:.3f}); theta0 = {dw['theta0']}")
@@ -436,7 +439,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  gamma = {g:>4}: S(stay) = {r['action_stay']:.4f}, S(cross) = {r['action_cross']:.4f} -> optimal: "
                   f"{r['optimal']:5s}, ends at {r['end_optimal']:+.4f}, max|E| first half = {r['max_abs_energy_first_half']:.2e}")
         # default dynamics
-        dd = default_dynamics_experiment(num_steps=600 if q else 1500)
+        dd = default_dynamics_experiment(num_steps=500 if q else 1500)
         res["default_dynamics"] = dd
         print(f"\ndefault dynamics (gamma = {dd['gamma']}, dt = {dd['dt']}): path at T/2 vs closed-form fixed point")
         for name, c in dd["cases"].items():
@@ -447,7 +450,10 @@ def main(argv: list[str] | None = None) -> dict:
         # classification
         data = classification_data(jax.random.PRNGKey(0))
         seeds = (0, 1, 2) if q else (0, 1, 2, 3, 4)
-        lrs = {"sgd": (0.3, 1.0, 3.0, 10.0, 30.0), "rmsprop": (0.01, 0.03, 0.1, 0.3, 1.0)}
+        if q:
+            lrs = {"sgd": (1.0, 3.0, 10.0), "rmsprop": (0.03, 0.1, 0.3)}
+        else:
+            lrs = {"sgd": (0.3, 1.0, 3.0, 10.0, 30.0), "rmsprop": (0.01, 0.03, 0.1, 0.3, 1.0)}
         rules = compare_rules(data, lrs=lrs, seeds=seeds, num_steps=300 if q else 1000)
         summ = best_lr_summary(rules)
         res["classification"] = {"summary": summ, "seeds": list(seeds), "num_steps": 300 if q else 1000,

@@ -146,10 +146,10 @@ def method_transform(method: str, gamma: float, lam: float) -> optax.GradientTra
 
 def run_batch(
     loss: Callable, error: Callable, tx: optax.GradientTransformation, x0: jax.Array, num_steps: int
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Run ``tx`` from every row of ``x0`` (B, d) for ``num_steps`` steps (vmapped descent_step, one
     scan_loop that never stops on non-finite values: divergence is an outcome here). Returns the
-    errors e(x_k), shape (num_steps + 1, B), non-finite where a run diverged."""
+    errors e(x_k), shape (num_steps + 1, B), non-finite where a run diverged, and the final points (B, d)."""
     step1 = descent_step(loss, tx)
 
     def step(state):
@@ -159,21 +159,40 @@ def run_batch(
     state = jax.vmap(lambda x: DescentState(x, tx.init(x)))(x0)
     res = scan_loop(step, state, num_steps, is_ok=lambda s, v: jnp.array(True))
     last = np.asarray(error(res.state.params))[None]
-    return np.concatenate([np.asarray(res.losses), last], axis=0)
+    return np.concatenate([np.asarray(res.losses), last], axis=0), np.asarray(res.state.params)
 
 
-def classify(errors: np.ndarray, tol: float = 1e-6, blowup: float = 1e6) -> dict:
+def second_order_stationary(loss: Callable, x: np.ndarray, grad_tol: float = 1e-6) -> np.ndarray:
+    """For each row of ``x``: ||grad f|| <= grad_tol and lambda_min(hess f) > 0 (a local minimiser, not a
+    strict saddle); False for non-finite rows."""
+
+    @jax.jit
+    @jax.vmap
+    def check(z):
+        ok = jnp.all(jnp.isfinite(z))
+        z = jnp.where(ok, z, 0.0)
+        g = jnp.linalg.norm(jax.grad(loss)(z))
+        lmin = jnp.linalg.eigvalsh(jax.hessian(loss)(z))[0]
+        return ok & (g <= grad_tol) & (lmin > 0)
+
+    return np.asarray(check(jnp.asarray(x)))
+
+
+def classify(errors: np.ndarray, tol: float = 1e-6, blowup: float = 1e6, local_min: np.ndarray | None = None) -> dict:
     """Outcome of each run from its error history (steps+1, B): "diverged" (a non-finite or > blowup
-    error at some step), "converged" (final error <= tol) or "stalled"; and the first step with error
-    <= tol for the converged ones."""
+    error at some step), "converged" (final error <= tol, a global minimiser) or "stalled"; among the
+    stalled, "spurious_min" counts those at a non-global local minimiser (``local_min``, from
+    :func:`second_order_stationary`); and the median first step with error <= tol of the converged ones."""
     bad = ~np.isfinite(errors) | (np.nan_to_num(errors, nan=np.inf) > blowup)
     diverged = bad.any(axis=0)
     final = errors[-1]
     converged = ~diverged & (final <= tol)
     first = np.where(converged, np.argmax(errors <= tol, axis=0), -1)
-    return {"converged": int(converged.sum()), "diverged": int(diverged.sum()),
-            "stalled": int((~diverged & ~converged).sum()), "steps_median": (float(np.median(first[converged]))
-                                                                          if converged.any() else None)}
+    stalled = ~diverged & ~converged
+    spurious = stalled & local_min if local_min is not None else np.zeros_like(stalled)
+    return {"converged": int(converged.sum()), "diverged": int(diverged.sum()), "stalled": int(stalled.sum()),
+            "spurious_min": int(spurious.sum()),
+            "steps_median": float(np.median(first[converged])) if converged.any() else None}
 
 
 def random_starts(key: jax.Array, dim: int, scale: float, num: int) -> jax.Array:
@@ -204,10 +223,10 @@ def start_scale_experiment(
     out = {"problem": name, "dim": dim, "gamma": gamma, "lam": lam, "num_steps": num_steps,
            "num_starts": num_starts, "scales": list(scales), "results": {}}
     for method in methods:
-        errs = run_batch(loss, error, method_transform(method, gamma, lam), x0, num_steps)
-        out["results"][method] = {
-            f"{s:g}": classify(errs[:, i * num_starts:(i + 1) * num_starts]) for i, s in enumerate(scales)
-        }
+        errs, xT = run_batch(loss, error, method_transform(method, gamma, lam), x0, num_steps)
+        lm = second_order_stationary(loss, xT)
+        sl = [slice(i * num_starts, (i + 1) * num_starts) for i in range(len(scales))]
+        out["results"][method] = {f"{s:g}": classify(errs[:, k], local_min=lm[k]) for s, k in zip(scales, sl)}
     return out
 
 
@@ -316,6 +335,19 @@ def main(argv: list[str] | None = None) -> dict:
                     cells = [r["results"][m][f"{s:g}"] for s in r["scales"]]
                     print(f"  {LABELS[m]:>14} | " + " ".join(f"{c['converged']:>4}/{c['diverged']:>2}/{c['stalled']:>2}  "
                                                                for c in cells))
+        # other phase-retrieval instances (m = 6d can have spurious local minima)
+        if not q:
+            res["instances"] = {}
+            for sd in (1, 2, 3):
+                r = start_scale_experiment("phase_retrieval", (10.0, 100.0, 1000.0), num_starts=n_starts, num_steps=3000,
+                                           methods=("gd", "cosh", "exp"), seed=sd)
+                res["instances"][str(sd)] = r
+            print("\nother phase-retrieval instances (seed 1-3), radii 10/100/1000: converged/diverged/stalled "
+                  "(of which at a spurious local minimum)")
+            for sd, r in res["instances"].items():
+                print(f"  seed {sd}: " + "   ".join(
+                    f"{m}: " + " ".join(f"{c['converged']}/{c['diverged']}/{c['stalled']}({c['spurious_min']})"
+                                        for c in r["results"][m].values()) for m in ("gd", "cosh", "exp")))
         # 4. log d escape
         dims = (10, 100, 1000, 10000) if q else (10, 100, 1000, 10000, 100000)
         res["escape"] = escape_experiment(dims, num_seeds=8 if q else 16)

@@ -29,9 +29,9 @@ def test_rate_limits_ratio_three_vs_nine():
         assert nav.discrete_rate(3.0, gamma=2.0, dt=dt) == pytest.approx(nav.optimal_rate(3.0, gamma=2.0), rel=20 * dt)
 
 
-@pytest.mark.parametrize("h,gamma", [(9.0, 0.0), (1.0, 1.0), (1.0, 4.0)])
+@pytest.mark.parametrize("h,gamma", [(9.0, 0.0), (1.0, 4.0)])
 def test_minimised_action_decays_at_the_closed_form_rate(h, gamma):
-    r = nav.rate_check(h, gamma, num_steps=800)
+    r = nav.rate_check(h, gamma, num_steps=600)
     assert r["fitted"] == pytest.approx(r["discrete"], rel=1e-6)  # exact for the discretised action
     assert r["fitted"] == pytest.approx(r["continuous"], rel=0.05)  # O(dt) from the continuous rate
 
@@ -55,7 +55,7 @@ def test_feedback_law_natural_gradient_and_ballistic_limits():
 
 
 def test_double_well_optimal_path_crosses_the_barrier_gradient_flow_does_not():
-    dw = nav.double_well_experiment((0.0, 1.0), T=14.0, dt=0.025, num_steps=1000)
+    dw = nav.double_well_experiment((0.0, 1.0), T=14.0, dt=0.025, num_steps=800)
     assert dw["gradient_flow_end"] == pytest.approx(dw["local_min"], abs=1e-6)
     r0 = dw["runs"]["0"]
     assert r0["optimal"] == "cross" and r0["crosses_barrier"]
@@ -67,7 +67,7 @@ def test_double_well_optimal_path_crosses_the_barrier_gradient_flow_does_not():
 
 
 def test_default_dynamics_settle_at_closed_form_fixed_points():
-    dd = nav.default_dynamics_experiment(T=30.0, num_steps=600)
+    dd = nav.default_dynamics_experiment(T=30.0, num_steps=500)
     for c in dd["cases"].values():
         assert c["err_dt"] < 1e-5  # turnpike: the distance at t = T/2 decays like e^{-kappa T/2}
         assert c["err_continuous"] < 5e-3

@@ -70,3 +70,14 @@ def test_perturbed_escape_time_grows_like_log_d_and_unperturbed_is_stuck():
     theory = e["theory_slope"] * math.log(1e3)
     assert 0.5 * theory < med[2] - med[0] < 1.5 * theory
     assert med[2] < 2 * med[0]
+
+
+def test_on_a_bad_instance_nonconverged_runs_sit_at_spurious_local_minima_not_saddles():
+    # phase-retrieval instance 1 (m = 6d) has a spurious local minimum; P-GD never diverges and every run that
+    # misses the global minimum ends at a second-order stationary point (positive definite Hessian)
+    r = pcd.start_scale_experiment("phase_retrieval", (100.0,), num_starts=20, num_steps=800, methods=("gd", "cosh"),
+                                   seed=1)
+    c = r["results"]["cosh"]["100"]
+    assert r["results"]["gd"]["100"]["diverged"] == 20
+    assert c["diverged"] == 0 and c["converged"] >= 10
+    assert c["stalled"] == c["spurious_min"] > 0

@@ -80,6 +80,7 @@ class Settings:
     targets: tuple[str, ...]
     seeds: int
     steps: int
+    regression_steps: int
     checkpoints: int
     eval_samples: int
     num_samples: int
@@ -226,15 +227,16 @@ class Evaluator:
 def run_method(method: Method, target: Target, ev: Evaluator, s: Settings) -> dict[str, Any]:
     """All seeds of one method on one target: per-seed curves, final metrics and timings."""
     init, step, get_params, posterior = _build(method, target, s)
+    steps = s.regression_steps if target.family == "regression" else s.steps
     state0 = init(0)
     t0 = time.perf_counter()
-    compiled = _runner(step, get_params, s.steps, s.checkpoints).lower(state0).compile()
+    compiled = _runner(step, get_params, steps, s.checkpoints).lower(state0).compile()
     compile_s = time.perf_counter() - t0
     try:
         temp = int(compiled.memory_analysis().temp_size_in_bytes)
     except Exception:  # noqa: BLE001 - not every backend reports it
         temp = None
-    per = s.steps // s.checkpoints
+    per = steps // s.checkpoints
     seeds = []
     for seed in range(s.seeds):
         st = state0 if seed == 0 else init(seed)
@@ -391,7 +393,7 @@ def render_markdown(report: dict[str, Any], figures: list[str]) -> str:
         f"jax {m['jax']} ({m['backend']}), numpyro {m['numpyro']}; load average (1 min) "
         f"{(m.get('loadavg_start') or [float('nan')])[0]:.2f} at start; total wall time {report['wall_s']:.0f} s.",
         "",
-        f"Settings: {s['seeds']} seeds, {s['steps']} steps, B = {s['num_samples']} draws per component per step "
+        f"Settings: {s['seeds']} seeds, {s['steps']} steps ({s['regression_steps']} on the regressions), B = {s['num_samples']} draws per component per step "
         f"(autoguides: Trace_ELBO with {s['svi_particles']} particles, Adam lr {s['adam_lr']}), all q started at "
         f"means uniform in [-r, r]^d (r = 5 for the GMMs, 2 otherwise), scale {s['init_scale']}; metrics from "
         f"{s['eval_samples']} draws of q; fixed-step grid {list(s['step_grid'])} at N = {s['grid_n']}. Cells: median "
@@ -449,8 +451,8 @@ def draw_figures(report: dict[str, Any], stem: Path) -> list[str]:
                 if axis_kind == "time":
                     ms = r["summary"].get("ms_per_step", {}).get("median") or 0.0
                     x = x * ms / 1e3
-                style = {"ibw": "-", "md": "--"}.get(r["method"], ":")
-                color = None if r["kind"] == "mixvi" else "gray"
+                style = {"ibw": "-", "md": "--", "AutoNormal": ":", "AutoMVN": "-.", "AutoLowRankMVN": ":"}[r["method"]]
+                color = {"AutoNormal": "black", "AutoMVN": "dimgray", "AutoLowRankMVN": "darkgray"}.get(r["method"])
                 ax.plot(x, curve, style, color=color, label=r["label"], lw=1.2)
             ax.set_title(tname, fontsize=9)
             ax.set_xlabel("iteration" if axis_kind == "iter" else "wall time, s (compile excluded)", fontsize=8)
@@ -533,11 +535,11 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
     quick = not a.full
     s = Settings(
         quick=quick, targets=QUICK_TARGETS if quick else FULL_TARGETS, seeds=3 if quick else 5,
-        steps=400 if quick else 3000, checkpoints=10 if quick else 30, eval_samples=2000 if quick else 4000,
+        steps=400 if quick else 3000, regression_steps=1500 if quick else 6000, checkpoints=10 if quick else 30, eval_samples=2000 if quick else 4000,
         num_samples=10, ns=(1, 5, 10, 20), extra_n=10, step_grid=() if quick else STEP_GRID, grid_n=10,
         adam_lr=0.05, svi_particles=10, init_scale=1.0, cache=a.cache,
     )
-    for field in ("seeds", "steps", "checkpoints", "eval_samples"):
+    for field in ("seeds", "steps", "regression_steps", "checkpoints", "eval_samples"):
         if getattr(a, field) is not None:
             setattr(s, field, getattr(a, field))
     if a.targets:
@@ -547,6 +549,7 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
     if a.step_grid is not None:
         s.step_grid = tuple(float(x) for x in a.step_grid.split(",") if x)
     s.steps = max(s.checkpoints, s.steps // s.checkpoints * s.checkpoints)
+    s.regression_steps = max(s.checkpoints, s.regression_steps // s.checkpoints * s.checkpoints)
     return s
 
 
@@ -558,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--full", action="store_true", help="every target, 5 seeds, 3000 steps, the fixed-step grid")
     p.add_argument("--targets", help="comma-separated target names (mixvi.targets.TARGET_NAMES)")
     p.add_argument("--seeds", type=int)
-    p.add_argument("--steps", type=int)
+    p.add_argument("--steps", type=int, help="steps per run (synthetic targets)")
+    p.add_argument("--regression-steps", dest="regression_steps", type=int, help="steps per run on the regressions")
     p.add_argument("--checkpoints", type=int, help="evaluations of the KL curve per run")
     p.add_argument("--eval-samples", dest="eval_samples", type=int, help="draws of q per evaluation")
     p.add_argument("--ns", help="comma-separated N for ibw / md (default 1,5,10,20)")
