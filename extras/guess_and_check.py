@@ -372,6 +372,17 @@ def _gd_summary(gd: GDResult) -> dict:
     }
 
 
+def _finite(obj):
+    """NaN (no accepted draw) -> None, so the JSON is strict."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _outdir(out: str | None) -> Path:
     if out is not None:
         return Path(out)
@@ -460,7 +471,7 @@ def main(argv: list[str] | None = None) -> dict:
     outdir = _outdir(args.out)
     outdir.mkdir(parents=True, exist_ok=True)
     stem = "guess_and_check_quick" if q else "guess_and_check"
-    (outdir / f"{stem}.json").write_text(json.dumps(results, indent=1))
+    (outdir / f"{stem}.json").write_text(json.dumps(_finite(results), indent=1))
     _plot(results, outdir / f"{stem}.png")
     print(f"\nwrote {outdir / stem}.json/.png in {results['seconds']:.1f} s")
     return results
@@ -502,7 +513,7 @@ def _plot(results: dict, path: Path) -> None:
     ax[0].minorticks_off()
     ax[0].set(xlabel="width k (depth 2)", ylabel="generalization loss (mean over problems)", ylim=(0, None),
               title=f"width: G&C worsens towards the prior (ε = {results['eps_width']:g})")
-    ax[0].legend(fontsize=7, ncol=3, loc="center", bbox_to_anchor=(0.5, 0.45))
+    ax[0].legend(fontsize=7, ncol=3, loc="center", bbox_to_anchor=(0.5, 0.2))
     ds, r = _rows(results["depth"])
     ax[1].errorbar(ds, [x["gnc_gen"] for x in r], yerr=[_se(x) for x in r], fmt="o-", color="C0", capsize=3, label="G&C")
     ax[1].plot(ds, [x["prior_gen"] for x in r], ":", color="C0", label="prior (normalised)")

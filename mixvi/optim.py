@@ -361,3 +361,20 @@ from mixvi.rules import (  # noqa: E402
 
 __all__ = (*__all__, "DescentState", "PolyakState", "armijo_descent", "averaged_params", "descent_step",
            "polyak_average", "precondition", "run_descent")
+
+# Nonlinear preconditioners (Bodard & Patrinos, arXiv 2509.15817), defined in mixvi.preconditioners.
+from mixvi.preconditioners import (  # noqa: E402
+    KERNELS,
+    PerturbedState,
+    dual_reference_grad,
+    multiplier_ratio,
+    nonlinear_preconditioned_gd,
+    perturbed,
+    scale_by_nonlinear_preconditioner,
+    step_multiplier,
+    uniform_ball,
+)
+
+__all__ = (*__all__, "KERNELS", "PerturbedState", "dual_reference_grad", "multiplier_ratio",
+           "nonlinear_preconditioned_gd", "perturbed", "scale_by_nonlinear_preconditioner", "step_multiplier",
+           "uniform_ball")

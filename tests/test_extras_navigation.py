@@ -67,10 +67,10 @@ def test_double_well_optimal_path_crosses_the_barrier_gradient_flow_does_not():
 
 
 def test_default_dynamics_settle_at_closed_form_fixed_points():
-    dd = nav.default_dynamics_experiment(T=30.0, num_steps=500)
+    dd = nav.default_dynamics_experiment(T=30.0, dt=0.1, num_steps=400)
     for c in dd["cases"].values():
-        assert c["err_dt"] < 1e-5  # turnpike: the distance at t = T/2 decays like e^{-kappa T/2}
-        assert c["err_continuous"] < 5e-3
+        assert c["err_dt"] < 1e-5  # exact for the discretised action, up to the turnpike error ~ e^{-kappa T/2}
+        assert c["err_continuous"] < 1e-2  # O(dt) from the continuous-time fixed point
         assert c["dist_theta_star"] > 0.3
     np.testing.assert_allclose(dd["cases"]["weight_decay"]["fixed_point"], dd["ridge_solution"], rtol=1e-12)
 
