@@ -25,9 +25,11 @@ is counted in the state (``num_clipped``) and ``MixVI.run`` warns about it.
 gamma_i = eta eps_i for ibw/md/means and gamma_i = eta for ngd (so eta is dimensionless: eta = 1 is
 a Newton step on a Gaussian target), each step lies in a Wasserstein trust region (the mean moves
 at most ``trust`` sigma_i sqrt(d), sigma_i changes by a factor in [1 - trust, 1 + trust]), and eta
-grows 1% when the loss passed as ``value`` is below its running average and shrinks 1% otherwise,
-within [eta_min, eta_max]. A step whose gradients or loss are not finite is rejected (zero update)
-and halves eta.
+follows the loss passed as ``value``: it grows 2% while a fast running average of the loss
+(decay 0.9) lies below a slow one (decay 0.99) by more than the fast average's own noise (a real
+downward trend), and shrinks 0.5% otherwise (a plateau: there a smaller step only lowers the
+Monte-Carlo jitter), within [eta_min, eta_max]. A step whose gradients or loss are not finite is
+rejected (zero update) and halves eta.
 """
 
 from __future__ import annotations
@@ -49,13 +51,16 @@ WEIGHTS_SUFFIX = "_weight_logits"
 class MixtureStepState(NamedTuple):
     """State of a mixture-geometry transform.
 
-    eta: current dimensionless step (auto) or the fixed step gamma; loss_avg: running average of
-    the loss (auto); count: steps taken; num_clipped: components whose step hit a guard or the
-    trust region so far; num_rejected: consecutive rejected (non-finite) steps.
+    eta: current dimensionless step (auto) or the fixed step gamma; loss_avg, loss_slow: fast and
+    slow running averages of the loss, loss_var: running variance of the loss around loss_avg
+    (auto); count: steps taken; num_clipped: components whose step hit a guard or the trust region
+    so far; num_rejected: consecutive rejected (non-finite) steps.
     """
 
     eta: jax.Array
     loss_avg: jax.Array
+    loss_slow: jax.Array
+    loss_var: jax.Array
     count: jax.Array
     num_clipped: jax.Array
     num_rejected: jax.Array
@@ -68,9 +73,10 @@ class AutoStep(NamedTuple):
     eta_min: float = 0.01
     eta_max: float = 0.5
     trust: float = 0.5
-    grow: float = 1.01
-    shrink: float = 0.99
+    grow: float = 1.02
+    shrink: float = 0.995
     avg_decay: float = 0.9
+    slow_decay: float = 0.99
 
 
 def component_step(
@@ -207,7 +213,8 @@ def mixture_step(
         dtype = params[mixture_pairs(params)[0] + LOCS_SUFFIX].dtype
         eta = auto.eta0 if is_auto else float(step_size)
         z = jnp.zeros((), jnp.int32)
-        return MixtureStepState(jnp.asarray(eta, dtype), jnp.asarray(jnp.nan, dtype), z, z, z)
+        nan = jnp.asarray(jnp.nan, dtype)
+        return MixtureStepState(jnp.asarray(eta, dtype), nan, nan, jnp.zeros((), dtype), z, z, z)
 
     def update_fn(
         grads: Any, state: MixtureStepState, params: Any = None, *, value: Any = None, stratified: bool = False, **extra
@@ -270,21 +277,28 @@ def mixture_step(
                 updates[p + WEIGHTS_SUFFIX] = jnp.where(ok, new_logits - logits, 0.0)
             updates[p + LOCS_SUFFIX] = jnp.where(ok, new_locs - locs, 0.0)
             updates[p + SCALES_SUFFIX] = jnp.where(ok, new_u - u, 0.0)
-        eta, loss_avg = state.eta, state.loss_avg
+        eta, fast, slow, var = state.eta, state.loss_avg, state.loss_slow, state.loss_var
         if is_auto:
             if value is not None:
-                v = jnp.asarray(value, loss_avg.dtype)
-                first = jnp.isnan(loss_avg)
-                improved = first | (v <= loss_avg)
-                new_avg = jnp.where(first, v, auto.avg_decay * loss_avg + (1 - auto.avg_decay) * v)
-                eta_ok = jnp.where(improved, eta * auto.grow, eta * auto.shrink)
-                loss_avg = jnp.where(ok, new_avg, loss_avg)
+                v = jnp.asarray(value, fast.dtype)
+                first = jnp.isnan(fast)
+                a, b = auto.avg_decay, auto.slow_decay
+                new_fast = jnp.where(first, v, a * fast + (1 - a) * v)
+                new_slow = jnp.where(first, v, b * slow + (1 - b) * v)
+                new_var = jnp.where(first, 0.0, a * var + (1 - a) * (v - new_fast) ** 2)
+                # sd of an exponential average (decay a) of noise with variance var
+                noise = jnp.sqrt(new_var * (1 - a) / (1 + a))
+                trending = first | (new_fast < new_slow - noise)
+                eta_ok = jnp.where(trending, eta * auto.grow, eta * auto.shrink)
+                fast, slow, var = (jnp.where(ok, x, y) for x, y in ((new_fast, fast), (new_slow, slow), (new_var, var)))
             else:
                 eta_ok = eta
             eta = jnp.clip(jnp.where(ok, eta_ok, 0.5 * eta), auto.eta_min, auto.eta_max)
         new_state = MixtureStepState(
             eta,
-            loss_avg,
+            fast,
+            slow,
+            var,
             state.count + 1,
             state.num_clipped + n_clip,
             jnp.where(ok, 0, state.num_rejected + 1).astype(jnp.int32),

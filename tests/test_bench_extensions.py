@@ -60,6 +60,22 @@ def test_bimodal_truth_and_model():
     assert float(v(x, jax.random.PRNGKey(0))) == pytest.approx(-math.log(p), rel=1e-5)
 
 
+def test_family_floor_kl():
+    sd = np.logspace(-2, 0, 20)
+    floors = ex.family_floor_kl(sd**2)
+    assert floors["diagonal"] == pytest.approx(0.0, abs=1e-9)
+    eps = 20 / np.sum(sd**-2.0)  # the isotropic optimum eps* = d / tr(P)
+    assert floors["isotropic"] == pytest.approx(ex.gaussian_kl(np.zeros(20), np.full(20, eps), np.zeros(20), sd**2))
+    assert ex.gaussian_kl(np.zeros(20), np.full(20, 1.1 * eps), np.zeros(20), sd**2) > floors["isotropic"]
+    # a correlated target: the diagonal floor is reached at v_k = 1 / P_kk and is positive
+    idx = np.arange(5)
+    cov = 0.5 ** np.abs(idx[:, None] - idx[None, :])
+    v = 1 / np.diag(np.linalg.inv(cov))
+    floors = ex.family_floor_kl(cov)
+    assert floors["diagonal"] == pytest.approx(ex.gaussian_kl(np.zeros(5), v, np.zeros(5), cov)) and floors["diagonal"] > 0
+    assert ex.gaussian_kl(np.zeros(5), 1.05 * v, np.zeros(5), cov) > floors["diagonal"]
+
+
 def test_weighted_summaries_and_split():
     rng = np.random.default_rng(1)
     z = rng.normal(size=(1000, 3)) * [1.0, 2.0, 3.0] + [0.5, -1.0, 2.0]
@@ -83,6 +99,9 @@ def test_weighted_summaries_and_split():
 
 
 def test_compare_change_uses_the_monte_carlo_tolerance():
+    assert ex.compare_change(0.10, 0.20) == "helps"  # CHANGE_TOL = 0.01
+    assert ex.compare_change(0.205, 0.20) == "same"
+    assert ex.compare_change(0.25, 0.20) == "hurts"
     # tolerance 2 / sqrt(ESS) = 0.02 at ESS = 10^4
     assert ex.compare_change(0.10, 0.20, 1e4) == "helps"
     assert ex.compare_change(0.21, 0.20, 1e4) == "same"
@@ -168,7 +187,8 @@ def test_bench_extensions_main_smoke(tmp_path, capsys, monkeypatch):
     assert {"date", "machine", "settings", "records", "aggregate", "claims", "reference"} <= set(report)
     assert {"platform", "cpu_count", "jax"} <= set(report["machine"])
     methods = {(r["target"], r["method"]) for r in report["records"]}
-    assert len(methods) == len(report["records"]) == 3 * 2 + 2  # (iso, diag, MVN) x 2 targets + 2 bimodal
+    assert len(methods) == 3 * 2 + 2  # (iso, diag, MVN) x 2 targets + 2 bimodal
+    assert len(report["records"]) == 3 * 2 + 2 * 2  # one seed each, two on the bimodal target
     for r in report["records"]:
         assert "khat" in r and r["num_draws"] == 200 and r["grad_evals"] > 0
         assert set(r["reweighting"]) >= {"mean_err_max", "sd_err_max"}
