@@ -26,7 +26,7 @@ gamma_i = eta eps_i for ibw/md/means and gamma_i = eta for ngd (so eta is dimens
 a Newton step on a Gaussian target), each step lies in a Wasserstein trust region (the mean moves
 at most ``trust`` sigma_i sqrt(d), sigma_i changes by a factor in [1 - trust, 1 + trust]), and eta
 follows the loss passed as ``value``: it grows 2% while a fast running average of the loss
-(decay 0.9) lies below a slow one (decay 0.99) by more than the fast average's own noise (a real
+(decay 0.9) lies below a slow one (decay 0.99) by more than twice the fast average's own noise (a real
 downward trend), and shrinks 0.5% otherwise (a plateau: there a smaller step only lowers the
 Monte-Carlo jitter), within [eta_min, eta_max]. A step whose gradients or loss are not finite is
 rejected (zero update) and halves eta.
@@ -288,7 +288,7 @@ def mixture_step(
                 new_var = jnp.where(first, 0.0, a * var + (1 - a) * (v - new_fast) ** 2)
                 # sd of an exponential average (decay a) of noise with variance var
                 noise = jnp.sqrt(new_var * (1 - a) / (1 + a))
-                trending = first | (new_fast < new_slow - noise)
+                trending = first | (new_fast < new_slow - 2.0 * noise)
                 eta_ok = jnp.where(trending, eta * auto.grow, eta * auto.shrink)
                 fast, slow, var = (jnp.where(ok, x, y) for x, y in ((new_fast, fast), (new_slow, slow), (new_var, var)))
             else:

@@ -101,10 +101,12 @@ def test_auto_step_rejects_non_finite_and_adapts():
         s = step(s, jnp.asarray(v, jnp.float32))
     grown = float(s.eta)
     assert grown > 1.5 * float(s0.eta)
-    noise = np.random.default_rng(0).normal(5.0, 0.5, 300)
-    for v in noise:
+    # on a plateau the slow average first catches up with the drop (eta may still grow), then eta decays
+    peak = grown
+    for v in np.random.default_rng(0).normal(5.0, 0.5, 1000):
         s = step(s, jnp.asarray(v, jnp.float32))
-    assert float(s.eta) < 0.5 * grown
+        peak = max(peak, float(s.eta))
+    assert float(s.eta) < 0.2 * peak
 
 
 def test_stray_params_get_a_clear_error_and_for_mixture_routes_them():
