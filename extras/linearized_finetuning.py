@@ -164,7 +164,7 @@ def restrict(model: Model, params: Params, subset: Sequence[str] | None) -> tupl
 def jacobian(model: Model, params: Any, x: jax.Array) -> jax.Array:
     """J = d f_theta(X) / d theta (n, p), theta flattened with ``ravel_pytree``."""
     flat, unravel = ravel_pytree(params)
-    return jax.jacrev(lambda v: model(unravel(v), x))(flat)
+    return jax.jit(jax.jacrev(lambda v, xx: model(unravel(v), xx)))(flat, x)
 
 
 def empirical_ntk(
@@ -196,8 +196,7 @@ def empirical_ntk(
 
 def layer_kernels(model: Model, params: Params, x: jax.Array) -> dict[str, jax.Array]:
     """K_l = J_l J_l^T for every layer l (from one Jacobian): K_S = sum_{l in S} K_l."""
-    flat, unravel = ravel_pytree(params)
-    J = jax.jacrev(lambda v: model(unravel(v), x))(flat)
+    J = jacobian(model, params, x)
     out = {}
     for name in params:
         mask, _ = ravel_pytree({k: jax.tree.map(lambda a, on=(k == name): jnp.full_like(a, on), v)

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from extras._output import output_dir as _outdir
 from mixvi.loop import scan_loop
 from mixvi.rules import DescentState, descent_step, run_descent
 
@@ -384,13 +385,6 @@ def best_lr_summary(rules: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- main
-def _outdir(out: str | None) -> Path:
-    if out is not None:
-        return Path(out)
-    repo = Path(__file__).resolve().parent.parent / "docs"
-    return (repo if repo.is_dir() else Path("docs")) / "extras"
-
-
 def main(argv: list[str] | None = None) -> dict:
     """``python -m extras.navigation [--quick] [--out DIR]``: rates vs numerical action minimisation, the
     3-vs-9 ratio, the double well, the default-dynamics fixed points, RMSprop vs SGD; JSON + PNG."""

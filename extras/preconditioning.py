@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from extras._output import output_dir as _outdir
 from mixvi.loop import scan_loop
 from mixvi.preconditioners import nonlinear_preconditioned_gd, perturbed
 from mixvi.rules import DescentState, descent_step
@@ -287,13 +288,6 @@ def escape_experiment(
 
 
 # ----------------------------------------------------------------------------------------------- main
-def _outdir(out: str | None) -> Path:
-    if out is not None:
-        return Path(out)
-    repo = Path(__file__).resolve().parent.parent / "docs"
-    return (repo if repo.is_dir() else Path("docs")) / "extras"
-
-
 def main(argv: list[str] | None = None) -> dict:
     """``python -m extras.preconditioning [--quick] [--out DIR]``: (L0, L1) profile, large-start and
     tiny-start counts for both problems, the log d escape experiment; JSON + PNG under docs/extras."""

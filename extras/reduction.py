@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from extras._output import output_dir as _outdir
 from mixvi.loop import LoopResult
 from mixvi.rules import armijo_descent, precondition, run_descent
 
@@ -357,13 +358,6 @@ def envelope_check(key: jax.Array, num_points: int = 5) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-
-
-def _outdir(out: str | None) -> Path:
-    if out is not None:
-        return Path(out)
-    repo = Path(__file__).resolve().parent.parent / "docs"
-    return (repo if repo.is_dir() else Path("docs")) / "extras"
 
 
 def main(argv: list[str] | None = None) -> dict:

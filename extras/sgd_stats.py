@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from extras._output import output_dir as _outdir
 from mixvi.loop import scan_loop, tree_all_finite
 from mixvi.rules import averaged_params, polyak_average
 
@@ -212,13 +213,6 @@ def growth_rate(ratios: np.ndarray) -> float:
 
 def _fit_loglog(k: np.ndarray, v: np.ndarray) -> float:
     return float(np.polyfit(np.log(k), np.log(v), 1)[0])
-
-
-def _outdir(out: str | None) -> Path:
-    if out is not None:
-        return Path(out)
-    repo = Path(__file__).resolve().parent.parent / "docs"
-    return (repo if repo.is_dir() else Path("docs")) / "extras"
 
 
 def main(argv: list[str] | None = None) -> dict:

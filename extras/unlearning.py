@@ -48,6 +48,7 @@ import numpy as np
 import optax
 from jax.scipy.special import log_ndtr, ndtr
 
+from extras._output import output_dir as _outdir
 from mixvi.loop import scan_loop
 from mixvi.rules import DescentState, descent_step
 
@@ -347,13 +348,6 @@ def mechanism_table(sens: float = 1.0, delta: float = 1e-5, eps: tuple[float, ..
 
 
 # ----------------------------------------------------------------------------------------------- main
-def _outdir(out: str | None) -> Path:
-    if out is not None:
-        return Path(out)
-    repo = Path(__file__).resolve().parent.parent / "docs"
-    return (repo if repo.is_dir() else Path("docs")) / "extras"
-
-
 def main(argv: list[str] | None = None) -> dict:
     """``python -m extras.unlearning [--quick] [--out DIR]``: the user-level deletion table (R2D vs D2D vs
     retraining, bound, eps(K), utility, membership AUC), checkpoint recovery, mechanism table; JSON + PNG."""
