@@ -54,7 +54,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from mixvi.loop import scan_loop
-from mixvi.rules import DescentState, descent_step, run_descent
+from mixvi.rules import DescentState, armijo_descent, descent_step, run_descent
 
 PAPER = (
     "Rahimi Afzal, Esmaeilbeig, Soltanalian, Ohannessian, 'Linearization Explains Fine-Tuning in Large "
@@ -463,6 +463,21 @@ def subset_sweep(
     return rows
 
 
+def _jsonable(obj: Any) -> Any:
+    """numpy scalars -> float, +-inf / nan -> the strings 'inf' / '-inf' / 'nan' (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else str(float(obj))
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
 def _outdir(out: str | None) -> Path:
     if out is not None:
         return Path(out)
@@ -531,25 +546,46 @@ def main(argv: list[str] | None = None) -> dict:
         results["weyl"] = {"num_pairs": num_pairs, "max_violation": worst, "scale": scale}
         print(f"\nWeyl: {num_pairs} disjoint pairs, largest violations (<= 0 holds; kernel scale {scale:.3g}):",
               {k: f"{v:.2e}" for k, v in worst.items()})
-        # LoRA and the sign kernel on the last hidden layer
-        lora = lora_init(jax.random.key(2), params0, ["layer2"], rank=4)
-        K_lora = empirical_ntk(lora_model(mlp, params0), lora, tasks.x_ft)
+        # LoRA (rank 4) on each layer: kernel spectrum and GD fine-tuning of the adapters
+        lora_rows = []
+        n = tasks.x_ft.shape[0]
+        steps = 100 if q else 300
+        for name in layers:
+            lora = lora_init(jax.random.key(2), params0, [name], rank=4)
+            f = lora_model(mlp, params0)
+            sp = spectrum(empirical_ntk(f, lora, tasks.x_ft))
+            # the bilinear B A is not safe at the kernel's step 1/(lam_max/n + lam) once B has grown:
+            # Armijo backtracking from that step (mixvi.rules.armijo_descent)
+            eta = 1.0 / (sp["lam_max"] / n + lam_sub)
+            fitted, _ = finetune(f, lora, tasks.x_ft, tasks.y_ft, lam_sub, tx=armijo_descent(eta), num_steps=steps)
+            lora_rows.append({
+                "layer": name, "lam_max": sp["lam_max"], "lam_min": sp["lam_min"], "cond": sp["cond"],
+                "train_loss": float(squared_loss(f, fitted, tasks.x_ft, tasks.y_ft)),
+                "test_loss": float(squared_loss(f, fitted, tasks.x_test, tasks.y_test)),
+            })
+        results["lora_rank4"] = lora_rows
+        print(f"\nLoRA rank 4 on one layer (W = W0 + B A / 4, B = 0 at the start), Armijo GD on (A, B) from eta = 1/(lam_max/n + lam), {steps} steps")
+        print(f"{'layer':>7} | {'lam_max':>9} {'lam_min':>9} {'cond':>9} | {'train':>8} {'test':>8}")
+        for r in lora_rows:
+            print(f"{r['layer']:>7} | {r['lam_max']:9.3g} {r['lam_min']:9.3g} {r['cond']:9.3g} | "
+                  f"{r['train_loss']:8.4f} {r['test_loss']:8.4f}")
+        # the sign (Adam-like) kernel of the last hidden layer: asymmetric, not PSD
         K_sign = empirical_ntk(mlp, params0, tasks.x_ft, kind="sign", subset=["layer2"])
-        results["lora_layer2_rank4"] = {k: v for k, v in spectrum(K_lora).items() if k != "eigvals"}
-        results["layer2"] = {k: v for k, v in spectrum(Kl["layer2"]).items() if k != "eigvals"}
-        sym = 0.5 * (K_sign + K_sign.T)
+        ev = np.linalg.eigvalsh(np.asarray(0.5 * (K_sign + K_sign.T)))
         results["sign_kernel_layer2"] = {
             "asymmetry": float(jnp.linalg.norm(K_sign - K_sign.T) / jnp.linalg.norm(K_sign)),
-            **{k: v for k, v in spectrum(sym).items() if k != "eigvals"},
+            "sym_eig_min": float(ev[0]),
+            "sym_eig_max": float(ev[-1]),
+            "num_negative": int(np.sum(ev < 0)),
         }
-        print(f"layer2 NTK cond {results['layer2']['cond']:.3g}; LoRA(r=4) on layer2 cond "
-              f"{results['lora_layer2_rank4']['cond']:.3g}; sign kernel (symmetric part) cond "
-              f"{results['sign_kernel_layer2']['cond']:.3g}")
+        sk = results["sign_kernel_layer2"]
+        print(f"sign kernel of layer2: ||K - K^T||/||K|| = {sk['asymmetry']:.2f}, symmetric part eigenvalues in "
+              f"[{sk['sym_eig_min']:.3g}, {sk['sym_eig_max']:.3g}] ({sk['num_negative']} negative)")
     results["seconds"] = time.time() - t0
     outdir = _outdir(args.out)
     outdir.mkdir(parents=True, exist_ok=True)
     stem = "linearized_finetuning_quick" if q else "linearized_finetuning"
-    (outdir / f"{stem}.json").write_text(json.dumps(results, indent=1, default=float))
+    (outdir / f"{stem}.json").write_text(json.dumps(_jsonable(results), indent=1))
     _plot(results, outdir / f"{stem}.png")
     print(f"\nwrote {outdir / stem}.json/.png in {results['seconds']:.1f} s")
     return results
@@ -567,7 +603,7 @@ def _plot(results: dict, path: Path) -> None:
     ax[0].loglog(lams, [r["rel_function_gap"] for r in rows], "o-", label="‖f_nl − f_lin‖ / ‖f_lin − f₀‖ (test inputs)")
     ax[0].loglog(lams, [r["rel_param_gap"] for r in rows], "s-", label="‖θ_nl − θ_lin‖ / ‖θ_lin − θ₀‖")
     ax[0].loglog(lams, [r["dist_nonlinear"] for r in rows], "^--", label="‖θ_nl − θ₀‖")
-    ax[0].set(xlabel="λ", title="nonlinear vs linearized fine-tuning")
+    ax[0].set(xlabel="λ", title="nonlinear (L-BFGS) vs linearized (KRR) fine-tuning\nall layers, n = 64")
     ax[0].legend(fontsize=7)
     srows = results["subset_sweep"]["rows"]
     cond = [r["cond"] for r in srows]
@@ -575,13 +611,16 @@ def _plot(results: dict, path: Path) -> None:
     ax[1].loglog(cond, [r["test_loss"] for r in srows], "s", mfc="none", label="test loss")
     for r in srows:
         ax[1].annotate(",".join(s[-1] for s in r["subset"]), (r["cond"], r["train_loss"]), fontsize=6)
+    rho = results["subset_sweep"]["spearman"]
     ax[1].set(xlabel="condition number of K_S", ylabel="loss after GD fine-tuning",
-              title="layer subsets: NTK conditioning vs loss")
+              title=f"15 layer subsets: cond(K_S) vs loss\n(Spearman {rho['cond vs train_loss']:.2f} train, "
+                    f"{rho['cond vs test_loss']:.2f} test)")
     ax[1].legend(fontsize=8)
     lmin = [r["lam_min"] for r in srows]
     ax[2].loglog(lmin, [r["train_loss"] for r in srows], "o", label="train loss")
     ax[2].loglog(lmin, [r["test_loss"] for r in srows], "s", mfc="none", label="test loss")
-    ax[2].set(xlabel="λ_min(K_S)", title="layer subsets: smallest eigenvalue vs loss")
+    ax[2].set(xlabel="λ_min(K_S)", title=f"15 layer subsets: λ_min(K_S) vs loss\n(Spearman of −log λ_min: "
+              f"{rho['lam_min vs train_loss']:.2f} train, {rho['lam_min vs test_loss']:.2f} test)")
     ax[2].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

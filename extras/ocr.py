@@ -90,9 +90,9 @@ class Vocab(NamedTuple):
 
 
 class Dataset(NamedTuple):
-    """Token sequences (n, 4) = (subject, relation, noise, <end>) and target token ids (n,), for the
-    training set (all facts + training implications), the test set (held-out implications) and the
-    training facts of the held-out subjects alone (``test_facts``, a sanity split)."""
+    """Token sequences (n, 4) = (subject, relation, noise, <end>) and target token ids (n,) for the
+    training set (all facts, then the training implications) and the test set (the held-out
+    implications), and the training / held-out subject ids."""
 
     vocab: Vocab
     train_x: jax.Array

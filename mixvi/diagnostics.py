@@ -346,7 +346,14 @@ def psis_khat(
         raise ValueError(f"num_samples must be >= 21 to fit the Pareto tail (M >= 5), got {num_samples}")
     _check_guide(guide, params)
     _, log_p, log_q = _draw_and_weigh(guide, params, model_args, model_kwargs, rng_key, num_samples)
-    eps = float(np.finfo(np.result_type(log_p.dtype, log_q.dtype)).eps)
+    return khat_from_log_densities(log_p, log_q)
+
+
+def khat_from_log_densities(log_p: Any, log_q: Any) -> float:
+    """k-hat of the ratios p/q at draws from q, given log p and log q there: -inf when the log
+    ratios agree to within float rounding of the log densities (q = p up to a constant), else
+    ``khat_from_log_weights(log_p - log_q)``."""
+    eps = float(np.finfo(np.result_type(np.asarray(log_p).dtype, np.asarray(log_q).dtype)).eps)
     log_p, log_q = np.asarray(log_p, np.float64), np.asarray(log_q, np.float64)
     log_w = log_p - log_q
     if np.isnan(log_w).any():

@@ -14,7 +14,6 @@ below 0.7 the corrected estimates are reliable, above it they (and q) are not.
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, NamedTuple
 
@@ -22,9 +21,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixvi.diagnostics import _check_guide, _check_key, _check_num_samples, _draw_and_weigh, _gpd_fit, tail_length
+from mixvi.diagnostics import (
+    _check_guide,
+    _check_key,
+    _check_num_samples,
+    _draw_and_weigh,
+    _gpd_fit,
+    khat_from_log_densities,
+    khat_from_log_weights,
+    tail_length,
+)
 
 KHAT_LIMIT = 0.7
+NEGLIGIBLE_SPREAD = 0.01
 
 
 class PsisResult(NamedTuple):
@@ -46,22 +55,18 @@ def psis_log_weights(log_w: Any) -> PsisResult:
     if m < 5:
         raise ValueError(f"PSIS needs at least 21 draws, got {s}")
     lw = lw - np.max(lw)
+    khat = khat_from_log_weights(lw)
     order = np.argsort(lw)
     tail_idx = order[s - m :]
     cutoff = lw[order[s - m - 1]]
-    khat = math.nan
     if np.isfinite(cutoff) and lw[tail_idx[-1]] > cutoff:
         x = np.exp(lw[tail_idx]) - np.exp(cutoff)
         k, sigma = _gpd_fit(x)
         if np.isfinite(k) and sigma > 0:
             p = (np.arange(1, m + 1) - 0.5) / m
             q = sigma * np.expm1(-k * np.log1p(-p)) / k if abs(k) > 1e-12 else -sigma * np.log1p(-p)
-            smoothed = np.log(np.exp(cutoff) + q)
             lw = lw.copy()
-            lw[tail_idx] = np.minimum(smoothed, 0.0)
-            khat = float(k)
-    elif np.isfinite(cutoff):
-        khat = -math.inf
+            lw[tail_idx] = np.minimum(np.log(np.exp(cutoff) + q), 0.0)
     lw = lw - np.logaddexp.reduce(lw)
     ess = float(1.0 / np.sum(np.exp(2 * lw)))
     return PsisResult(lw, khat, ess)
@@ -78,9 +83,13 @@ class ImportanceSample(NamedTuple):
     num_proposals: int
 
 
-def _check_khat(khat: float, on_bad_khat: str) -> None:
+def _check_khat(khat: float, on_bad_khat: str, weight_spread: float) -> None:
     if on_bad_khat not in ("warn", "raise", "ignore"):
         raise ValueError(f"on_bad_khat must be 'warn', 'raise' or 'ignore', got {on_bad_khat!r}")
+    # with near-constant weights (sd of log w below 0.01: relative ESS > 0.9999) k-hat only describes
+    # the shape of negligible fluctuations; q is then as good as exact and nothing is flagged
+    if weight_spread < NEGLIGIBLE_SPREAD:
+        return
     if not khat <= KHAT_LIMIT and on_bad_khat != "ignore":
         msg = (
             f"Pareto k-hat = {khat:.2f} > {KHAT_LIMIT}: the importance weights p/q have too heavy a tail, so the "
@@ -105,15 +114,19 @@ def importance_resample(
     """Draw ``num_proposals`` (default 4 x ``num_samples``) points from q, weight them by PSIS-smoothed
     p/q, and resample ``num_samples`` of them with replacement (multinomial) in proportion to the
     weights. The result approximates the posterior better than q itself where k-hat <= 0.7; when k-hat
-    is above, ``on_bad_khat`` decides: 'warn' (default), 'raise' or 'ignore'."""
+    is above, ``on_bad_khat`` decides: 'warn' (default), 'raise' or 'ignore'. Fits whose log weights
+    are nearly constant (sd < 0.01, relative ESS > 0.9999) are never flagged: there k-hat describes
+    only negligible fluctuations."""
     rng_key = _check_key(rng_key)
     num_samples = _check_num_samples(num_samples)
     num_proposals = _check_num_samples(4 * num_samples if num_proposals is None else num_proposals, "num_proposals")
     _check_guide(guide, params)
     k_draw, k_pick = jax.random.split(rng_key)
     z, log_p, log_q = _draw_and_weigh(guide, params, model_args, model_kwargs, k_draw, num_proposals)
-    res = psis_log_weights(np.asarray(log_p) - np.asarray(log_q))
-    _check_khat(res.khat, on_bad_khat)
+    log_w = np.asarray(log_p, np.float64) - np.asarray(log_q, np.float64)
+    res = psis_log_weights(log_w)
+    khat = khat_from_log_densities(log_p, log_q)
+    _check_khat(khat, on_bad_khat, float(np.std(log_w)) if np.all(np.isfinite(log_w)) else np.inf)
     idx = jax.random.choice(k_pick, num_proposals, (num_samples,), replace=True, p=jnp.asarray(np.exp(res.log_weights)))
     latent = z[idx]
-    return ImportanceSample(guide.constrain(latent, params), latent, res.khat, res.ess, num_proposals)
+    return ImportanceSample(guide.constrain(latent, params), latent, khat, res.ess, num_proposals)

@@ -72,7 +72,9 @@ def test_family_floor_kl():
     cov = 0.5 ** np.abs(idx[:, None] - idx[None, :])
     v = 1 / np.diag(np.linalg.inv(cov))
     floors = ex.family_floor_kl(cov)
-    assert floors["diagonal"] == pytest.approx(ex.gaussian_kl(np.zeros(5), v, np.zeros(5), cov)) and floors["diagonal"] > 0
+    assert (
+        floors["diagonal"] == pytest.approx(ex.gaussian_kl(np.zeros(5), v, np.zeros(5), cov)) and floors["diagonal"] > 0
+    )
     assert ex.gaussian_kl(np.zeros(5), 1.05 * v, np.zeros(5), cov) > floors["diagonal"]
 
 
@@ -132,8 +134,12 @@ def test_evaluate_fit_exact_gaussian_has_zero_error():
     model, mean, sd = ex.gaussian_target(4)
     target = ex.make_target("g", model, mean, sd, 0.0, gaussian_cov=sd**2)
     # the target itself as an N = 1 diagonal mixture (eps D = sd^2)
-    qp = {"locs": jnp.asarray(mean, jnp.float32)[None], "scales": jnp.ones(1), "weights": None,
-          "metric": jnp.asarray(sd**2, jnp.float32)}
+    qp = {
+        "locs": jnp.asarray(mean, jnp.float32)[None],
+        "scales": jnp.ones(1),
+        "weights": None,
+        "metric": jnp.asarray(sd**2, jnp.float32),
+    }
     ev = ex.evaluate_fit(target, qp, jax.random.PRNGKey(0), 2000)
     assert ev["closed_form"]["mean_err_max"] < 1e-5 and ev["closed_form"]["sd_err_max"] < 1e-5
     assert abs(ev["kl_exact"]) < 1e-6 and abs(ev["kl_mc"]) < 1e-3
@@ -158,9 +164,15 @@ def test_fitter_trains_and_varies_the_init_by_seed():
 def test_bench_extensions_main_smoke(tmp_path, capsys, monkeypatch):
     # a cheap stand-in for the NUTS reference (the real one is exercised by the benchmark itself)
     def fake_reference(num_chains: int = 4, num_samples: int = 5000, num_warmup: int = 1000, seed: int = 0) -> dict:
-        return {"mean": np.full(10, 1.0), "sd": np.full(10, 2.0), "ess_min": 100.0, "divergences": 0,
-                "num_draws": num_chains * num_samples, "seconds": 0.0,
-                "settings": {"chains": num_chains, "samples": num_samples, "warmup": num_warmup, "target_accept": 0.95}}
+        return {
+            "mean": np.full(10, 1.0),
+            "sd": np.full(10, 2.0),
+            "ess_min": 100.0,
+            "divergences": 0,
+            "num_draws": num_chains * num_samples,
+            "seconds": 0.0,
+            "settings": {"chains": num_chains, "samples": num_samples, "warmup": num_warmup, "target_accept": 0.95},
+        }
 
     class UntrainedFitter(ex.Fitter):
         """The real set-up and per-seed initialisation, without compiling a training loop (speed)."""

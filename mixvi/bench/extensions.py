@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import hashlib
 import json
 import math
 import os
@@ -132,8 +133,9 @@ def gaussian_target(dim: int = 100, seed: int = 0) -> tuple[Callable[[], None], 
     return model, mean, sd
 
 
-def correlated_gaussian_target(dim: int = 100, rho: float = 0.5, seed: int = 0) -> tuple[Callable[[], None], np.ndarray,
-                                                                                          np.ndarray]:
+def correlated_gaussian_target(
+    dim: int = 100, rho: float = 0.5, seed: int = 0
+) -> tuple[Callable[[], None], np.ndarray, np.ndarray]:
     """The same scales with AR(1) correlation rho between neighbouring coordinates: N(m, S R S), S = diag(s),
     R_kl = rho^|k - l|. Outside the diagonal family (its best diagonal fit has sds s_k sqrt((1 - rho^2) /
     (1 + rho^2)) inside the chain), so it tests what the diagonal metric does beyond axis-aligned targets.
@@ -205,8 +207,10 @@ def family_floor_kl(cov: Any) -> dict[str, float]:
     d = c.shape[0]
     prec = np.linalg.inv(c)
     _, logdet = np.linalg.slogdet(c)
-    return {"isotropic": float(0.5 * (logdet + d * np.log(np.trace(prec) / d))),
-            "diagonal": float(0.5 * (logdet + np.sum(np.log(np.diag(prec)))))}
+    return {
+        "isotropic": float(0.5 * (logdet + d * np.log(np.trace(prec) / d))),
+        "diagonal": float(0.5 * (logdet + np.sum(np.log(np.diag(prec))))),
+    }
 
 
 def moment_errors(mean: Any, sd: Any, ref_mean: Any, ref_sd: Any) -> dict[str, float]:
@@ -215,8 +219,12 @@ def moment_errors(mean: Any, sd: Any, ref_mean: Any, ref_sd: Any) -> dict[str, f
     ref_sd = np.asarray(ref_sd, np.float64)
     me = np.abs(np.asarray(mean, np.float64) - np.asarray(ref_mean, np.float64)) / ref_sd
     se = np.abs(np.asarray(sd, np.float64) - ref_sd) / ref_sd
-    return {"mean_err_max": float(me.max()), "mean_err_avg": float(me.mean()),
-            "sd_err_max": float(se.max()), "sd_err_avg": float(se.mean())}
+    return {
+        "mean_err_max": float(me.max()),
+        "mean_err_avg": float(me.mean()),
+        "sd_err_max": float(se.max()),
+        "sd_err_avg": float(se.mean()),
+    }
 
 
 def halfspace_mass(locs: Any, scales: Any, weights: Any = None, metric: Any = None, axis: int = 0) -> float:
@@ -257,8 +265,12 @@ def component_split(locs: Any, weights: Any = None, axis: int = 0) -> dict[str, 
     locs = np.asarray(locs, np.float64)
     w = np.full(locs.shape[0], 1.0 / locs.shape[0]) if weights is None else np.asarray(weights, np.float64)
     right = locs[:, axis] > 0
-    return {"right": int(right.sum()), "left": int((~right).sum()), "label": f"{int(right.sum())}R/{int((~right).sum())}L",
-            "weight_right": float(w[right].sum())}
+    return {
+        "right": int(right.sum()),
+        "left": int((~right).sum()),
+        "label": f"{int(right.sum())}R/{int((~right).sum())}L",
+        "weight_right": float(w[right].sum()),
+    }
 
 
 def summarise(values: Sequence[float]) -> dict[str, float]:
@@ -287,13 +299,19 @@ def compare_change(weighted_err: float, plain_err: float, ess: float | None = No
 # references
 # --------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
-def eight_schools_reference(num_chains: int = 4, num_samples: int = 5000, num_warmup: int = 1000, seed: int = 0) -> dict:
+def eight_schools_reference(
+    num_chains: int = 4, num_samples: int = 5000, num_warmup: int = 1000, seed: int = 0
+) -> dict:
     """NUTS (target_accept 0.95) on the non-centred model; draws mapped to the centred unconstrained
     latent (mu, log tau, theta). Cached in-process. Returns mean, sd, min bulk ESS, divergences, seconds."""
     t0 = time.perf_counter()
     mcmc = MCMC(
-        NUTS(eight_schools_noncentred, target_accept_prob=0.95), num_warmup=num_warmup, num_samples=num_samples,
-        num_chains=num_chains, chain_method="vectorized", progress_bar=False,
+        NUTS(eight_schools_noncentred, target_accept_prob=0.95),
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method="vectorized",
+        progress_bar=False,
     )
     mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging",))
     s = mcmc.get_samples(group_by_chain=True)
@@ -301,9 +319,12 @@ def eight_schools_reference(num_chains: int = 4, num_samples: int = 5000, num_wa
     z = np.asarray(z, np.float64)
     ess = numpyro.diagnostics.effective_sample_size(z.reshape(num_chains, num_samples, -1))
     return {
-        "mean": z.mean(0), "sd": z.std(0), "ess_min": float(np.min(ess)),
+        "mean": z.mean(0),
+        "sd": z.std(0),
+        "ess_min": float(np.min(ess)),
         "divergences": int(np.sum(mcmc.get_extra_fields()["diverging"])),
-        "num_draws": int(z.shape[0]), "seconds": time.perf_counter() - t0,
+        "num_draws": int(z.shape[0]),
+        "seconds": time.perf_counter() - t0,
         "settings": {"chains": num_chains, "samples": num_samples, "warmup": num_warmup, "target_accept": 0.95},
     }
 
@@ -338,8 +359,15 @@ def make_target(name: str, model: Callable, ref_mean: Any, ref_sd: Any, log_z: f
     layout.setup(jax.random.PRNGKey(0))
     pot = layout.potential_fn()
     key = jax.random.PRNGKey(0)
-    return Target(name, model, lambda z: pot(z, key), np.asarray(ref_mean, np.float64), np.asarray(ref_sd, np.float64),
-                  float(log_z), **kw)
+    return Target(
+        name,
+        model,
+        lambda z: pot(z, key),
+        np.asarray(ref_mean, np.float64),
+        np.asarray(ref_sd, np.float64),
+        float(log_z),
+        **kw,
+    )
 
 
 def _proposal(qp: dict) -> dist.Distribution:
@@ -384,12 +412,19 @@ def evaluate_fit(target: Target, qp: dict, key: jax.Array, num_draws: int) -> di
     if np.all(np.isfinite(log_w)) and np.ptp(log_w) <= 64 * eps * (np.max(np.abs(log_p)) + np.max(np.abs(log_q)) + 1):
         khat = -math.inf
     cf = closed_form(qp)
-    out: dict[str, Any] = {"khat": khat, "ess": psis.ess, "ess_fraction": psis.ess / num_draws, "num_draws": num_draws,
-                           "log_w_sd": float(np.std(log_w[np.isfinite(log_w)])) if np.isfinite(log_w).any() else math.nan}
+    out: dict[str, Any] = {
+        "khat": khat,
+        "ess": psis.ess,
+        "ess_fraction": psis.ess / num_draws,
+        "num_draws": num_draws,
+        "log_w_sd": float(np.std(log_w[np.isfinite(log_w)])) if np.isfinite(log_w).any() else math.nan,
+    }
     out["closed_form"] = moment_errors(cf["mean"], cf["sd"], target.ref_mean, target.ref_sd)
     if target.ref_mean.size <= 10:  # per-coordinate detail (eight schools, bimodal)
-        out["per_coordinate"] = {"mean_err": ((cf["mean"] - target.ref_mean) / target.ref_sd).tolist(),
-                                 "sd_ratio": (cf["sd"] / target.ref_sd).tolist()}
+        out["per_coordinate"] = {
+            "mean_err": ((cf["mean"] - target.ref_mean) / target.ref_sd).tolist(),
+            "sd_ratio": (cf["sd"] / target.ref_sd).tolist(),
+        }
     out["draws"] = moment_errors(*weighted_moments(z), target.ref_mean, target.ref_sd)
     out["psis"] = moment_errors(*weighted_moments(z, psis.log_weights), target.ref_mean, target.ref_sd)
     # KL(q || p) = E_q[log q + V] + log Z; closed form when q and p are both Gaussian
@@ -449,8 +484,17 @@ class Fitter:
     particles, Adam with an exponentially decaying rate), its ``update`` scanned the same way.
     """
 
-    def __init__(self, method: Method, model: Callable, steps: int, *, num_samples: int = 10,
-                 init_scale: float = 0.1, init_loc_fn: Callable | None = None, mvn_lr: float = 3e-2):
+    def __init__(
+        self,
+        method: Method,
+        model: Callable,
+        steps: int,
+        *,
+        num_samples: int = 10,
+        init_scale: float = 0.1,
+        init_loc_fn: Callable | None = None,
+        mvn_lr: float = 3e-2,
+    ):
         self.method, self.model, self.steps, self.num_samples = method, model, steps, num_samples
         if method.kind == "mvn":
             self._guide_kw: dict[str, Any] = {"init_scale": init_scale}
@@ -460,8 +504,12 @@ class Fitter:
             step = self.svi.update
             self.grad_evals = steps * num_samples
         else:
-            self._guide_kw = {"n_components": method.n_components, "metric": method.metric, "weights": method.weights,
-                              "init_scale": init_scale}
+            self._guide_kw = {
+                "n_components": method.n_components,
+                "metric": method.metric,
+                "weights": method.weights,
+                "init_scale": init_scale,
+            }
             if init_loc_fn is not None:
                 self._guide_kw["init_loc_fn"] = init_loc_fn
             self.guide = mixvi.AutoIsotropicMixture(model, **self._guide_kw)
@@ -501,10 +549,16 @@ class Fitter:
             qp = {"locs": q.locs, "scales": q.scales, "weights": q.weights, "metric": q.metric}
         jax.block_until_ready(qp)
         losses = np.asarray(losses, np.float64)
-        tail = losses[-max(1, len(losses) // 10):]
-        return {"qp": qp, "params": params, "seconds": time.perf_counter() - t0, "grad_evals": int(self.grad_evals),
-                "final_loss": float(np.nanmean(tail)), "nonfinite_steps": int(np.sum(~np.isfinite(losses))),
-                "params_finite": bool(all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(qp)))}
+        tail = losses[-max(1, len(losses) // 10) :]
+        return {
+            "qp": qp,
+            "params": params,
+            "seconds": time.perf_counter() - t0,
+            "grad_evals": int(self.grad_evals),
+            "final_loss": float(np.nanmean(tail)),
+            "nonfinite_steps": int(np.sum(~np.isfinite(losses))),
+            "params_finite": bool(all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(qp))),
+        }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -532,8 +586,20 @@ class Settings:
     quick: bool = False
 
 
-QUICK = Settings(seeds=2, bimodal_seeds=4, correlated=False, gauss_steps=1000, eight_steps=1500, bimodal_steps=1000, mvn_steps=2500, num_draws=4000,
-                 ref_chains=2, ref_samples=2000, ref_warmup=500, quick=True)
+QUICK = Settings(
+    seeds=2,
+    bimodal_seeds=4,
+    correlated=False,
+    gauss_steps=1000,
+    eight_steps=1500,
+    bimodal_steps=1000,
+    mvn_steps=2500,
+    num_draws=4000,
+    ref_chains=2,
+    ref_samples=2000,
+    ref_warmup=500,
+    quick=True,
+)
 
 
 def _scale_methods(components: Sequence[int]) -> list[Method]:
@@ -542,8 +608,16 @@ def _scale_methods(components: Sequence[int]) -> list[Method]:
 
 
 def _record(target: Target, method: Method, seed: int, fitted: dict, ev: dict, steps: int) -> dict[str, Any]:
-    rec = {"target": target.name, "method": method.label, "kind": method.kind, "n_components": method.n_components,
-           "metric": method.metric, "weights": method.weights, "seed": seed, "steps": steps}
+    rec = {
+        "target": target.name,
+        "method": method.label,
+        "kind": method.kind,
+        "n_components": method.n_components,
+        "metric": method.metric,
+        "weights": method.weights,
+        "seed": seed,
+        "steps": steps,
+    }
     rec.update({k: v for k, v in fitted.items() if k not in ("qp", "params")})
     rec.update(ev)
     return rec
@@ -555,17 +629,27 @@ def run_scales(st: Settings, log: Callable[[str], None] | None = print) -> tuple
     g_model, g_mean, g_sd = gaussian_target(st.gauss_dim)
     gauss = make_target(f"gaussian d={st.gauss_dim}", g_model, g_mean, g_sd, 0.0, gaussian_cov=g_sd**2)
     c_model, c_mean, c_cov = correlated_gaussian_target(st.gauss_dim, st.rho)
-    corr = make_target(f"gaussian d={st.gauss_dim}, AR(1) rho={st.rho:g}", c_model, c_mean, np.sqrt(np.diag(c_cov)), 0.0,
-                       gaussian_cov=c_cov)
+    corr = make_target(
+        f"gaussian d={st.gauss_dim}, AR(1) rho={st.rho:g}",
+        c_model,
+        c_mean,
+        np.sqrt(np.diag(c_cov)),
+        0.0,
+        gaussian_cov=c_cov,
+    )
     ref = eight_schools_reference(st.ref_chains, st.ref_samples, st.ref_warmup)
     log_z = eight_schools_log_z()
     if log:
-        log(f"  eight-schools reference: NUTS {ref['num_draws']} draws, min ESS {ref['ess_min']:.0f}, "
-            f"{ref['divergences']} divergences, {ref['seconds']:.0f} s; log Z = {log_z:.4f} (quadrature)")
+        log(
+            f"  eight-schools reference: NUTS {ref['num_draws']} draws, min ESS {ref['ess_min']:.0f}, "
+            f"{ref['divergences']} divergences, {ref['seconds']:.0f} s; log Z = {log_z:.4f} (quadrature)"
+        )
     eight = make_target("eight schools (centred)", eight_schools_centred, ref["mean"], ref["sd"], log_z)
     records = []
     floors = {gauss.name: family_floor_kl(g_sd**2), corr.name: family_floor_kl(c_cov)}
-    targets = [(gauss, st.gauss_steps)] + ([(corr, st.gauss_steps)] if st.correlated else []) + [(eight, st.eight_steps)]
+    targets = (
+        [(gauss, st.gauss_steps)] + ([(corr, st.gauss_steps)] if st.correlated else []) + [(eight, st.eight_steps)]
+    )
     for target, steps in targets:
         for method in _scale_methods(st.components):
             n_steps = st.mvn_steps if method.kind == "mvn" else steps
@@ -576,42 +660,67 @@ def run_scales(st: Settings, log: Callable[[str], None] | None = print) -> tuple
                 records.append(_record(target, method, seed, fitted, ev, n_steps))
                 if log:
                     c = ev["closed_form"]
-                    log(f"  {target.name:24s} {method.label:34s} seed {seed}: mean err max {c['mean_err_max']:.3f}, "
+                    log(
+                        f"  {target.name:24s} {method.label:34s} seed {seed}: mean err max {c['mean_err_max']:.3f}, "
                         f"sd err max {c['sd_err_max']:.3f}, KL {ev['kl']:.3g}, k-hat {ev['khat']:.2f} "
-                        f"[{fitted['seconds']:.1f} s]")
+                        f"[{fitted['seconds']:.1f} s]"
+                    )
     ref_info = {k: v for k, v in ref.items() if k not in ("mean", "sd")}
-    ref_info.update({"log_z": log_z, "coordinates": EIGHT_NAMES, "mean": ref["mean"].tolist(), "sd": ref["sd"].tolist(),
-                     "mc_error_of_ref_mean_in_sd": 1.0 / math.sqrt(ref["ess_min"]), "family_floor_kl": floors})
+    ref_info.update(
+        {
+            "log_z": log_z,
+            "coordinates": EIGHT_NAMES,
+            "mean": ref["mean"].tolist(),
+            "sd": ref["sd"].tolist(),
+            "mc_error_of_ref_mean_in_sd": 1.0 / math.sqrt(ref["ess_min"]),
+            "family_floor_kl": floors,
+        }
+    )
     return records, ref_info
 
 
 def run_bimodal(st: Settings, log: Callable[[str], None] | None = print) -> list[dict]:
     """Experiment 2 (and 3 on its fits): N = 4, uniform vs Fisher-Rao weights, unweighted vs PSIS."""
     truth = bimodal_truth()
-    target = make_target("bimodal 0.3/0.7", bimodal_model, truth["mean"], truth["sd"], 0.0,
-                         mass_right=truth["mass_right"])
+    target = make_target(
+        "bimodal 0.3/0.7", bimodal_model, truth["mean"], truth["sd"], 0.0, mass_right=truth["mass_right"]
+    )
     init = init_to_value(values={"x": jnp.zeros(2)})
     records = []
     for weights in ("uniform", "fisher-rao"):
         method = Method("mixvi", 4, "isotropic", weights)
-        fitter = Fitter(method, bimodal_model, st.bimodal_steps, num_samples=st.num_samples, init_scale=3.0,
-                        init_loc_fn=init)
+        fitter = Fitter(
+            method, bimodal_model, st.bimodal_steps, num_samples=st.num_samples, init_scale=3.0, init_loc_fn=init
+        )
         for seed in range(st.bimodal_seeds):
             fitted = fitter.fit(seed)
             ev = evaluate_fit(target, fitted["qp"], jax.random.PRNGKey(10_000 + seed), st.num_draws)
-            res = mixvi.importance_resample(fitter.guide, fitted["params"], rng_key=jax.random.PRNGKey(20_000 + seed),
-                                            num_samples=st.num_draws // 4, on_bad_khat="ignore")
+            res = mixvi.importance_resample(
+                fitter.guide,
+                fitted["params"],
+                rng_key=jax.random.PRNGKey(20_000 + seed),
+                num_samples=st.num_draws // 4,
+                on_bad_khat="ignore",
+            )
             mass = weighted_mass(np.asarray(res.latent))
-            ev["resampled"] = {"mass_right": mass, "mass_err": abs(mass - truth["mass_right"]), "khat": res.khat,
-                               "ess": res.ess, "num_samples": st.num_draws // 4, "num_proposals": res.num_proposals}
+            ev["resampled"] = {
+                "mass_right": mass,
+                "mass_err": abs(mass - truth["mass_right"]),
+                "khat": res.khat,
+                "ess": res.ess,
+                "num_samples": st.num_draws // 4,
+                "num_proposals": res.num_proposals,
+            }
             ev["split"] = component_split(fitted["qp"]["locs"], fitted["qp"]["weights"])
             rec = _record(target, method, seed, fitted, ev, st.bimodal_steps)
             records.append(rec)
             if log:
-                log(f"  {target.name:24s} {method.label:34s} seed {seed}: split {ev['split']['label']}, "
+                log(
+                    f"  {target.name:24s} {method.label:34s} seed {seed}: split {ev['split']['label']}, "
                     f"mass q {ev['closed_form']['mass_right']:.3f}, PSIS {ev['psis']['mass_right']:.3f}, "
                     f"resampled {mass:.3f} (truth {truth['mass_right']:.3f}), k-hat {ev['khat']:.2f} "
-                    f"[{fitted['seconds']:.1f} s]")
+                    f"[{fitted['seconds']:.1f} s]"
+                )
     return records
 
 
@@ -676,17 +785,27 @@ def scale_claims(rows: list[dict]) -> list[dict[str, Any]]:
             entry: dict[str, Any] = {"target": target, "n_components": n, "in_issue": "rho" not in target}
             checks: dict[str, dict[str, Any]] = {}
             for key in CLAIM_METRICS:
+
                 def med(row: dict, key: str = key) -> float:
                     return row[key]["median"] if key == "kl" else row["closed_form"][key]["median"]
 
-                iso, diag = by[(target, Method("mixvi", n, "isotropic").label)], by[(target, Method("mixvi", n, "diagonal").label)]
-                checks[key] = {"isotropic": med(iso), "diagonal": med(diag), "mvn": med(mvn),
-                               "diagonal_within": bool(_within(med(diag), med(mvn))),
-                               "isotropic_within": bool(_within(med(iso), med(mvn)))}
+                iso, diag = (
+                    by[(target, Method("mixvi", n, "isotropic").label)],
+                    by[(target, Method("mixvi", n, "diagonal").label)],
+                )
+                checks[key] = {
+                    "isotropic": med(iso),
+                    "diagonal": med(diag),
+                    "mvn": med(mvn),
+                    "diagonal_within": bool(_within(med(diag), med(mvn))),
+                    "isotropic_within": bool(_within(med(iso), med(mvn))),
+                }
             entry["checks"] = checks
             diag_ok = all(c["diagonal_within"] for c in checks.values())
             iso_in = sum(c["isotropic_within"] for c in checks.values())
-            entry["verdict"] = "holds" if diag_ok and iso_in == 0 else "partly" if diag_ok and iso_in < len(checks) else "fails"
+            entry["verdict"] = (
+                "holds" if diag_ok and iso_in == 0 else "partly" if diag_ok and iso_in < len(checks) else "fails"
+            )
             out.append(entry)
     return out
 
@@ -698,8 +817,12 @@ def mass_claims(records: list[dict]) -> dict[str, Any]:
         recs = [r for r in records if r["target"].startswith("bimodal") and r["weights"] == weights]
         for src in ("closed_form", "psis", "resampled"):
             errs = [r[src]["mass_err"] for r in recs]
-            out[f"{weights}/{src}"] = {"within": sum(e <= MASS_TOL for e in errs), "of": len(errs),
-                                       "errors": errs, "splits": [r["split"]["label"] for r in recs]}
+            out[f"{weights}/{src}"] = {
+                "within": sum(e <= MASS_TOL for e in errs),
+                "of": len(errs),
+                "errors": errs,
+                "splits": [r["split"]["label"] for r in recs],
+            }
     return out
 
 
@@ -713,13 +836,24 @@ def reweighting_claims(records: list[dict]) -> dict[str, Any]:
         for r in records:
             for metric, verdict in r[key].items():
                 counts[verdict] += 1
-                item = {"target": r["target"], "method": r["method"], "seed": r["seed"], "summary": metric,
-                        "unweighted": r["draws"][metric], "psis": r["psis"][metric], "khat": r["khat"],
-                        "ess_fraction": r["ess_fraction"]}
+                item = {
+                    "target": r["target"],
+                    "method": r["method"],
+                    "seed": r["seed"],
+                    "summary": metric,
+                    "unweighted": r["draws"][metric],
+                    "psis": r["psis"][metric],
+                    "khat": r["khat"],
+                    "ess_fraction": r["ess_fraction"],
+                }
                 (hurt if verdict == "hurts" else helped if verdict == "helps" else []).append(item)
-        out[key] = {"counts": counts, "hurts": hurt, "helps": helped,
-                    "hurts_with_good_khat": [h for h in hurt if h["khat"] <= 0.7],
-                    "helps_with_good_khat": [h for h in helped if h["khat"] <= 0.7]}
+        out[key] = {
+            "counts": counts,
+            "hurts": hurt,
+            "helps": helped,
+            "hurts_with_good_khat": [h for h in hurt if h["khat"] <= 0.7],
+            "helps_with_good_khat": [h for h in helped if h["khat"] <= 0.7],
+        }
     return out
 
 
@@ -736,75 +870,98 @@ def _fmt(s: dict[str, float], digits: int = 3) -> str:
 
 def format_scale_table(rows: list[dict]) -> str:
     """Markdown table of experiment 1: errors of q (closed form), KL, k-hat, time."""
-    head = ("| target | method | mean err max | mean err avg | sd err max | sd err avg | KL(q‖p) | k̂ | grads "
-            "| s (1st seed, compile incl.) / s per later seed |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    head = (
+        "| target | method | mean err max | mean err avg | sd err max | sd err avg | KL(q‖p) | k̂ | grads "
+        "| s (1st seed, compile incl.) / s per later seed |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
     lines = [head]
     for r in rows:
         if r["target"].startswith("bimodal"):
             continue
         c = r["closed_form"]
         kl = _fmt(r["kl"], 3) + ("" if r["kl_is_exact"] else " (MC)")
-        lines.append(f"| {r['target']} | {r['method']} | {_fmt(c['mean_err_max'])} | {_fmt(c['mean_err_avg'])} "
-                     f"| {_fmt(c['sd_err_max'])} | {_fmt(c['sd_err_avg'])} | {kl} | {_fmt(r['khat'], 2)} "
-                     f"| {int(r['grad_evals']['median']):,} | {r['seconds_first']:.1f} / {_fmt(r['seconds_rest'], 1)} |")
+        lines.append(
+            f"| {r['target']} | {r['method']} | {_fmt(c['mean_err_max'])} | {_fmt(c['mean_err_avg'])} "
+            f"| {_fmt(c['sd_err_max'])} | {_fmt(c['sd_err_avg'])} | {kl} | {_fmt(r['khat'], 2)} "
+            f"| {int(r['grad_evals']['median']):,} | {r['seconds_first']:.1f} / {_fmt(r['seconds_rest'], 1)} |"
+        )
     return "\n".join(lines)
 
 
 def format_mass_table(rows: list[dict], records: list[dict], truth: float) -> str:
     """Markdown table of experiment 2: mass on the 0.7 mode per summary, and the per-seed splits."""
-    lines = [f"| weights | component split per seed (right/left) | q (unweighted) | PSIS-weighted | "
-             f"`importance_resample` | k̂ | seeds within {MASS_TOL} (q / PSIS / resampled) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"| weights | component split per seed (right/left) | q (unweighted) | PSIS-weighted | "
+        f"`importance_resample` | k̂ | seeds within {MASS_TOL} (q / PSIS / resampled) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         if not r["target"].startswith("bimodal"):
             continue
         recs = [x for x in records if x["target"] == r["target"] and x["method"] == r["method"]]
         within = [sum(x[src]["mass_err"] <= MASS_TOL for x in recs) for src in ("closed_form", "psis", "resampled")]
-        splits = ", ".join(f"{x['split']['label']}" + (f" (w_R={x['split']['weight_right']:.2f})"
-                                                       if x["weights"] != "uniform" else "") for x in recs)
-        lines.append(f"| {recs[0]['weights']} | {splits} | {_fmt(r['closed_form']['mass_right'])} "
-                     f"| {_fmt(r['psis']['mass_right'])} | {_fmt(r['resampled']['mass_right'])} | {_fmt(r['khat'], 2)} "
-                     f"| {within[0]} / {within[1]} / {within[2]} of {len(recs)} |")
+        splits = ", ".join(
+            f"{x['split']['label']}" + (f" (w_R={x['split']['weight_right']:.2f})" if x["weights"] != "uniform" else "")
+            for x in recs
+        )
+        lines.append(
+            f"| {recs[0]['weights']} | {splits} | {_fmt(r['closed_form']['mass_right'])} "
+            f"| {_fmt(r['psis']['mass_right'])} | {_fmt(r['resampled']['mass_right'])} | {_fmt(r['khat'], 2)} "
+            f"| {within[0]} / {within[1]} / {within[2]} of {len(recs)} |"
+        )
     lines.append(f"\nTruth: P(x_0 > 0) = {truth:.4f}.")
     return "\n".join(lines)
 
 
 def format_reweighting_table(rows: list[dict]) -> str:
     """Markdown table of experiment 3: unweighted vs PSIS-weighted summaries of the same draws."""
-    lines = ["| target | method | k̂ | ESS/S | sd of log w | mean err max: draws → PSIS | sd err max: draws → PSIS | mass err: draws → PSIS "
-             f"| helps / same / hurts (by > {CHANGE_TOL:g}) | helps / hurts beyond {NOISE_FACTOR:g}/√ESS |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| target | method | k̂ | ESS/S | sd of log w | mean err max: draws → PSIS | sd err max: draws → PSIS | mass err: draws → PSIS "
+        f"| helps / same / hurts (by > {CHANGE_TOL:g}) | helps / hurts beyond {NOISE_FACTOR:g}/√ESS |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         d, p = r["draws"], r["psis"]
-        mass = (f"{d['mass_err']['median']:.3f} → {p['mass_err']['median']:.3f}" if "mass_err" in d else "—")
+        mass = f"{d['mass_err']['median']:.3f} → {p['mass_err']['median']:.3f}" if "mass_err" in d else "—"
         tot = {v: sum(c[v] for c in r["reweighting"].values()) for v in ("helps", "same", "hurts")}
         noisy = {v: sum(c[v] for c in r["reweighting_beyond_noise"].values()) for v in ("helps", "hurts")}
-        lines.append(f"| {r['target']} | {r['method']} | {_fmt(r['khat'], 2)} | {_fmt(r['ess_fraction'], 3)} "
-                     f"| {r['log_w_sd']['median']:.3g} "
-                     f"| {d['mean_err_max']['median']:.3f} → {p['mean_err_max']['median']:.3f} "
-                     f"| {d['sd_err_max']['median']:.3f} → {p['sd_err_max']['median']:.3f} | {mass} "
-                     f"| {tot['helps']} / {tot['same']} / {tot['hurts']} | {noisy['helps']} / {noisy['hurts']} |")
+        lines.append(
+            f"| {r['target']} | {r['method']} | {_fmt(r['khat'], 2)} | {_fmt(r['ess_fraction'], 3)} "
+            f"| {r['log_w_sd']['median']:.3g} "
+            f"| {d['mean_err_max']['median']:.3f} → {p['mean_err_max']['median']:.3f} "
+            f"| {d['sd_err_max']['median']:.3f} → {p['sd_err_max']['median']:.3f} | {mass} "
+            f"| {tot['helps']} / {tot['same']} / {tot['hurts']} | {noisy['helps']} / {noisy['hurts']} |"
+        )
     return "\n".join(lines)
 
 
 def format_claim_table(claims: list[dict]) -> str:
     """Markdown table of claim 1: medians of every summary for isotropic / diagonal / AutoMultivariateNormal."""
-    lines = ["| target | N | summary | isotropic | diagonal | AutoMVN | diagonal within? | isotropic within? |",
-             "|---|---:|---|---:|---:|---:|:---:|:---:|"]
+    lines = [
+        "| target | N | summary | isotropic | diagonal | AutoMVN | diagonal within? | isotropic within? |",
+        "|---|---:|---|---:|---:|---:|:---:|:---:|",
+    ]
     for c in claims:
         for key, v in c["checks"].items():
-            lines.append(f"| {c['target']} | {c['n_components']} | {key.replace('_', ' ').replace('kl', 'KL')} "
-                         f"| {v['isotropic']:.3g} | {v['diagonal']:.3g} | {v['mvn']:.3g} "
-                         f"| {'yes' if v['diagonal_within'] else '**no**'} | {'yes' if v['isotropic_within'] else 'no'} |")
+            lines.append(
+                f"| {c['target']} | {c['n_components']} | {key.replace('_', ' ').replace('kl', 'KL')} "
+                f"| {v['isotropic']:.3g} | {v['diagonal']:.3g} | {v['mvn']:.3g} "
+                f"| {'yes' if v['diagonal_within'] else '**no**'} | {'yes' if v['isotropic_within'] else 'no'} |"
+            )
     return "\n".join(lines)
 
 
 def claim_lines(report: dict) -> list[str]:
     """One line per claim, with the verdict."""
     lines = []
-    names = {"mean_err_max": "mean err max", "mean_err_avg": "mean err avg", "sd_err_max": "sd err max",
-             "sd_err_avg": "sd err avg", "kl": "KL"}
+    names = {
+        "mean_err_max": "mean err max",
+        "mean_err_avg": "mean err avg",
+        "sd_err_max": "sd err max",
+        "sd_err_avg": "sd err avg",
+        "kl": "KL",
+    }
     for c in report["claims"]["scales"]:
         ch = c["checks"]
         diag_out = [names[k] for k, v in ch.items() if not v["diagonal_within"]]
@@ -813,15 +970,19 @@ def claim_lines(report: dict) -> list[str]:
         extra = "" if c["in_issue"] else " (a target beyond the issue's)"
         lines.append(
             f"Claim 1, {c['target']}{extra}, N={c['n_components']}: {verdict} — diagonal within AutoMultivariateNormal "
-            f"on {len(ch) - len(diag_out)}/{len(ch)} summaries" + (f" (not on {', '.join(diag_out)})" if diag_out else "")
-            + f"; isotropic within on {len(iso_in)}/{len(ch)}" + (f" ({', '.join(iso_in)})" if iso_in else ""))
+            f"on {len(ch) - len(diag_out)}/{len(ch)} summaries"
+            + (f" (not on {', '.join(diag_out)})" if diag_out else "")
+            + f"; isotropic within on {len(iso_in)}/{len(ch)}"
+            + (f" ({', '.join(iso_in)})" if iso_in else "")
+        )
     m = report["claims"]["mass"]
     for w in ("uniform", "fisher-rao"):
         lines.append(
             f"Claim 2, {w} weights: mode mass within {MASS_TOL} of the truth in {m[w + '/closed_form']['within']}/"
             f"{m[w + '/closed_form']['of']} seeds unweighted, {m[w + '/psis']['within']}/{m[w + '/psis']['of']} "
             f"PSIS-weighted, {m[w + '/resampled']['within']}/{m[w + '/resampled']['of']} resampled "
-            f"(splits {', '.join(m[w + '/closed_form']['splits'])})")
+            f"(splits {', '.join(m[w + '/closed_form']['splits'])})"
+        )
     rw, rn = report["claims"]["reweighting"]["reweighting"], report["claims"]["reweighting"]["reweighting_beyond_noise"]
     n = sum(rw["counts"].values())
     good = [h for h in rw["hurts"] if h["khat"] <= 0.7]
@@ -831,15 +992,18 @@ def claim_lines(report: dict) -> list[str]:
         f"help (error down by > {CHANGE_TOL:g}) in {rw['counts']['helps']} ({len(rw['helps_with_good_khat'])} with "
         f"k̂ <= 0.7), change it by at most {CHANGE_TOL:g} in {rw['counts']['same']}, hurt in {rw['counts']['hurts']} "
         f"({len(good)} with k̂ <= 0.7); beyond {NOISE_FACTOR:g}/sqrt(ESS): help in {rn['counts']['helps']}, "
-        f"hurt in {rn['counts']['hurts']}")
+        f"hurt in {rn['counts']['hurts']} ({len(rn['hurts_with_good_khat'])} with k̂ <= 0.7)"
+    )
     worst: dict[tuple[str, str], list[dict]] = {}
     for h in rw["hurts"]:
         worst.setdefault((h["target"], h["method"]), []).append(h)
     for (target, method), hs in worst.items():
         w = max(hs, key=lambda h: h["psis"] - h["unweighted"])
-        lines.append(f"  hurt: {target}, {method}: {len(hs)} (seed, summary) pairs, k̂ {min(h['khat'] for h in hs):.2f}"
-                     f"..{max(h['khat'] for h in hs):.2f}; worst {w['summary']} {w['unweighted']:.3f} → {w['psis']:.3f} "
-                     f"(seed {w['seed']}, ESS/S {w['ess_fraction']:.4f})")
+        lines.append(
+            f"  hurt: {target}, {method}: {len(hs)} (seed, summary) pairs, k̂ {min(h['khat'] for h in hs):.2f}"
+            f"..{max(h['khat'] for h in hs):.2f}; worst {w['summary']} {w['unweighted']:.3f} → {w['psis']:.3f} "
+            f"(seed {w['seed']}, ESS/S {w['ess_fraction']:.4f})"
+        )
     return lines
 
 
@@ -851,9 +1015,10 @@ def render_markdown(report: dict) -> str:
         MD_START,
         f"Measured {report['date']} with `mixvi bench extensions{' --quick' if s['quick'] else ''}` "
         f"({s['seeds']} seeds, {s['bimodal_seeds']} on the bimodal target; {report['seconds']:.0f} s) on {m['platform']}, {m['cpu_count']} CPUs, jax {m['jax']} "
-        f"({m['backend']}), numpyro {m['numpyro']}. Cells are median [min, max] over seeds.",
+        f"({m['backend']}), numpyro {m['numpyro']}, mixvi {m['mixvi']} (sources sha256 {m['mixvi_source_sha256']}). "
+        "Cells are median [min, max] over seeds.",
         "",
-        f"Settings: MixVI `ibw`, `step_size=\"auto\"`, B = {s['num_samples']}, {s['gauss_steps']} steps "
+        f'Settings: MixVI `ibw`, `step_size="auto"`, B = {s["num_samples"]}, {s["gauss_steps"]} steps '
         f"(Gaussian) / {s['eight_steps']} (eight schools) / {s['bimodal_steps']} (bimodal); "
         f"AutoMultivariateNormal: `Trace_ELBO(num_particles={s['num_samples']})`, Adam {s['mvn_lr']:g} "
         f"decayed exponentially to {s['mvn_lr'] * 1e-3:g}, {s['mvn_steps']} steps; init_scale 0.1. "
@@ -868,10 +1033,13 @@ def render_markdown(report: dict) -> str:
         format_scale_table(report["aggregate"]),
         "",
         "Floors of the single-Gaussian families (the smallest KL any N = 1 fit can reach): "
-        + "; ".join(f"{t}: isotropic {f['isotropic']:.3g}, diagonal {f['diagonal']:.3g}"
-                    for t, f in ref["family_floor_kl"].items()) + ".",
+        + "; ".join(
+            f"{t}: isotropic {f['isotropic']:.3g}, diagonal {f['diagonal']:.3g}"
+            for t, f in ref["family_floor_kl"].items()
+        )
+        + ".",
         "",
-        f"Claim 1 per summary (medians over seeds; \"within\" = at most {WITHIN_RATIO:g} x AutoMultivariateNormal's "
+        f'Claim 1 per summary (medians over seeds; "within" = at most {WITHIN_RATIO:g} x AutoMultivariateNormal\'s '
         f"value or {WITHIN_ABS:g} above it):",
         "",
         format_claim_table(report["claims"]["scales"]),
@@ -910,11 +1078,19 @@ def plot_summary(report: dict, path: Path) -> None:
     for ax, (key, title) in zip(axes[:2], (("kl", "KL(q‖p)"), ("sd_err_max", "max |sd/sd_ref - 1|"))):
         for ti, target in enumerate(scale_targets):
             for mi, method in enumerate(methods):
-                vals = [r["kl"] if key == "kl" else r["closed_form"][key] for r in recs
-                        if r["target"] == target and r["method"] == method]
+                vals = [
+                    r["kl"] if key == "kl" else r["closed_form"][key]
+                    for r in recs
+                    if r["target"] == target and r["method"] == method
+                ]
                 x = ti + (mi - (len(methods) - 1) / 2) * 0.14
-                ax.scatter([x] * len(vals), np.clip(np.asarray(vals, float), 1e-7, None), s=14, color=colors(mi),
-                           label=method if ti == 0 else None)
+                ax.scatter(
+                    [x] * len(vals),
+                    np.clip(np.asarray(vals, float), 1e-7, None),
+                    s=14,
+                    color=colors(mi),
+                    label=method if ti == 0 else None,
+                )
         ax.set_yscale("log")
         ax.set_xticks(range(len(scale_targets)), [t.replace(", ", "\n") for t in scale_targets], fontsize=8)
         ax.set_title(title)
@@ -926,9 +1102,13 @@ def plot_summary(report: dict, path: Path) -> None:
     ax.axhspan(truth - MASS_TOL, truth + MASS_TOL, color="0.9")
     ax.axhline(truth, color="k", lw=1)
     bim = [r for r in recs if r["target"].startswith("bimodal")]
-    cols = [("uniform", "closed_form", "uniform, q"), ("uniform", "psis", "uniform, PSIS"),
-            ("uniform", "resampled", "uniform, resampled"), ("fisher-rao", "closed_form", "Fisher-Rao, q"),
-            ("fisher-rao", "psis", "Fisher-Rao, PSIS")]
+    cols = [
+        ("uniform", "closed_form", "uniform, q"),
+        ("uniform", "psis", "uniform, PSIS"),
+        ("uniform", "resampled", "uniform, resampled"),
+        ("fisher-rao", "closed_form", "Fisher-Rao, q"),
+        ("fisher-rao", "psis", "Fisher-Rao, PSIS"),
+    ]
     for ci, (weights, src, _) in enumerate(cols):
         vals = [r[src]["mass_right"] for r in bim if r["weights"] == weights]
         ax.scatter(ci + np.linspace(-0.15, 0.15, len(vals)), vals, s=16, color=colors(ci))
@@ -963,9 +1143,21 @@ def write_markdown(path: Path, section: str) -> None:
     path.write_text(text)
 
 
+def source_digest() -> str:
+    """sha256 (first 12 hex digits) of mixvi's library sources (``mixvi/*.py``, not the benchmarks), so a
+    report can be matched to the code that produced it."""
+    h = hashlib.sha256()
+    for f in sorted(Path(mixvi.__file__).parent.glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def machine_info() -> dict[str, Any]:
-    """Platform, CPU count, load, jax / numpyro versions, backend."""
+    """Platform, CPU count, load, jax / numpyro versions, backend, mixvi version and source digest."""
     return {
+        "mixvi": mixvi.__version__,
+        "mixvi_source_sha256": source_digest(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
@@ -984,8 +1176,8 @@ def _jsonable(x: Any) -> Any:
         return [_jsonable(v) for v in x]
     if isinstance(x, (np.ndarray, jax.Array)):
         return _jsonable(np.asarray(x).tolist())
-    if isinstance(x, (np.floating, float)):
-        return float(x) if np.isfinite(x) else None
+    if isinstance(x, (np.floating, float)):  # JSON has no inf / NaN: +-inf as "inf" / "-inf", NaN as null
+        return float(x) if np.isfinite(x) else (None if np.isnan(x) else str(float(x)))
     if isinstance(x, (np.integer,)):
         return int(x)
     return x
@@ -1002,10 +1194,20 @@ def run_benchmark(st: Settings, log: Callable[[str], None] | None = print) -> di
     if hasattr(os, "getloadavg"):
         machine["loadavg_end"] = list(os.getloadavg())
     settings = {k: getattr(st, k) for k in st.__dataclass_fields__}
-    settings.update({"mvn_lr": 3e-2, "method": "ibw", "step_size": "auto", "init_scale": 0.1,
-                     "bimodal_init": "init_to_value(0), init_scale 3.0", "within_ratio": WITHIN_RATIO,
-                     "within_abs": WITHIN_ABS, "mass_tol": MASS_TOL, "change_tol": CHANGE_TOL,
-                     "noise_factor": NOISE_FACTOR})
+    settings.update(
+        {
+            "mvn_lr": 3e-2,
+            "method": "ibw",
+            "step_size": "auto",
+            "init_scale": 0.1,
+            "bimodal_init": "init_to_value(0), init_scale 3.0",
+            "within_ratio": WITHIN_RATIO,
+            "within_abs": WITHIN_ABS,
+            "mass_tol": MASS_TOL,
+            "change_tol": CHANGE_TOL,
+            "noise_factor": NOISE_FACTOR,
+        }
+    )
     report = {
         "benchmark": "extensions",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -1015,7 +1217,11 @@ def run_benchmark(st: Settings, log: Callable[[str], None] | None = print) -> di
         "bimodal_truth": bimodal_truth(),
         "records": records,
         "aggregate": rows,
-        "claims": {"scales": scale_claims(rows), "mass": mass_claims(records), "reweighting": reweighting_claims(records)},
+        "claims": {
+            "scales": scale_claims(rows),
+            "mass": mass_claims(records),
+            "reweighting": reweighting_claims(records),
+        },
     }
     report["seconds"] = time.perf_counter() - t0
     return report
@@ -1028,19 +1234,30 @@ def main(argv: list[str] | None = None) -> int:
         prog="mixvi bench extensions",
         description="Evidence for the diagonal metric, PSIS-reweighted summaries and Fisher-Rao weights (issue 4).",
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="2 seeds, shorter runs, no AR(1) Gaussian, smaller reference (~1-2 minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 seeds, shorter runs, no AR(1) Gaussian, smaller reference (~1-2 minutes)",
+    )
     parser.add_argument("--out", default="docs/benchmarks/extensions.json", help="JSON output ('' to skip)")
     parser.add_argument("--md", default="docs/benchmarks.md", help="markdown page to update ('' to skip)")
     parser.add_argument("--fig", default="docs/figures/extensions_summary.png", help="figure output ('' to skip)")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help="seeds per configuration (default 5, quick 2; the bimodal target gets twice as many)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds per configuration (default 5, quick 2; the bimodal target gets twice as many)",
+    )
     parser.add_argument("--steps-scale", type=float, default=1.0, help=argparse.SUPPRESS)  # tests: shrink every run
     parser.add_argument("--num-draws", type=int, default=None, help="S, draws of q per evaluation (default 16000)")
     parser.add_argument("--dim", type=int, default=None, help="dimension of the ill-conditioned Gaussian (default 100)")
     parser.add_argument("--no-correlated", action="store_true", help="skip the AR(1)-correlated Gaussian")
-    parser.add_argument("--components", type=lambda t: tuple(int(v) for v in t.split(",")), default=None,
-                        help="comma-separated N values of experiment 1 (default 1,5)")
+    parser.add_argument(
+        "--components",
+        type=lambda t: tuple(int(v) for v in t.split(",")),
+        default=None,
+        help="comma-separated N values of experiment 1 (default 1,5)",
+    )
     args = parser.parse_args(argv)
     st = QUICK if args.quick else Settings()
     changes: dict[str, Any] = {}
@@ -1061,8 +1278,12 @@ def main(argv: list[str] | None = None) -> int:
         changes["correlated"] = False
     if args.steps_scale != 1.0:
         f = args.steps_scale
-        changes.update({k: max(2, int(getattr(st, k) * f)) for k in ("gauss_steps", "eight_steps", "bimodal_steps",
-                                                                     "mvn_steps", "ref_samples", "ref_warmup")})
+        changes.update(
+            {
+                k: max(2, int(getattr(st, k) * f))
+                for k in ("gauss_steps", "eight_steps", "bimodal_steps", "mvn_steps", "ref_samples", "ref_warmup")
+            }
+        )
     st = Settings(**{**{k: getattr(st, k) for k in st.__dataclass_fields__}, **changes})
 
     print(f"mixvi bench extensions: {st.seeds} seeds{' (quick)' if st.quick else ''}")
