@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from extras._output import output_dir as _outdir
 from mixvi.loop import scan_loop, tree_all_finite
 from mixvi.normalized import group_rmsprop
 from mixvi.rules import DescentState, descent_step
@@ -389,13 +390,6 @@ def _finite(obj):
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
-
-
-def _outdir(out: str | None) -> Path:
-    if out is not None:
-        return Path(out)
-    repo = Path(__file__).resolve().parent.parent / "docs"
-    return (repo if repo.is_dir() else Path("docs")) / "extras"
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -53,6 +53,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from extras._output import output_dir as _outdir
 from mixvi.loop import scan_loop
 from mixvi.rules import DescentState, armijo_descent, descent_step, run_descent
 
@@ -476,13 +477,6 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.integer):
         return int(obj)
     return obj
-
-
-def _outdir(out: str | None) -> Path:
-    if out is not None:
-        return Path(out)
-    repo = Path(__file__).resolve().parent.parent / "docs"
-    return (repo if repo.is_dir() else Path("docs")) / "extras"
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from extras._output import output_dir as _outdir
 from mixvi.loop import scan_loop, tree_all_finite
 from mixvi.rules import DescentState, descent_step
 
@@ -320,13 +321,6 @@ def summarize(result: TrainResult, data: Dataset) -> dict:
 
 # ----------------------------------------------------------------------------------------------
 # the experiment
-
-
-def _outdir(out: str | None) -> Path:
-    if out is not None:
-        return Path(out)
-    repo = Path(__file__).resolve().parent.parent / "docs"
-    return (repo if repo.is_dir() else Path("docs")) / "extras"
 
 
 def main(argv: list[str] | None = None) -> dict:

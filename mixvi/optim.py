@@ -392,3 +392,16 @@ from mixvi.preconditioners import (  # noqa: E402
 __all__ = (*__all__, "KERNELS", "PerturbedState", "dual_reference_grad", "multiplier_ratio",
            "nonlinear_preconditioned_gd", "perturbed", "scale_by_nonlinear_preconditioner", "step_multiplier",
            "uniform_ball")
+
+# Group-normalised RMSprop and normalised GD (arXiv 2506.03931), defined in mixvi.normalized.
+from mixvi.normalized import (  # noqa: E402
+    GroupRMSState,
+    effective_step,
+    group_rmsprop,
+    normalized_gd,
+    scale_by_group_rms,
+    tree_sq_norm,
+)
+
+__all__ = (*__all__, "GroupRMSState", "effective_step", "group_rmsprop", "normalized_gd", "scale_by_group_rms",
+           "tree_sq_norm")
