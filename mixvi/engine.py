@@ -194,8 +194,10 @@ class MixVI:
             _, g_tail = potential_and_grad(
                 potential, x[:, cut:], k_model, batch_size=self.sample_batch_size, with_value=False
             )
-            gv = jnp.concatenate([g_head, g_tail], axis=1)
-        v, gv = self._shard(v), self._shard(gv)
+            gv = (self._shard(g_head), self._shard(g_tail))
+        v = self._shard(v)
+        if not isinstance(gv, tuple):
+            gv = self._shard(gv)
         est = stein_estimate(locs, u, z, v, gv, weights=weights, metric=metric, coord=metric is not None)
         eps = jnp.exp(2 * u)
         w = jnp.full((n,), 1.0 / n, locs.dtype) if weights is None else weights

@@ -120,41 +120,60 @@ def mixture_terms(
     return MixtureTerms(log_q, mean_score, stein_score, coord_score)
 
 
+def _gradient_moments(z: jax.Array, parts: tuple[jax.Array, ...], coord: bool):
+    """From grad V given as parts split along the draws axis b (N, B_p, d): sum_b grad V (N, d),
+    <z_b, grad V(x_ib)> (N, B) and, with ``coord``, sum_b z_bk d_k V(x_ib) (N, d). Working on the parts
+    avoids concatenating them (one pass over an (N, B, d) array less)."""
+    shared = z.ndim == 2
+    total, inner, per_coord, start = 0.0, [], 0.0, 0
+    for g in parts:
+        width = g.shape[1]
+        zp = z[start : start + width] if shared else z[:, start : start + width]
+        total = total + jnp.sum(g, 1)
+        inner.append(jnp.einsum("bd,ibd->ib" if shared else "ibd,ibd->ib", zp, g))
+        if coord:
+            per_coord = per_coord + jnp.einsum("bk,ibk->ik" if shared else "ibk,ibk->ik", zp, g)
+        start += width
+    return total, jnp.concatenate(inner, axis=1), per_coord if coord else None
+
+
 def stein_estimate(
     locs: jax.Array,
     log_scales: jax.Array,
     z: jax.Array,
     potential: jax.Array,
-    grad_potential: jax.Array,
+    grad_potential: jax.Array | tuple[jax.Array, ...],
     *,
     weights: jax.Array | None = None,
     metric: jax.Array | None = None,
     coord: bool = False,
 ) -> SteinEstimate:
     """Combine the closed-form mixture terms with V and grad V evaluated at x_ib (N, L), (N, B, d)
-    (x-space). ``potential`` may cover only the first L <= B draws of every component: the loss and f
-    then average over those (still unbiased, and V's value costs 1/B of the draws). ``weights`` (N,)
-    and ``metric`` (d,) default to uniform and identity; ``coord`` also returns the metric's
-    per-coordinate Stein term t."""
+    (x-space). ``grad_potential`` may also be a tuple of parts split along the draws axis (their
+    widths summing to B). ``potential`` may cover only the first L <= B draws of every component:
+    the loss and f then average over those (still unbiased, and V's value costs 1/B of the draws).
+    ``weights`` (N,) and ``metric`` (d,) default to uniform and identity; ``coord`` also returns the
+    metric's per-coordinate Stein term t."""
+    parts = grad_potential if isinstance(grad_potential, tuple) else (grad_potential,)
     if metric is not None:
         root = jnp.sqrt(metric)
-        locs, grad_potential = locs / root, grad_potential * root
+        locs, parts = locs / root, tuple(g * root for g in parts)
     log_w = None if weights is None else jnp.log(weights)
     terms = mixture_terms(locs, log_scales, z, log_w, coord=coord)
     log_q = terms.log_q if metric is None else terms.log_q - 0.5 * jnp.sum(jnp.log(metric))
     sig = jnp.exp(log_scales)
-    gbar = jnp.mean(grad_potential, 1) + terms.mean_score
+    b = z.shape[-2]
+    g_sum, zg, zgk = _gradient_moments(z, parts, coord)
+    gbar = g_sum / b + terms.mean_score
     if metric is not None:
         gbar = gbar / root
-    zg = jnp.einsum("bd,ibd->ib", z, grad_potential) if z.ndim == 2 else jnp.einsum("ibd,ibd->ib", z, grad_potential)
     lam = (sig * jnp.mean(zg, 1) + terms.stein_score) / sig**2
     f = jnp.mean(log_q[:, : potential.shape[1]] + potential, 1)
     w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
     loss = jnp.sum(w * f)
     t = None
     if coord:
-        spec = "i,bk,ibk->k" if z.ndim == 2 else "i,ibk,ibk->k"
-        t = jnp.einsum(spec, w * sig, z, grad_potential) / z.shape[-2] + terms.coord_score
+        t = jnp.einsum("i,ik->k", w * sig, zgk) / b + terms.coord_score
     return SteinEstimate(gbar, lam, loss, log_q, f, t)
 
 
