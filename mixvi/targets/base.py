@@ -33,7 +33,7 @@ class FlatDensity(Distribution):
 
     def sample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
         if self._sample_fn is None:
-            raise NotImplementedError("this target has no exact sampler")
+            raise ValueError("this target has no exact sampler; use its NUTS reference (Target.reference_samples)")
         return self._sample_fn(key, tuple(sample_shape))
 
 
