@@ -30,7 +30,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -47,7 +46,7 @@ import optax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
-from mixvi.bench.report import replace_section
+from mixvi.bench.report import machine_info, replace_section
 from mixvi.bench.targets import logistic_regression, make_data
 from mixvi.engine import MixVI, MixVIState
 from mixvi.estimators import draw_noise, draw_points, stein_estimate
@@ -250,21 +249,6 @@ def run_cell(cfg: CoreConfig, repeats: int, key: jax.Array) -> dict[str, Any]:
 
 
 # --- reporting ---------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    """Where the numbers come from: platform, CPU count, load, jax/numpyro versions, backend, devices."""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "jax": jax.__version__,
-        "numpyro": numpyro.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(dv) for dv in jax.devices()],
-    }
 
 
 def format_table(results: list[dict[str, Any]]) -> str:

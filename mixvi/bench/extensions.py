@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -54,6 +53,7 @@ from numpyro.infer.autoguide import AutoMultivariateNormal
 from scipy.special import ndtr
 
 import mixvi
+from mixvi.bench.report import machine_info as report_machine_info
 
 MD_START = "<!-- bench extensions start -->"
 MD_END = "<!-- bench extensions end -->"
@@ -1154,19 +1154,8 @@ def source_digest() -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    """Platform, CPU count, load, jax / numpyro versions, backend, mixvi version and source digest."""
-    return {
-        "mixvi": mixvi.__version__,
-        "mixvi_source_sha256": source_digest(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "jax": jax.__version__,
-        "numpyro": numpyro.__version__,
-        "backend": jax.default_backend(),
-    }
+    """The shared machine record plus a digest of the mixvi sources the numbers came from."""
+    return {**report_machine_info(), "mixvi_source_sha256": source_digest()}
 
 
 def _jsonable(x: Any) -> Any:

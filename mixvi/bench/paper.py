@@ -21,7 +21,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -32,12 +31,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
 import optax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoMultivariateNormal
 
 from mixvi.bench import metrics as M
+from mixvi.bench.report import machine_info
 from mixvi.engine import MixVI
 from mixvi.guide import AutoIsotropicMixture
 from mixvi.importance import psis_log_weights
@@ -328,13 +327,6 @@ def check_claims(report: dict[str, Any]) -> list[str]:
 
 
 # --- report --------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    """Where the numbers come from."""
-    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "jax": jax.__version__, "numpyro": numpyro.__version__, "backend": jax.default_backend(),
-            "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 def _fmt(s: dict | None, digits: int = 3, spread: bool = True) -> str:

@@ -41,20 +41,24 @@ def replace_section(path: str | os.PathLike, name: str, section: str) -> None:
 
 
 def machine_info() -> dict[str, Any]:
-    """Where numbers come from: date, platform, CPU count, load, versions, backend and devices."""
+    """Where numbers come from: date, platform, processor, Python, CPU count, load average at the start,
+    jax / numpyro / mixvi versions, backend and devices (one record shared by every suite)."""
     import numpyro
 
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = None
+    import mixvi
+
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return {
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
-        "load_avg_1min": load,
+        "loadavg_start": load,
+        "load_avg_1min": None if load is None else load[0],
         "jax": jax.__version__,
         "numpyro": numpyro.__version__,
+        "mixvi": mixvi.__version__,
         "backend": jax.default_backend(),
         "devices": [d.device_kind for d in jax.devices()],
     }
