@@ -32,32 +32,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.infer.util import log_density
 
-TRUE_MEANS = (-1.2, 1.8)
-"""The group means the synthetic data are drawn from."""
+# the label-switching target of the benchmark suite: same data, same model
+from mixvi.targets.mixture_model import PRIOR_SCALE, TRUE_MEANS, make_data
+from mixvi.targets.mixture_model import label_switching_model as model
+
 NUM_OBS = 60
-PRIOR_SCALE = 3.0
-DATA_SEED = 20250613
-"""The data set is fixed (``--seed`` changes the inference, not the data)."""
+"""The data set is fixed (``--seed`` changes the inference, not the data): ``make_data()`` draws
+NUM_OBS points, half from N(-1.2, 1), half from N(1.8, 1), with a fixed seed."""
 MODES = ("A", "B")
-
-
-def make_data(num_obs: int = NUM_OBS) -> jax.Array:
-    """The fixed synthetic data set: ``num_obs`` points, half from N(-1.2, 1), half from N(1.8, 1)."""
-    half = num_obs // 2
-    centres = jnp.concatenate([jnp.full(half, TRUE_MEANS[0]), jnp.full(num_obs - half, TRUE_MEANS[1])])
-    return centres + jax.random.normal(jax.random.PRNGKey(DATA_SEED), (num_obs,))
-
-
-def model(y: jax.Array) -> None:
-    """Two-group Gaussian mixture with unknown group means ``mu`` (shape (2,)) and known weights and spread."""
-    mu = numpyro.sample("mu", dist.Normal(0.0, PRIOR_SCALE).expand([2]).to_event(1))
-    groups = dist.MixtureSameFamily(dist.Categorical(probs=jnp.array([0.5, 0.5])), dist.Normal(mu, 1.0))
-    with numpyro.plate("data", y.shape[0]):
-        numpyro.sample("y", groups, obs=y)
 
 
 def mode_of(mu: np.ndarray) -> np.ndarray:
