@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def output_dir(out: str | None) -> Path:
@@ -11,3 +15,25 @@ def output_dir(out: str | None) -> Path:
         return Path(out)
     repo = Path(__file__).resolve().parent.parent / "docs"
     return (repo if repo.is_dir() else Path("docs")) / "extras"
+
+
+def save_outputs(
+    name: str,
+    quick: bool,
+    out: str | None,
+    results: dict,
+    t0: float,
+    plot: Callable[[Path], None],
+    to_json: Callable[[dict], Any] = lambda r: r,
+) -> Path:
+    """Record the run time in ``results``, draw the figure with ``plot(png_path)``, write
+    ``to_json(results)`` as JSON beside it (``{name}.*``, or ``{name}_quick.*`` for a quick run) and
+    say where; returns the path stem."""
+    results["seconds"] = time.time() - t0
+    outdir = output_dir(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    stem = outdir / (f"{name}_quick" if quick else name)
+    plot(stem.with_suffix(".png"))
+    stem.with_suffix(".json").write_text(json.dumps(to_json(results), indent=1))
+    print(f"\nwrote {stem}.json/.png in {results['seconds']:.1f} s")
+    return stem

@@ -32,7 +32,6 @@ Run ``python -m extras.guess_and_check [--quick]``; results go to ``docs/extras/
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -44,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from extras._output import output_dir as _outdir
+from extras._output import save_outputs
 from mixvi.loop import scan_loop, tree_all_finite
 from mixvi.normalized import group_rmsprop
 from mixvi.rules import DescentState, descent_step
@@ -470,13 +469,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"\nisotropic N(0, 1/5) prior on W, eps = {EPS_ISO}: prior {iso['prior_gen']:.4f}, G&C {iso['gnc_gen']:.4f}, "
         f"theory {iso['theory']:.4f}, accepted {iso['num_accepted']}"
     )
-    results["seconds"] = time.time() - t0
-    outdir = _outdir(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    stem = "guess_and_check_quick" if q else "guess_and_check"
-    (outdir / f"{stem}.json").write_text(json.dumps(_finite(results), indent=1))
-    _plot(results, outdir / f"{stem}.png")
-    print(f"\nwrote {outdir / stem}.json/.png in {results['seconds']:.1f} s")
+    save_outputs("guess_and_check", q, args.out, results, t0, lambda png: _plot(results, png), to_json=_finite)
     return results
 
 

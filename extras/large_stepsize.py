@@ -24,7 +24,6 @@ Run ``python -m extras.large_stepsize [--quick]``; results go to ``docs/extras/`
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from functools import partial
@@ -36,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from extras._output import output_dir as _outdir
+from extras._output import save_outputs
 from mixvi.loop import scan_loop, tree_all_finite
 from mixvi.rules import DescentState, descent_step
 
@@ -366,13 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
         etas = [1 / smoothness(X, lam_p), 1 / math.sqrt(lam_p), 0.95 * stability_threshold(X, y, lam_p, w_opt)]
         runs = run_gd(X, y, lam_p, np.array(etas), 12000, w_opt)
         curves = {"etas": etas, "gaps": runs.losses - ls}
-    results["seconds"] = time.time() - t0
-    outdir = _outdir(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    stem = "large_stepsize_quick" if args.quick else "large_stepsize"
-    (outdir / f"{stem}.json").write_text(json.dumps(results, indent=1))
-    _plot(results, curves, checks, lam_c, outdir / f"{stem}.png")
-    print(f"\nwrote {outdir / stem}.json/.png in {results['seconds']:.1f} s")
+    save_outputs("large_stepsize", args.quick, args.out, results, t0, lambda png: _plot(results, curves, checks, lam_c, png))
     return results
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -53,7 +52,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from extras._output import output_dir as _outdir
+from extras._output import save_outputs
 from mixvi.loop import scan_loop
 from mixvi.rules import DescentState, armijo_descent, descent_step, run_descent
 
@@ -575,13 +574,7 @@ def main(argv: list[str] | None = None) -> dict:
         sk = results["sign_kernel_layer2"]
         print(f"sign kernel of layer2: ||K - K^T||/||K|| = {sk['asymmetry']:.2f}, symmetric part eigenvalues in "
               f"[{sk['sym_eig_min']:.3g}, {sk['sym_eig_max']:.3g}] ({sk['num_negative']} negative)")
-    results["seconds"] = time.time() - t0
-    outdir = _outdir(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    stem = "linearized_finetuning_quick" if q else "linearized_finetuning"
-    (outdir / f"{stem}.json").write_text(json.dumps(_jsonable(results), indent=1))
-    _plot(results, outdir / f"{stem}.png")
-    print(f"\nwrote {outdir / stem}.json/.png in {results['seconds']:.1f} s")
+    save_outputs("linearized_finetuning", q, args.out, results, t0, lambda png: _plot(results, png), to_json=_jsonable)
     return results
 
 

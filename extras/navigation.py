@@ -43,7 +43,6 @@ Run ``python -m extras.navigation [--quick]``; results go to ``docs/extras/``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Callable
@@ -55,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from extras._output import output_dir as _outdir
+from extras._output import save_outputs
 from mixvi.loop import scan_loop
 from mixvi.rules import DescentState, descent_step, run_descent
 
@@ -456,16 +455,13 @@ def main(argv: list[str] | None = None) -> dict:
         for rule, s in summ.items():
             print(f"  {rule:>8} (lr {s['lr']:g}): train {s['train_mean']:.4f} +- {s['train_sd']:.4f}, "
                   f"test {s['test_mean']:.4f} +- {s['test_sd']:.4f}, acc {s['acc_mean']:.3f} +- {s['acc_sd']:.3f}")
-    res["seconds"] = time.time() - t0
-    outdir = _outdir(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    stem = "navigation_quick" if q else "navigation"
-    _plot(res, rules, outdir / f"{stem}.png")
-    for name in res["default_dynamics"]["cases"]:
-        res["default_dynamics"]["cases"][name].pop("path")
-    res["double_well"].pop("paths")
-    (outdir / f"{stem}.json").write_text(json.dumps(res, indent=1))
-    print(f"\nwrote {outdir / stem}.json/.png in {res['seconds']:.1f} s")
+    def prune(r: dict) -> dict:
+        for name in r["default_dynamics"]["cases"]:
+            r["default_dynamics"]["cases"][name].pop("path")
+        r["double_well"].pop("paths")
+        return r
+
+    save_outputs("navigation", q, args.out, res, t0, lambda png: _plot(res, rules, png), to_json=prune)
     return res
 
 

@@ -36,7 +36,6 @@ Run ``python -m extras.ocr [--quick]``; results go to ``docs/extras/``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from extras._output import output_dir as _outdir
+from extras._output import save_outputs
 from mixvi.loop import scan_loop, tree_all_finite
 from mixvi.rules import DescentState, descent_step
 
@@ -384,13 +383,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
         results["rank_sweep"][name]["test_acc_per_seed"] = [x["test_acc"] for x in s["per_seed"]]
         print(f"{name:>5} | {s['train_acc']:9.3f} {s['test_acc']:8.3f} {s['test_animal_acc']:10.3f}")
-    results["seconds"] = time.time() - t0
-    outdir = _outdir(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    stem = "ocr_quick" if q else "ocr"
-    (outdir / f"{stem}.json").write_text(json.dumps(results, indent=1))
-    _plot(results, curves, outdir / f"{stem}.png")
-    print(f"\nwrote {outdir / stem}.json/.png in {results['seconds']:.1f} s")
+    save_outputs("ocr", q, args.out, results, t0, lambda png: _plot(results, curves, png))
     return results
 
 

@@ -29,7 +29,6 @@ Run ``python -m extras.preconditioning [--quick]``; results go to ``docs/extras/
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Callable
@@ -41,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from extras._output import output_dir as _outdir
+from extras._output import save_outputs
 from mixvi.loop import scan_loop
 from mixvi.preconditioners import nonlinear_preconditioned_gd, perturbed
 from mixvi.rules import DescentState, descent_step
@@ -354,13 +353,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"unperturbed: steps {un['steps'][0]}, max|u| = {un['max_abs_u']:.1e}")
         print(f"  fitted slope of median steps vs ln d: {e['fitted_slope']:.2f} "
               f"(theory 1/(2 ln(1 + gamma lam)) = {e['theory_slope']:.2f})")
-    res["seconds"] = time.time() - t0
-    outdir = _outdir(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    stem = "preconditioning_quick" if q else "preconditioning"
-    (outdir / f"{stem}.json").write_text(json.dumps(res, indent=1))
-    _plot(res, outdir / f"{stem}.png")
-    print(f"\nwrote {outdir / stem}.json/.png in {res['seconds']:.1f} s")
+    save_outputs("preconditioning", q, args.out, res, t0, lambda png: _plot(res, png))
     return res
 
 

@@ -23,7 +23,6 @@ Run ``python -m extras.reduction [--quick]``; results go to ``docs/extras/``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from extras._output import output_dir as _outdir
+from extras._output import save_outputs
 from mixvi.loop import LoopResult
 from mixvi.rules import armijo_descent, precondition, run_descent
 
@@ -423,13 +422,7 @@ def main(argv: list[str] | None = None) -> dict:
             "    random SPD (n in 3..15): smallest slack of each inequality (>= 0 holds):",
             {k: f"{v:.1e}" for k, v in worst.items()},
         )
-    res["seconds"] = time.time() - t0
-    outdir = _outdir(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    stem = "reduction_quick" if args.quick else "reduction"
-    (outdir / f"{stem}.json").write_text(json.dumps(res, indent=1))
-    _plot(qa[0], vp, outdir / f"{stem}.png")
-    print(f"\nwrote {outdir / stem}.json/.png in {res['seconds']:.1f} s")
+    save_outputs("reduction", args.quick, args.out, res, t0, lambda png: _plot(qa[0], vp, png))
     return res
 
 

@@ -28,7 +28,6 @@ Run ``python -m extras.sgd_stats [--quick]``; results go to ``docs/extras/``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from extras._output import output_dir as _outdir
+from extras._output import save_outputs
 from mixvi.loop import scan_loop, tree_all_finite
 from mixvi.rules import averaged_params, polyak_average
 
@@ -329,13 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "alpha": a,
             }
             _print(d, out)
-    res["seconds"] = time.time() - t0
-    outdir = _outdir(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    stem = "sgd_stats_quick" if args.quick else "sgd_stats"
-    (outdir / f"{stem}.json").write_text(json.dumps(res, indent=1))
-    _plot(res, figs, outdir / f"{stem}.png")
-    print(f"\nwrote {outdir / stem}.json/.png in {res['seconds']:.1f} s")
+    save_outputs("sgd_stats", args.quick, args.out, res, t0, lambda png: _plot(res, figs, png))
     return res
 
 

@@ -36,7 +36,6 @@ Run ``python -m extras.unlearning [--quick]``; results go to ``docs/extras/``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from functools import partial
@@ -48,7 +47,7 @@ import numpy as np
 import optax
 from jax.scipy.special import log_ndtr, ndtr
 
-from extras._output import output_dir as _outdir
+from extras._output import save_outputs
 from mixvi.loop import scan_loop
 from mixvi.rules import DescentState, descent_step
 
@@ -397,13 +396,7 @@ def main(argv: list[str] | None = None) -> dict:
         rec = e["recovery"]
         print(f"\ncheckpoint recovery theta_T -> theta_0 by {e['T']} backward steps (contraction eta L = "
               f"{rec['contraction']:.3f}): max error {rec['max_err']:.2e} (||theta_T|| = {rec['norm_theta_T']:.3f})")
-    res["seconds"] = time.time() - t0
-    outdir = _outdir(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    stem = "unlearning_quick" if q else "unlearning"
-    (outdir / f"{stem}.json").write_text(json.dumps(res, indent=1))
-    _plot(res, outdir / f"{stem}.png")
-    print(f"\nwrote {outdir / stem}.json/.png in {res['seconds']:.1f} s")
+    save_outputs("unlearning", q, args.out, res, t0, lambda png: _plot(res, png))
     return res
 
 
