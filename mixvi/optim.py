@@ -41,6 +41,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mixvi.loop import tree_all_finite
+
 METHODS = ("ibw", "md", "ngd", "means")
 LOCS_SUFFIX = "_locs"
 SCALES_SUFFIX = "_scales"
@@ -168,11 +170,6 @@ def mixture_pairs(tree: Any) -> list[str]:
     return prefixes
 
 
-def _all_finite(tree: Any) -> jax.Array:
-    leaves = [x for x in jax.tree.leaves(tree) if not isinstance(x, optax.MaskedNode)]
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-
-
 def mixture_step(
     method: str,
     step_size: float | str = "auto",
@@ -223,7 +220,7 @@ def mixture_step(
         if params is None:
             raise ValueError("mixvi.optim transforms need params: call update(grads, state, params)")
         prefixes = mixture_pairs(grads)
-        ok = _all_finite(grads)
+        ok = tree_all_finite(grads)  # masked (optax.MaskedNode) leaves have no arrays
         if value is not None:
             ok = ok & jnp.isfinite(value)
         updates = dict(grads)
