@@ -3,6 +3,7 @@
 import json
 
 from mixvi.bench import paper
+from mixvi.bench.report import replace_section
 
 
 def test_paper_smoke(tmp_path):
@@ -26,7 +27,7 @@ def test_paper_smoke(tmp_path):
     assert paper.MD_START in text and "#### label-switching" in text
     assert (tmp_path / "fig" / "paper_kl_vs_iter.png").exists()
     # a second run replaces the section instead of appending another
-    paper.write_markdown(md, f"{paper.MD_START}\nnew\n{paper.MD_END}")
+    replace_section(md, "paper", "new")
     text = md.read_text()
     assert text.count(paper.MD_START) == 1 and "new" in text and "#### label-switching" not in text
     assert "hand-written text" in text and "<!-- bench core end -->" in text

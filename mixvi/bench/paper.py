@@ -36,14 +36,14 @@ from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoMultivariateNormal
 
 from mixvi.bench import metrics as M
-from mixvi.bench.report import machine_info
+from mixvi.bench.report import machine_info, markers, replace_section
 from mixvi.engine import MixVI
 from mixvi.guide import AutoIsotropicMixture
 from mixvi.importance import psis_log_weights
 from mixvi.targets import Target, get_target
 
-MD_START = "<!-- bench paper start -->"
-MD_END = "<!-- bench paper end -->"
+MD_START, MD_END = markers("paper")
+MD_HEADING = "## Paper suite (`mixvi bench paper`)"
 MIXVI_METHODS = ("ibw", "md", "ngd", "means")
 AUTOGUIDES = {
     "AutoNormal": AutoDiagonalNormal,  # the mean-field family of AutoNormal, on the flat latent
@@ -380,7 +380,6 @@ def render_markdown(report: dict[str, Any], figures: list[str]) -> str:
     m, s = report["machine"], report["settings"]
     mode = "--quick" if s["quick"] else "--full"
     lines = [
-        MD_START,
         f"Measured {report['date']} with `mixvi bench paper {mode}` on {m['platform']}, {m['cpu_count']} CPUs, "
         f"jax {m['jax']} ({m['backend']}), numpyro {m['numpyro']}; load average (1 min) "
         f"{(m.get('loadavg_start') or [float('nan')])[0]:.2f} at start; total wall time {report['wall_s']:.0f} s.",
@@ -401,21 +400,7 @@ def render_markdown(report: dict[str, Any], figures: list[str]) -> str:
     lines += [f"- {c}" for c in report["claims"]]
     if figures:
         lines += [""] + [f"![{Path(f).stem}](figures/{Path(f).name})" for f in figures]
-    lines += ["", MD_END]
     return "\n".join(lines)
-
-
-def write_markdown(path: Path, section: str) -> None:
-    """Replace the bench-paper section of ``path`` between its markers (append under a heading when
-    absent); all other text is kept."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MD_START in text and MD_END in text:
-        before, rest = text.split(MD_START, 1)
-        text = before + section + rest.split(MD_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Paper suite (`mixvi bench paper`)\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def draw_figures(report: dict[str, Any], stem: Path) -> list[str]:
@@ -574,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(report, indent=1, default=_json_default))
     if a.md:
-        write_markdown(Path(a.md), render_markdown(report, figures))
+        replace_section(a.md, "paper", render_markdown(report, figures), heading=MD_HEADING)
     print(f"paper benchmark: {len(report['targets'])} targets in {report['wall_s']:.0f} s", file=sys.stderr)
     return 0
 

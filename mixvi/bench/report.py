@@ -24,9 +24,10 @@ def markers(name: str) -> tuple[str, str]:
     return f"<!-- bench {name} start -->", f"<!-- bench {name} end -->"
 
 
-def replace_section(path: str | os.PathLike, name: str, section: str) -> None:
+def replace_section(path: str | os.PathLike, name: str, section: str, heading: str | None = None) -> None:
     """Put ``section`` between the markers of suite ``name`` in the page at ``path`` (appending the
-    marked section, or creating the page, when absent); everything outside the markers is kept."""
+    marked section, under ``heading`` if given, or creating the page, when absent); everything outside
+    the markers is kept."""
     path = Path(path)
     start, end = markers(name)
     body = f"{start}\n{section.strip()}\n{end}"
@@ -35,7 +36,7 @@ def replace_section(path: str | os.PathLike, name: str, section: str) -> None:
         before, rest = text.split(start, 1)
         text = before + body + rest.split(end, 1)[1]
     else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
+        text = text.rstrip("\n") + "\n\n" + (f"{heading}\n\n" if heading else "") + body + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 
