@@ -2,6 +2,9 @@
 
 import json
 
+import numpy as np
+import pytest
+
 from mixvi.bench import paper
 from mixvi.bench.report import replace_section
 
@@ -31,3 +34,38 @@ def test_paper_smoke(tmp_path):
     text = md.read_text()
     assert text.count(paper.MD_START) == 1 and "new" in text and "#### label-switching" not in text
     assert "hand-written text" in text and "<!-- bench core end -->" in text
+
+
+def test_time_to_tau_reads_the_first_checkpoint_below_the_level():
+    def method(label, curves, run_s):
+        seeds = [{"curve": c, "run_s": run_s} for c in curves]
+        return {"label": label, "seeds": seeds,
+                "summary": {"divergence": {"median": float(np.median([c[-1] for c in curves]))}}}
+
+    # 4 checkpoints per run of 2 s: checkpoint i ends at 0.5 (i + 1) s
+    fast = method("fast", [[1.0, 0.12, 0.1, 0.1], [1.0, 0.5, 0.1, 0.1]], 2.0)
+    slow = method("slow", [[2.0, 1.0, 0.5, 0.14], [2.0, 1.0, 0.5, 0.3]], 2.0)
+    t = {"normalised": True, "methods": [fast, slow]}
+    paper.add_time_to_target(t)
+    assert t["tau"] == pytest.approx(0.15)  # 1.5 x the best final median KL 0.1
+    assert fast["summary"]["time_to_tau"]["median"] == pytest.approx(np.median([1.0, 1.5]))
+    assert fast["summary"]["reached_tau"] == 2
+    assert slow["summary"]["time_to_tau"]["median"] == pytest.approx(2.0) and slow["summary"]["reached_tau"] == 1
+    # an unnormalised target: best final -ELBO + 1 nat; a NaN checkpoint never counts as reached
+    a = method("a", [[60.0, float("nan"), 50.5, 50.0]], 4.0)
+    t = {"normalised": False, "methods": [a]}
+    paper.add_time_to_target(t)
+    assert t["tau"] == pytest.approx(51.0) and a["summary"]["time_to_tau"]["median"] == pytest.approx(3.0)
+
+
+def test_regression_claims_compare_with_nuts_and_mean_field():
+    def s(ll, lo, hi, acc=0.95):
+        return {"test_loglik": {"median": ll, "min": lo, "max": hi}, "test_accuracy": {"median": acc}}
+
+    t = {"reference": {"test_accuracy": 0.96, "test_loglik": -0.10}}
+    rows = {"ibw N=20": s(-0.105, -0.11, -0.10), "md N=20": s(-0.30, -0.31, -0.29),
+            "AutoNormal": s(-0.12, -0.13, -0.11), "Blackjax MFVI": s(-0.2, -0.2, -0.2)}
+    lines = paper._regression_claims("r", t, rows, (1, 20))
+    assert len(lines) == 2
+    assert "within noise of NUTS: held" in lines[0] and "(AutoNormal)" in lines[0] and lines[0].endswith("good: held")
+    assert "within noise of NUTS: NOT held" in lines[1] and lines[1].endswith("good: NOT held")

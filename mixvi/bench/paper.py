@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import importlib.util
 import json
 import os
 import sys
@@ -55,13 +56,18 @@ FULL_TARGETS = (
     "gmm-d2-diag", "gmm-d2-full", "gmm-d10-diag", "gmm-d10-full", "gmm-d50-diag", "gmm-d50-full", "funnel",
     "sas-a", "sas-b", "sas-c", "label-switching", "logreg-breast", "softmax-wine",
 )
+GAUSSIAN_BASELINES = (*AUTOGUIDES, "Blackjax MFVI", "Pathfinder")
+"""The single-Gaussian methods that the claim 'mixvi with N >= 10 beats every Gaussian autoguide' is checked against."""
+MEAN_FIELD = ("AutoNormal", "Blackjax MFVI")
 STEP_GRID = (1e-3, 1e-2, 1e-1)
 """The fixed-step grid of the paper-style runs: the best (lowest median final KL / -ELBO) is reported."""
 
 
 @dataclass(frozen=True)
 class Method:
-    """One column of the comparison: ``kind`` 'mixvi' (``method``, ``n``, ``step``) or 'svi' (``guide``)."""
+    """One column of the comparison. ``kind``: 'mixvi' (``method``, ``n``, ``step``, ``metric``), 'svi' (a NumPyro
+    autoguide, ``guide``), 'bures' (the full-covariance Bures mixture, ``n``, ``step``), 'steinvi' (NumPyro SteinVI
+    with ``n`` AutoNormal particles), 'bj-mfvi' (Blackjax mean-field VI) or 'pathfinder' (Blackjax Pathfinder)."""
 
     label: str
     kind: str
@@ -69,6 +75,7 @@ class Method:
     n: int = 1
     step: float | str = "auto"
     guide: str = ""
+    metric: str = "isotropic"
 
 
 @dataclass
@@ -91,15 +98,36 @@ class Settings:
     svi_particles: int
     init_scale: float
     cache: str | None
+    bures_ns: tuple[int, ...] = (5, 10)
+    bures_step: float = 0.05
+    stein_particles: int = 10
+    stein_lr: float = 0.05
+    pathfinder_maxiter: int = 100
+    baselines: bool = True
+    only: tuple[str, ...] = ()
 
 
-def method_list(s: Settings) -> list[Method]:
+def method_list(s: Settings, target: Target | None = None) -> list[Method]:
     """ibw and md at every N (auto step); ngd and means at ``extra_n``; ibw / md at ``grid_n`` with each
-    fixed step of the grid; the three Gaussian autoguides."""
+    fixed step of the grid; ibw with mixvi's shared diagonal metric on the regressions; the three Gaussian
+    autoguides; and (``s.baselines``) the full-covariance Bures mixture, SteinVI, Blackjax MFVI and Pathfinder.
+    ``s.only`` keeps the methods whose label starts with one of its entries."""
     out = [Method(f"{m} N={n}", "mixvi", m, n) for m in ("ibw", "md") for n in s.ns]
     out += [Method(f"{m} N={s.extra_n}", "mixvi", m, s.extra_n) for m in ("ngd", "means")]
     out += [Method(f"{m} N={s.grid_n} γ={g:g}", "mixvi", m, s.grid_n, g) for m in ("ibw", "md") for g in s.step_grid]
+    if target is not None and target.family == "regression":
+        out.append(Method(f"ibw+diag N={s.extra_n}", "mixvi", "ibw", s.extra_n, metric="diagonal"))
     out += [Method(name, "svi", guide=name) for name in AUTOGUIDES]
+    if s.baselines:
+        steps = s.step_grid if s.step_grid else (s.bures_step,)
+        out += [Method(f"full Bures N={n} γ={g:g}", "bures", n=n, step=g) for n in s.bures_ns for g in steps]
+        out += [Method(f"SteinVI P={s.stein_particles}", "steinvi", n=s.stein_particles),
+                Method("Blackjax MFVI", "bj-mfvi"), Method("Pathfinder", "pathfinder")]
+    if target is not None and target.dim <= 2:
+        # in 2-D a rank-1-plus-diagonal covariance is already nearly full
+        out = [m for m in out if m.guide != "AutoLowRankMVN"]
+    if s.only:
+        out = [m for m in out if m.label.startswith(s.only)]
     return out
 
 
@@ -110,11 +138,30 @@ def _init_locs(key: jax.Array, n: int, target: Target) -> jax.Array:
     return jax.random.uniform(key, (n, target.dim), minval=-target.init_radius, maxval=target.init_radius)
 
 
+def _seed_locs(target: Target) -> Callable[[int, int], jax.Array]:
+    """(seed, n) -> the (n, d) starting means of that seed: every method of a seed starts from the same draws."""
+    return lambda seed, n: _init_locs(jax.random.fold_in(jax.random.PRNGKey(seed), 1), n, target)
+
+
 def _build(method: Method, target: Target, s: Settings) -> tuple[Callable, Callable, Callable, Any]:
     """(init(seed) -> state, step(state) -> (state, loss), params(state) -> dict, q(params) -> dist)."""
     model, args = target.model, target.args
+    locs_of = _seed_locs(target)
+    if method.kind == "bures":
+        from mixvi.bench import bures_full
+
+        return bures_full.build(target, method.n, float(method.step), s.num_samples, s.init_scale,
+                                lambda seed: locs_of(seed, method.n))
+    if method.kind == "steinvi":
+        from mixvi.bench import baselines
+
+        return baselines.build_steinvi(target, method.n, s.stein_lr, s.init_scale, locs_of)
+    if method.kind == "bj-mfvi":
+        from mixvi.bench import baselines
+
+        return baselines.build_blackjax_mfvi(target, s.adam_lr, s.svi_particles, s.init_scale, locs_of)
     if method.kind == "mixvi":
-        guide = AutoIsotropicMixture(model, n_components=method.n, init_scale=s.init_scale)
+        guide = AutoIsotropicMixture(model, n_components=method.n, init_scale=s.init_scale, metric=method.metric)
         mv = MixVI(model, guide, method.method, method.step, num_samples=s.num_samples, mesh=None)
 
         first = mv.init(jax.random.PRNGKey(0), *args)
@@ -122,8 +169,8 @@ def _build(method: Method, target: Target, s: Settings) -> tuple[Callable, Calla
         def init(seed: int):
             # the state MixVI.init builds, with this seed's means and key (init once: it traces the model)
             k = jax.random.PRNGKey(seed)
-            locs = _init_locs(jax.random.fold_in(k, 1), method.n, target)
-            params = {"auto_locs": locs, "auto_scales": jnp.full(method.n, float(np.log(s.init_scale)))}
+            params = dict(first.params, auto_locs=locs_of(seed, method.n),
+                          auto_scales=jnp.full(method.n, float(np.log(s.init_scale))))
             return first._replace(params=params, opt_state=mv.transform.init(params), rng_key=jax.random.fold_in(k, 2))
 
         return init, (lambda st: mv.update(st, *args)), mv.get_params, guide.get_posterior
@@ -134,8 +181,7 @@ def _build(method: Method, target: Target, s: Settings) -> tuple[Callable, Calla
     init_jit = jax.jit(lambda k, loc: svi.init(k, *args, init_params={"auto_loc": loc}))
 
     def init_svi(seed: int):
-        k = jax.random.PRNGKey(seed)
-        return init_jit(k, _init_locs(jax.random.fold_in(k, 1), 1, target)[0])
+        return init_jit(jax.random.PRNGKey(seed), locs_of(seed, 1)[0])
 
     def posterior(params: dict) -> Any:
         q = guide.get_posterior(params)
@@ -225,6 +271,8 @@ class Evaluator:
 
 def run_method(method: Method, target: Target, ev: Evaluator, s: Settings) -> dict[str, Any]:
     """All seeds of one method on one target: per-seed curves, final metrics and timings."""
+    if method.kind == "pathfinder":
+        return _run_oneshot(method, target, ev, s)
     init, step, get_params, posterior = _build(method, target, s)
     steps = s.regression_steps if target.family == "regression" else s.steps
     state0 = init(0)
@@ -249,9 +297,59 @@ def run_method(method: Method, target: Target, ev: Evaluator, s: Settings) -> di
         fin.update(run_s=run_s, ms_per_step=1e3 * run_s / (per * s.checkpoints), curve=curve)
         seeds.append(fin)
     n_params = int(sum(np.size(a) for a in jax.tree.leaves(get_params(state0))))
-    return {"label": method.label, "kind": method.kind, "method": method.method or method.guide, "n": method.n,
+    return {"label": method.label, "kind": method.kind, "method": method.method or method.guide or method.kind, "n": method.n,
             "step": method.step, "compile_s": compile_s, "temp_bytes": temp, "num_params": n_params,
             "curve_steps": [per * (i + 1) for i in range(s.checkpoints)], "seeds": seeds}
+
+
+def _run_oneshot(method: Method, target: Target, ev: Evaluator, s: Settings) -> dict[str, Any]:
+    """Pathfinder: one jitted fit per seed (its L-BFGS path is the whole run), evaluated once at the end."""
+    from mixvi.bench import baselines
+
+    init, fit, posterior = baselines.build_pathfinder(target, _seed_locs(target), s.pathfinder_maxiter)
+    state0 = init(0)
+    t0 = time.perf_counter()
+    compiled = jax.jit(fit).lower(state0).compile()
+    compile_s = time.perf_counter() - t0
+    seeds = []
+    for seed in range(s.seeds):
+        st = state0 if seed == 0 else init(seed)
+        t0 = time.perf_counter()
+        params = jax.block_until_ready(compiled(st))
+        run_s = time.perf_counter() - t0
+        fin = ev.final(posterior(params))
+        fin.update(run_s=run_s, curve=[fin["divergence"]])
+        seeds.append(fin)
+    return {"label": method.label, "kind": method.kind, "method": method.kind, "n": 1, "step": "L-BFGS",
+            "compile_s": compile_s, "temp_bytes": None, "num_params": 2 * target.dim, "curve_steps": [s.pathfinder_maxiter],
+            "seeds": seeds}
+
+
+def add_time_to_target(t: dict[str, Any]) -> None:
+    """Time to reach a target-wide level tau: per seed, the wall time (compile excluded) of the first
+    checkpoint whose KL / -ELBO is <= tau; tau = max(1.5 x best final median KL, 0.05) where the target is
+    normalised, best final median -ELBO + 1 nat otherwise. Stored as ``t['tau']`` and each summary's
+    ``time_to_tau`` (median over the seeds that reached it) and ``reached_tau`` (how many did)."""
+    finals = [r["summary"]["divergence"]["median"] for r in t["methods"]
+              if r["summary"].get("divergence", {}).get("median") is not None]
+    if not finals:
+        t["tau"] = None
+        return
+    best = min(finals)
+    tau = max(1.5 * best, 0.05) if t["normalised"] else best + 1.0
+    t["tau"] = tau
+    for r in t["methods"]:
+        times = []
+        for sd in r["seeds"]:
+            curve, run_s = sd.get("curve"), sd.get("run_s")
+            if not curve or run_s is None:
+                continue
+            per_ck = run_s / len(curve)
+            hit = next((i for i, c in enumerate(curve) if c is not None and np.isfinite(c) and c <= tau), None)
+            if hit is not None:
+                times.append((hit + 1) * per_ck)
+        r["summary"]["time_to_tau"] = M.summarise(times) if times else None
+        r["summary"]["reached_tau"] = len(times)
 
 
 def summarise_method(r: dict[str, Any]) -> dict[str, Any]:
@@ -297,7 +395,7 @@ def check_claims(report: dict[str, Any]) -> list[str]:
             lines.append(f"{tname}: |ibw - md| {what} gap, largest over N: {max(gaps):.3g} "
                          f"({'≈ equal' if max(gaps) <= 0.1 * scale + 0.05 else 'differ'})")
         if t["family"] in ("gmm", "funnel", "label-switching"):
-            ag = {k: _med(rows[k], "sw") for k in AUTOGUIDES if k in rows}
+            ag = {k: _med(rows[k], "sw") for k in GAUSSIAN_BASELINES if k in rows}
             best_ag = min((v for v in ag.values() if v is not None), default=None)
             for m in ("ibw", "md"):
                 for n in [n for n in ns if n >= 10]:
@@ -312,17 +410,32 @@ def check_claims(report: dict[str, Any]) -> list[str]:
                     lines.append(f"{tname}: {m} N={n} SW {_med(r, 'sw'):.3g} vs best Gaussian autoguide {best_ag:.3g}: "
                                  f"{'beats' if beats else 'does NOT beat'}{cov}")
         if t["family"] == "regression":
-            ref = t["reference"]
-            mf = rows.get("AutoNormal", {})
-            for m in ("ibw", "md"):
-                r = rows.get(f"{m} N={ns[-1]}")
-                if r is None or _med(r, "test_loglik") is None:
-                    continue
-                lines.append(
-                    f"{tname}: {m} N={ns[-1]} test acc {_med(r, 'test_accuracy'):.3f} / loglik {_med(r, 'test_loglik'):.4f}; "
-                    f"NUTS {ref.get('test_accuracy', float('nan')):.3f} / {ref.get('test_loglik', float('nan')):.4f}; "
-                    f"AutoNormal {_med(mf, 'test_accuracy') or float('nan'):.3f} / {_med(mf, 'test_loglik') or float('nan'):.4f}"
-                )
+            lines += _regression_claims(tname, t, rows, ns)
+    return lines
+
+
+def _regression_claims(tname: str, t: dict, rows: dict, ns: tuple) -> list[str]:
+    """Test accuracy / log-likelihood of mixvi against NUTS (within noise: the spread over seeds or 0.01 nats)
+    and against the best mean-field VI."""
+    ref = t["reference"]
+    nuts_acc, nuts_ll = ref.get("test_accuracy", float("nan")), ref.get("test_loglik", float("nan"))
+    mf = {k: rows[k] for k in MEAN_FIELD if k in rows and _med(rows[k], "test_loglik") is not None}
+    best_mf = max(mf, key=lambda k: _med(mf[k], "test_loglik")) if mf else None
+    lines = []
+    for label in [f"ibw N={ns[-1]}", f"md N={ns[-1]}", *[k for k in rows if k.startswith("ibw+diag")]]:
+        r = rows.get(label)
+        if r is None or _med(r, "test_loglik") is None:
+            continue
+        ll, acc = r["test_loglik"], _med(r, "test_accuracy")
+        tol = max(0.01, (ll["max"] - ll["min"]) / 2)
+        near = abs(ll["median"] - nuts_ll) <= tol
+        line = (f"{tname}: {label} test acc {acc:.3f} / loglik {ll['median']:.4f}; NUTS {nuts_acc:.3f} / {nuts_ll:.4f} "
+                f"— loglik within noise of NUTS: {'held' if near else 'NOT held'}")
+        if best_mf is not None:
+            mll = _med(mf[best_mf], "test_loglik")
+            line += (f"; best mean-field ({best_mf}) {_med(mf[best_mf], 'test_accuracy'):.3f} / {mll:.4f} — at least as "
+                     f"good: {'held' if ll['median'] >= mll - tol else 'NOT held'}")
+        lines.append(line)
     return lines
 
 
@@ -348,7 +461,7 @@ def target_table(t: dict[str, Any]) -> str:
         cols += ["modes covered", "min coverage"]
     if reg:
         cols += ["test acc", "test loglik"]
-    cols += ["ms/step", "compile s", "params"]
+    cols += ["t→τ s", "ms/step", "compile s", "params"]
     lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     ref = t["reference"]
     cells = [("0" if t["normalised"] else "–"), f"{ref['sw']:.3g}", f"{ref['mean_err']:.3g}", f"{ref['sd_err']:.3g}", "–"]
@@ -356,7 +469,7 @@ def target_table(t: dict[str, Any]) -> str:
         cells += [f"{ref['covered']}/{t['num_modes']}", f"{ref['min_coverage']:.2f}"]
     if reg:
         cells += [f"{ref['test_accuracy']:.3f}", f"{ref['test_loglik']:.4f}"]
-    cells += ["–", "–", "–"]
+    cells += ["–", "–", "–", "–"]
     lines.append(f"| {t['reference_name']} | " + " | ".join(cells) + " |")
     for r in t["methods"]:
         s = r["summary"]
@@ -368,8 +481,9 @@ def target_table(t: dict[str, Any]) -> str:
                       _fmt(s.get("min_coverage"), 2, False)]
         if reg:
             cells += [_fmt(s.get("test_accuracy"), 3, False), _fmt(s.get("test_loglik"), 4)]
-        ms = s.get("ms_per_step")
-        cells += [_fmt(ms, 2, False), f"{r['compile_s']:.1f}", str(r["num_params"])]
+        ms, tt = s.get("ms_per_step"), s.get("time_to_tau")
+        reached = f"{_fmt(tt, 2, False)}" + ("" if s.get("reached_tau") == len(r["seeds"]) else f" ({s.get('reached_tau', 0)}/{len(r['seeds'])})")
+        cells += [reached if tt else "not reached", _fmt(ms, 2, False), f"{r['compile_s']:.1f}", str(r["num_params"])]
         label = r["label"] + (f" ({s['diverged']} diverged)" if s.get("diverged") else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -390,12 +504,23 @@ def render_markdown(report: dict[str, Any], figures: list[str]) -> str:
         f"{s['eval_samples']} draws of q; fixed-step grid {list(s['step_grid'])} at N = {s['grid_n']}. Cells: median "
         "[min, max] over seeds (a single number: the median). SW = sliced 2-Wasserstein (200 directions) to 4000 "
         "reference draws; mean / sd err in reference-sd units (mean over coordinates); k̂ = PSIS Pareto k of π/q; "
-        "ms/step = run time of one seed / steps (compile excluded; the whole K-step scan). First row: the reference "
+        "ms/step = run time of one seed / steps (compile excluded; the whole K-step scan); t→τ s = median wall time "
+        "(compile excluded) to the first checkpoint at or below the target's level τ (τ = max(1.5 × best final KL, "
+        "0.05), or best final −ELBO + 1 nat; '(k/n)': only k of n seeds got there). First row: the reference "
         "sampler against an independent draw of itself (the noise floor).",
+        "",
+        f"Baselines beside NumPyro's autoguides: full Bures = the full-covariance Bures–Wasserstein mixture "
+        f"(`mixvi.bench.bures_full`, real matrix products, fixed γ, B = {s['num_samples']}); SteinVI = NumPyro's "
+        f"`SteinVI` with {s.get('stein_particles')} AutoNormal particles (RBF kernel, Adam lr {s.get('stein_lr')}); "
+        f"Blackjax MFVI = `blackjax.meanfield_vi` (Adam lr {s['adam_lr']}, {s['svi_particles']} draws); Pathfinder "
+        f"= `blackjax.vi.pathfinder` (one L-BFGS path, maxiter {s.get('pathfinder_maxiter')}, no curve); ibw+diag = "
+        "mixvi's `metric=\"diagonal\"` extension (regressions only).",
         "",
     ]
     for tname, t in report["targets"].items():
-        lines += [f"#### {tname}", "", t["description"], "", target_table(t), ""]
+        what = "KL" if t["normalised"] else "−ELBO"
+        tau = "" if t.get("tau") is None else f" τ = {t['tau']:.3g} ({what})."
+        lines += [f"#### {tname}", "", t["description"] + tau, "", target_table(t), ""]
     lines += ["#### Claims of the issue, checked on these medians", ""]
     lines += [f"- {c}" for c in report["claims"]]
     if figures:
@@ -419,7 +544,8 @@ def draw_figures(report: dict[str, Any], stem: Path) -> list[str]:
         for ax, tname in zip(axes.ravel(), names):
             t = report["targets"][tname]
             for r in t["methods"]:
-                if r["kind"] == "mixvi" and (r["step"] != "auto" or r["method"] in ("ngd", "means")):
+                if r["kind"] == "pathfinder" or (r["kind"] == "mixvi" and (
+                        r["step"] != "auto" or r["method"] in ("ngd", "means") or r["label"].startswith("ibw+diag"))):
                     continue
                 curve = np.asarray(r["summary"]["curve_median"], float)
                 if curve.size == 0:
@@ -428,8 +554,10 @@ def draw_figures(report: dict[str, Any], stem: Path) -> list[str]:
                 if axis_kind == "time":
                     ms = r["summary"].get("ms_per_step", {}).get("median") or 0.0
                     x = x * ms / 1e3
-                style = {"ibw": "-", "md": "--", "AutoNormal": ":", "AutoMVN": "-.", "AutoLowRankMVN": ":"}[r["method"]]
-                color = {"AutoNormal": "black", "AutoMVN": "dimgray", "AutoLowRankMVN": "darkgray"}.get(r["method"])
+                style = {"ibw": "-", "md": "--", "AutoNormal": ":", "AutoMVN": "-.", "AutoLowRankMVN": ":",
+                         "bures": (0, (5, 1, 1, 1)), "steinvi": (0, (1, 1)), "bj-mfvi": (0, (3, 2))}.get(r["method"], "-")
+                color = {"AutoNormal": "black", "AutoMVN": "dimgray", "AutoLowRankMVN": "darkgray", "bures": "tab:brown",
+                         "steinvi": "tab:olive", "bj-mfvi": "tab:gray"}.get(r["method"])
                 ax.plot(x, curve, style, color=color, label=r["label"], lw=1.2)
             ax.set_title(tname, fontsize=9)
             ax.set_xlabel("iteration" if axis_kind == "iter" else "wall time, s (compile excluded)", fontsize=8)
@@ -484,8 +612,12 @@ def run_benchmark(s: Settings, log: Callable[[str], None] = print) -> dict[str, 
         ev = Evaluator(target, s)
         ref = ev.reference_row()
         rows = []
-        # in 2-D a rank-1-plus-diagonal covariance is already nearly full: AutoLowRankMVN only for d > 2
-        methods = [m for m in method_list(s) if not (m.guide == "AutoLowRankMVN" and target.dim <= 2)]
+        methods = method_list(s, target)
+        if importlib.util.find_spec("blackjax") is None:
+            skipped = [m.label for m in methods if m.kind in ("bj-mfvi", "pathfinder")]
+            methods = [m for m in methods if m.kind not in ("bj-mfvi", "pathfinder")]
+            if skipped:
+                log(f"  {tname}: blackjax is not installed (pip install 'mixvi[bench]'): skipping {', '.join(skipped)}")
         for m in methods:
             try:
                 r = run_method(m, target, ev, s)
@@ -494,12 +626,14 @@ def run_benchmark(s: Settings, log: Callable[[str], None] = print) -> dict[str, 
                 continue
             r["summary"] = summarise_method(r)
             rows.append(r)
-        report["targets"][tname] = {
+        tdict = {
             "family": target.family, "dim": target.dim, "normalised": target.log_z is not None,
             "num_modes": target.num_modes, "description": describe(target), "reference": ref,
             "reference_name": "NUTS (reference)" if target.family == "regression" else "exact sampler (reference)",
             "methods": rows, "wall_s": time.perf_counter() - t0,
         }
+        add_time_to_target(tdict)
+        report["targets"][tname] = tdict
         log(f"{tname}: {len(rows)} methods in {time.perf_counter() - t0:.0f} s")
     report["claims"] = check_claims(report)
     report["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -521,6 +655,9 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
             setattr(s, field, getattr(a, field))
     if a.targets:
         s.targets = tuple(a.targets.split(","))
+    if a.methods:
+        s.only = tuple(a.methods.split(","))
+    s.baselines = not a.no_baselines
     if a.ns:
         s.ns = tuple(int(x) for x in a.ns.split(","))
     if a.step_grid is not None:
@@ -544,6 +681,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-samples", dest="eval_samples", type=int, help="draws of q per evaluation")
     p.add_argument("--ns", help="comma-separated N for ibw / md (default 1,5,10,20)")
     p.add_argument("--step-grid", dest="step_grid", help="comma-separated fixed steps ('' for none)")
+    p.add_argument("--methods", help="comma-separated label prefixes to keep (e.g. 'ibw N=1,AutoNormal,Pathfinder')")
+    p.add_argument("--no-baselines", dest="no_baselines", action="store_true",
+                   help="skip the full Bures, SteinVI and Blackjax baselines")
     p.add_argument("--cache", help="NUTS reference cache dir (default $MIXVI_CACHE or ~/.cache/mixvi)")
     p.add_argument("--out", default="docs/benchmarks/paper.json", help="JSON output ('' for none)")
     p.add_argument("--md", default="docs/benchmarks.md", help="markdown page to update ('' for none)")
