@@ -1,7 +1,8 @@
 """The ``mixvi`` command line (also ``python -m mixvi``).
 
     mixvi demo [--steps N] [--components N] [--seed S] [--out PATH] [--quick]
-    mixvi bench SUITE [ARGS ...]      SUITE = core | paper | scale | extensions; ARGS go to mixvi.bench.SUITE.main
+    mixvi bench SUITE [ARGS ...]      SUITE = core | paper | scale | extensions | dimension; ARGS go to
+                                      mixvi.bench.SUITE.main
     mixvi --version | --help
 
 Exit codes: 0 success, 1 a run that failed (or a benchmark suite that is not installed), 2 a usage error.
@@ -16,7 +17,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-BENCH_SUITES = ("core", "paper", "scale", "extensions")
+BENCH_SUITES = ("core", "paper", "scale", "extensions", "dimension")
 
 
 def _positive_int(text: str) -> int:

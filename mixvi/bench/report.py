@@ -3,6 +3,7 @@ sections of docs/benchmarks.md (each suite rewrites only its own section)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -69,3 +70,20 @@ def write_json(path: str | os.PathLike, report: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1, default=float) + "\n")
+
+
+def limit_blas_threads(threads: int) -> contextlib.AbstractContextManager:
+    """A context in which the BLAS / LAPACK libraries loaded in this process (scipy's OpenBLAS, which
+    JAX's CPU linear-algebra kernels call: Cholesky, triangular solves) use ``threads`` threads; a no-op
+    when ``threads`` < 1 or threadpoolctl is not installed.
+
+    Why: OpenBLAS's worker threads busy-wait; on a small machine shared with other processes a call
+    that splits across cores waits for a scheduler tick when a core is taken, and every triangular
+    solve of the Bures step then costs 4-40 ms whatever d is, which hides the d^3 law."""
+    if threads < 1:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas")
