@@ -80,6 +80,7 @@ def test_predictive_metrics():
     out = M.predictive_metrics(lp, labels)
     assert out["test_accuracy"] == pytest.approx(2 / 3)
     assert out["test_loglik"] == pytest.approx(np.mean(np.log([0.9, 0.8, 0.4])), rel=1e-5)
+    assert out["test_loglik_se"] == pytest.approx(np.std(np.log([0.9, 0.8, 0.4]), ddof=1) / np.sqrt(3), rel=1e-5)
 
 
 def test_summarise_and_first_reach():

@@ -119,13 +119,15 @@ def mode_coverage(q_modes: np.ndarray, ref_modes: np.ndarray, num_modes: int, th
 def predictive_metrics(log_probs: jax.Array, labels: np.ndarray) -> dict[str, float]:
     """Test metrics of the posterior predictive p(y | x) = E_q p(y | x, w) from per-draw class
     log-probabilities ``log_probs`` (S, n, C): accuracy of argmax_y p(y | x) and the mean over test
-    points of log p(y_i | x_i) (log-mean-exp over draws)."""
+    points of log p(y_i | x_i) (log-mean-exp over draws), with its standard error over the test points
+    (sd / sqrt(n): how much the mean would move with another test set of the same size)."""
     lp = jnp.asarray(log_probs)
     pred = logsumexp(lp, 0) - jnp.log(lp.shape[0])  # (n, C)
     labels = np.asarray(labels)
     acc = float(np.mean(np.asarray(jnp.argmax(pred, -1)) == labels))
-    ll = float(np.mean(np.asarray(pred)[np.arange(len(labels)), labels]))
-    return {"test_accuracy": acc, "test_loglik": ll}
+    per_point = np.asarray(pred, np.float64)[np.arange(len(labels)), labels]
+    se = float(np.std(per_point, ddof=1) / np.sqrt(len(labels))) if len(labels) > 1 else float("nan")
+    return {"test_accuracy": acc, "test_loglik": float(np.mean(per_point)), "test_loglik_se": se}
 
 
 def first_reach(curve: np.ndarray, threshold: float) -> int | None:
