@@ -470,7 +470,7 @@ def target_table(t: dict[str, Any]) -> str:
         cols += ["modes covered", "min coverage"]
     if reg:
         cols += ["test acc", "test loglik"]
-    cols += ["t→τ s", "ms/step", "compile s", "params"]
+    cols += ["t→τ s", "ms/step", "compile s", "temp MB", "params"]
     lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     ref = t["reference"]
     cells = [("0" if t["normalised"] else "–"), f"{ref['sw']:.3g}", f"{ref['mean_err']:.3g}", f"{ref['sd_err']:.3g}", "–"]
@@ -478,7 +478,7 @@ def target_table(t: dict[str, Any]) -> str:
         cells += [f"{ref['covered']}/{t['num_modes']}", f"{ref['min_coverage']:.2f}"]
     if reg:
         cells += [f"{ref['test_accuracy']:.3f}", f"{ref['test_loglik']:.4f}"]
-    cells += ["–", "–", "–", "–"]
+    cells += ["–", "–", "–", "–", "–"]
     lines.append(f"| {t['reference_name']} | " + " | ".join(cells) + " |")
     for r in t["methods"]:
         s = r["summary"]
@@ -492,7 +492,8 @@ def target_table(t: dict[str, Any]) -> str:
             cells += [_fmt(s.get("test_accuracy"), 3, False), _fmt(s.get("test_loglik"), 4)]
         ms, tt = s.get("ms_per_step"), s.get("time_to_tau")
         reached = f"{_fmt(tt, 2, False)}" + ("" if s.get("reached_tau") == len(r["seeds"]) else f" ({s.get('reached_tau', 0)}/{len(r['seeds'])})")
-        cells += [reached if tt else "not reached", _fmt(ms, 2, False), f"{r['compile_s']:.1f}", str(r["num_params"])]
+        mem = "–" if r.get("temp_bytes") is None else f"{r['temp_bytes'] / 2**20:.2g}"
+        cells += [reached if tt else "not reached", _fmt(ms, 2, False), f"{r['compile_s']:.1f}", mem, str(r["num_params"])]
         label = r["label"] + (f" ({s['diverged']} diverged)" if s.get("diverged") else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -513,7 +514,9 @@ def render_markdown(report: dict[str, Any], figures: list[str]) -> str:
         f"{s['eval_samples']} draws of q; fixed-step grid {list(s['step_grid'])} at N = {s['grid_n']}. Cells: median "
         "[min, max] over seeds (a single number: the median). SW = sliced 2-Wasserstein (200 directions) to 4000 "
         "reference draws; mean / sd err in reference-sd units (mean over coordinates); k̂ = PSIS Pareto k of π/q; "
-        "ms/step = run time of one seed / steps (compile excluded; the whole K-step scan); t→τ s = median wall time "
+        "ms/step = run time of one seed / steps (compile excluded; the whole K-step scan); temp MB = XLA's "
+        "temporary buffers of the compiled run (`memory_analysis().temp_size_in_bytes`, the peak working memory "
+        "beyond params and state); t→τ s = median wall time "
         "(compile excluded) to the first checkpoint at or below the target's level τ (τ = max(1.5 × best final KL, "
         "0.05), or best final −ELBO + 1 nat; '(k/n)': only k of n seeds got there). First row: the reference "
         "sampler against an independent draw of itself (the noise floor).",
