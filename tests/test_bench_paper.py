@@ -73,3 +73,17 @@ def test_regression_claims_compare_with_nuts_and_mean_field():
     assert len(lines) == 2
     assert "within noise of NUTS: held" in lines[0] and "(AutoNormal)" in lines[0] and lines[0].endswith("good: held")
     assert "within noise of NUTS: NOT held" in lines[1] and lines[1].endswith("good: NOT held")
+
+
+def test_cost_claims_quote_the_core_benchmark(tmp_path):
+    core = tmp_path / "core.json"
+    core.write_text(json.dumps({"date": "D", "results": [
+        {"d": 100, "n_components": 10, "ratio_mixvi_floor": 3.0},  # below d = 1000: not part of the claim
+        {"d": 1000, "n_components": 10, "ratio_mixvi_floor": 1.10},
+        {"d": 1000, "n_components": 100, "ratio_mixvi_floor": 1.20},
+    ]}))
+    lines = paper.cost_claims(core)
+    assert len(lines) == 2
+    assert "N = 10" in lines[0] and lines[0].endswith("<= 1.15: held")
+    assert "1.20 x" in lines[1] and lines[1].endswith("NOT held")
+    assert "run `mixvi bench core`" in paper.cost_claims(tmp_path / "missing.json")[0]

@@ -417,7 +417,23 @@ def check_claims(report: dict[str, Any]) -> list[str]:
                                  f"{'beats' if beats else 'does NOT beat'}{cov}")
         if t["family"] == "regression":
             lines += _regression_claims(tname, t, rows, ns)
-    return lines
+    return lines + cost_claims()
+
+
+def cost_claims(path: str | os.PathLike = "docs/benchmarks/core.json") -> list[str]:
+    """The per-iteration cost claim (<= 1.15 x the target-gradient floor at d >= 1000) is measured by
+    ``mixvi bench core``; quoted here from its latest JSON so that every claim of the issue is in one list."""
+    try:
+        core = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return [f"per-iteration cost: no {path} (run `mixvi bench core`)"]
+    out = []
+    for c in core.get("results", []):
+        if c.get("d", 0) >= 1000 and c.get("ratio_mixvi_floor") is not None:
+            ratio = c["ratio_mixvi_floor"]
+            out.append(f"per-iteration cost at d = {c['d']}, N = {c['n_components']} (`mixvi bench core`, {core['date']}): "
+                       f"{ratio:.2f} x the target-gradient floor — <= 1.15: {'held' if ratio <= 1.15 else 'NOT held'}")
+    return out
 
 
 def _regression_claims(tname: str, t: dict, rows: dict, ns: tuple) -> list[str]:
