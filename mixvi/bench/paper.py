@@ -558,6 +558,16 @@ def render_markdown(report: dict[str, Any], figures: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _best_fixed_step(methods: list[dict], kind: str) -> set[str]:
+    """Labels of the fixed-step runs of ``kind`` with the lowest median final KL / -ELBO, one per N."""
+    best: dict[int, tuple[float, str]] = {}
+    for r in methods:
+        v = r["summary"].get("divergence", {}).get("median") if r["kind"] == kind else None
+        if v is not None and (r["n"] not in best or v < best[r["n"]][0]):
+            best[r["n"]] = (v, r["label"])
+    return {label for _, label in best.values()}
+
+
 def draw_figures(report: dict[str, Any], stem: Path) -> list[str]:
     """KL (or -ELBO) against iteration and against wall time, one panel per target (medians over seeds)."""
     import matplotlib
@@ -573,9 +583,12 @@ def draw_figures(report: dict[str, Any], stem: Path) -> list[str]:
         fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
         for ax, tname in zip(axes.ravel(), names):
             t = report["targets"][tname]
+            best_bures = _best_fixed_step(t["methods"], "bures")
             for r in t["methods"]:
                 if r["kind"] == "pathfinder" or (r["kind"] == "mixvi" and (
                         r["step"] != "auto" or r["method"] in ("ngd", "means") or r["label"].startswith("ibw+diag"))):
+                    continue
+                if r["kind"] == "bures" and r["label"] not in best_bures:
                     continue
                 curve = np.asarray(r["summary"]["curve_median"], float)
                 if curve.size == 0:
@@ -591,22 +604,29 @@ def draw_figures(report: dict[str, Any], stem: Path) -> list[str]:
                 ax.plot(x, curve, linestyle=style, color=color, label=r["label"], lw=1.2)
             ax.set_title(tname, fontsize=9)
             ax.set_xlabel("iteration" if axis_kind == "iter" else "wall time, s (compile excluded)", fontsize=8)
+            if axis_kind == "time":
+                ax.set_xscale("log")  # per-step costs span three decades (mixvi ~0.01 ms, SteinVI ~10 ms)
             ax.set_ylabel("KL(q‖π)" if t["normalised"] else "−ELBO", fontsize=8)
+            vals = np.concatenate([np.asarray(ln.get_ydata(), float) for ln in ax.get_lines()] or [np.zeros(0)])
+            vals = vals[np.isfinite(vals)]
             if t["normalised"]:
                 ax.set_yscale("log")
+                vals = vals[vals > 0]
+                if vals.size:  # a run that blew up must not squash the others into one line
+                    ax.set_ylim(0.7 * vals.min(), 1.5 * min(vals.max(), np.percentile(vals, 90)))
             else:
-                vals = np.concatenate([np.asarray(r["summary"]["curve_median"], float) for r in t["methods"]
-                                       if r["summary"]["curve_median"]])
-                vals = vals[np.isfinite(vals)]
                 if vals.size:
                     lo, hi = np.percentile(vals, [0, 70])
                     ax.set_ylim(lo - 0.05 * (hi - lo), hi)
             ax.tick_params(labelsize=7)
         for ax in axes.ravel()[len(names):]:
             ax.axis("off")
-        handles, labels = axes.ravel()[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=7)
-        fig.tight_layout(rect=(0, 0.08, 1, 1))
+        legend: dict[str, Any] = {}  # every label of every panel, once (the best full-Bures step differs by target)
+        for ax in axes.ravel():
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(lab, h)
+        fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(7, len(legend)), fontsize=7)
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
         path = stem.parent / f"{stem.name}_kl_vs_{axis_kind}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
