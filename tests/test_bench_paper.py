@@ -87,3 +87,23 @@ def test_cost_claims_quote_the_core_benchmark(tmp_path):
     assert "N = 10" in lines[0] and lines[0].endswith("<= 1.15: held")
     assert "1.20 x" in lines[1] and lines[1].endswith("NOT held")
     assert "run `mixvi bench core`" in paper.cost_claims(tmp_path / "missing.json")[0]
+
+
+def test_a_diverged_checkpoint_is_recorded_not_raised():
+    from mixvi.guide import AutoIsotropicMixture
+    from mixvi.targets import get_target
+
+    target = get_target("funnel")
+    guide = AutoIsotropicMixture(target.model, n_components=2)
+    ok = {"auto_locs": np.zeros((2, 2), np.float32), "auto_scales": np.ones(2, np.float32)}
+    assert paper._posterior_or_none(guide.get_posterior, ok) is not None
+    nan = dict(ok, auto_locs=np.full((2, 2), np.nan, np.float32))
+    assert paper._posterior_or_none(guide.get_posterior, nan) is None
+
+    def refuses(params):
+        raise ValueError("invalid scales parameter")
+
+    assert paper._posterior_or_none(refuses, ok) is None
+    ev = paper.Evaluator.__new__(paper.Evaluator)  # curve / final of a diverged q need no draws
+    assert ev.curve([None, None]) == [None, None]
+    assert ev.final(None) == {"divergence": None, "diverged": True}

@@ -42,6 +42,7 @@ from mixvi.bench.report import limit_blas_threads, machine_info, markers, replac
 from mixvi.engine import MixVI
 from mixvi.guide import AutoIsotropicMixture
 from mixvi.importance import psis_log_weights
+from mixvi.loop import tree_all_finite
 from mixvi.targets import Target, get_target
 
 MD_START, MD_END = markers("paper")
@@ -233,14 +234,19 @@ class Evaluator:
         ne = M.neg_elbo(log_q, v)
         return ne + self.target.log_z if self.target.log_z is not None else ne
 
-    def curve(self, qs: list[Any]) -> list[float]:
+    def curve(self, qs: list[Any]) -> list[float | None]:
         out = []
         for q in qs:
+            if q is None:
+                out.append(None)
+                continue
             _, lq, v = self.draws(q)
             out.append(self.divergence(lq, v))
         return out
 
     def final(self, q: Any) -> dict[str, Any]:
+        if q is None:
+            return {"divergence": None, "diverged": True}
         z, lq, v = self.draws(q)
         zn = np.asarray(z, np.float64)
         res: dict[str, Any] = {"divergence": self.divergence(lq, v)}
@@ -273,6 +279,17 @@ class Evaluator:
         return res
 
 
+def _posterior_or_none(posterior: Callable, params: Any) -> Any:
+    """q at a checkpoint, or None where the run diverged there: non-finite params, or params the
+    distribution's own validation refuses (a scale that underflowed to 0)."""
+    if not bool(tree_all_finite(params)):
+        return None
+    try:
+        return posterior(params)
+    except ValueError:
+        return None
+
+
 def run_method(method: Method, target: Target, ev: Evaluator, s: Settings) -> dict[str, Any]:
     """All seeds of one method on one target: per-seed curves, final metrics and timings."""
     if method.kind == "pathfinder":
@@ -295,7 +312,7 @@ def run_method(method: Method, target: Target, ev: Evaluator, s: Settings) -> di
         _, (ck, losses) = compiled(st)
         jax.block_until_ready((ck, losses))
         run_s = time.perf_counter() - t0
-        qs = [posterior(jax.tree.map(lambda a, i=i: a[i], ck)) for i in range(s.checkpoints)]
+        qs = [_posterior_or_none(posterior, jax.tree.map(lambda a, i=i: a[i], ck)) for i in range(s.checkpoints)]
         curve = ev.curve(qs)
         fin = ev.final(qs[-1])
         fin.update(run_s=run_s, ms_per_step=1e3 * run_s / (per * s.checkpoints), curve=curve)
