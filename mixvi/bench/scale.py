@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=540.0, help="seconds for the whole run (cells past it are skipped)")
     p.add_argument("--out", default="docs/benchmarks/scale.json")
     p.add_argument("--md", default="docs/benchmarks.md")
+    p.add_argument("--section", default="scale",
+                   help="marker name of the page's section to rewrite (scripts/gpu_scale.sh uses 'scale-gpu')")
     a = p.parse_args(argv)
     start = time.perf_counter()
     cells: list[dict[str, Any]] = []
@@ -225,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.out:
         write_json(a.out, report)
     if a.md:
-        replace_section(a.md, "scale", render_markdown(report))
+        heading = None if a.section == "scale" else f"### `mixvi bench scale` on {report['machine'].get('backend', '?')} ({a.section})"
+        replace_section(a.md, a.section, render_markdown(report), heading=heading)
     return 0
 
 
