@@ -24,6 +24,11 @@ def test_scale_bench_runs_and_reports(tmp_path):
     replace_section(md, "scale", "new table")
     text2 = md.read_text()
     assert "new table" in text2 and "hand-written intro" in text2 and text2.count("bench scale start") == 1
+    # the GPU run (scripts/gpu_scale.sh) writes its own section and leaves the CPU one alone
+    assert scale.main(["--dims", "200", "--components", "2", "--targets", "logistic", "--repeats", "1",
+                       "--budget", "30", "--out", "", "--md", str(md), "--section", "scale-gpu"]) == 0
+    text3 = md.read_text()
+    assert "new table" in text3 and "<!-- bench scale-gpu start -->" in text3 and "(scale-gpu)" in text3
 
 
 def test_huge_cell_is_skipped_not_attempted():
