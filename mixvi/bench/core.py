@@ -46,7 +46,7 @@ import optax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
-from mixvi.bench.report import machine_info, replace_section
+from mixvi.bench.report import machine_info, measured_line, replace_section
 from mixvi.bench.targets import logistic_regression, make_data
 from mixvi.engine import MixVI, MixVIState
 from mixvi.estimators import draw_noise, draw_points, stein_estimate
@@ -298,15 +298,10 @@ def goal_lines(results: list[dict[str, Any]]) -> list[str]:
 
 def render_markdown(report: dict[str, Any]) -> str:
     """The generated section of docs/benchmarks.md (between the bench-core markers)."""
-    m, s = report["machine"], report["settings"]
-    load = m.get("loadavg_start")
+    s = report["settings"]
     lines = [
-        f"Measured {report['date']} with `mixvi bench core{' --quick' if s['quick'] else ''}` "
-        f"(repeats = {s['repeats']}) on {m['platform']}, {m['cpu_count']} CPUs, jax {m['jax']} "
-        f"({m['backend']}), numpyro {m['numpyro']}"
-        + (f"; load average (1 min) {load[0]:.2f} at start" if load else "")
-        + (f", {m['loadavg_end'][0]:.2f} at end" if m.get("loadavg_end") else "")
-        + ".",
+        measured_line(report["date"], report["machine"], f"mixvi bench core{' --quick' if s['quick'] else ''}",
+                      f"repeats = {s['repeats']}") + ".",
         "",
         f"Target: Bayesian logistic regression, n = {s['n_rows']} synthetic rows, prior N(0, I), "
         f"B = {s['num_samples']}, float32. Times are ms per iteration (median over repeats of a "

@@ -44,7 +44,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from mixvi.bench import bures_full
-from mixvi.bench.report import limit_blas_threads, machine_info, replace_section, write_json
+from mixvi.bench.report import limit_blas_threads, machine_info, measured_line, replace_section, write_json
 from mixvi.engine import MixVI
 from mixvi.guide import AutoIsotropicMixture
 
@@ -269,14 +269,10 @@ def slope_lines(report: dict[str, Any]) -> list[str]:
 
 def render_markdown(report: dict[str, Any]) -> str:
     """The generated section of docs/benchmarks.md (between the ``bench dimension`` markers)."""
-    m, s = report["machine"], report["settings"]
-    load = m.get("loadavg_start")
+    s = report["settings"]
     lines = [
-        f"Measured {report['date']} with `mixvi bench dimension{' --quick' if s['quick'] else ''}` "
-        f"(repeats = {s['repeats']}) on {m['platform']}, {m['cpu_count']} CPUs, jax {m['jax']} ({m['backend']})"
-        + (f"; load average (1 min) {load[0]:.2f} at start" if load else "")
-        + (f", {m['loadavg_end'][0]:.2f} at end" if m.get("loadavg_end") else "")
-        + ".",
+        measured_line(report["date"], report["machine"], f"mixvi bench dimension{' --quick' if s['quick'] else ''}",
+                      f"repeats = {s['repeats']}") + ".",
         "",
         f"Target: N(0, I_d), V(z) = |z|²/2 (its gradient is O(d), so each family's own cost shows); "
         f"B = {s['num_samples']} draws per component, float32. mixvi: `MixVI(..., 'ibw', {s['ibw_step']})`, "

@@ -38,7 +38,7 @@ from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoMultivariateNormal
 
 from mixvi.bench import metrics as M
-from mixvi.bench.report import limit_blas_threads, machine_info, markers, replace_section
+from mixvi.bench.report import limit_blas_threads, machine_info, markers, measured_line, replace_section
 from mixvi.engine import MixVI
 from mixvi.guide import AutoIsotropicMixture
 from mixvi.importance import psis_log_weights
@@ -534,12 +534,11 @@ def target_table(t: dict[str, Any]) -> str:
 
 def render_markdown(report: dict[str, Any], figures: list[str]) -> str:
     """The generated section of docs/benchmarks.md (between the bench-paper markers)."""
-    m, s = report["machine"], report["settings"]
+    s = report["settings"]
     mode = "--quick" if s["quick"] else "--full"
     lines = [
-        f"Measured {report['date']} with `mixvi bench paper {mode}` on {m['platform']}, {m['cpu_count']} CPUs, "
-        f"jax {m['jax']} ({m['backend']}), numpyro {m['numpyro']}; load average (1 min) "
-        f"{(m.get('loadavg_start') or [float('nan')])[0]:.2f} at start; total wall time {report['wall_s']:.0f} s.",
+        measured_line(report["date"], report["machine"], f"mixvi bench paper {mode}")
+        + f"; total wall time {report['wall_s']:.0f} s.",
         "",
         f"Settings: {s['seeds']} seeds, {s['steps']} steps ({s['regression_steps']} on the regressions), B = {s['num_samples']} draws per component per step "
         f"(autoguides: Trace_ELBO with {s['svi_particles']} particles, Adam lr {s['adam_lr']}), all q started at "

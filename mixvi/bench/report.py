@@ -66,6 +66,20 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def measured_line(date: str, machine: dict[str, Any], command: str, detail: str = "") -> str:
+    """The first line of a generated section: when, with which command, on what machine (the record of
+    ``machine_info``, with ``loadavg_end`` where the suite added it). No final full stop, so a suite can
+    append its own clauses."""
+    m = machine
+    load, end = m.get("loadavg_start"), m.get("loadavg_end")
+    return (
+        f"Measured {date} with `{command}`{f' ({detail})' if detail else ''} on {m['platform']}, "
+        f"{m['cpu_count']} CPUs, jax {m['jax']} ({m['backend']}), numpyro {m['numpyro']}"
+        + (f"; load average (1 min) {load[0]:.2f} at start" if load else "")
+        + (f", {end[0]:.2f} at end" if end else "")
+    )
+
+
 def write_json(path: str | os.PathLike, report: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
