@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -46,7 +44,7 @@ import optax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
-from mixvi.bench.report import machine_info, measured_line, replace_section
+from mixvi.bench.report import machine_info, measured_line, replace_section, write_json
 from mixvi.bench.targets import logistic_regression, make_data
 from mixvi.engine import MixVI, MixVIState
 from mixvi.estimators import draw_noise, draw_points, stein_estimate
@@ -413,10 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in goal_lines(report["results"]):
         print(line)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {out}")
+        write_json(args.out, report)
+        print(f"wrote {args.out}")
     if args.md:
         replace_section(args.md, "core", render_markdown(report))
         print(f"updated {args.md}")

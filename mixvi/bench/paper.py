@@ -38,7 +38,7 @@ from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoMultivariateNormal
 
 from mixvi.bench import metrics as M
-from mixvi.bench.report import limit_blas_threads, machine_info, markers, measured_line, replace_section
+from mixvi.bench.report import limit_blas_threads, machine_info, markers, measured_line, replace_section, write_json
 from mixvi.engine import MixVI
 from mixvi.guide import AutoIsotropicMixture
 from mixvi.importance import psis_log_weights
@@ -766,21 +766,12 @@ def main(argv: list[str] | None = None) -> int:
     for line in report["claims"]:
         print(line)
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(report, indent=1, default=_json_default))
+        write_json(a.out, report)
     if a.md:
         name, heading = (FULL_SECTION, FULL_HEADING) if a.full else ("paper", MD_HEADING)
         replace_section(a.md, name, render_markdown(report, figures), heading=heading)
     print(f"paper benchmark: {len(report['targets'])} targets in {report['wall_s']:.0f} s", file=sys.stderr)
     return 0
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 PAGE_HEADER = """# Benchmarks
 
@@ -80,10 +81,20 @@ def measured_line(date: str, machine: dict[str, Any], command: str, detail: str 
     )
 
 
+def _json_default(obj: Any) -> Any:
+    # numpy / jax scalars and arrays as Python numbers and lists; anything else by its text
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (np.ndarray, jax.Array)):
+        return np.asarray(obj).tolist()
+    return str(obj)
+
+
 def write_json(path: str | os.PathLike, report: dict) -> None:
+    """Write a suite's report as indented JSON (creating the folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    path.write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
 
 
 def limit_blas_threads(threads: int) -> contextlib.AbstractContextManager:
