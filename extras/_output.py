@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+
+def parse_args(description: str | None, argv: list[str] | None, quick_help: str) -> argparse.Namespace:
+    """The command line every experiment shares: ``--quick`` (what it shrinks: ``quick_help``) and ``--out DIR``."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--out", default=None, help="output folder (default docs/extras)")
+    return p.parse_args(argv)
 
 
 def output_dir(out: str | None) -> Path:

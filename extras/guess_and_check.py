@@ -31,7 +31,6 @@ Run ``python -m extras.guess_and_check [--quick]``; results go to ``docs/extras/
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -43,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from extras._output import save_outputs
+from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop, tree_all_finite
 from mixvi.normalized import group_rmsprop
 from mixvi.rules import DescentState, descent_step
@@ -394,10 +393,7 @@ def _finite(obj):
 def main(argv: list[str] | None = None) -> dict:
     """``python -m extras.guess_and_check [--quick] [--out DIR]``: the width sweep (G&C vs GD, three
     activations), the depth sweep under the normalised prior, the isotropic-prior identity; JSON + PNG."""
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--quick", action="store_true", help="fewer draws, problems and steps (< 30 s)")
-    p.add_argument("--out", default=None, help="output folder (default docs/extras)")
-    args = p.parse_args(argv)
+    args = parse_args(main.__doc__, argv, "fewer draws, problems and steps (< 30 s)")
     t0 = time.time()
     q = args.quick
     num_draws = 100_000 if q else 1_000_000

@@ -23,7 +23,6 @@ Run ``python -m extras.large_stepsize [--quick]``; results go to ``docs/extras/`
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from functools import partial
@@ -35,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from extras._output import save_outputs
+from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop, tree_all_finite
 from mixvi.rules import DescentState, descent_step
 
@@ -280,10 +279,7 @@ def threshold_check(
 def main(argv: list[str] | None = None) -> dict:
     """``python -m extras.large_stepsize [--quick] [--out DIR]``: the steps-to-1e-6 table for
     both data sets over lam, the eta = c/sqrt(lam) sweep, the threshold checks; JSON + PNG."""
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--quick", action="store_true", help="fewer lam values (< 30 s)")
-    p.add_argument("--out", default=None, help="output folder (default docs/extras)")
-    args = p.parse_args(argv)
+    args = parse_args(main.__doc__, argv, "fewer lam values (< 30 s)")
     t0 = time.time()
     lams = [1e-3, 1e-4, 1e-5] if args.quick else [1e-2, 1e-3, 1e-4, 3e-5, 1e-5]
     results: dict = {"paper": PAPER, "quick": args.quick, "tol": 1e-6, "datasets": {}}

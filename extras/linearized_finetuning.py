@@ -38,7 +38,6 @@ Run ``python -m extras.linearized_finetuning [--quick]``; results go to ``docs/e
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import time
@@ -52,7 +51,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from extras._output import save_outputs
+from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop
 from mixvi.rules import DescentState, armijo_descent, descent_step, run_descent
 
@@ -481,10 +480,7 @@ def _jsonable(obj: Any) -> Any:
 def main(argv: list[str] | None = None) -> dict:
     """``python -m extras.linearized_finetuning [--quick] [--out DIR]``: the lam sweep (nonlinear vs
     linearized), the layer-subset sweep (NTK spectrum vs fine-tuning loss), the Weyl checks; JSON + PNG."""
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--quick", action="store_true", help="fewer lam values and steps (< 30 s)")
-    ap.add_argument("--out", default=None, help="output folder (default docs/extras)")
-    args = ap.parse_args(argv)
+    args = parse_args(main.__doc__, argv, "fewer lam values and steps (< 30 s)")
     t0 = time.time()
     q = args.quick
     with jax.enable_x64(True):

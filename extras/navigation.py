@@ -42,7 +42,6 @@ Run ``python -m extras.navigation [--quick]``; results go to ``docs/extras/``.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Callable
@@ -54,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from extras._output import save_outputs
+from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop
 from mixvi.rules import DescentState, descent_step, run_descent
 
@@ -387,10 +386,7 @@ def best_lr_summary(rules: dict) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     """``python -m extras.navigation [--quick] [--out DIR]``: rates vs numerical action minimisation, the
     3-vs-9 ratio, the double well, the default-dynamics fixed points, RMSprop vs SGD; JSON + PNG."""
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--quick", action="store_true", help="smaller sizes (< 30 s)")
-    p.add_argument("--out", default=None, help="output folder (default docs/extras)")
-    args = p.parse_args(argv)
+    args = parse_args(main.__doc__, argv, "smaller sizes (< 30 s)")
     q = args.quick
     t0 = time.time()
     res: dict = {"paper": PAPER, "quick": q}

@@ -35,7 +35,6 @@ Run ``python -m extras.ocr [--quick]``; results go to ``docs/extras/``.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -45,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from extras._output import save_outputs
+from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop, tree_all_finite
 from mixvi.rules import DescentState, descent_step
 
@@ -325,10 +324,7 @@ def summarize(result: TrainResult, data: Dataset) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     """``python -m extras.ocr [--quick] [--out DIR]``: factorized vs combined (accuracy, norms), the
     rank sweep, uniform vs trained attention; JSON + PNG."""
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--quick", action="store_true", help="fewer seeds, ranks and steps (< 30 s)")
-    p.add_argument("--out", default=None, help="output folder (default docs/extras)")
-    args = p.parse_args(argv)
+    args = parse_args(main.__doc__, argv, "fewer seeds, ranks and steps (< 30 s)")
     t0 = time.time()
     q = args.quick
     num_seeds = 2 if q else 5

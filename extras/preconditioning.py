@@ -28,7 +28,6 @@ Run ``python -m extras.preconditioning [--quick]``; results go to ``docs/extras/
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from extras._output import save_outputs
+from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop
 from mixvi.preconditioners import nonlinear_preconditioned_gd, perturbed
 from mixvi.rules import DescentState, descent_step
@@ -290,10 +289,7 @@ def escape_experiment(
 def main(argv: list[str] | None = None) -> dict:
     """``python -m extras.preconditioning [--quick] [--out DIR]``: (L0, L1) profile, large-start and
     tiny-start counts for both problems, the log d escape experiment; JSON + PNG under docs/extras."""
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--quick", action="store_true", help="smaller sizes (< 30 s)")
-    p.add_argument("--out", default=None, help="output folder (default docs/extras)")
-    args = p.parse_args(argv)
+    args = parse_args(main.__doc__, argv, "smaller sizes (< 30 s)")
     t0 = time.time()
     q = args.quick
     res: dict = {"paper": PAPER, "quick": q}

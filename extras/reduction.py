@@ -22,7 +22,6 @@ Run ``python -m extras.reduction [--quick]``; results go to ``docs/extras/``.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from extras._output import save_outputs
+from extras._output import parse_args, save_outputs
 from mixvi.loop import LoopResult
 from mixvi.rules import armijo_descent, precondition, run_descent
 
@@ -362,10 +361,7 @@ def envelope_check(key: jax.Array, num_points: int = 5) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     """``python -m extras.reduction [--quick] [--out DIR]``: (a) the manifold quadratic over seeds,
     (b) variable projection for two exponentials, (c) envelope / Schur checks; JSON + PNG."""
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--quick", action="store_true", help="fewer seeds and a shorter joint run (< 30 s)")
-    p.add_argument("--out", default=None, help="output folder (default docs/extras)")
-    args = p.parse_args(argv)
+    args = parse_args(main.__doc__, argv, "fewer seeds and a shorter joint run (< 30 s)")
     t0 = time.time()
     res: dict = {"paper": PAPER, "quick": args.quick}
     with jax.enable_x64(True):

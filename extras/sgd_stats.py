@@ -27,7 +27,6 @@ Run ``python -m extras.sgd_stats [--quick]``; results go to ``docs/extras/``.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from extras._output import save_outputs
+from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop, tree_all_finite
 from mixvi.rules import averaged_params, polyak_average
 
@@ -217,10 +216,7 @@ def _fit_loglog(k: np.ndarray, v: np.ndarray) -> float:
 def main(argv: list[str] | None = None) -> dict:
     """``python -m extras.sgd_stats [--quick] [--out DIR]``: contraction vs rho^k, divergence above
     2/(d+2), stationary MSE vs formula, ASGD l2 / l_inf rates at d = 200 (and 1000); JSON + PNG."""
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--quick", action="store_true", help="d = 200 only, shorter runs (< 30 s)")
-    p.add_argument("--out", default=None, help="output folder (default docs/extras)")
-    args = p.parse_args(argv)
+    args = parse_args(main.__doc__, argv, "d = 200 only, shorter runs (< 30 s)")
     t0 = time.time()
     sigma = 1.0
     dims = [200] if args.quick else [200, 1000]

@@ -35,7 +35,6 @@ Run ``python -m extras.unlearning [--quick]``; results go to ``docs/extras/``.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from functools import partial
@@ -47,7 +46,7 @@ import numpy as np
 import optax
 from jax.scipy.special import log_ndtr, ndtr
 
-from extras._output import save_outputs
+from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop
 from mixvi.rules import DescentState, descent_step
 
@@ -350,10 +349,7 @@ def mechanism_table(sens: float = 1.0, delta: float = 1e-5, eps: tuple[float, ..
 def main(argv: list[str] | None = None) -> dict:
     """``python -m extras.unlearning [--quick] [--out DIR]``: the user-level deletion table (R2D vs D2D vs
     retraining, bound, eps(K), utility, membership AUC), checkpoint recovery, mechanism table; JSON + PNG."""
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--quick", action="store_true", help="smaller sizes (< 30 s)")
-    p.add_argument("--out", default=None, help="output folder (default docs/extras)")
-    args = p.parse_args(argv)
+    args = parse_args(main.__doc__, argv, "smaller sizes (< 30 s)")
     q = args.quick
     t0 = time.time()
     res: dict = {"paper": PAPER, "quick": q}
