@@ -112,10 +112,16 @@ class Settings:
     only: tuple[str, ...] = ()
 
 
+def _has_blackjax() -> bool:
+    """Whether the ``[bench]`` extra's blackjax is importable (its two baselines are skipped otherwise)."""
+    return importlib.util.find_spec("blackjax") is not None
+
+
 def method_list(s: Settings, target: Target | None = None) -> list[Method]:
     """ibw and md at every N (auto step); ngd and means at ``extra_n``; ibw / md at ``grid_n`` with each
     fixed step of the grid; ibw with mixvi's shared diagonal metric on the regressions; the three Gaussian
-    autoguides; and (``s.baselines``) the full-covariance Bures mixture, SteinVI, Blackjax MFVI and Pathfinder.
+    autoguides; and (``s.baselines``) the full-covariance Bures mixture, SteinVI, Blackjax MFVI and Pathfinder
+    (the last two only where blackjax is installed).
     ``s.only`` keeps the methods whose label starts with one of its entries."""
     out = [Method(f"{m} N={n}", "mixvi", m, n) for m in ("ibw", "md") for n in s.ns]
     out += [Method(f"{m} N={s.extra_n}", "mixvi", m, s.extra_n) for m in ("ngd", "means")]
@@ -126,8 +132,9 @@ def method_list(s: Settings, target: Target | None = None) -> list[Method]:
     if s.baselines:
         # no adaptive rule exists for it: the paper's way, every step of the grid (stable steps shrink with d)
         out += [Method(f"full Bures N={n} γ={g:g}", "bures", n=n, step=g) for n in s.bures_ns for g in s.bures_grid]
-        out += [Method(f"SteinVI P={s.stein_particles}", "steinvi", n=s.stein_particles),
-                Method("Blackjax MFVI", "bj-mfvi"), Method("Pathfinder", "pathfinder")]
+        out.append(Method(f"SteinVI P={s.stein_particles}", "steinvi", n=s.stein_particles))
+        if _has_blackjax():
+            out += [Method("Blackjax MFVI", "bj-mfvi"), Method("Pathfinder", "pathfinder")]
     if target is not None and target.dim <= 2:
         # in 2-D a rank-1-plus-diagonal covariance is already nearly full
         out = [m for m in out if m.guide != "AutoLowRankMVN"]
@@ -672,19 +679,15 @@ def run_benchmark(s: Settings, log: Callable[[str], None] = print) -> dict[str, 
     t_start = time.perf_counter()
     report: dict[str, Any] = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                               "machine": machine_info(), "settings": dict(s.__dict__), "targets": {}}
+    if s.baselines and not _has_blackjax():
+        log("blackjax is not installed (pip install 'mixvi[bench]'): skipping Blackjax MFVI and Pathfinder")
     for tname in s.targets:
         t0 = time.perf_counter()
         target = get_target(tname, cache=s.cache)
         ev = Evaluator(target, s)
         ref = ev.reference_row()
         rows = []
-        methods = method_list(s, target)
-        if importlib.util.find_spec("blackjax") is None:
-            skipped = [m.label for m in methods if m.kind in ("bj-mfvi", "pathfinder")]
-            methods = [m for m in methods if m.kind not in ("bj-mfvi", "pathfinder")]
-            if skipped:
-                log(f"  {tname}: blackjax is not installed (pip install 'mixvi[bench]'): skipping {', '.join(skipped)}")
-        for m in methods:
+        for m in method_list(s, target):
             try:
                 r = run_method(m, target, ev, s)
             except Exception as err:  # noqa: BLE001 - one failed method must not lose the suite
