@@ -44,7 +44,7 @@ import optax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
-from mixvi.bench.report import machine_info, measured_line, replace_section, write_json
+from mixvi.bench.report import int_list, machine_info, measured_line, replace_section, scan_steps, write_json
 from mixvi.bench.targets import logistic_regression, make_data
 from mixvi.engine import MixVI, MixVIState
 from mixvi.estimators import draw_noise, draw_points, stein_estimate
@@ -97,10 +97,6 @@ def choose_steps(d: int, num_points: int, n_rows: int, *, quick: bool) -> int:
 # --- the loops ---------------------------------------------------------------------------------
 
 
-def _scan(step: Callable[[Any], tuple[Any, jax.Array]], carry: Any, length: int) -> tuple[Any, jax.Array]:
-    return jax.lax.scan(lambda c, _: step(c), carry, None, length=length)
-
-
 def build_loops(cfg: CoreConfig, key: jax.Array) -> dict[str, tuple[Callable, tuple]]:
     """The five loops of a cell as (function, args): each ``function(*args)`` runs K steps and is
     meant to be jitted; data are passed as arguments (not baked in as constants)."""
@@ -115,7 +111,7 @@ def build_loops(cfg: CoreConfig, key: jax.Array) -> dict[str, tuple[Callable, tu
     locs_name, scales_name = f"{guide.prefix}_locs", f"{guide.prefix}_scales"
 
     def run_mixvi(s: MixVIState, x: jax.Array, y: jax.Array):
-        return _scan(lambda c: mixvi._step(c, (x, y), {}), s, big_k)
+        return scan_steps(lambda c: mixvi._step(c, (x, y), {}), s, big_k)
 
     pts0 = draw_points(
         state.params[locs_name],
@@ -131,7 +127,7 @@ def build_loops(cfg: CoreConfig, key: jax.Array) -> dict[str, tuple[Callable, tu
             g = grad_v(p, k_model)
             return p - FLOOR_STEP * g, g[0, 0]
 
-        return _scan(step, pts, big_k)
+        return scan_steps(step, pts, big_k)
 
     def run_floor_vg(pts: jax.Array, x: jax.Array, y: jax.Array):
         vg = jax.vmap(jax.value_and_grad(guide.potential_fn(x, y)), (0, None))
@@ -141,7 +137,7 @@ def build_loops(cfg: CoreConfig, key: jax.Array) -> dict[str, tuple[Callable, tu
             v, g = vg(p, k_model)
             return (p - FLOOR_STEP * g, acc + jnp.sum(v)), g[0, 0]
 
-        return _scan(step, (pts, jnp.zeros((), pts.dtype)), big_k)
+        return scan_steps(step, (pts, jnp.zeros((), pts.dtype)), big_k)
 
     def run_overhead(s: MixVIState):
         def step(st: MixVIState):
@@ -156,7 +152,7 @@ def build_loops(cfg: CoreConfig, key: jax.Array) -> dict[str, tuple[Callable, tu
             updates, opt_state = mixvi.transform.update(grads, st.opt_state, st.params, value=est.loss)
             return MixVIState(optax.apply_updates(st.params, updates), opt_state, key, st.step + 1), est.loss
 
-        return _scan(step, s, big_k)
+        return scan_steps(step, s, big_k)
 
     svi = SVI(
         model,
@@ -167,7 +163,7 @@ def build_loops(cfg: CoreConfig, key: jax.Array) -> dict[str, tuple[Callable, tu
     svi_state = svi.init(k_svi, x, y)
 
     def run_svi(s: Any, x: jax.Array, y: jax.Array):
-        return _scan(lambda c: svi.update(c, x, y), s, big_k)
+        return scan_steps(lambda c: svi.update(c, x, y), s, big_k)
 
     return {
         "floor": (run_floor, (pts0, x, y)),
@@ -370,10 +366,6 @@ def run_benchmark(
     }
 
 
-def _int_list(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
 def main(argv: list[str] | None = None) -> int:
     """``mixvi bench core``: time MixVI, the gradient floors and SVI; print the table, write the JSON
     (``--out``) and the docs section (``--md``; an empty string skips either). Returns 0."""
@@ -384,8 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/benchmarks/core.json", help="JSON output ('' to skip)")
     parser.add_argument("--md", default="docs/benchmarks.md", help="markdown page to update ('' to skip)")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per loop (default 7, quick 3)")
-    parser.add_argument("--dims", type=_int_list, default=[10, 100, 1000], help="comma-separated d values")
-    parser.add_argument("--components", type=_int_list, default=[10, 100], help="comma-separated N values")
+    parser.add_argument("--dims", type=int_list, default=[10, 100, 1000], help="comma-separated d values")
+    parser.add_argument("--components", type=int_list, default=[10, 100], help="comma-separated N values")
     parser.add_argument("--num-samples", type=int, default=10, help="B, draws per component")
     parser.add_argument("--rows", type=int, default=1000, help="n, data rows of the logistic regression")
     parser.add_argument("--steps", type=int, default=None, help="K, steps per timed scan (default: by size)")

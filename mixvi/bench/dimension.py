@@ -44,7 +44,15 @@ import numpyro
 import numpyro.distributions as dist
 
 from mixvi.bench import bures_full
-from mixvi.bench.report import limit_blas_threads, machine_info, measured_line, replace_section, write_json
+from mixvi.bench.report import (
+    int_list,
+    limit_blas_threads,
+    machine_info,
+    measured_line,
+    replace_section,
+    scan_steps,
+    write_json,
+)
 from mixvi.engine import MixVI
 from mixvi.guide import AutoIsotropicMixture
 
@@ -116,7 +124,7 @@ def build_loop(
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
     def make(steps: int) -> Callable[[Any], tuple[Any, jax.Array]]:
-        return lambda s: jax.lax.scan(lambda c, _: step(c), s, None, length=steps)
+        return lambda s: scan_steps(step, s, steps)
 
     return make, state
 
@@ -403,10 +411,6 @@ def run_benchmark(
     }
 
 
-def _int_list(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
 def main(argv: list[str] | None = None) -> int:
     """``mixvi bench dimension``: time both methods over d, print the table and slopes, write the JSON
     (``--out``), the figure (``--figure``) and the docs section (``--md``); '' skips any of them."""
@@ -418,8 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/benchmarks/dimension.json", help="JSON output ('' to skip)")
     parser.add_argument("--md", default="docs/benchmarks.md", help="markdown page to update ('' to skip)")
     parser.add_argument("--figure", default="docs/figures/timing_vs_dim.png", help="PNG figure ('' to skip)")
-    parser.add_argument("--dims", type=_int_list, default=None, help=f"comma-separated d values (default {list(DIMS)})")
-    parser.add_argument("--components", type=_int_list, default=list(COMPONENTS), help="comma-separated N values")
+    parser.add_argument("--dims", type=int_list, default=None, help=f"comma-separated d values (default {list(DIMS)})")
+    parser.add_argument("--components", type=int_list, default=list(COMPONENTS), help="comma-separated N values")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per loop (default 5, quick 3)")
     parser.add_argument("--num-samples", type=int, default=10, help="B, draws per component")
     parser.add_argument("--slope-from", type=int, default=SLOPE_FROM, help="fit the slope over d >= this")

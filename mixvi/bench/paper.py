@@ -38,7 +38,15 @@ from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoMultivariateNormal
 
 from mixvi.bench import metrics as M
-from mixvi.bench.report import limit_blas_threads, machine_info, markers, measured_line, replace_section, write_json
+from mixvi.bench.report import (
+    limit_blas_threads,
+    machine_info,
+    markers,
+    measured_line,
+    replace_section,
+    scan_steps,
+    write_json,
+)
 from mixvi.engine import MixVI
 from mixvi.guide import AutoIsotropicMixture
 from mixvi.importance import psis_log_weights
@@ -205,11 +213,8 @@ def _build(method: Method, target: Target, s: Settings) -> tuple[Callable, Calla
 def _runner(step: Callable, get_params: Callable, steps: int, checkpoints: int) -> Callable:
     per = steps // checkpoints
 
-    def inner(st, _):
-        return step(st)
-
     def outer(st, _):
-        st, losses = jax.lax.scan(inner, st, None, length=per)
+        st, losses = scan_steps(step, st, per)
         return st, (get_params(st), losses)
 
     return jax.jit(lambda st: jax.lax.scan(outer, st, None, length=checkpoints))

@@ -1,5 +1,6 @@
-"""Shared reporting for the benchmark suites: machine description and the marker-delimited
-sections of docs/benchmarks.md (each suite rewrites only its own section)."""
+"""Shared pieces of the benchmark suites: machine description, the marker-delimited sections of
+docs/benchmarks.md (each suite rewrites only its own section), JSON output, the K-step loop they time
+and their command-line helpers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import datetime as _dt
 import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +114,13 @@ def limit_blas_threads(threads: int) -> contextlib.AbstractContextManager:
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(limits=threads, user_api="blas")
+
+
+def scan_steps(step: Callable[[Any], tuple[Any, jax.Array]], carry: Any, length: int) -> tuple[Any, jax.Array]:
+    """``length`` steps ``carry -> (carry, loss)`` as one ``lax.scan``: (final carry, losses (length,))."""
+    return jax.lax.scan(lambda c, _: step(c), carry, None, length=length)
+
+
+def int_list(text: str) -> list[int]:
+    """'10,100,1000' -> [10, 100, 1000] (argparse type of the suites' --dims / --components)."""
+    return [int(v) for v in text.split(",") if v.strip()]
