@@ -203,6 +203,11 @@ class PathfinderGaussian(NamedTuple):
     chol: jax.Array
     log_det: jax.Array
 
+    @property
+    def num_params(self) -> int:
+        """Numbers that define the Gaussian: the mean, the diagonal, Q and L (log_det is derived from them)."""
+        return int(self.mean.size + self.sqrt_alpha.size + self.q_mat.size + self.chol.size)
+
     def sample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
         """Draws ``sample_shape + (d,)``: mean + D^(1/2) (u + Q (L - I) Q^T u), u ~ N(0, I)."""
         u = jax.random.normal(key, tuple(sample_shape) + self.mean.shape, self.mean.dtype)

@@ -44,7 +44,15 @@ import optax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
-from mixvi.bench.report import int_list, machine_info, measured_line, replace_section, scan_steps, write_json
+from mixvi.bench.report import (
+    compile_timed,
+    int_list,
+    machine_info,
+    measured_line,
+    replace_section,
+    scan_steps,
+    write_json,
+)
 from mixvi.bench.targets import logistic_regression, make_data
 from mixvi.engine import MixVI, MixVIState
 from mixvi.estimators import draw_noise, draw_points, stein_estimate
@@ -174,17 +182,6 @@ def build_loops(cfg: CoreConfig, key: jax.Array) -> dict[str, tuple[Callable, tu
     }
 
 
-def _compile(fn: Callable, args: tuple) -> tuple[Any, float, int | None]:
-    t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - t0
-    try:
-        temp = int(compiled.memory_analysis().temp_size_in_bytes)
-    except Exception:  # noqa: BLE001 - memory_analysis is optional per backend
-        temp = None
-    return compiled, compile_s, temp
-
-
 def time_loops(
     loops: dict[str, tuple[Callable, tuple]], steps: int, repeats: int
 ) -> tuple[dict[str, LoopTiming], dict[str, Any]]:
@@ -192,7 +189,7 @@ def time_loops(
     Returns the timings and the outputs of the last call of each loop."""
     compiled, compile_s, temp, outputs = {}, {}, {}, {}
     for name, (fn, args) in loops.items():
-        compiled[name], compile_s[name], temp[name] = _compile(fn, args)
+        compiled[name], compile_s[name], temp[name] = compile_timed(fn, args)
         outputs[name] = jax.block_until_ready(compiled[name](*args))  # warm-up
     ms: dict[str, list[float]] = {name: [] for name in loops}
     for _ in range(repeats):

@@ -39,6 +39,7 @@ from numpyro.infer.autoguide import AutoDiagonalNormal, AutoLowRankMultivariateN
 
 from mixvi.bench import metrics as M
 from mixvi.bench.report import (
+    compile_timed,
     limit_blas_threads,
     machine_info,
     markers,
@@ -217,7 +218,7 @@ def _runner(step: Callable, get_params: Callable, steps: int, checkpoints: int) 
         st, losses = scan_steps(step, st, per)
         return st, (get_params(st), losses)
 
-    return jax.jit(lambda st: jax.lax.scan(outer, st, None, length=checkpoints))
+    return lambda st: jax.lax.scan(outer, st, None, length=checkpoints)
 
 
 class Evaluator:
@@ -309,13 +310,7 @@ def run_method(method: Method, target: Target, ev: Evaluator, s: Settings) -> di
     init, step, get_params, posterior = _build(method, target, s)
     steps = s.regression_steps if target.family == "regression" else s.steps
     state0 = init(0)
-    t0 = time.perf_counter()
-    compiled = _runner(step, get_params, steps, s.checkpoints).lower(state0).compile()
-    compile_s = time.perf_counter() - t0
-    try:
-        temp = int(compiled.memory_analysis().temp_size_in_bytes)
-    except Exception:  # noqa: BLE001 - not every backend reports it
-        temp = None
+    compiled, compile_s, temp = compile_timed(_runner(step, get_params, steps, s.checkpoints), (state0,))
     per = steps // s.checkpoints
     seeds = []
     for seed in range(s.seeds):
@@ -341,21 +336,21 @@ def _run_oneshot(method: Method, target: Target, ev: Evaluator, s: Settings) -> 
 
     init, fit, posterior = baselines.build_pathfinder(target, _seed_locs(target), s.pathfinder_maxiter)
     state0 = init(0)
-    t0 = time.perf_counter()
-    compiled = jax.jit(fit).lower(state0).compile()
-    compile_s = time.perf_counter() - t0
-    seeds = []
+    compiled, compile_s, temp = compile_timed(fit, (state0,))
+    seeds, num_params = [], None
     for seed in range(s.seeds):
         st = state0 if seed == 0 else init(seed)
         t0 = time.perf_counter()
         params = jax.block_until_ready(compiled(st))
         run_s = time.perf_counter() - t0
-        fin = ev.final(posterior(params))
+        q = posterior(params)
+        num_params = q.num_params
+        fin = ev.final(q)
         fin.update(run_s=run_s, curve=[fin["divergence"]])
         seeds.append(fin)
     return {"label": method.label, "kind": method.kind, "method": method.kind, "n": 1, "step": "L-BFGS",
-            "compile_s": compile_s, "temp_bytes": None, "num_params": 2 * target.dim, "curve_steps": [s.pathfinder_maxiter],
-            "seeds": seeds}
+            "compile_s": compile_s, "temp_bytes": temp, "num_params": num_params,
+            "curve_steps": [s.pathfinder_maxiter], "seeds": seeds}
 
 
 def add_time_to_target(t: dict[str, Any]) -> None:
@@ -552,6 +547,11 @@ def render_markdown(report: dict[str, Any], figures: list[str]) -> str:
         measured_line(report["date"], report["machine"], f"mixvi bench paper {mode}")
         + f"; total wall time {report['wall_s']:.0f} s.",
         "",
+    ]
+    rerun = report.get("rerun_targets")
+    if rerun:
+        lines += [f"{' and '.join(rerun['targets'])} were rerun at {rerun['date']} with the same settings ({rerun['why']}).", ""]
+    lines += [
         f"Settings: {s['seeds']} seeds, {s['steps']} steps ({s['regression_steps']} on the regressions), B = {s['num_samples']} draws per component per step "
         f"(autoguides: Trace_ELBO with {s['svi_particles']} particles, Adam lr {s['adam_lr']}), all q started at "
         f"means uniform in [-r, r]^d (r = 5 for the GMMs, 2 otherwise), scale {s['init_scale']}; metrics from "

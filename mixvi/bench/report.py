@@ -9,6 +9,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -124,3 +125,16 @@ def scan_steps(step: Callable[[Any], tuple[Any, jax.Array]], carry: Any, length:
 def int_list(text: str) -> list[int]:
     """'10,100,1000' -> [10, 100, 1000] (argparse type of the suites' --dims / --components)."""
     return [int(v) for v in text.split(",") if v.strip()]
+
+
+def compile_timed(fn: Callable, args: tuple) -> tuple[Any, float, int | None]:
+    """(``jax.jit(fn)`` lowered and compiled for ``args``, seconds that took, XLA's temporary bytes of the
+    compiled program or None where the backend does not report them)."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    try:
+        temp = int(compiled.memory_analysis().temp_size_in_bytes)
+    except Exception:  # noqa: BLE001 - memory_analysis is optional per backend
+        temp = None
+    return compiled, compile_s, temp
