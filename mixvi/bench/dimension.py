@@ -45,6 +45,7 @@ import numpyro.distributions as dist
 
 from mixvi.bench import bures_full
 from mixvi.bench.report import (
+    compile_timed,
     int_list,
     limit_blas_threads,
     machine_info,
@@ -140,9 +141,7 @@ class _Compiled:
     def compile(self, steps: int) -> None:
         """(Re)compile the loop for K = ``steps``, timing trace + lower + compile."""
         self.steps = steps
-        t0 = time.perf_counter()
-        self.fn = jax.jit(self.make(steps)).lower(self.state).compile()
-        self.compile_s = time.perf_counter() - t0
+        self.fn, self.compile_s, _ = compile_timed(self.make(steps), (self.state,))
 
     def call(self) -> float:
         """Run the loop once; returns its seconds and keeps the losses."""
