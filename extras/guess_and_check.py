@@ -2,8 +2,8 @@
 
 Reproduces Alexander, Slutzky, Ran-Milo, Cohen, "Do Neural Networks Need Gradient Descent to
 Generalize? A Theoretical Study" (NeurIPS 2025, arXiv 2506.03931) at CPU size. Gradient descent is
-the authors' group-normalised RMSprop (``mixvi.normalized.group_rmsprop``, one running average of
-the total squared gradient norm), each step is ``mixvi.rules.descent_step`` (vmapped over seeds) and
+the authors' group-normalised RMSprop (``extras.normalized.group_rmsprop``, one running average of
+the total squared gradient norm), each step is ``extras.rules.descent_step`` (vmapped over seeds) and
 the loop is ``mixvi.loop.scan_loop``.
 
 Matrix sensing (eqs. (1)-(3) of the paper): a rank-r ground truth W* in R^{m x m'}, ||W*||_F = 1,
@@ -44,8 +44,8 @@ import numpy as np
 
 from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop, tree_all_finite
-from mixvi.normalized import group_rmsprop
-from mixvi.rules import DescentState, descent_step
+from extras.normalized import group_rmsprop
+from extras.rules import DescentState, descent_step
 
 PAPER = (
     "Alexander, Slutzky, Ran-Milo, Cohen, 'Do Neural Networks Need Gradient Descent to Generalize? "
@@ -300,9 +300,9 @@ def train_gd(
     decay: float = 0.99,
 ) -> GDResult:
     """Minimise L_train(W_1..W_d) from a small initialisation with the group-normalised RMSprop step
-    x <- x - eta g / (sqrt(vhat) + 1e-6), v = decay v + (1 - decay)||g||^2 (``mixvi.normalized.group_rmsprop``,
+    x <- x - eta g / (sqrt(vhat) + 1e-6), v = decay v + (1 - decay)||g||^2 (``extras.normalized.group_rmsprop``,
     the authors' optimiser): one run per key, on the matching problem of a stacked ``problems`` (or
-    the same problem for every key), all at once with a vmapped ``mixvi.rules.descent_step`` under
+    the same problem for every key), all at once with a vmapped ``extras.rules.descent_step`` under
     ``mixvi.loop.scan_loop``. ``init_scale`` multiplies the prior's layers; the default
     (1e-4)^(1/d) puts the end-to-end matrix at the same ~1e-4 scale at every depth."""
     S = keys.shape[0]

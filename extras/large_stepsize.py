@@ -3,7 +3,7 @@
 Reproduces Wu, Marion, Bartlett, "Large Stepsizes Accelerate Gradient Descent for Regularized
 Logistic Regression" (NeurIPS 2025, arXiv 2506.02336) on mixvi's gradient machinery: GD is
 ``optax.sgd(eta)`` (step in the state via ``optax.inject_hyperparams`` so a batch of step sizes is
-vmapped), each step is ``mixvi.rules.descent_step`` and the loop is ``mixvi.loop.scan_loop``.
+vmapped), each step is ``extras.rules.descent_step`` and the loop is ``mixvi.loop.scan_loop``.
 
 Objective (separable data, ``||x_i|| <= 1``, margin gamma):
 
@@ -36,7 +36,7 @@ import optax
 
 from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop, tree_all_finite
-from mixvi.rules import DescentState, descent_step
+from extras.rules import DescentState, descent_step
 
 PAPER = "Wu, Marion, Bartlett, 'Large Stepsizes Accelerate Gradient Descent for Regularized Logistic Regression', arXiv 2506.02336"
 
@@ -145,7 +145,7 @@ def run_gd(
     X: jax.Array, y: jax.Array, lam: float, etas: np.ndarray, num_steps: int, w_opt: jax.Array | None = None
 ) -> GDRuns:
     """Constant-step GD w_{t+1} = w_t - eta grad Ltilde(w_t) from w_0 = 0 for every eta in ``etas``
-    at once (``optax.inject_hyperparams(optax.sgd)``, vmapped ``mixvi.rules.descent_step``, one
+    at once (``optax.inject_hyperparams(optax.sgd)``, vmapped ``extras.rules.descent_step``, one
     ``mixvi.loop.scan_loop``). Raises ``mixvi.loop.DivergenceError`` on a non-finite value."""
     if w_opt is None:
         w_opt = newton_minimizer(X, y, lam)

@@ -5,7 +5,7 @@ Ohannessian, "Linearization Explains Fine-Tuning in Large Language Models" (Neur
 tdwRIP6NG2, arXiv 2602.08239) on mixvi's gradient machinery: every optimiser is an optax
 ``GradientTransformation`` (``optax.adam`` for pretraining, ``optax.sgd`` for fine-tuning by gradient
 descent, ``optax.lbfgs`` with a backtracking line search for the exact regularised minimisers), each step is
-``mixvi.rules.descent_step`` and the loop is ``mixvi.loop.scan_loop`` (``mixvi.rules.run_descent``).
+``extras.rules.descent_step`` and the loop is ``mixvi.loop.scan_loop`` (``extras.rules.run_descent``).
 
 Fine-tuning a subset S of the parameters on n points with squared loss:
 
@@ -53,7 +53,7 @@ from jax.flatten_util import ravel_pytree
 
 from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop
-from mixvi.rules import DescentState, armijo_descent, descent_step, run_descent
+from extras.rules import DescentState, armijo_descent, descent_step, run_descent
 
 PAPER = (
     "Rahimi Afzal, Esmaeilbeig, Soltanalian, Ohannessian, 'Linearization Explains Fine-Tuning in Large "
@@ -133,7 +133,7 @@ def squared_loss(model: Model, params: Any, x: jax.Array, y: jax.Array) -> jax.A
 
 def pretrain(key: jax.Array, tasks: Tasks, sizes: Sequence[int] = (8, 64, 64, 64, 1), num_steps: int = 3000,
              learning_rate: float = 3e-3) -> Params:
-    """Full-batch Adam (``optax.adam``) on the pretraining task with ``mixvi.rules.run_descent``."""
+    """Full-batch Adam (``optax.adam``) on the pretraining task with ``extras.rules.run_descent``."""
     params = init_mlp(key, sizes)
     res = run_descent(lambda p: squared_loss(mlp, p, tasks.x_pre, tasks.y_pre), optax.adam(learning_rate), params,
                       num_steps)
@@ -310,7 +310,7 @@ def finetune(
 ) -> tuple[Params, np.ndarray]:
     """Minimise R + (lam/2)||theta_S - theta0_S||^2 over the layers ``subset`` (all if None) of the model
     (``linearized=True``: of its linearization at theta0) with ``tx`` (default :func:`lbfgs`, whose line
-    search gets value and gradient from ``mixvi.rules.descent_step``) for ``num_steps`` steps,
+    search gets value and gradient from ``extras.rules.descent_step``) for ``num_steps`` steps,
     for every lam at once (vmapped over lam, one ``mixvi.loop.scan_loop``). Returns the fine-tuned full
     parameters (leading axis = lam when ``lams`` is a sequence) and the objective per step (T, L)."""
     single = np.ndim(lams) == 0
@@ -416,7 +416,7 @@ def subset_sweep(
     """For every non-empty subset S of the layers: the spectrum of K_S = sum_{l in S} K_l on the
     fine-tuning inputs, and nonlinear fine-tuning of S alone by gradient descent
     (``optax.sgd(eta_S)``, eta_S = 1 / (lam_max(K_S)/n + lam), the same normalised step for every S),
-    all subsets at once (masked updates, vmapped ``mixvi.rules.descent_step``, one ``scan_loop``)."""
+    all subsets at once (masked updates, vmapped ``extras.rules.descent_step``, one ``scan_loop``)."""
     x, y = tasks.x_ft, tasks.y_ft
     n = x.shape[0]
     layers = sorted(params0) if layers is None else list(layers)
@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> dict:
             f = lora_model(mlp, params0)
             sp = spectrum(empirical_ntk(f, lora, tasks.x_ft))
             # the bilinear B A is not safe at the kernel's step 1/(lam_max/n + lam) once B has grown:
-            # Armijo backtracking from that step (mixvi.rules.armijo_descent)
+            # Armijo backtracking from that step (extras.rules.armijo_descent)
             eta = 1.0 / (sp["lam_max"] / n + lam_sub)
             fitted, _ = finetune(f, lora, tasks.x_ft, tasks.y_ft, lam_sub, tx=armijo_descent(eta), num_steps=steps)
             lora_rows.append({

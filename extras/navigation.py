@@ -32,7 +32,7 @@ Derivations implemented here (docs/extras/navigation.md has them in full):
   E = 0 and L -> 0: the optimal path runs at speed sqrt(2 eta k L/G) to a *global* minimiser (L = 0),
   over any barrier, whereas gradient flow stops in the first local minimum.
 
-Numerical minimisation of S_dt uses ``optax.lbfgs`` through ``mixvi.rules.run_descent``; gradient
+Numerical minimisation of S_dt uses ``optax.lbfgs`` through ``extras.rules.run_descent``; gradient
 flow is ``optax.sgd(dt)``; the classification comparison uses ``optax.sgd`` and ``optax.rmsprop`` (the
 ballistic rule with the diagonal Fisher as curvature estimate, see ``compare_rules``), vmapped over
 seeds and learning rates under ``mixvi.loop.scan_loop``.
@@ -55,7 +55,7 @@ import optax
 
 from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop
-from mixvi.rules import DescentState, descent_step, run_descent
+from extras.rules import DescentState, descent_step, run_descent
 
 PAPER = ("Vastola, Gershman, Rajan, 'Gradient Descent as Loss Landscape Navigation: a Normative Framework "
          "for Deriving Learning Rules', arXiv 2510.26997")
@@ -147,7 +147,7 @@ def minimise_action(
     init: jax.Array | None = None,
     num_steps: int = 1500,
 ) -> tuple[np.ndarray, float, float]:
-    """Minimise S_dt over (theta_1..theta_N) with L-BFGS (``optax.lbfgs`` via ``mixvi.rules.run_descent``)
+    """Minimise S_dt over (theta_1..theta_N) with L-BFGS (``optax.lbfgs`` via ``extras.rules.run_descent``)
     from ``init`` (default: the constant path theta_n = theta0). Returns the full path (N + 1, d)
     including theta0, the action and the norm of the gradient in the optimised variables.
 
@@ -213,7 +213,7 @@ def _double_well_min(b: float) -> float:
 
 
 def gradient_flow(loss: Callable, theta0: jax.Array, *, dt: float, num_steps: int) -> np.ndarray:
-    """Euler-discretised gradient flow theta' = -grad L (``optax.sgd(dt)`` via ``mixvi.rules.run_descent``);
+    """Euler-discretised gradient flow theta' = -grad L (``optax.sgd(dt)`` via ``extras.rules.run_descent``);
     returns the path (num_steps + 1, d)."""
     tx = optax.sgd(dt)
     step1 = descent_step(loss, tx)

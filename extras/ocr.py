@@ -4,7 +4,7 @@ Reproduces the synthetic part of Huang, Zhu, Guo, Jiao, Sojoudi, Jordan, Russell
 "Generalization or Hallucination? Understanding Out-of-Context Reasoning in Transformers"
 (NeurIPS 2025, arXiv 2506.10887) on mixvi's gradient machinery: the optimiser is an optax
 ``GradientTransformation`` (plain full-batch gradient descent ``optax.sgd`` by default), each step is
-``mixvi.rules.descent_step`` (vmapped over seeds) and the loop is ``mixvi.loop.scan_loop``.
+``extras.rules.descent_step`` (vmapped over seeds) and the loop is ``mixvi.loop.scan_loop``.
 
 Task (symbolic factual recall). Subjects s_1..s_N, relations r_1 ("lives in") and r_2 (the
 implication, e.g. "keeps as pet"), 20 cities b_j, 20 animals c_j, noise tokens z and an end token.
@@ -46,7 +46,7 @@ import optax
 
 from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop, tree_all_finite
-from mixvi.rules import DescentState, descent_step
+from extras.rules import DescentState, descent_step
 
 LEARNING_RATE = 4.0
 PAPER = (
@@ -262,7 +262,7 @@ def train(
     train_attention: bool = True,
 ) -> TrainResult:
     """Full-batch training of the cross-entropy on the training set, one run per key (vmapped
-    ``mixvi.rules.descent_step`` under ``mixvi.loop.scan_loop``). ``tx`` defaults to plain gradient
+    ``extras.rules.descent_step`` under ``mixvi.loop.scan_loop``). ``tx`` defaults to plain gradient
     descent ``optax.sgd(4.0)`` (the setting of the paper's implicit-bias result).
     ``train_attention=False`` keeps the attention uniform (a = 0)."""
     if tx is None:

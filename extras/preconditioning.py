@@ -8,9 +8,9 @@ method is nonlinearly preconditioned GD (P-GD)
 
 with step multipliers m(s) = arcsinh(s) (cosh kernel), ln(1 + s) (exp), s/(1 + s) (soft clip),
 min(s, 1) (gradient clipping), s (plain GD with step gamma*lam), all from
-``mixvi.preconditioners.nonlinear_preconditioned_gd``; the perturbed variant wraps it in
-``mixvi.preconditioners.perturbed`` (add xi ~ Uniform(ball(0, r)) when ||grad f|| <= threshold).
-Runs are vmapped ``mixvi.rules.descent_step``s under ``mixvi.loop.scan_loop``.
+``extras.preconditioners.nonlinear_preconditioned_gd``; the perturbed variant wraps it in
+``extras.preconditioners.perturbed`` (add xi ~ Uniform(ball(0, r)) when ||grad f|| <= threshold).
+Runs are vmapped ``extras.rules.descent_step``s under ``mixvi.loop.scan_loop``.
 
 Problems (both quartic, so ||hess f|| grows like ||x||^2 and no global Lipschitz constant exists):
 
@@ -41,8 +41,8 @@ import optax
 
 from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop
-from mixvi.preconditioners import nonlinear_preconditioned_gd, perturbed
-from mixvi.rules import DescentState, descent_step
+from extras.preconditioners import nonlinear_preconditioned_gd, perturbed
+from extras.rules import DescentState, descent_step
 
 PAPER = ("Bodard, Patrinos, 'Escaping saddle points without Lipschitz smoothness: the power of nonlinear "
          "preconditioning', arXiv 2509.15817")

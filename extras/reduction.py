@@ -2,8 +2,8 @@
 
 Reproduces the claims of Markou, Ajanthan, Gould, "Sharper Convergence Rates for Nonconvex
 Optimisation via Reduction Mappings" (NeurIPS 2025, arXiv 2506.08428) on mixvi's gradient
-machinery: GD is ``optax.sgd(eta)``, Armijo GD is ``mixvi.rules.armijo_descent``, the pullback-metric
-(Riemannian) step is ``mixvi.rules.precondition`` and every run is ``mixvi.rules.run_descent`` on
+machinery: GD is ``optax.sgd(eta)``, Armijo GD is ``extras.rules.armijo_descent``, the pullback-metric
+(Riemannian) step is ``extras.rules.precondition`` and every run is ``extras.rules.run_descent`` on
 ``mixvi.loop.scan_loop``.
 
     Psi(x1) = argmin_{x2} f(x1, x2)            (``argmin_map``: Newton + jax.lax.custom_root)
@@ -34,7 +34,7 @@ import optax
 
 from extras._output import parse_args, save_outputs
 from mixvi.loop import LoopResult
-from mixvi.rules import armijo_descent, precondition, run_descent
+from extras.rules import armijo_descent, precondition, run_descent
 
 PAPER = "Markou, Ajanthan, Gould, 'Sharper Convergence Rates for Nonconvex Optimisation via Reduction Mappings', arXiv 2506.08428"
 
@@ -84,7 +84,7 @@ def pullback_metric(psi: Callable[[jax.Array], jax.Array], x1: jax.Array) -> jax
 
 
 def pullback_solve(psi: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """``solve(x1, u) = G(x1)^{-1} u`` for ``mixvi.rules.precondition`` (the Riemannian gradient step
+    """``solve(x1, u) = G(x1)^{-1} u`` for ``extras.rules.precondition`` (the Riemannian gradient step
     x1 <- x1 - eta G^{-1} grad F)."""
     return lambda x1, u: jnp.linalg.solve(pullback_metric(psi, x1), u)
 

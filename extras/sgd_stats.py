@@ -3,7 +3,7 @@
 Reproduces the claims of Li, Lou, Schmidt-Hieber, Wu, "Statistical Guarantees for High-Dimensional
 Stochastic Gradient Descent" (NeurIPS 2025, arXiv 2510.12013) in their linear-regression example,
 on mixvi's gradient machinery: SGD is ``optax.sgd(alpha)``, ASGD is
-``mixvi.rules.polyak_average(optax.sgd(alpha))`` and every run is one ``mixvi.loop.scan_loop``
+``extras.rules.polyak_average(optax.sgd(alpha))`` and every run is one ``mixvi.loop.scan_loop``
 (the replicates are a leading batch axis of the parameters).
 
 Model: y_k = x_k^T beta* + eps_k, x_k ~ N(0, I_d), eps_k ~ N(0, sigma^2), fresh at every step.
@@ -39,7 +39,7 @@ import optax
 
 from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop, tree_all_finite
-from mixvi.rules import averaged_params, polyak_average
+from extras.rules import averaged_params, polyak_average
 
 PAPER = "Li, Lou, Schmidt-Hieber, Wu, 'Statistical Guarantees for High-Dimensional Stochastic Gradient Descent', arXiv 2510.12013"
 
@@ -175,7 +175,7 @@ def run_sgd(
     record_every: int = 1,
     beta0: jax.Array | None = None,
 ) -> SGDRun:
-    """SGD from beta_0 (default 0; shape (d,) or (num_reps, d)) with ``mixvi.rules.polyak_average(optax.sgd(alpha))`` on the stream
+    """SGD from beta_0 (default 0; shape (d,) or (num_reps, d)) with ``extras.rules.polyak_average(optax.sgd(alpha))`` on the stream
     y = x^T beta* + eps (default beta* = (1, ..., 1)/sqrt(d)), ``num_reps`` independent replicates.
     With ``record_every = m`` the run is ``num_steps // m`` scan steps of m SGD steps each and the
     records are at k = m, 2m, .... Raises ``mixvi.loop.DivergenceError`` on a non-finite value."""

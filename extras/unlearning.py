@@ -2,7 +2,7 @@
 
 Reproduces Mu, Klabjan, "Rewind-to-Delete: certified machine unlearning for nonconvex functions"
 (NeurIPS 2025, arXiv 2409.09778) on mixvi's gradient machinery (GD is ``optax.sgd(eta)``, steps are
-``mixvi.rules.descent_step``, loops ``mixvi.loop.scan_loop``).
+``extras.rules.descent_step``, loops ``mixvi.loop.scan_loop``).
 
 Learning: full-batch GD theta_{t+1} = theta_t - eta grad f_D(theta_t), t < T, from a fixed theta_0,
 keeping the checkpoint theta_{T-K}. Unlearning the set F (|F| = m of n points): restart from
@@ -48,7 +48,7 @@ from jax.scipy.special import log_ndtr, ndtr
 
 from extras._output import parse_args, save_outputs
 from mixvi.loop import scan_loop
-from mixvi.rules import DescentState, descent_step
+from extras.rules import DescentState, descent_step
 
 PAPER = "Mu, Klabjan, 'Rewind-to-Delete: Certified Machine Unlearning for Nonconvex Functions', arXiv 2409.09778"
 SIGMOID_G = 0.25
@@ -98,7 +98,7 @@ def smoothness_constants(lam: float) -> tuple[float, float]:
 # ----------------------------------------------------------------------------------------------- GD runs
 def run_gd(theta0: jax.Array, X: jax.Array, y: jax.Array, masks: jax.Array, *, lam: float, eta: float,
            num_steps: int) -> np.ndarray:
-    """Full-batch GD theta_{t+1} = theta_t - eta grad f_S(theta_t) (``optax.sgd(eta)``, ``mixvi.rules.descent_step``)
+    """Full-batch GD theta_{t+1} = theta_t - eta grad f_S(theta_t) (``optax.sgd(eta)``, ``extras.rules.descent_step``)
     for a batch of starts ``theta0`` (B, d) and data sets ``masks`` (B, U, P), all in one vmapped
     ``mixvi.loop.scan_loop``. Returns the iterates theta_0 .. theta_{num_steps}, shape (num_steps + 1, B, d)."""
     tx = optax.sgd(eta)
@@ -209,7 +209,7 @@ def recover_checkpoints(theta_T: jax.Array, K: int, X: jax.Array, y: jax.Array, 
                         eta: float, inner_steps: int = 60) -> np.ndarray:
     """theta_T, theta_{T-1}, ..., theta_{T-K} by K backward GD steps
     theta_t = argmin_z { -f_D(z) + ||z - theta_{t+1}||^2/(2 eta) }, each solved by ``inner_steps`` GD steps
-    with step eta (``optax.sgd(eta)`` via ``mixvi.rules.descent_step``; a contraction with factor eta L),
+    with step eta (``optax.sgd(eta)`` via ``extras.rules.descent_step``; a contraction with factor eta L),
     the outer loop under ``mixvi.loop.scan_loop``. Returns (K + 1, d)."""
     f = partial(objective, X=X, y=y, mask=mask, lam=lam)
     tx = optax.sgd(eta)

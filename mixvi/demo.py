@@ -36,8 +36,8 @@ from numpyro import handlers
 from numpyro.infer.util import log_density
 
 # the label-switching target of the benchmark suite: same data, same model
-from mixvi.targets.mixture_model import PRIOR_SCALE, TRUE_MEANS, make_data
-from mixvi.targets.mixture_model import label_switching_model as model
+from mixvi._demo_model import PRIOR_SCALE, TRUE_MEANS, make_data
+from mixvi._demo_model import label_switching_model as model
 
 NUM_OBS = 60
 """The data set is fixed (``--seed`` changes the inference, not the data): ``make_data()`` draws

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer.util import potential_energy
 
-from mixvi.bench import core
-from mixvi.bench.report import markers, replace_section
-from mixvi.bench.targets import logistic_regression, make_data, potential, potential_grad
+from benchmarks import core
+from benchmarks.report import markers, replace_section
+from benchmarks.targets.logistic import logistic_regression, make_data, potential, potential_grad
 
 
 def test_logistic_regression_potential_matches_analytic_gradient():

@@ -1,4 +1,4 @@
-"""Tests of mixvi.bench.baselines: NumPyro SteinVI, BlackJAX mean-field VI and Pathfinder in the paper
+"""Tests of benchmarks.baselines: NumPyro SteinVI, BlackJAX mean-field VI and Pathfinder in the paper
 benchmark's contract. Each checks the mathematics of q (log densities against direct evaluations) and that
 the method moves towards a known Gaussian target, running the way the benchmark does (jitted scan / fit,
 q passed into a jitted function)."""
@@ -13,14 +13,14 @@ from blackjax.vi.pathfinder import PathfinderState
 from scipy import stats
 from scipy.special import logsumexp
 
-from mixvi.bench.baselines import (
+from benchmarks.baselines import (
     build_blackjax_mfvi,
     build_pathfinder,
     build_steinvi,
     diag_normal_mixture,
     pathfinder_gaussian,
 )
-from mixvi.targets.base import Target, flat_model
+from benchmarks.targets.base import Target, flat_model
 
 
 def _uniform_locs(radius: float, dim: int):

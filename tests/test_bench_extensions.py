@@ -14,7 +14,7 @@ from scipy.special import ndtr
 from scipy.stats import multivariate_normal
 
 import mixvi
-from mixvi.bench import extensions as ex
+from benchmarks import extensions as ex
 
 
 def test_gaussian_kl_closed_form():

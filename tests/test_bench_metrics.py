@@ -1,11 +1,11 @@
-"""The paper benchmark's metric functions (mixvi.bench.metrics) against known answers."""
+"""The paper benchmark's metric functions (benchmarks.metrics) against known answers."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixvi.bench import metrics as M
+from benchmarks import metrics as M
 
 
 def test_kl_monte_carlo_between_gaussians_matches_closed_form():

@@ -1,12 +1,12 @@
-"""A tiny smoke run of the paper benchmark (mixvi.bench.paper): one target, one seed, a few steps."""
+"""A tiny smoke run of the paper benchmark (benchmarks.paper): one target, one seed, a few steps."""
 
 import json
 
 import numpy as np
 import pytest
 
-from mixvi.bench import paper
-from mixvi.bench.report import replace_section
+from benchmarks import paper
+from benchmarks.report import replace_section
 
 
 def test_paper_smoke(tmp_path):
@@ -91,7 +91,7 @@ def test_cost_claims_quote_the_core_benchmark(tmp_path):
 
 def test_a_diverged_checkpoint_is_recorded_not_raised():
     from mixvi.guide import AutoIsotropicMixture
-    from mixvi.targets import get_target
+    from benchmarks.targets import get_target
 
     target = get_target("funnel")
     guide = AutoIsotropicMixture(target.model, n_components=2)

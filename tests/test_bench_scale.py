@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixvi.bench import scale
-from mixvi.bench.report import replace_section
+from benchmarks import scale
+from benchmarks.report import replace_section
 
 
 def test_scale_bench_runs_and_reports(tmp_path):

@@ -1,5 +1,5 @@
-"""The full-covariance Bures-Wasserstein baseline (``mixvi.bench.bures_full``) and the timing-vs-dimension
-benchmark (``mixvi.bench.dimension``)."""
+"""The full-covariance Bures-Wasserstein baseline (``benchmarks.bures_full``) and the timing-vs-dimension
+benchmark (``benchmarks.dimension``)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from mixvi.bench import bures_full as bf
-from mixvi.targets import get_target
+from benchmarks import bures_full as bf
+from benchmarks.targets import get_target
 
 MU = np.array([1.0, -2.0, 0.5])
 SIGMA_STAR = np.array([[1.0, 0.6, -0.3], [0.6, 1.5, 0.4], [-0.3, 0.4, 0.8]])  # correlated, eigenvalues in [0.4, 2]
@@ -167,7 +167,7 @@ def test_build_runs_inside_jit_scan_on_a_real_target_and_lowers_the_loss():
 
 
 def test_dimension_benchmark_smoke(tmp_path):
-    from mixvi.bench import dimension
+    from benchmarks import dimension
     from mixvi.cli import main
 
     out, md, fig = tmp_path / "dim.json", tmp_path / "bench.md", tmp_path / "fig.png"

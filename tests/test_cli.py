@@ -91,7 +91,7 @@ def test_bench_forwards_its_arguments(monkeypatch):
         seen["argv"] = argv
         return 0
 
-    monkeypatch.setitem(sys.modules, "mixvi.bench.core", types.SimpleNamespace(main=fake_main))
+    monkeypatch.setitem(sys.modules, "benchmarks.core", types.SimpleNamespace(main=fake_main))
     assert main(["bench", "core", "--quick", "--dims", "10,20"]) == 0
     assert seen["argv"] == ["--quick", "--dims", "10,20"]
 
@@ -100,9 +100,9 @@ def test_bench_suite_usage_error_and_missing_suite(monkeypatch, capsys):
     def fake_main(argv):
         raise SystemExit(2)
 
-    monkeypatch.setitem(sys.modules, "mixvi.bench.core", types.SimpleNamespace(main=fake_main))
+    monkeypatch.setitem(sys.modules, "benchmarks.core", types.SimpleNamespace(main=fake_main))
     assert main(["bench", "core", "--bogus"]) == 2
-    monkeypatch.setitem(sys.modules, "mixvi.bench.scale", None)  # an import of it fails: not installed
+    monkeypatch.setitem(sys.modules, "benchmarks.scale", None)  # an import of it fails: not installed
     assert main(["bench", "scale"]) == 1
     assert "not available" in capsys.readouterr().err
 

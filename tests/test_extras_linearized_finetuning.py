@@ -13,7 +13,7 @@ from jax.flatten_util import ravel_pytree
 
 from extras import linearized_finetuning as lf
 from mixvi.loop import scan_loop
-from mixvi.rules import DescentState, descent_step
+from extras.rules import DescentState, descent_step
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""mixvi.normalized: group-normalised RMSprop (one running average of the total squared gradient norm)."""
+"""extras.normalized: group-normalised RMSprop (one running average of the total squared gradient norm)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from mixvi.loop import scan_loop
-from mixvi.normalized import (
+from extras.normalized import (
     GroupRMSState,
     effective_step,
     group_rmsprop,
@@ -15,7 +15,7 @@ from mixvi.normalized import (
     scale_by_group_rms,
     tree_sq_norm,
 )
-from mixvi.rules import DescentState, descent_step, run_descent
+from extras.rules import DescentState, descent_step, run_descent
 
 
 def _loss(p):

@@ -1,4 +1,4 @@
-"""mixvi.preconditioners: nonlinear preconditioners x+ = x - gamma grad phi*(lam grad f) and the perturbation."""
+"""extras.preconditioners: nonlinear preconditioners x+ = x - gamma grad phi*(lam grad f) and the perturbation."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import pytest
 
 from mixvi import preconditioners as pc
 from mixvi.loop import scan_loop
-from mixvi.rules import DescentState, descent_step
+from extras.rules import DescentState, descent_step
 
 MULT = {
     "cosh": np.arcsinh,

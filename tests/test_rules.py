@@ -1,4 +1,4 @@
-"""mixvi.rules: Polyak-Ruppert averaging, metric preconditioning, Armijo descent, descent steps."""
+"""extras.rules: Polyak-Ruppert averaging, metric preconditioning, Armijo descent, descent steps."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from mixvi.loop import DivergenceError
-from mixvi.rules import (
+from extras.rules import (
     DescentState,
     PolyakState,
     armijo_descent,

@@ -1,4 +1,4 @@
-"""mixvi.targets: normalised log densities (2-D grid integration), exact samplers that agree with
+"""benchmarks.targets: normalised log densities (2-D grid integration), exact samplers that agree with
 them, seedable GMM parameters, and the regressions' models."""
 
 import jax
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from numpyro.infer.util import potential_energy
 
-from mixvi.bench.metrics import log_density_grid
-from mixvi.targets import (
+from benchmarks.metrics import log_density_grid
+from benchmarks.targets import (
     gmm_parameters,
     make_funnel,
     make_gmm,
@@ -83,7 +83,7 @@ def test_gmm_is_seedable_and_model_potential_is_minus_log_density():
 
 def test_regression_targets():
     pytest.importorskip("sklearn")
-    from mixvi.targets import make_logreg_breast, make_softmax_wine
+    from benchmarks.targets import make_logreg_breast, make_softmax_wine
 
     lr, sm = make_logreg_breast(), make_softmax_wine()
     assert lr.dim == 30 and lr.args[0].shape == (284, 30) and len(lr.test_labels) == 285
@@ -102,7 +102,7 @@ def test_nuts_reference_cache_hash(tmp_path):
     import numpyro
     import numpyro.distributions as dist
 
-    from mixvi.targets.regression import content_hash, nuts_reference
+    from benchmarks.targets.regression import content_hash, nuts_reference
 
     def model(x):
         numpyro.sample("w", dist.Normal(jnp.zeros(2), 1.0).to_event(1))

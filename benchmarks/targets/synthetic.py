@@ -9,7 +9,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jax.scipy.stats import norm
 
-from mixvi.targets.base import Target, flat_model
+from benchmarks.targets.base import Target, flat_model
 
 GMM_COVARIANCES = ("diag", "full", "iso")
 

@@ -1,6 +1,6 @@
 """``mixvi bench core``: per-iteration cost of MixVI against the bare cost of its N B target gradients.
 
-For a Bayesian logistic regression (``mixvi.bench.targets``; n rows, d features, N(0, I) prior) and
+For a Bayesian logistic regression (``benchmarks.targets.logistic``; n rows, d features, N(0, I) prior) and
 each d in {10, 100, 1000}, N in {10, 100}, B = 10, four jitted ``lax.scan`` loops of K steps are timed:
 
 ``floor``      K evaluations of ``vmap(grad(V))`` on an (N B, d) array, the points moving by a small
@@ -44,7 +44,7 @@ import optax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
-from mixvi.bench.report import (
+from benchmarks.report import (
     compile_timed,
     int_list,
     machine_info,
@@ -53,7 +53,7 @@ from mixvi.bench.report import (
     scan_steps,
     write_json,
 )
-from mixvi.bench.targets import logistic_regression, make_data
+from benchmarks.targets.logistic import logistic_regression, make_data
 from mixvi.engine import MixVI, MixVIState
 from mixvi.estimators import draw_noise, draw_points, stein_estimate
 from mixvi.guide import AutoIsotropicMixture

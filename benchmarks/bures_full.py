@@ -47,7 +47,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
-from mixvi.targets.base import Target
+from benchmarks.targets.base import Target
 
 
 class BuresState(NamedTuple):

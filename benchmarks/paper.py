@@ -1,9 +1,9 @@
 """The paper benchmark (issue 3; arXiv 2506.13613, section 5): mixvi's MixVI (ibw / md / ngd / means at
-several N) side by side with NumPyro's Gaussian autoguides on the ``mixvi.targets`` suite.
+several N) side by side with NumPyro's Gaussian autoguides on the ``benchmarks.targets`` suite.
 
-    python -m mixvi.bench.paper            # quick mode (default): a subset, ~5 minutes on 2 CPU cores
-    python -m mixvi.bench.paper --full     # every target, more seeds and steps, the fixed-step grid
-    python -m mixvi.bench.paper --quick --targets funnel --seeds 1 --steps 200 --out '' --md ''
+    python -m benchmarks.paper            # quick mode (default): a subset, ~5 minutes on 2 CPU cores
+    python -m benchmarks.paper --full     # every target, more seeds and steps, the fixed-step grid
+    python -m benchmarks.paper --quick --targets funnel --seeds 1 --steps 200 --out '' --md ''
 
 Every run (one method, one target, one seed) is a jitted ``lax.scan`` of K steps, compiled once per
 method and target (compile time reported apart) and then run once per seed from a seed-specific
@@ -37,8 +37,8 @@ import optax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoMultivariateNormal
 
-from mixvi.bench import metrics as M
-from mixvi.bench.report import (
+from benchmarks import metrics as M
+from benchmarks.report import (
     compile_timed,
     limit_blas_threads,
     machine_info,
@@ -52,7 +52,7 @@ from mixvi.engine import MixVI
 from mixvi.guide import AutoIsotropicMixture
 from mixvi.importance import psis_log_weights
 from mixvi.loop import tree_all_finite
-from mixvi.targets import Target, get_target
+from benchmarks.targets import Target, get_target
 
 MD_START, MD_END = markers("paper")
 MD_HEADING = "## Paper suite (`mixvi bench paper`)"
@@ -169,16 +169,16 @@ def _build(method: Method, target: Target, s: Settings) -> tuple[Callable, Calla
     model, args = target.model, target.args
     locs_of = _seed_locs(target)
     if method.kind == "bures":
-        from mixvi.bench import bures_full
+        from benchmarks import bures_full
 
         return bures_full.build(target, method.n, float(method.step), s.num_samples, s.init_scale,
                                 lambda seed: locs_of(seed, method.n))
     if method.kind == "steinvi":
-        from mixvi.bench import baselines
+        from benchmarks import baselines
 
         return baselines.build_steinvi(target, method.n, s.stein_lr, s.init_scale, locs_of)
     if method.kind == "bj-mfvi":
-        from mixvi.bench import baselines
+        from benchmarks import baselines
 
         return baselines.build_blackjax_mfvi(target, s.adam_lr, s.svi_particles, s.init_scale, locs_of)
     if method.kind == "mixvi":
@@ -332,7 +332,7 @@ def run_method(method: Method, target: Target, ev: Evaluator, s: Settings) -> di
 
 def _run_oneshot(method: Method, target: Target, ev: Evaluator, s: Settings) -> dict[str, Any]:
     """Pathfinder: one jitted fit per seed (its L-BFGS path is the whole run), evaluated once at the end."""
-    from mixvi.bench import baselines
+    from benchmarks import baselines
 
     init, fit, posterior = baselines.build_pathfinder(target, _seed_locs(target), s.pathfinder_maxiter)
     state0 = init(0)
@@ -566,7 +566,7 @@ def render_markdown(report: dict[str, Any], figures: list[str]) -> str:
         "sampler against an independent draw of itself (the noise floor).",
         "",
         f"Baselines beside NumPyro's autoguides: full Bures = the full-covariance Bures–Wasserstein mixture "
-        f"(`mixvi.bench.bures_full`, real matrix products, B = {s['num_samples']}, every fixed γ of "
+        f"(`benchmarks.bures_full`, real matrix products, B = {s['num_samples']}, every fixed γ of "
         f"{list(s.get('bures_grid', ()))}: no adaptive rule exists for it); SteinVI = NumPyro's "
         f"`SteinVI` with {s.get('stein_particles')} AutoNormal particles (RBF kernel, Adagrad lr {s.get('stein_lr')}; mixvi fixes the double softplus of the particle scales in NumPyro 0.22's mixture density, see below); "
         f"Blackjax MFVI = `blackjax.meanfield_vi` (Adam lr {s['adam_lr']}, {s['svi_particles']} draws); Pathfinder "
@@ -747,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="the quick subset (default)")
     g.add_argument("--full", action="store_true", help="every target, 5 seeds, 3000 steps, the fixed-step grid")
-    p.add_argument("--targets", help="comma-separated target names (mixvi.targets.TARGET_NAMES)")
+    p.add_argument("--targets", help="comma-separated target names (benchmarks.targets.TARGET_NAMES)")
     p.add_argument("--seeds", type=int)
     p.add_argument("--steps", type=int, help="steps per run (synthetic targets)")
     p.add_argument("--regression-steps", dest="regression_steps", type=int, help="steps per run on the regressions")

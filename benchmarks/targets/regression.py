@@ -21,7 +21,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from mixvi.targets.base import Target
+from benchmarks.targets.base import Target
 
 SPLIT_SEED = 0
 """Seed of the 50/50 train/test split (numpy default_rng permutation)."""

@@ -1,5 +1,5 @@
 """``mixvi bench dimension``: time per iteration against the dimension d, mixvi's isotropic IBW step
-against the full-covariance Bures-Wasserstein step (``mixvi.bench.bures_full``).
+against the full-covariance Bures-Wasserstein step (``benchmarks.bures_full``).
 
 On the standard Gaussian target V(z) = |z|^2 / (2 sigma^2), sigma = 1 (whose gradient costs O(d), so
 the family's own cost shows), for d in {1, 2, 5, ..., 1000} and N in {1, 5}, B = 10 draws per
@@ -43,8 +43,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from mixvi.bench import bures_full
-from mixvi.bench.report import (
+from benchmarks import bures_full
+from benchmarks.report import (
     compile_timed,
     int_list,
     limit_blas_threads,
@@ -283,7 +283,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Target: N(0, I_d), V(z) = |z|²/2 (its gradient is O(d), so each family's own cost shows); "
         f"B = {s['num_samples']} draws per component, float32. mixvi: `MixVI(..., 'ibw', {s['ibw_step']})`, "
-        f"O(N B d + N² d) per step; full-covariance Bures (`mixvi.bench.bures_full`, step {s['bures_step']}): "
+        f"O(N B d + N² d) per step; full-covariance Bures (`benchmarks.bures_full`, step {s['bures_step']}): "
         "Stein Hessians, M Σ M products and a Cholesky per component, O(N d³ + N² B d²). Times are ms per "
         "step (median over repeats of a jitted K-step `lax.scan`, compile excluded).",
         "",

@@ -20,7 +20,7 @@ Three experiments, several seeds each; every fit reports the Pareto k-hat of its
    doing, not the Monte-Carlo noise of two samples). ``importance_resample`` (the user-facing path,
    which resamples with these weights) is also run on the bimodal fits.
 
-Entry point: ``main(argv) -> int`` (``mixvi bench extensions``, ``python -m mixvi.bench.extensions``).
+Entry point: ``main(argv) -> int`` (``mixvi bench extensions``, ``python -m benchmarks.extensions``).
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ from numpyro.infer.autoguide import AutoMultivariateNormal
 from scipy.special import ndtr
 
 import mixvi
-from mixvi.bench.report import machine_info as report_machine_info
-from mixvi.bench.report import markers, replace_section
+from benchmarks.report import machine_info as report_machine_info
+from benchmarks.report import markers, replace_section
 
 MD_START, MD_END = markers("extensions")
 

@@ -1,5 +1,5 @@
 """Benchmark targets of the paper suite (arXiv 2506.13613 and issue 3): each a NumPyro model plus,
-where it exists, an exact sampler and a normalised log density (``mixvi.targets.Target``).
+where it exists, an exact sampler and a normalised log density (``benchmarks.targets.Target``).
 
 - ``make_gmm(dim, covariance, seed)``: K = 5 Gaussian mixtures, d in {2, 10, 50}, 'diag' / 'full' / 'iso'.
 - ``make_funnel()``: the 2-D funnel.
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import os
 
-from mixvi.targets.base import FlatDensity, Target, flat_model
-from mixvi.targets.mixture_model import make_label_switching
-from mixvi.targets.regression import make_logreg_breast, make_softmax_wine, nuts_reference
-from mixvi.targets.synthetic import (
+from benchmarks.targets.base import FlatDensity, Target, flat_model
+from benchmarks.targets.mixture_model import make_label_switching
+from benchmarks.targets.regression import make_logreg_breast, make_softmax_wine, nuts_reference
+from benchmarks.targets.synthetic import (
     GMM_COVARIANCES,
     SAS_SETTINGS,
     funnel_log_prob,

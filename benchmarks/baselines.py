@@ -1,4 +1,4 @@
-"""Baselines from other libraries for the paper benchmark (``mixvi.bench.paper``), wrapped in its contract.
+"""Baselines from other libraries for the paper benchmark (``benchmarks.paper``), wrapped in its contract.
 
 - ``build_steinvi``: NumPyro's ELBO-within-Stein (``numpyro.contrib.einstein.SteinVI``) with an
   ``AutoNormal`` guide and the RBF kernel; q is the uniform mixture of the particles' diagonal Gaussians.
@@ -35,7 +35,7 @@ from numpyro.contrib.einstein import RBFKernel, SteinVI
 from numpyro.infer.autoguide import AutoNormal
 from numpyro.optim import Adagrad, optax_to_numpyro
 
-from mixvi.targets import Target
+from benchmarks.targets import Target
 
 InitLocs = Callable[[int, int], Any]
 """``init_locs(seed, n) -> (n, d)``: the starting means the benchmark hands each builder."""

@@ -4,7 +4,8 @@
 
 The likelihood is symmetric under mu_1 <-> mu_2, so the posterior has two mirror-image modes of equal
 mass (mode 0: mu_1 < mu_2; mode 1: mu_1 > mu_2). The data are fixed synthetic draws (half from
-N(-1.2, 1), half from N(1.8, 1)). d = 2, so the normaliser and an exact sampler come from a fine grid.
+N(-1.2, 1), half from N(1.8, 1)). The model and data are those of ``mixvi demo`` (``mixvi._demo_model``);
+d = 2, so the normaliser and an exact sampler come from a fine grid.
 """
 
 from __future__ import annotations
@@ -12,38 +13,30 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 from jax.scipy.special import logsumexp
 
-from mixvi.targets.base import Target
+from benchmarks.targets.base import Target
+from mixvi._demo_model import (
+    DATA_SEED,
+    PRIOR_SCALE,
+    TRUE_MEANS,
+    label_switching_model,
+    make_data,
+    unnormalised_log_post,
+)
 
-PRIOR_SCALE = 3.0
-TRUE_MEANS = (-1.2, 1.8)
-DATA_SEED = 20250613
+__all__ = [
+    "DATA_SEED",
+    "GRID",
+    "PRIOR_SCALE",
+    "TRUE_MEANS",
+    "label_switching_model",
+    "make_data",
+    "make_label_switching",
+    "unnormalised_log_post",
+]
+
 GRID = (-6.0, 6.0, 401)
-
-
-def make_data(num_obs: int = 60) -> jax.Array:
-    """The fixed data set: half from N(-1.2, 1), half from N(1.8, 1)."""
-    half = num_obs // 2
-    centres = jnp.concatenate([jnp.full(half, TRUE_MEANS[0]), jnp.full(num_obs - half, TRUE_MEANS[1])])
-    return centres + jax.random.normal(jax.random.PRNGKey(DATA_SEED), (num_obs,))
-
-
-def label_switching_model(y: jax.Array) -> None:
-    """Two-group Gaussian mixture with unknown means ``mu`` (2,), equal weights, unit spread."""
-    mu = numpyro.sample("mu", dist.Normal(0.0, PRIOR_SCALE).expand([2]).to_event(1))
-    groups = dist.MixtureSameFamily(dist.Categorical(probs=jnp.array([0.5, 0.5])), dist.Normal(mu, 1.0))
-    with numpyro.plate("data", y.shape[0]):
-        numpyro.sample("y", groups, obs=y)
-
-
-def unnormalised_log_post(mu: jax.Array, y: jax.Array) -> jax.Array:
-    """log p(mu, y) for mu (..., 2)."""
-    prior = jnp.sum(jax.scipy.stats.norm.logpdf(mu, 0.0, PRIOR_SCALE), -1)
-    comp = jax.scipy.stats.norm.logpdf(y[:, None], mu[..., None, :], 1.0) + jnp.log(0.5)  # (..., n, 2)
-    return prior + jnp.sum(logsumexp(comp, -1), -1)
 
 
 def make_label_switching(num_obs: int = 60) -> Target:

@@ -2,7 +2,7 @@
 
 Grid: d in {1e3, 1e4, 1e5, 1e6} x N in {10, 100}, B = 10, two targets:
 
-- ``logistic``: Bayesian logistic regression (``mixvi.bench.targets``) with n = 100 synthetic rows
+- ``logistic``: Bayesian logistic regression (``benchmarks.targets.logistic``) with n = 100 synthetic rows
   (so the data, n x d floats, stay at 400 MB at d = 1e6); one gradient is two (n, d) mat-vecs.
 - ``mixture``: an isotropic Gaussian-mixture target with K = 10 components in R^d,
   V(x) = -logsumexp_k [log pi_k - |x - mu_k|^2 / 2] (+ const); one gradient is O(K d).
@@ -33,8 +33,8 @@ import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import logsumexp
 
-from mixvi.bench.report import machine_info, replace_section, write_json
-from mixvi.bench.targets import logistic_regression, make_data
+from benchmarks.report import machine_info, replace_section, write_json
+from benchmarks.targets.logistic import logistic_regression, make_data
 from mixvi.engine import MixVI, MixVIState
 from mixvi.estimators import draw_noise, draw_points
 from mixvi.guide import AutoIsotropicMixture
