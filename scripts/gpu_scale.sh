@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5's GPU check as one command for a session lent a device machine:
+# The GPU check of the scale benchmark as one command for a session lent a device machine:
 #     run(command="bash scripts/gpu_scale.sh", timeout_s=560)
 # The device image already has jax with CUDA, numpyro, optax, scipy, tqdm (nothing can be installed there),
 # so mixvi runs from the source tree. Writes to $OUT: gpu.txt (card, driver, versions), scale_gpu.json,
@@ -15,5 +15,5 @@ PY=${PYTHON:-python3}
   "$PY" -c "import jax, numpyro, optax; print('jax', jax.__version__, 'numpyro', numpyro.__version__, jax.devices())"
 } 2>&1 | tee "$OUT/gpu.txt"
 cp docs/benchmarks.md "$OUT/benchmarks.md"
-"$PY" -m mixvi.cli bench scale --budget "${BUDGET:-420}" --out "$OUT/scale_gpu.json" --md "$OUT/benchmarks.md" \
+"$PY" -m benchmarks.scale --budget "${BUDGET:-420}" --out "$OUT/scale_gpu.json" --md "$OUT/benchmarks.md" \
   --section scale-gpu "$@" 2>&1 | tee "$OUT/scale.log"

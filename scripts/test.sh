@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
 .venv/bin/python -m pip install -q -e ".[test]"
-.venv/bin/ruff check mixvi extras tests
+.venv/bin/ruff check mixvi benchmarks extras tests
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
