@@ -2,12 +2,17 @@
 
     mixvi demo [--steps N] [--components N] [--seed S] [--out PATH] [--quick]
     mixvi bench SUITE [ARGS ...]      SUITE = core | paper | scale | extensions | dimension; ARGS go to
-                                      mixvi.bench.SUITE.main
+                                      benchmarks.SUITE.main (from a clone of the repository only)
     mixvi --version | --help
 
-Exit codes: 0 success, 1 a run that failed (or a benchmark suite that is not installed), 2 a usage error.
+Exit codes: 0 success, 1 a run that failed (or ``mixvi bench`` outside a clone), 2 a usage error.
 The heavy imports (JAX, NumPyro, matplotlib, the benchmarks) happen inside the subcommands, so
 ``mixvi --help`` is instant and ``mixvi demo`` works without the benchmark modules.
+
+The benchmark suites are not part of the installed package: they live in the ``benchmarks/`` folder of
+the repository and run from its root as ``python -m benchmarks.SUITE``. ``mixvi bench SUITE`` is a
+shortcut for that when mixvi is used from a clone (an editable install), i.e. when a ``benchmarks/``
+folder sits next to the ``mixvi`` package source.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 BENCH_SUITES = ("core", "paper", "scale", "extensions", "dimension")
 
@@ -62,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="run a benchmark suite (mixvi bench core --help for its options)",
-        description="Run a benchmark suite; every argument after SUITE goes to that suite's own parser.",
+        help="run a benchmark suite from a clone of the repository (mixvi bench core --help for its options)",
+        description="Run a benchmark suite of the repository's benchmarks/ folder (same as python -m "
+        "benchmarks.SUITE from the repository root); every argument after SUITE goes to that suite's own parser. "
+        "Only available when mixvi runs from a clone.",
     )
     bench.add_argument("suite", choices=BENCH_SUITES, metavar="SUITE", help=f"one of {', '.join(BENCH_SUITES)}")
     bench.add_argument("suite_args", nargs=argparse.REMAINDER, metavar="ARGS", help="options for the suite")
@@ -83,14 +91,42 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def repository_root() -> Path | None:
+    """The root of the clone mixvi runs from, or None for an installed package.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The folder above the ``mixvi`` package source when it holds a ``benchmarks/`` folder (a clone,
+        typically with an editable install), otherwise None.
+    """
+    import mixvi
+
+    root = Path(mixvi.__file__).resolve().parents[1]
+    return root if (root / "benchmarks").is_dir() else None
+
+
 def _run_bench(args: argparse.Namespace) -> int:
-    module_name = f"mixvi.bench.{args.suite}"
+    root = repository_root()
+    if root is None:
+        print(
+            "mixvi bench: the benchmark suites are not installed with mixvi; they live in the benchmarks/ folder "
+            "of the mixvi repository. Run them from the root of a clone:\n"
+            "    git clone <the mixvi repository> mixvi && cd mixvi\n"
+            '    pip install -e ".[bench]"\n'
+            f"    python -m benchmarks.{args.suite}",
+            file=sys.stderr,
+        )
+        return 1
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    module_name = f"benchmarks.{args.suite}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        if err.name not in (module_name, "mixvi.bench"):
+        if err.name not in (module_name, "benchmarks"):
             raise  # the suite exists but one of its own imports is missing: show the real error
-        print(f"mixvi bench: the '{args.suite}' suite is not available in this installation", file=sys.stderr)
+        print(f"mixvi bench: the '{args.suite}' suite is not available in {root / 'benchmarks'}", file=sys.stderr)
         return 1
     try:
         code = module.main(list(args.suite_args))

@@ -102,9 +102,29 @@ def test_bench_suite_usage_error_and_missing_suite(monkeypatch, capsys):
 
     monkeypatch.setitem(sys.modules, "benchmarks.core", types.SimpleNamespace(main=fake_main))
     assert main(["bench", "core", "--bogus"]) == 2
-    monkeypatch.setitem(sys.modules, "benchmarks.scale", None)  # an import of it fails: not installed
+    monkeypatch.setitem(sys.modules, "benchmarks.scale", None)  # an import of it fails: a suite file is missing
     assert main(["bench", "scale"]) == 1
     assert "not available" in capsys.readouterr().err
+
+
+def test_bench_runs_the_suite_of_the_clone():
+    # the tests run from a clone: benchmarks/ sits next to the mixvi package source
+    from pathlib import Path
+
+    from mixvi import cli
+
+    root = cli.repository_root()
+    assert root is not None and root == Path(mixvi.__file__).resolve().parents[1]
+    assert main(["bench", "core", "--help"]) == 0
+
+
+def test_bench_outside_a_clone_says_where_the_benchmarks_live(monkeypatch, capsys):
+    from mixvi import cli
+
+    monkeypatch.setattr(cli, "repository_root", lambda: None)
+    assert main(["bench", "core", "--quick"]) == 1
+    err = capsys.readouterr().err
+    assert "git clone" in err and "python -m benchmarks.core" in err
 
 
 def test_python_dash_m_entry_point():
