@@ -92,6 +92,7 @@ def reg():
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("k", [0.2, 0.64])
 def test_khat_exact_pareto(k):
+    """k-hat of exactly Pareto(k) weights averages the prior-shrunk k over replicates."""
     # log w = k * Exp(1) + const is a Pareto(k) weight: exceedances are exactly GPD(k).
     rng = np.random.default_rng(1)
     n, reps = 100_000, 20
@@ -102,6 +103,7 @@ def test_khat_exact_pareto(k):
 
 
 def test_khat_gaussian_ratios_match_theory():
+    """k-hat of Gaussian importance ratios matches the tail index 1 - s^2 (d = 2) and -1 for a wider q."""
     rng = np.random.default_rng(2)
     n, reps = 100_000, 20
 
@@ -134,39 +136,86 @@ def test_khat_gaussian_ratios_match_theory():
     assert 0.55 < np.mean(k1) < 0.62  # se of the mean ~0.006
 
 
-def test_khat_matches_arviz_stats():
-    # arviz-stats' psislw takes log-likelihood sign (it smooths -ary): pass -log_w. Same M here
-    # (S = 10000: floor and ceil of 3 sqrt S agree).
-    from arviz_stats.base.array import array_stats
+def test_psis_weights_equal_arviz_stats():
+    """On finite log weights the smoothed log weights and k-hat are arviz-stats' psislw(-log_w, r_eff=1)."""
+    from arviz_stats.base import array_stats
 
     rng = np.random.default_rng(3)
-    for log_w in (0.7 * rng.standard_exponential(10_000), rng.standard_normal(10_000), 2.0 * rng.standard_t(3, 10_000)):
-        _, k_az = array_stats.psislw(-log_w, r_eff=1)
-        assert D.khat_from_log_weights(log_w) == pytest.approx(float(k_az), abs=1e-9)
+    for n in (100, 1000, 10_000):  # M = floor(S / 5) and floor(3 sqrt S)
+        for log_w in (0.7 * rng.standard_exponential(n), rng.standard_normal(n), 2.0 * rng.standard_t(3, n)):
+            res = D.psis_log_weights(log_w)
+            lw_az, k_az = array_stats.psislw(-log_w, r_eff=1)
+            np.testing.assert_allclose(res.log_weights, lw_az, rtol=0, atol=1e-12)
+            assert res.khat == pytest.approx(float(k_az), abs=1e-12)
+            assert np.exp(res.log_weights).sum() == pytest.approx(1.0, abs=1e-12)
+            assert res.ess == pytest.approx(1.0 / np.sum(np.exp(2 * lw_az)), rel=1e-12)
+            assert D.khat_from_log_weights(log_w) == res.khat
+
+
+def test_psis_smoothing_keeps_order_and_bounds():
+    """Smoothing replaces only the M largest weights, keeps their order and never exceeds the largest raw weight."""
+    rng = np.random.default_rng(8)
+    log_w = 0.8 * rng.standard_exponential(4000)
+    res = D.psis_log_weights(log_w)
+    raw = log_w - np.logaddexp.reduce(log_w)
+    shift = res.log_weights - raw
+    order = np.argsort(log_w)
+    m = D.tail_length(4000)
+    body = order[:-m]
+    np.testing.assert_allclose(shift[body], shift[body][0], atol=1e-12)  # the body is only renormalised
+    assert np.all(np.diff(res.log_weights[order[-m:]]) >= -1e-12)  # the tail stays sorted
+    assert np.max(res.log_weights - shift[body][0]) <= raw.max() + 1e-12
+
+
+def test_khat_heavy_and_light_tails():
+    """Thresholds on known cases: p = q up to rounding gives -inf, a nearby q k < 0.5, a much narrower q k > 0.7."""
+    rng = np.random.default_rng(6)
+    z = rng.standard_normal(4000)  # draws from q = N(0, 1)
+    log_q = stats.norm.logpdf(z)
+    # p = q: the log weights differ only by the rounding of the float32 log densities
+    lp32, lq32 = np.float32(log_q + 3.0), np.float32(log_q)
+    assert D.psis_from_log_densities(lp32, lq32).khat == -math.inf
+    assert D.khat_from_log_weights(np.zeros(100)) == -math.inf  # exactly constant weights
+    assert D.khat_from_log_weights(stats.norm.logpdf(z, 0, 1.05) - log_q) < 0.5  # q slightly narrower than p
+    # q = N(0, 0.1 I_2) much narrower than p = N(0, I_2): w is exactly Pareto with k = 1 - 0.1 = 0.9
+    z2 = math.sqrt(0.1) * rng.standard_normal((40_000, 2))
+    assert D.khat_from_log_weights(0.5 * (1 / 0.1 - 1) * np.sum(z2**2, 1)) > 0.7
+    assert D.khat_from_log_weights(stats.norm.logpdf(z, 0, 0.7) - log_q) < 0.0  # q wider than p: bounded w
 
 
 def test_khat_invariances_and_special_values():
+    """k-hat ignores the scale and order of w; -inf entries are zero weights; NaN / +inf / too few draws raise."""
     rng = np.random.default_rng(4)
     log_w = 0.5 * rng.standard_exponential(5000)
     k = D.khat_from_log_weights(log_w)
     assert D.khat_from_log_weights(log_w + 123.0) == pytest.approx(k, abs=1e-9)  # scale of w is irrelevant
     assert D.khat_from_log_weights(rng.permutation(log_w)) == k
     assert D.khat_from_log_weights(log_w.reshape(50, 100)) == k  # any shape, flattened
-    assert D.khat_from_log_weights(np.zeros(100)) == -math.inf  # constant weights
-    assert D.khat_from_log_weights(np.append(log_w, np.inf)) == math.inf
-    assert math.isfinite(D.khat_from_log_weights(np.append(log_w, [-np.inf] * 10)))  # zero weights allowed
+    # zero weights (p = 0 where q > 0) are left out of the fit and stay zero after smoothing
+    with_zeros = np.append(log_w, [-np.inf] * 10)
+    res = D.psis_log_weights(with_zeros)
+    assert res.khat == k
+    assert np.all(res.log_weights[-10:] == -np.inf)
+    np.testing.assert_array_equal(res.log_weights[:-10], D.psis_log_weights(log_w).log_weights)
     assert D.khat_from_log_weights(np.r_[0.0, 2000.0 * np.arange(1, 40.0)]) == math.inf  # tail spans > 700 nats
+    assert D.khat_from_log_weights(np.r_[np.zeros(60), np.ones(40)]) == -math.inf  # two values: bounded
+    assert D.khat_from_log_weights(log_w, atol=np.ptp(log_w)) == -math.inf  # constant within atol
     with pytest.raises(ValueError, match="NaN"):
         D.khat_from_log_weights(np.append(log_w, np.nan))
-    with pytest.raises(ValueError, match="at least 21"):
-        D.khat_from_log_weights(log_w[:20])
-    assert math.isfinite(D.khat_from_log_weights(log_w[:21]))
+    with pytest.raises(ValueError, match=r"\+inf"):
+        D.khat_from_log_weights(np.append(log_w, np.inf))
+    with pytest.raises(ValueError, match="at least 30"):
+        D.khat_from_log_weights(log_w[:29])
+    with pytest.raises(ValueError, match="29 finite"):
+        D.khat_from_log_weights(np.append(log_w[:29], [-np.inf] * 100))
+    assert math.isfinite(D.khat_from_log_weights(log_w[:30]))
 
 
 # --------------------------------------------------------------------------------------------------
 # psis_khat through a guide
 # --------------------------------------------------------------------------------------------------
 def test_psis_khat_gaussian_guide(gauss_guide):
+    """psis_khat on a guide recovers k = 1 - s^2, about -1 for a wider q, and -inf for q = p."""
     # one call per case: each call compiles the model once, the draws themselves are cheap
     n = 1_000_000  # M = 3000 tail draws: sd of k-hat ~ (1 + k) / sqrt(M) = 0.03
     key = jax.random.PRNGKey(7)
@@ -179,11 +228,12 @@ def test_psis_khat_gaussian_guide(gauss_guide):
 
 
 def test_psis_khat_reproducible_and_checks(gauss_guide):
+    """Same key, same k-hat; invalid counts, keys, params and guides raise clear errors."""
     p = gauss_params(0.7)
     k1 = mixvi.psis_khat(gauss_guide, p, rng_key=jax.random.PRNGKey(3))
     assert mixvi.psis_khat(gauss_guide, p, rng_key=jax.random.PRNGKey(3)) == k1
     assert mixvi.psis_khat(gauss_guide, p, rng_key=jax.random.PRNGKey(4)) != k1
-    with pytest.raises(ValueError, match=">= 21"):
+    with pytest.raises(ValueError, match=">= 30"):
         mixvi.psis_khat(gauss_guide, p, rng_key=jax.random.PRNGKey(3), num_samples=10)
     with pytest.raises(ValueError, match="integer >= 1"):
         mixvi.psis_khat(gauss_guide, p, rng_key=jax.random.PRNGKey(3), num_samples=0)
@@ -203,12 +253,12 @@ def test_psis_khat_reproducible_and_checks(gauss_guide):
 # --------------------------------------------------------------------------------------------------
 # component_summary
 # --------------------------------------------------------------------------------------------------
-def _exact_masses(locs, scales):
-    """E_p[r_i] for p = 0.3 N(-4, 1) + 0.7 N(4, 1) by quadrature."""
+def _exact_masses(locs, scales, weights=(0.5, 0.5)):
+    """E_p[r_i] for p = 0.3 N(-4, 1) + 0.7 N(4, 1) by quadrature, r_i = pi_i N_i / sum_j pi_j N_j."""
     p = lambda x: 0.3 * stats.norm.pdf(x, -4, 1) + 0.7 * stats.norm.pdf(x, 4, 1)  # noqa: E731
 
     def r(x, i):
-        dens = stats.norm.pdf(x, locs, scales)
+        dens = np.asarray(weights) * stats.norm.pdf(x, locs, scales)
         return dens[i] / dens.sum()
 
     return np.array(
@@ -221,12 +271,13 @@ def _exact_masses(locs, scales):
     [([-4.0, 4.0], [1.0, 1.0]), ([-3.5, 4.2], [1.3, 0.8])],  # on the modes / off the modes, other widths
 )
 def test_component_masses_importance_weighted(locs, scales):
+    """Importance-weighted masses match the quadrature E_p[r_i] within 4 se; uniform weights show 1/N."""
     guide = _bimodal_guide()
     params = {"auto_locs": jnp.array(locs)[:, None], "auto_scales": jnp.array(scales)}
     table = mixvi.component_summary(guide, params, rng_key=jax.random.PRNGKey(1), num_samples=8000)
     exact = _exact_masses(np.array(locs), np.array(scales))
     # uniform weights say 0.5 / 0.5; the target's mode masses are 0.3 / 0.7
-    np.testing.assert_allclose(table["weight_uniform"], [0.5, 0.5])
+    np.testing.assert_allclose(table["weight"], [0.5, 0.5])
     assert abs(exact[0] - 0.3) < 0.02
     assert np.all(np.abs(table["mass"].to_numpy() - exact) < 4 * table["mass_se"].to_numpy())
     assert np.all(table["mass_se"] < 0.02)
@@ -235,6 +286,28 @@ def test_component_masses_importance_weighted(locs, scales):
     np.testing.assert_allclose(table["loc:x"], locs, rtol=1e-6)  # identity transform
     assert list(table.index) == [0, 1] and table.index.name == "component"
     assert table.attrs["khat"] < 0.5 and table.attrs["num_samples"] == 8000
+
+
+def test_component_summary_learned_weights():
+    """With weight logits in the params the weight column shows softmax(logits), and masses use pi_i."""
+    guide = mixvi.AutoIsotropicMixture(
+        bimodal, n_components=2, weights="fisher-rao", init_loc_fn=init_to_value(values={"x": 0.0})
+    )
+    guide.setup(jax.random.PRNGKey(0))
+    logits = jnp.array([1.0, -1.0])  # weights 0.881 / 0.119
+    params = {
+        "auto_locs": jnp.array([[-4.0], [4.0]]),
+        "auto_scales": jnp.array([1.0, 1.0]),
+        "auto_weight_logits": logits,
+    }
+    table = mixvi.component_summary(guide, params, rng_key=jax.random.PRNGKey(1), num_samples=8000)
+    weights = np.asarray(jax.nn.softmax(logits))
+    np.testing.assert_allclose(table["weight"], weights, rtol=1e-6)
+    np.testing.assert_allclose(table["weight"], [0.881, 0.119], atol=1e-3)
+    exact = _exact_masses(np.array([-4.0, 4.0]), np.array([1.0, 1.0]), weights)
+    assert abs(exact[1] - 0.7) < 0.02  # the masses are the target's, not the weights
+    assert np.all(np.abs(table["mass"].to_numpy() - exact) < 4 * table["mass_se"].to_numpy())
+    assert table.attrs["khat"] < 0.7  # w = p/q is bounded (by 0.7 / 0.119)
 
 
 _BIMODAL: list = []
@@ -249,12 +322,13 @@ def _bimodal_guide():
 
 
 def test_component_summary_columns_and_transforms(reg):
+    """Column names and order, centres mapped to the constrained space, k-hat > 0.7 warned."""
     guide, params, idx = reg
     with pytest.warns(RuntimeWarning, match="k-hat"):  # three isotropic blobs on an 8-D posterior: k-hat > 0.7
         table = mixvi.component_summary(guide, params, Y, rng_key=jax.random.PRNGKey(2), num_samples=500)
     assert table.attrs["khat"] > 0.7
     assert list(table.columns) == [
-        "sigma", "weight_uniform", "mass", "mass_se",
+        "sigma", "weight", "mass", "mass_se",
         "loc:mu", "loc:sigma", "loc:beta[0]", "loc:beta[1]", "loc:beta[2]", "loc:|beta|",
     ]  # fmt: skip
     locs = np.asarray(params["auto_locs"])
@@ -276,6 +350,7 @@ def tree(reg):
 
 
 def test_datatree_groups_dims_and_constraints(tree):
+    """The DataTree has the expected groups, dims and constrained values."""
     assert {"posterior", "sample_stats", "log_likelihood", "observed_data"} <= set(tree.children)
     post = tree.posterior
     assert post["mu"].dims == ("chain", "draw") and post.sizes["chain"] == 2 and post.sizes["draw"] == 250
@@ -289,6 +364,7 @@ def test_datatree_groups_dims_and_constraints(tree):
 
 
 def test_datatree_log_densities_exact(tree, reg):
+    """log_likelihood, log_p and log_q equal their closed forms at the exported draws."""
     guide, params, idx = reg
     post, st = tree.posterior, tree.sample_stats
     mu, sigma, beta = (np.asarray(post[v], np.float64) for v in ("mu", "sigma", "beta"))
@@ -313,6 +389,7 @@ def test_datatree_log_densities_exact(tree, reg):
 
 
 def test_datatree_arviz_summary_and_loo(tree):
+    """ArviZ's summary, loo and loo_approximate_posterior run on the export."""
     table = az.summary(tree)
     assert {"mu", "sigma", "sigma2", "beta[0]", "beta[5]"} <= set(table.index)
     with warnings.catch_warnings():
@@ -324,6 +401,7 @@ def test_datatree_arviz_summary_and_loo(tree):
 
 
 def test_datatree_reproducible_and_checks(reg, tree):
+    """Same key, same export; other key, other draws; invalid sizes raise."""
     guide, params, _ = reg
     a = mixvi.to_datatree(guide, params, Y, rng_key=jax.random.PRNGKey(9), num_samples=500)
     b = mixvi.to_datatree(guide, params, Y, rng_key=jax.random.PRNGKey(9), num_samples=500)
@@ -345,6 +423,7 @@ def test_datatree_reproducible_and_checks(reg, tree):
 # plot
 # --------------------------------------------------------------------------------------------------
 def test_plot_components(gauss_guide):
+    """The plot draws two circles per component, labels the axes, and rejects latents that are not 2-D."""
     from matplotlib.figure import Figure
 
     ax = Figure().subplots()
