@@ -102,9 +102,14 @@ html_show_sourcelink = False
 html_copy_source = False
 
 
-# --- modules that are still being written ----------------------------------------------------
-# The functional core (mixvi/vi.py) and mixvi/geometry.py head the API reference. In a checkout that
-# does not have them yet their pages say so instead of failing the -W build on an import error.
+# --- the API index: the public names, generated ---------------------------------------------------
+# api/index.rst holds a marker; the tables that replace it list ``mixvi.__all__``, each name under the
+# module that defines it (where its entry is), so a name that moves between modules keeps its link.
+# The functional core (mixvi/vi.py) heads the page. In a checkout without mixvi/vi.py or
+# mixvi/geometry.py yet their pages say so instead of failing the -W build on an import error.
+CORE = ("mixture_vi", "MixtureVI", "MixtureVIState", "MixtureVIInfo")
+
+
 def _importable(name: str) -> bool:
     try:
         __import__(name)
@@ -116,16 +121,38 @@ def _importable(name: str) -> bool:
 PENDING = {mod: f"api/{mod.rsplit('.', 1)[1]}" for mod in ("mixvi.vi", "mixvi.geometry") if not _importable(mod)}
 
 
-def _pending_modules(app, docname: str, source: list[str]) -> None:
-    text = source[0]
-    if docname == "api/index" and "mixvi.vi" in PENDING:
-        start, end = text.index(".. mixvi-vi-start"), text.index(".. mixvi-vi-end")
-        note = (
+def _target(name: str) -> str:
+    obj = getattr(mixvi, name)
+    if isinstance(obj, type(mixvi)):
+        return obj.__name__
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def _table(title: str, names: list[str]) -> str:
+    rows = "".join(f"   ~{_target(n)}\n" for n in names)
+    return f"{title}\n{'-' * len(title)}\n\n.. autosummary::\n   :nosignatures:\n\n{rows}\n"
+
+
+def _public_names() -> str:
+    public = list(mixvi.__all__)
+    core = [n for n in CORE if n in public]
+    if core:
+        head = _table("Functional core", core)
+    else:
+        head = (
             "Functional core\n---------------\n\n.. note::\n\n   ``mixvi.vi`` (``mixture_vi``, ``MixtureVI``, "
             "``MixtureVIState``, ``MixtureVIInfo``) is not in this checkout yet; its entries appear here "
             "once the module exists.\n\n"
         )
-        text = text[:start] + note + text[end:]
+    return head + _table("Top-level names", [n for n in public if n not in CORE])
+
+
+def _generated_sources(app, docname: str, source: list[str]) -> None:
+    text = source[0]
+    if docname == "api/index":
+        marker = text.index(".. mixvi-public-names")
+        end = text.index("Modules\n-------")
+        text = text[:marker] + _public_names() + text[end:]
     for mod, page in PENDING.items():
         if docname == page:
             title = text.splitlines()[0]
@@ -134,4 +161,4 @@ def _pending_modules(app, docname: str, source: list[str]) -> None:
 
 
 def setup(app):
-    app.connect("source-read", _pending_modules)
+    app.connect("source-read", _generated_sources)

@@ -38,7 +38,19 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 
 
 def save_checkpoint(path: str | os.PathLike, state: Any, losses: np.ndarray, meta: dict) -> None:
-    """Write ``state`` (a pytree of arrays), ``losses`` and ``meta`` (JSON-serialisable) atomically."""
+    """Write a checkpoint atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npz`` file to write; its folder is created if needed.
+    state : pytree
+        A pytree of arrays (its leaves are stored; the structure comes from the caller on load).
+    losses : numpy.ndarray
+        The loss history so far.
+    meta : dict
+        JSON-serialisable metadata stored with the arrays.
+    """
     path = os.fspath(path)
     leaves = jax.tree.leaves(state)
     arrays = {f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)}
@@ -60,8 +72,27 @@ def save_checkpoint(path: str | os.PathLike, state: Any, losses: np.ndarray, met
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[list[np.ndarray], np.ndarray, dict]:
-    """Read a checkpoint: (state leaves, losses, meta). Raises ``CheckpointError`` when the file is
-    missing, not a mixvi checkpoint, truncated, or fails its checksum."""
+    """Read and verify a checkpoint.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :func:`save_checkpoint`.
+
+    Returns
+    -------
+    leaves : list of numpy.ndarray
+        The state's leaves, in ``jax.tree.leaves`` order.
+    losses : numpy.ndarray
+        The loss history.
+    meta : dict
+        The metadata passed to :func:`save_checkpoint`.
+
+    Raises
+    ------
+    CheckpointError
+        When the file is missing, not a mixvi checkpoint, truncated, or fails its checksum.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint at {path!r}")

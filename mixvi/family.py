@@ -1,12 +1,12 @@
 """The isotropic Gaussian mixture q = sum_i w_i N(m_i, sigma_i^2 D) as a NumPyro distribution, with
 its closed-form score (arXiv 2506.13613, section 2). The paper's family has uniform weights
 w_i = 1/N and D = I (the defaults); a shared diagonal metric D and learned weights are mixvi's
-extensions (docs/theory.md). With whitened coordinates y = D^(-1/2) x every component is isotropic:
+extensions (docs/theory.md). With whitened coordinates y = D^(-1/2) x every component is isotropic::
 
     log q(x)      = logsumexp_j [ log w_j - |y - mu_j|^2 / (2 eps_j) - (d/2) log(2 pi eps_j) ] - (1/2) sum_k log D_k
     grad log q(x) = -D^(-1) sum_j r_j(x) (x - m_j) / eps_j,   r_j = softmax_j of the bracket above
 
-Squared distances come from matrix products (|x|^2 - 2 x.m + |m|^2 after centring on the mean of
+Squared distances come from matrix products (``|x|^2 - 2 x.m + |m|^2`` after centring on the mean of
 the means), so no (..., N, d) tensor is formed.
 """
 
@@ -23,7 +23,26 @@ from numpyro.distributions import Distribution, constraints
 def component_logits(
     x: jax.Array, locs: jax.Array, scales: jax.Array, weights: jax.Array | None = None, metric: jax.Array | None = None
 ) -> jax.Array:
-    """log w_j + log N(x; m_j, sigma_j^2 D) for every component: x (..., d) -> (..., N)."""
+    """Log-density of every weighted component, ``log w_j + log N(x; m_j, sigma_j^2 D)``.
+
+    Parameters
+    ----------
+    x : jax.Array
+        Points, shape (..., d).
+    locs : jax.Array
+        Component means m_j, shape (N, d).
+    scales : jax.Array
+        Component standard deviations sigma_j, shape (N,).
+    weights : jax.Array or None
+        Mixture weights w_j, shape (N,); None for uniform weights 1/N.
+    metric : jax.Array or None
+        Shared diagonal metric D, shape (d,); None for the identity.
+
+    Returns
+    -------
+    jax.Array
+        The component log-densities, shape (..., N); their logsumexp over the last axis is log q(x).
+    """
     d = locs.shape[-1]
     if metric is not None:
         root = jnp.sqrt(metric)
@@ -44,7 +63,20 @@ def component_logits(
 def mixture_score(
     x: jax.Array, locs: jax.Array, scales: jax.Array, weights: jax.Array | None = None, metric: jax.Array | None = None
 ) -> jax.Array:
-    """grad_x log q(x) = -D^-1 sum_j r_j(x) (x - m_j)/eps_j, for x (..., d)."""
+    """The score of the mixture in closed form, ``grad_x log q(x) = -D^-1 sum_j r_j(x) (x - m_j) / eps_j``.
+
+    Parameters
+    ----------
+    x : jax.Array
+        Points, shape (..., d).
+    locs, scales, weights, metric : jax.Array
+        As in :func:`component_logits` (``weights`` and ``metric`` may be None).
+
+    Returns
+    -------
+    jax.Array
+        The score at every point, shape (..., d).
+    """
     r = jax.nn.softmax(component_logits(x, locs, scales, weights, metric), axis=-1)
     w = r / scales**2
     s = -jnp.sum(w, -1, keepdims=True) * x + w @ locs
@@ -65,12 +97,31 @@ def _sample(key, locs, scales, weights, metric, sample_shape: tuple) -> jax.Arra
 
 
 class IsotropicMixture(Distribution):
-    """q(x) = sum_i w_i N(x; locs_i, scales_i^2 D) over R^d; by default w_i = 1/N and D = I.
+    """The mixture ``q(x) = sum_i w_i N(x; locs_i, scales_i^2 D)`` over R^d; by default w_i = 1/N and D = I.
 
     ``has_rsample`` is True: a draw picks i with probability w_i (a choice that does not depend on
     locs, scales or D) and returns locs_i + scales_i D^(1/2) z, z ~ N(0, I), so pathwise gradients with
     respect to locs, scales and metric are unbiased. (Gradients with respect to learned weights are not
     reparametrised; MixVI's stratified estimator computes those.)
+
+    Parameters
+    ----------
+    locs : jax.Array
+        Component means, shape (N, d).
+    scales : jax.Array
+        Component standard deviations sigma_i, shape (N,), positive.
+    weights : jax.Array or None, optional
+        Mixture weights, shape (N,), summing to one; None (the default) for uniform weights 1/N.
+    metric : jax.Array or None, optional
+        Shared diagonal metric D, shape (d,), positive; None (the default) for the identity.
+    validate_args : bool or None, optional
+        NumPyro's argument validation.
+
+    Raises
+    ------
+    ValueError
+        If ``locs`` is not two-dimensional, or ``scales``, ``weights`` or ``metric`` does not have the
+        shape that ``locs`` implies.
     """
 
     # weights / metric are optional (None = uniform / identity), so NumPyro's validator skips them
@@ -104,14 +155,14 @@ class IsotropicMixture(Distribution):
 
     @property
     def component_weights(self) -> jax.Array:
-        """w (N,): the mixture weights (uniform unless learned)."""
+        """The mixture weights w, shape (N,) (uniform unless learned)."""
         if self.weights is None:
             return jnp.full(self.locs.shape[:1], 1.0 / self.locs.shape[0], dtype=self.locs.dtype)
         return self.weights
 
     @property
     def diag_metric(self) -> jax.Array:
-        """D (d,): the shared diagonal metric (ones unless learned)."""
+        """The shared diagonal metric D, shape (d,) (ones unless learned)."""
         return jnp.ones(self.locs.shape[1:], self.locs.dtype) if self.metric is None else self.metric
 
     @property
@@ -135,11 +186,33 @@ class IsotropicMixture(Distribution):
         return logsumexp(self._logits(value), axis=-1)
 
     def responsibilities(self, value: jax.Array) -> jax.Array:
-        """r_j(x): posterior probability of component j given x, shape (..., N)."""
+        """Responsibilities r_j(x): the posterior probability of component j given x.
+
+        Parameters
+        ----------
+        value : jax.Array
+            Points, shape (..., d).
+
+        Returns
+        -------
+        jax.Array
+            Shape (..., N); sums to one over the last axis.
+        """
         return jax.nn.softmax(self._logits(value), axis=-1)
 
     def score(self, value: jax.Array) -> jax.Array:
-        """grad_x log q(x) in closed form."""
+        """The score ``grad_x log q(x)`` in closed form.
+
+        Parameters
+        ----------
+        value : jax.Array
+            Points, shape (..., d).
+
+        Returns
+        -------
+        jax.Array
+            Shape (..., d).
+        """
         return mixture_score(value, self.locs, self.scales, self.weights, self.metric)
 
     @property
@@ -153,12 +226,36 @@ class IsotropicMixture(Distribution):
         return second - self.mean**2
 
     def marginal_cdf(self, value: jax.Array) -> jax.Array:
-        """Per-coordinate CDF: F_k(x_k) = sum_i w_i Phi((x_k - m_ik)/(sigma_i sqrt(D_k))), value (..., d)."""
+        """Per-coordinate marginal CDF, ``F_k(x_k) = sum_i w_i Phi((x_k - m_ik) / (sigma_i sqrt(D_k)))``.
+
+        Parameters
+        ----------
+        value : jax.Array
+            Points, shape (..., d).
+
+        Returns
+        -------
+        jax.Array
+            F_k at every coordinate, shape (..., d).
+        """
         sd = self.scales[:, None] * jnp.sqrt(self.diag_metric)
         return jnp.einsum("i,...ik->...k", self.component_weights, ndtr((value[..., None, :] - self.locs) / sd))
 
     def marginal_icdf(self, q: jax.Array, num_iters: int = 64) -> jax.Array:
-        """Per-coordinate quantiles by bisection on ``marginal_cdf``: q (...,) -> (..., d)."""
+        """Per-coordinate marginal quantiles, by bisection on :meth:`marginal_cdf`.
+
+        Parameters
+        ----------
+        q : jax.Array
+            Probabilities in (0, 1), shape (...,).
+        num_iters : int, optional
+            Bisection steps (64 resolves the bracket to float precision).
+
+        Returns
+        -------
+        jax.Array
+            The q-quantile of every coordinate's marginal, shape (..., d).
+        """
         q = jnp.asarray(q, self.locs.dtype)[..., None]
         sd = self.scales[:, None] * jnp.sqrt(self.diag_metric)
         lo = jnp.min(self.locs - 12 * sd, axis=0)
@@ -175,5 +272,18 @@ class IsotropicMixture(Distribution):
         return 0.5 * (a + b)
 
     def entropy_estimate(self, key: jax.Array, num_samples: int = 1000) -> jax.Array:
-        """Monte-Carlo entropy -E_q[log q] (the mixture entropy has no closed form)."""
+        """Monte-Carlo estimate of the entropy -E_q[log q] (the mixture entropy has no closed form).
+
+        Parameters
+        ----------
+        key : jax.Array
+            PRNG key for the draws.
+        num_samples : int, optional
+            Number of draws.
+
+        Returns
+        -------
+        jax.Array
+            The estimate, a scalar.
+        """
         return -jnp.mean(self.log_prob(self.sample(key, (num_samples,))))

@@ -34,22 +34,41 @@ def _is_random_init(init_loc_fn: Callable) -> bool:
 class AutoIsotropicMixture(AutoContinuous):
     """Uniform-weight mixture of isotropic Gaussians over the model's unconstrained latent space.
 
-    :param model: a NumPyro model with continuous latent sites.
-    :param n_components: N, the number of mixture components (>= 1).
-    :param prefix: params are named ``{prefix}_locs`` and ``{prefix}_scales``.
-    :param init_loc_fn: per-site init strategy. When it is random (``init_to_uniform``,
-        ``init_to_sample``) every component's mean is an independent draw; otherwise the init
-        location plus ``init_scale`` * N(0, I).
-    :param init_scale: initial sigma_i of every component.
-    :param create_plates: as in NumPyro's autoguides.
-    :param metric: 'isotropic' (the paper: covariances sigma_i^2 I) or 'diagonal' (mixvi's extension:
+    ``get_posterior(params)`` returns an :class:`~mixvi.family.IsotropicMixture` with
+    ``has_rsample=True``, so ``Trace_ELBO``, ``TraceGraph_ELBO`` and ``RenyiELBO`` use reparametrised
+    gradients.
+
+    Parameters
+    ----------
+    model : callable
+        A NumPyro model with continuous latent sites.
+    n_components : int, optional
+        N, the number of mixture components (>= 1).
+    prefix : str, optional
+        Params are named ``{prefix}_locs`` and ``{prefix}_scales``.
+    init_loc_fn : callable, optional
+        Per-site init strategy. When it is random (``init_to_uniform``, ``init_to_sample``) every
+        component's mean is an independent draw; otherwise the init location plus
+        ``init_scale * N(0, I)``.
+    init_scale : float, optional
+        Initial sigma_i of every component (> 0).
+    create_plates : callable or None, optional
+        As in NumPyro's autoguides.
+    metric : {'isotropic', 'diagonal'}, optional
+        'isotropic' (the paper: covariances sigma_i^2 I) or 'diagonal' (mixvi's extension:
         sigma_i^2 D with one diagonal D shared by all components, param ``{prefix}_metric`` (d,),
         memory O(N d + d); components are isotropic in whitened coordinates D^(-1/2) x).
-    :param weights: 'uniform' (the paper) or 'fisher-rao' (learned weights, param
-        ``{prefix}_weight_logits`` (N,), trained by MixVI's Wasserstein-Fisher-Rao weight step).
+    weights : {'uniform', 'fisher-rao'}, optional
+        'uniform' (the paper) or 'fisher-rao' (learned weights, param ``{prefix}_weight_logits``
+        (N,), trained by MixVI's Wasserstein-Fisher-Rao weight step).
 
-    ``get_posterior(params)`` returns an ``IsotropicMixture`` with ``has_rsample=True``, so
-    ``Trace_ELBO``, ``TraceGraph_ELBO`` and ``RenyiELBO`` use reparametrised gradients.
+    Raises
+    ------
+    ValueError
+        If ``n_components`` is not an integer >= 1, ``init_scale`` is not positive, or ``metric`` /
+        ``weights`` is not one of the values above. When the guide is set up on the model's
+        arguments: if a latent site is discrete, lies inside a subsampled plate, or the potential is
+        not finite at every initial point.
     """
 
     scale_constraint = constraints.positive
@@ -181,7 +200,14 @@ class AutoIsotropicMixture(AutoContinuous):
         return IsotropicMixture(locs, scales, weights, metric)
 
     def param_names(self) -> tuple[str, ...]:
-        """The guide's param names: locs, scales, and the metric / weight logits when learned."""
+        """The guide's param names.
+
+        Returns
+        -------
+        tuple of str
+            ``{prefix}_locs``, ``{prefix}_scales``, and ``{prefix}_metric`` /
+            ``{prefix}_weight_logits`` when those are learned.
+        """
         names = [f"{self.prefix}_locs", f"{self.prefix}_scales"]
         if self.metric == "diagonal":
             names.append(f"{self.prefix}_metric")
@@ -190,7 +216,18 @@ class AutoIsotropicMixture(AutoContinuous):
         return tuple(names)
 
     def get_posterior(self, params: dict) -> IsotropicMixture:
-        """The fitted mixture over the flattened unconstrained latent (constrained ``params``)."""
+        """The fitted mixture over the flattened unconstrained latent.
+
+        Parameters
+        ----------
+        params : dict
+            The guide's constrained params (e.g. ``MixVI.run(...).params``).
+
+        Returns
+        -------
+        IsotropicMixture
+            The mixture q over R^d, d the latent dimension.
+        """
         p = self.prefix
         weights = jax.nn.softmax(params[f"{p}_weight_logits"]) if f"{p}_weight_logits" in params else None
         return IsotropicMixture(params[f"{p}_locs"], params[f"{p}_scales"], weights, params.get(f"{p}_metric"))
@@ -208,11 +245,40 @@ class AutoIsotropicMixture(AutoContinuous):
         )
 
     def median(self, params: dict) -> dict:
-        """Per-coordinate median of the mixture marginals, constrained per site."""
+        """Per-coordinate median of the mixture marginals, constrained per site.
+
+        Parameters
+        ----------
+        params : dict
+            The guide's constrained params.
+
+        Returns
+        -------
+        dict
+            Site name to its median, in the site's constrained space.
+        """
         return self._unpack_and_constrain(self.get_posterior(params).marginal_icdf(0.5), params)
 
     def quantiles(self, params: dict, quantiles: Sequence[float]) -> dict:
-        """Per-coordinate quantiles of the mixture marginals (bisection on the exact CDF)."""
+        """Per-coordinate quantiles of the mixture marginals (bisection on the exact CDF).
+
+        Parameters
+        ----------
+        params : dict
+            The guide's constrained params.
+        quantiles : sequence of float
+            Probabilities strictly between 0 and 1.
+
+        Returns
+        -------
+        dict
+            Site name to its quantiles (leading axis: one entry per probability), constrained.
+
+        Raises
+        ------
+        ValueError
+            If a probability is not strictly between 0 and 1.
+        """
         q = jnp.asarray(quantiles)
         if jnp.any((q <= 0) | (q >= 1)):
             raise ValueError(f"quantiles must lie strictly between 0 and 1, got {quantiles}")
@@ -220,8 +286,26 @@ class AutoIsotropicMixture(AutoContinuous):
 
     # --- helpers used by MixVI and the diagnostics ----------------------------------------------
     def potential_fn(self, *args, **kwargs) -> Callable[[jax.Array, jax.Array], jax.Array]:
-        """V(z, key): NumPyro's potential energy (-log joint, with log-Jacobians) at a flattened
-        unconstrained latent z; ``key`` seeds the model (fresh data subsamples)."""
+        """The potential V(z, key) of the model on the flattened unconstrained latent.
+
+        V is NumPyro's potential energy (-log joint, with log-Jacobians) at a flattened unconstrained
+        latent z; ``key`` seeds the model (fresh data subsamples).
+
+        Parameters
+        ----------
+        *args, **kwargs
+            The model's arguments.
+
+        Returns
+        -------
+        callable
+            ``potential(z, key) -> jax.Array`` (a scalar).
+
+        Raises
+        ------
+        RuntimeError
+            If the guide has not been set up yet.
+        """
         if self.prototype_trace is None:
             raise RuntimeError("the guide is not set up yet: call MixVI.init, SVI.init or the guide first")
 
@@ -231,19 +315,65 @@ class AutoIsotropicMixture(AutoContinuous):
         return potential
 
     def setup(self, rng_key: jax.Array, *args, **kwargs) -> dict:
-        """Set the guide up on the model's arguments and return its initial constrained params."""
+        """Set the guide up on the model's arguments and return its initial params.
+
+        Parameters
+        ----------
+        rng_key : jax.Array
+            PRNG key for the initial component means.
+        *args, **kwargs
+            The model's arguments.
+
+        Returns
+        -------
+        dict
+            The initial constrained params.
+        """
         with handlers.trace() as tr, handlers.seed(rng_seed=rng_key):
             self(*args, **kwargs)
         return {name: site["value"] for name, site in tr.items() if site["type"] == "param"}
 
     def model_param_names(self) -> list[str]:
-        """Names of ``numpyro.param`` sites in the model (MixVI does not fit them)."""
+        """Names of the ``numpyro.param`` sites in the model (MixVI does not fit them).
+
+        Returns
+        -------
+        list of str
+        """
         return [n for n, s in self.prototype_trace.items() if s["type"] == "param"]
 
     def unconstrained_samples(self, rng_key: jax.Array, params: dict, num_samples: int) -> jax.Array:
-        """Draws from q on the flattened unconstrained latent space, shape (num_samples, d)."""
+        """Draws from q on the flattened unconstrained latent space.
+
+        Parameters
+        ----------
+        rng_key : jax.Array
+            PRNG key.
+        params : dict
+            The guide's constrained params.
+        num_samples : int
+            Number of draws.
+
+        Returns
+        -------
+        jax.Array
+            Shape (num_samples, d).
+        """
         return self.get_posterior(params).sample(rng_key, (num_samples,))
 
     def constrain(self, latent: jax.Array, params: dict) -> dict[str, Any]:
-        """Unpack flattened unconstrained latents (..., d) into constrained sites (and deterministics)."""
+        """Unpack flattened unconstrained latents into constrained sites (and deterministics).
+
+        Parameters
+        ----------
+        latent : jax.Array
+            Unconstrained latents, shape (..., d).
+        params : dict
+            The guide's constrained params.
+
+        Returns
+        -------
+        dict
+            Site name to its value in constrained space, leading shape (...).
+        """
         return self._unpack_and_constrain(latent, params)
