@@ -1,4 +1,4 @@
-"""``mixvi bench core``: per-iteration cost of MixVI against the bare cost of its N B target gradients.
+"""``python -m benchmarks.core``: per-iteration cost of MixVI against the bare cost of its N B target gradients.
 
 For a Bayesian logistic regression (``benchmarks.targets.logistic``; n rows, d features, N(0, I) prior) and
 each d in {10, 100, 1000}, N in {10, 100}, B = 10, four jitted ``lax.scan`` loops of K steps are timed:
@@ -7,11 +7,11 @@ each d in {10, 100, 1000}, N in {10, 100}, B = 10, four jitted ``lax.scan`` loop
                gradient step each iteration so XLA cannot hoist the work out of the loop;
 ``floor_vg``   the same with ``vmap(value_and_grad(V))`` (the values summed into the carry), which is
                what MixVI needs since its loss uses V;
-``mixvi``      ``MixVI._step`` (method 'ibw', step_size 'auto', shared noise): noise, N B points,
+``mixvi``      ``MixVI.update`` (method 'ibw', step_size 'auto', shared noise): noise, N B points,
                value_and_grad of V, the closed-form mixture terms, the update;
 ``svi``        NumPyro ``SVI.update`` with ``AutoNormal`` and ``Trace_ELBO(num_particles=N B)`` (the
                same number of gradient evaluations per step), optax Adam;
-``overhead``   ``MixVI._step``'s non-potential work alone (V replaced by |x|^2/2, whose gradient is free).
+``overhead``   ``MixVI.update``'s non-potential work alone (V replaced by |x|^2/2, whose gradient is free).
 
 ``V`` is NumPyro's potential energy of the model (``guide.potential_fn``), the function MixVI
 differentiates. Times are ms per iteration: the median (and minimum) over ``repeats`` calls of the
@@ -21,7 +21,7 @@ alike. XLA's ``memory_analysis`` gives each compiled loop's temporary bytes: wit
 estimator works from Gram products (``estimators.mixture_terms``) and never forms an (N, B, N, d)
 tensor, which the benchmark checks against N B N d x 4 bytes.
 
-Entry point: ``main(argv) -> int`` (``mixvi bench core``).
+Entry point: ``main(argv) -> int`` (``python -m benchmarks.core``, or ``mixvi bench core`` from a clone).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from benchmarks.report import (
     machine_info,
     measured_line,
     replace_section,
+    repo_path,
     scan_steps,
     write_json,
 )
@@ -119,7 +120,7 @@ def build_loops(cfg: CoreConfig, key: jax.Array) -> dict[str, tuple[Callable, tu
     locs_name, scales_name = f"{guide.prefix}_locs", f"{guide.prefix}_scales"
 
     def run_mixvi(s: MixVIState, x: jax.Array, y: jax.Array):
-        return scan_steps(lambda c: mixvi._step(c, (x, y), {}), s, big_k)
+        return scan_steps(lambda c: mixvi.update(c, x, y), s, big_k)
 
     pts0 = draw_points(
         state.params[locs_name],
@@ -291,7 +292,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     """The generated section of docs/benchmarks.md (between the bench-core markers)."""
     s = report["settings"]
     lines = [
-        measured_line(report["date"], report["machine"], f"mixvi bench core{' --quick' if s['quick'] else ''}",
+        measured_line(report["date"], report["machine"], f"python -m benchmarks.core{' --quick' if s['quick'] else ''}",
                       f"repeats = {s['repeats']}") + ".",
         "",
         f"Target: Bayesian logistic regression, n = {s['n_rows']} synthetic rows, prior N(0, I), "
@@ -358,20 +359,28 @@ def run_benchmark(
             "svi": {"guide": "AutoNormal", "elbo": "Trace_ELBO(num_particles=N*B)", "optim": "optax.adam(1e-3)"},
             "floor": f"vmap(grad(V)) on (N*B, d), points moved by -{FLOOR_STEP} grad V per step",
             "goal": f"MixVI/floor <= {GOAL_RATIO} at d >= {GOAL_MIN_DIM}",
+            "goal_ratio": GOAL_RATIO,
+            "goal_min_dim": GOAL_MIN_DIM,
         },
         "results": results,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``mixvi bench core``: time MixVI, the gradient floors and SVI; print the table, write the JSON
+    """``python -m benchmarks.core``: time MixVI, the gradient floors and SVI; print the table, write the JSON
     (``--out``) and the docs section (``--md``; an empty string skips either). Returns 0."""
     parser = argparse.ArgumentParser(
-        prog="mixvi bench core", description="Per-iteration cost of MixVI vs the N*B target gradients and SVI."
+        prog="python -m benchmarks.core", description="Per-iteration cost of MixVI vs the N*B target gradients and SVI."
     )
     parser.add_argument("--quick", action="store_true", help="short loops and 3 repeats (~1-2 minutes)")
-    parser.add_argument("--out", default="docs/benchmarks/core.json", help="JSON output ('' to skip)")
-    parser.add_argument("--md", default="docs/benchmarks.md", help="markdown page to update ('' to skip)")
+    parser.add_argument(
+        "--out", default=repo_path("docs/benchmarks/core.json"),
+        help="JSON output (default docs/benchmarks/core.json of the repository; '' to skip)",
+    )
+    parser.add_argument(
+        "--md", default=repo_path("docs/benchmarks.md"),
+        help="markdown page to update (default docs/benchmarks.md of the repository; '' to skip)",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per loop (default 7, quick 3)")
     parser.add_argument("--dims", type=int_list, default=[10, 100, 1000], help="comma-separated d values")
     parser.add_argument("--components", type=int_list, default=[10, 100], help="comma-separated N values")
@@ -384,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     if repeats < 1:
         parser.error("--repeats must be >= 1")
 
-    print(f"mixvi bench core: d in {args.dims}, N in {args.components}, B = {args.num_samples}, n = {args.rows}")
+    print(f"benchmarks.core: d in {args.dims}, N in {args.components}, B = {args.num_samples}, n = {args.rows}")
     report = run_benchmark(
         args.dims,
         args.components,

@@ -1,4 +1,4 @@
-"""``mixvi bench dimension``: time per iteration against the dimension d, mixvi's isotropic IBW step
+"""``python -m benchmarks.dimension``: time per iteration against the dimension d, mixvi's isotropic IBW step
 against the full-covariance Bures-Wasserstein step (``benchmarks.bures_full``).
 
 On the standard Gaussian target V(z) = |z|^2 / (2 sigma^2), sigma = 1 (whose gradient costs O(d), so
@@ -22,7 +22,7 @@ call takes ~0.25 s (from a cost model, corrected once from the warm-up call if i
 over d >= 100 for each method and N: ~1 is linear cost, 3 cubic; a fixed per-step overhead pulls it
 below the asymptotic value.
 
-Entry point: ``main(argv) -> int`` (``mixvi bench dimension``).
+Entry point: ``main(argv) -> int`` (``python -m benchmarks.dimension``).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from benchmarks.report import (
     machine_info,
     measured_line,
     replace_section,
+    repo_path,
     scan_steps,
     write_json,
 )
@@ -62,7 +63,7 @@ QUICK_DIMS = (1, 10, 100, 300, 1000)
 COMPONENTS = (1, 5)
 METHODS = ("mixvi-ibw", "bures-full")
 LABELS = {"mixvi-ibw": "mixvi IBW (isotropic)", "bures-full": "full-covariance Bures"}
-MD_HEADING = "## Timing against dimension (`mixvi bench dimension`)"
+MD_HEADING = "## Timing against dimension (`python -m benchmarks.dimension`)"
 SIGMA = 1.0
 IBW_STEP = 0.05
 BURES_STEP = 0.01
@@ -112,7 +113,7 @@ def build_loop(
         state = mv.init(key, init_params={"auto_locs": locs, "auto_scales": jnp.ones((n,), jnp.float32)})
 
         def step(s: Any) -> tuple[Any, jax.Array]:
-            return mv._step(s, (), {})
+            return mv.update(s)
 
     elif method == "bures-full":
         potential = gaussian_potential()
@@ -278,7 +279,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     """The generated section of docs/benchmarks.md (between the ``bench dimension`` markers)."""
     s = report["settings"]
     lines = [
-        measured_line(report["date"], report["machine"], f"mixvi bench dimension{' --quick' if s['quick'] else ''}",
+        measured_line(report["date"], report["machine"], f"python -m benchmarks.dimension{' --quick' if s['quick'] else ''}",
                       f"repeats = {s['repeats']}") + ".",
         "",
         f"Target: N(0, I_d), V(z) = |z|²/2 (its gradient is O(d), so each family's own cost shows); "
@@ -411,16 +412,25 @@ def run_benchmark(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``mixvi bench dimension``: time both methods over d, print the table and slopes, write the JSON
+    """``python -m benchmarks.dimension``: time both methods over d, print the table and slopes, write the JSON
     (``--out``), the figure (``--figure``) and the docs section (``--md``); '' skips any of them."""
     parser = argparse.ArgumentParser(
-        prog="mixvi bench dimension",
+        prog="python -m benchmarks.dimension",
         description="Time per step against d: mixvi's isotropic IBW step vs the full-covariance Bures step.",
     )
     parser.add_argument("--quick", action="store_true", help=f"d in {list(QUICK_DIMS)}, shorter calls, 3 repeats")
-    parser.add_argument("--out", default="docs/benchmarks/dimension.json", help="JSON output ('' to skip)")
-    parser.add_argument("--md", default="docs/benchmarks.md", help="markdown page to update ('' to skip)")
-    parser.add_argument("--figure", default="docs/figures/timing_vs_dim.png", help="PNG figure ('' to skip)")
+    parser.add_argument(
+        "--out", default=repo_path("docs/benchmarks/dimension.json"),
+        help="JSON output (default docs/benchmarks/dimension.json of the repository; '' to skip)",
+    )
+    parser.add_argument(
+        "--md", default=repo_path("docs/benchmarks.md"),
+        help="markdown page to update (default docs/benchmarks.md of the repository; '' to skip)",
+    )
+    parser.add_argument(
+        "--figure", default=repo_path("docs/figures/timing_vs_dim.png"),
+        help="PNG figure (default docs/figures/timing_vs_dim.png of the repository; '' to skip)",
+    )
     parser.add_argument("--dims", type=int_list, default=None, help=f"comma-separated d values (default {list(DIMS)})")
     parser.add_argument("--components", type=int_list, default=list(COMPONENTS), help="comma-separated N values")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per loop (default 5, quick 3)")
@@ -439,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(dims) < 1 or min(args.components) < 1 or args.num_samples < 1:
         parser.error("--dims, --components and --num-samples must be positive")
 
-    print(f"mixvi bench dimension: d in {dims}, N in {args.components}, B = {args.num_samples}")
+    print(f"benchmarks.dimension: d in {dims}, N in {args.components}, B = {args.num_samples}")
     with limit_blas_threads(args.blas_threads):
         report = run_benchmark(
             dims,

@@ -1,15 +1,21 @@
-"""Metrics of the paper benchmark (``mixvi bench paper``): KL by Monte Carlo, -ELBO, sliced
-Wasserstein distance, MMD, moment errors in units of the reference sd, mode coverage, and the
-regressions' test accuracy and log-likelihood. All take plain arrays; nothing here fits anything."""
+"""Every accuracy metric of the benchmark suites, one definition each: KL by Monte Carlo and in closed
+form, -ELBO, the single-Gaussian families' KL floors, sliced Wasserstein distance, MMD, (weighted)
+moments and their errors in units of the reference sd, half-space and mode masses, mode coverage, the
+regressions' test accuracy and log-likelihood, and the median / spread over seeds. All take plain
+arrays; nothing here fits anything."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
+from scipy.special import ndtr
 
 
 def kl_monte_carlo(log_q: jax.Array, log_p: jax.Array) -> tuple[float, float]:
@@ -24,15 +30,59 @@ def neg_elbo(log_q: jax.Array, potential: jax.Array) -> float:
     return float(np.mean(np.asarray(log_q, np.float64) + np.asarray(potential, np.float64)))
 
 
-def gaussian_kl(m0: np.ndarray, s0: np.ndarray, m1: np.ndarray, s1: np.ndarray) -> float:
-    """Closed-form KL(N(m0, S0) || N(m1, S1)) (for tests)."""
-    m0, s0, m1, s1 = (np.asarray(a, np.float64) for a in (m0, s0, m1, s1))
-    d = m0.size
-    inv1 = np.linalg.inv(s1)
-    diff = m1 - m0
-    return float(
-        0.5 * (np.trace(inv1 @ s0) + diff @ inv1 @ diff - d + np.linalg.slogdet(s1)[1] - np.linalg.slogdet(s0)[1])
-    )
+def gaussian_kl(mean_q: Any, cov_q: Any, mean_p: Any, cov_p: Any) -> float:
+    """KL(N(mean_q, cov_q) || N(mean_p, cov_p)) in closed form, in float64.
+
+    Parameters
+    ----------
+    mean_q, cov_q
+        Mean (d,) and covariance of q: a (d, d) matrix, or (d,) for a diagonal one.
+    mean_p, cov_p
+        The same for p.
+
+    Returns
+    -------
+    float
+        The KL divergence in nats.
+    """
+    mq, mp = np.asarray(mean_q, np.float64), np.asarray(mean_p, np.float64)
+    cq, cp = np.asarray(cov_q, np.float64), np.asarray(cov_p, np.float64)
+    cq = np.diag(cq) if cq.ndim == 1 else cq
+    cp = np.diag(cp) if cp.ndim == 1 else cp
+    d = mq.size
+    lp = np.linalg.cholesky(cp)
+    trace = np.trace(np.linalg.solve(lp.T, np.linalg.solve(lp, cq)))
+    diff = np.linalg.solve(lp, mp - mq)
+    _, logdet_q = np.linalg.slogdet(cq)
+    logdet_p = 2 * np.sum(np.log(np.diag(lp)))
+    return float(0.5 * (trace + diff @ diff - d + logdet_p - logdet_q))
+
+
+def family_floor_kl(cov: Any) -> dict[str, float]:
+    """The smallest KL(q || p) over single Gaussians q of each family, for p = N(m, cov).
+
+    Isotropic (eps* = d / tr P, P = cov^-1): 0.5 [log det cov + d log(tr P / d)]; diagonal
+    (v_k* = 1 / P_kk): 0.5 [log det cov + sum_k log P_kk]. The mean is exact in both.
+
+    Parameters
+    ----------
+    cov
+        Covariance of p, (d, d), or (d,) for a diagonal one.
+
+    Returns
+    -------
+    dict
+        ``{"isotropic": floor, "diagonal": floor}`` in nats.
+    """
+    c = np.asarray(cov, np.float64)
+    c = np.diag(c) if c.ndim == 1 else c
+    d = c.shape[0]
+    prec = np.linalg.inv(c)
+    _, logdet = np.linalg.slogdet(c)
+    return {
+        "isotropic": float(0.5 * (logdet + d * np.log(np.trace(prec) / d))),
+        "diagonal": float(0.5 * (logdet + np.sum(np.log(np.diag(prec))))),
+    }
 
 
 def random_directions(key: jax.Array, dim: int, num: int) -> np.ndarray:
@@ -87,16 +137,131 @@ def mmd_rbf(x: np.ndarray, y: np.ndarray, bandwidth: float | None = None) -> flo
     return float(np.sqrt(max(val, 0.0)))
 
 
-def moment_errors(x: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """Errors of the per-coordinate means and sds of x against the reference ``ref``, in units of the
-    reference sd: mean over coordinates of |mean - mean_ref| / sd_ref and of |sd - sd_ref| / sd_ref
-    (``mean_err``, ``sd_err``) and their maxima (``mean_err_max``, ``sd_err_max``)."""
-    x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
-    sd_ref = ref.std(0)
-    me = np.abs(x.mean(0) - ref.mean(0)) / sd_ref
-    se = np.abs(x.std(0) - sd_ref) / sd_ref
-    return {"mean_err": float(me.mean()), "sd_err": float(se.mean()), "mean_err_max": float(me.max()),
-            "sd_err_max": float(se.max())}
+def weighted_moments(z: Any, log_w: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-coordinate mean and sd of draws, self-normalised by importance weights.
+
+    Parameters
+    ----------
+    z
+        Draws, (S, d).
+    log_w
+        Log weights (S,), any normaliser; None for uniform weights (the plain sample moments).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The mean (d,) and the sd (d,) (the square root of the weighted second central moment).
+    """
+    z = np.asarray(z, np.float64)
+    if log_w is None:
+        w = np.full(z.shape[0], 1.0 / z.shape[0])
+    else:
+        lw = np.asarray(log_w, np.float64)
+        w = np.exp(lw - np.logaddexp.reduce(lw))
+    mean = w @ z
+    return mean, np.sqrt(w @ (z - mean) ** 2)
+
+
+def moment_errors(mean: Any, sd: Any, ref_mean: Any, ref_sd: Any) -> dict[str, float]:
+    """Errors of per-coordinate means and sds in units of the reference sd.
+
+    Parameters
+    ----------
+    mean, sd
+        Moments of the approximation, (d,) each (closed form, or ``weighted_moments`` of draws).
+    ref_mean, ref_sd
+        The reference moments, (d,) each.
+
+    Returns
+    -------
+    dict
+        ``mean_err`` and ``sd_err``: averages over coordinates of |mean - ref_mean| / ref_sd and
+        |sd - ref_sd| / ref_sd; ``mean_err_max`` and ``sd_err_max``: their maxima.
+    """
+    ref_sd = np.asarray(ref_sd, np.float64)
+    me = np.abs(np.asarray(mean, np.float64) - np.asarray(ref_mean, np.float64)) / ref_sd
+    se = np.abs(np.asarray(sd, np.float64) - ref_sd) / ref_sd
+    return {
+        "mean_err": float(me.mean()),
+        "sd_err": float(se.mean()),
+        "mean_err_max": float(me.max()),
+        "sd_err_max": float(se.max()),
+    }
+
+
+def halfspace_mass(locs: Any, scales: Any, weights: Any = None, metric: Any = None, axis: int = 0) -> float:
+    """P_q(x_axis > 0) in closed form for q = sum_i w_i N(m_i, sigma_i^2 D).
+
+    Parameters
+    ----------
+    locs, scales
+        Component means (N, d) and scales sigma_i (N,).
+    weights
+        Component weights (N,); None for uniform ones.
+    metric
+        The diagonal D (d,); None for the identity.
+    axis
+        The coordinate whose sign splits the space.
+
+    Returns
+    -------
+    float
+        sum_i w_i Phi(m_i,axis / (sigma_i sqrt(D_axis))).
+    """
+    locs = np.asarray(locs, np.float64)
+    scales = np.asarray(scales, np.float64)
+    w = np.full(locs.shape[0], 1.0 / locs.shape[0]) if weights is None else np.asarray(weights, np.float64)
+    root = 1.0 if metric is None else math.sqrt(float(np.asarray(metric, np.float64)[axis]))
+    return float(w @ ndtr(locs[:, axis] / (scales * root)))
+
+
+def weighted_mass(z: Any, log_w: Any = None, axis: int = 0) -> float:
+    """Self-normalised estimate of P(x_axis > 0) from draws.
+
+    Parameters
+    ----------
+    z
+        Draws, (S, d).
+    log_w
+        Log importance weights (S,); None for uniform ones.
+    axis
+        The coordinate whose sign counts.
+
+    Returns
+    -------
+    float
+        The (weighted) share of draws with x_axis > 0.
+    """
+    right = (np.asarray(z)[:, axis] > 0).astype(np.float64)
+    if log_w is None:
+        return float(right.mean())
+    lw = np.asarray(log_w, np.float64)
+    return float(np.exp(lw - np.logaddexp.reduce(lw)) @ right)
+
+
+def component_split(locs: Any, weights: Any = None, axis: int = 0) -> dict[str, Any]:
+    """Which side of x_axis = 0 each component mean lies on.
+
+    Parameters
+    ----------
+    locs
+        Component means, (N, d).
+    weights
+        Component weights (N,); None for uniform ones.
+    axis
+        The coordinate whose sign counts.
+
+    Returns
+    -------
+    dict
+        ``right`` and ``left`` (counts), ``label`` (e.g. ``"3R/1L"``) and ``weight_right`` (the weight of
+        the components on the right).
+    """
+    locs = np.asarray(locs, np.float64)
+    w = np.full(locs.shape[0], 1.0 / locs.shape[0]) if weights is None else np.asarray(weights, np.float64)
+    right = locs[:, axis] > 0
+    n_right, n_left = int(right.sum()), int((~right).sum())
+    return {"right": n_right, "left": n_left, "label": f"{n_right}R/{n_left}L", "weight_right": float(w[right].sum())}
 
 
 def mode_masses(modes: np.ndarray, num_modes: int) -> np.ndarray:
@@ -136,12 +301,26 @@ def first_reach(curve: np.ndarray, threshold: float) -> int | None:
     return int(hit[0]) if hit.size else None
 
 
-def summarise(values: list[float]) -> dict[str, float | None]:
-    """Median and spread (min, max) over seeds, ignoring non-finite entries."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
-    if v.size == 0:
+def summarise(values: Sequence[float | None], *, keep_inf: bool = False) -> dict[str, Any]:
+    """Median and spread over seeds.
+
+    Parameters
+    ----------
+    values
+        One value per seed; None and NaN entries are dropped.
+    keep_inf
+        Keep +-inf entries (a k-hat of -inf, when q equals p up to rounding, is a result, not a
+        failure); by default only finite values count.
+
+    Returns
+    -------
+    dict
+        ``median``, ``min``, ``max`` (None when no value is left) and ``n``, the number of values used.
+    """
+    v = [float(x) for x in values if x is not None and not math.isnan(x) and (keep_inf or math.isfinite(x))]
+    if not v:
         return {"median": None, "min": None, "max": None, "n": 0}
-    return {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}
+    return {"median": float(statistics.median(v)), "min": min(v), "max": max(v), "n": len(v)}
 
 
 def log_density_grid(log_prob: Callable, lo: float, hi: float, num: int) -> tuple[np.ndarray, float]:

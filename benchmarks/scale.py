@@ -1,4 +1,4 @@
-"""`mixvi bench scale`: cost per iteration and memory at large d and N.
+"""`python -m benchmarks.scale`: cost per iteration and memory at large d and N.
 
 Grid: d in {1e3, 1e4, 1e5, 1e6} x N in {10, 100}, B = 10, two targets:
 
@@ -33,7 +33,7 @@ import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import logsumexp
 
-from benchmarks.report import machine_info, replace_section, write_json
+from benchmarks.report import machine_info, replace_section, repo_path, write_json
 from benchmarks.targets.logistic import logistic_regression, make_data
 from mixvi.engine import MixVI, MixVIState
 from mixvi.estimators import draw_noise, draw_points
@@ -100,7 +100,7 @@ def _loops(name: str, d: int, n: int, key: jax.Array) -> tuple[Callable, tuple, 
     k_model = jax.random.PRNGKey(0)
 
     def mixvi_loop(s: MixVIState, steps: int, *a):
-        return jax.lax.scan(lambda c, _: vi._step(c, a, {}), s, None, length=steps)
+        return jax.lax.scan(lambda c, _: vi.update(c, *a), s, None, length=steps)
 
     def floor_loop(p: jax.Array, steps: int, *a):
         grad_v = jax.vmap(jax.grad(guide.potential_fn(*a)), (0, None))
@@ -188,7 +188,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     big = ", ".join(f"{t}: d = {v['d']:.0e}, N = {v['N']}" for t, v in report["largest"].items())
     return (
-        f"Measured {m['date']} with `mixvi bench scale` on {m['platform']}, {m['cpu_count']} CPUs, "
+        f"Measured {m['date']} with `python -m benchmarks.scale` on {m['platform']}, {m['cpu_count']} CPUs, "
         f"devices {m['devices']}, jax {m['jax']} ({m['backend']}); load average {m['load_avg_1min']}; "
         f"time budget {report['budget_s']:.0f} s.\n\n"
         f"{format_table(report['cells'])}\n\nLargest (d, N) that ran: {big}.\n"
@@ -196,15 +196,17 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``mixvi bench scale``."""
-    p = argparse.ArgumentParser(prog="mixvi bench scale", description=__doc__.split("\n\n")[0])
+    """Entry point of ``python -m benchmarks.scale``."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--dims", type=lambda s: [int(float(v)) for v in s.split(",")], default=list(DIMS))
     p.add_argument("--components", type=lambda s: [int(v) for v in s.split(",")], default=list(COMPONENTS))
     p.add_argument("--targets", type=lambda s: s.split(","), default=["logistic", "mixture"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--budget", type=float, default=540.0, help="seconds for the whole run (cells past it are skipped)")
-    p.add_argument("--out", default="docs/benchmarks/scale.json")
-    p.add_argument("--md", default="docs/benchmarks.md")
+    p.add_argument("--out", default=repo_path("docs/benchmarks/scale.json"),
+                   help="JSON output (default docs/benchmarks/scale.json of the repository; '' to skip)")
+    p.add_argument("--md", default=repo_path("docs/benchmarks.md"),
+                   help="markdown page to update (default docs/benchmarks.md of the repository; '' to skip)")
     p.add_argument("--section", default="scale",
                    help="marker name of the page's section to rewrite (scripts/gpu_scale.sh uses 'scale-gpu')")
     a = p.parse_args(argv)
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.out:
         write_json(a.out, report)
     if a.md:
-        heading = None if a.section == "scale" else f"### `mixvi bench scale` on {report['machine'].get('backend', '?')} ({a.section})"
+        heading = None if a.section == "scale" else f"### `python -m benchmarks.scale` on {report['machine'].get('backend', '?')} ({a.section})"
         replace_section(a.md, a.section, render_markdown(report), heading=heading)
     return 0
 

@@ -43,9 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from extras._output import parse_args, save_outputs
-from mixvi.loop import scan_loop, tree_all_finite
 from extras.normalized import group_rmsprop
 from extras.rules import DescentState, descent_step
+from mixvi.loop import scan_loop, tree_all_finite
 
 PAPER = (
     "Alexander, Slutzky, Ran-Milo, Cohen, 'Do Neural Networks Need Gradient Descent to Generalize? "

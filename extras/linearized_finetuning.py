@@ -52,8 +52,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from extras._output import parse_args, save_outputs
-from mixvi.loop import scan_loop
 from extras.rules import DescentState, armijo_descent, descent_step, run_descent
+from mixvi.loop import scan_loop
 
 PAPER = (
     "Rahimi Afzal, Esmaeilbeig, Soltanalian, Ohannessian, 'Linearization Explains Fine-Tuning in Large "

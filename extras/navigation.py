@@ -54,8 +54,8 @@ import numpy as np
 import optax
 
 from extras._output import parse_args, save_outputs
-from mixvi.loop import scan_loop
 from extras.rules import DescentState, descent_step, run_descent
+from mixvi.loop import scan_loop
 
 PAPER = ("Vastola, Gershman, Rajan, 'Gradient Descent as Loss Landscape Navigation: a Normative Framework "
          "for Deriving Learning Rules', arXiv 2510.26997")

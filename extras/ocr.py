@@ -45,8 +45,8 @@ import numpy as np
 import optax
 
 from extras._output import parse_args, save_outputs
-from mixvi.loop import scan_loop, tree_all_finite
 from extras.rules import DescentState, descent_step
+from mixvi.loop import scan_loop, tree_all_finite
 
 LEARNING_RATE = 4.0
 PAPER = (

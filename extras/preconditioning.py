@@ -40,9 +40,9 @@ import numpy as np
 import optax
 
 from extras._output import parse_args, save_outputs
-from mixvi.loop import scan_loop
 from extras.preconditioners import nonlinear_preconditioned_gd, perturbed
 from extras.rules import DescentState, descent_step
+from mixvi.loop import scan_loop
 
 PAPER = ("Bodard, Patrinos, 'Escaping saddle points without Lipschitz smoothness: the power of nonlinear "
          "preconditioning', arXiv 2509.15817")

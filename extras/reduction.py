@@ -33,8 +33,8 @@ import numpy as np
 import optax
 
 from extras._output import parse_args, save_outputs
-from mixvi.loop import LoopResult
 from extras.rules import armijo_descent, precondition, run_descent
+from mixvi.loop import LoopResult
 
 PAPER = "Markou, Ajanthan, Gould, 'Sharper Convergence Rates for Nonconvex Optimisation via Reduction Mappings', arXiv 2506.08428"
 

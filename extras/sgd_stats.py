@@ -38,8 +38,8 @@ import numpy as np
 import optax
 
 from extras._output import parse_args, save_outputs
-from mixvi.loop import scan_loop, tree_all_finite
 from extras.rules import averaged_params, polyak_average
+from mixvi.loop import scan_loop, tree_all_finite
 
 PAPER = "Li, Lou, Schmidt-Hieber, Wu, 'Statistical Guarantees for High-Dimensional Stochastic Gradient Descent', arXiv 2510.12013"
 

@@ -47,8 +47,8 @@ import optax
 from jax.scipy.special import log_ndtr, ndtr
 
 from extras._output import parse_args, save_outputs
-from mixvi.loop import scan_loop
 from extras.rules import DescentState, descent_step
+from mixvi.loop import scan_loop
 
 PAPER = "Mu, Klabjan, 'Rewind-to-Delete: Certified Machine Unlearning for Nonconvex Functions', arXiv 2409.09778"
 SIGMOID_G = 0.25

@@ -1,4 +1,4 @@
-"""Smoke tests of ``mixvi bench core`` at tiny sizes (no timing assertions) and of its target model."""
+"""Smoke tests of ``python -m benchmarks.core`` at tiny sizes (no timing assertions) and of its target model."""
 
 from __future__ import annotations
 

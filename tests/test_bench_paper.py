@@ -86,12 +86,30 @@ def test_cost_claims_quote_the_core_benchmark(tmp_path):
     assert len(lines) == 2
     assert "N = 10" in lines[0] and lines[0].endswith("<= 1.15: held")
     assert "1.20 x" in lines[1] and lines[1].endswith("NOT held")
-    assert "run `mixvi bench core`" in paper.cost_claims(tmp_path / "missing.json")[0]
+    assert "run `python -m benchmarks.core`" in paper.cost_claims(tmp_path / "missing.json")[0]
+    # the goal comes from the core JSON's settings where recorded
+    core.write_text(json.dumps({"date": "D", "settings": {"goal_ratio": 1.25, "goal_min_dim": 100}, "results": [
+        {"d": 100, "n_components": 10, "ratio_mixvi_floor": 1.2},
+    ]}))
+    assert paper.cost_claims(core) == [
+        "per-iteration cost at d = 100, N = 10 (`python -m benchmarks.core`, D): 1.20 x the target-gradient floor "
+        "— <= 1.25: held"
+    ]
+
+
+def test_cost_claims_default_path_is_the_repository_not_the_working_directory(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)  # no docs/ here: the default must still find the repository's core.json
+    root = Path(paper.__file__).resolve().parents[1]
+    lines = paper.cost_claims()
+    if (root / "docs/benchmarks/core.json").exists():
+        assert lines and "no docs/benchmarks/core.json" not in lines[0]
 
 
 def test_a_diverged_checkpoint_is_recorded_not_raised():
-    from mixvi.guide import AutoIsotropicMixture
     from benchmarks.targets import get_target
+    from mixvi.guide import AutoIsotropicMixture
 
     target = get_target("funnel")
     guide = AutoIsotropicMixture(target.model, n_components=2)

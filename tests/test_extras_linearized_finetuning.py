@@ -12,8 +12,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from extras import linearized_finetuning as lf
-from mixvi.loop import scan_loop
 from extras.rules import DescentState, descent_step
+from mixvi.loop import scan_loop
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ import numpy as np
 import optax
 import pytest
 
-from mixvi.loop import scan_loop
 from extras.normalized import (
     GroupRMSState,
     effective_step,
@@ -16,6 +15,7 @@ from extras.normalized import (
     tree_sq_norm,
 )
 from extras.rules import DescentState, descent_step, run_descent
+from mixvi.loop import scan_loop
 
 
 def _loss(p):

@@ -6,9 +6,9 @@ import numpy as np
 import optax
 import pytest
 
-from mixvi import preconditioners as pc
-from mixvi.loop import scan_loop
+from extras import preconditioners as pc
 from extras.rules import DescentState, descent_step
+from mixvi.loop import scan_loop
 
 MULT = {
     "cosh": np.arcsinh,

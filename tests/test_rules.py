@@ -6,7 +6,6 @@ import numpy as np
 import optax
 import pytest
 
-from mixvi.loop import DivergenceError
 from extras.rules import (
     DescentState,
     PolyakState,
@@ -17,6 +16,7 @@ from extras.rules import (
     precondition,
     run_descent,
 )
+from mixvi.loop import DivergenceError
 
 A = jnp.array([1.0, 10.0, 100.0])
 

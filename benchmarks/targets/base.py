@@ -48,24 +48,50 @@ def flat_model(log_prob_fn: Callable, sample_fn: Callable | None, dim: int) -> C
 
 @dataclass
 class Target:
-    """One benchmark target. Everything is stated on the flattened unconstrained latent z (d,) that
-    NumPyro's ``AutoContinuous`` guides and ``AutoIsotropicMixture`` use (for every target here the
-    latent has a single real-valued site, so z is that site's value, flattened row-major).
+    """One benchmark target of any suite (the paper suite's and the extensions suite's alike).
 
-    :param name: short identifier (``gmm-d10-full``, ``funnel``, ``logreg-breast``, ...).
-    :param family: 'gmm', 'funnel', 'sinh-arcsinh', 'label-switching' or 'regression'.
-    :param model: the NumPyro model; ``args`` its positional arguments.
-    :param dim: d.
-    :param log_prob: the normalised log density log pi(z) (vectorised over leading axes), or None.
-    :param sample: an exact sampler ``(key, num) -> (num, d)``, or None.
-    :param log_z: log Z, Z = the integral of exp(-V): KL(q || pi) = -ELBO + log Z; 0 for the
-        synthetic targets, where V = -log pi; None when unknown (the regressions).
-    :param mode_of: maps z (..., d) to the index of the target mode it belongs to (mixture targets).
-    :param num_modes: the number of modes ``mode_of`` can return.
-    :param predict_log_prob: for regressions, ``z (S, d) -> (S, n_test, C)`` class log-probabilities on
-        the test set; ``test_labels`` (n_test,) the labels.
-    :param init_radius: mixvi / autoguide means start uniform in [-r, r]^d.
-    :param info: the target's settings (for the report).
+    Everything is stated on the flattened unconstrained latent z (d,) that NumPyro's ``AutoContinuous``
+    guides and ``AutoIsotropicMixture`` use.
+
+    Attributes
+    ----------
+    name
+        Short identifier (``gmm-d10-full``, ``funnel``, ``logreg-breast``, ``eight schools (centred)``, ...).
+    family
+        'gmm', 'funnel', 'sinh-arcsinh', 'label-switching', 'regression', 'gaussian', 'eight-schools' or
+        'bimodal'.
+    model, args
+        The NumPyro model and its positional arguments.
+    dim
+        d.
+    log_prob
+        The normalised log density log pi(z) (vectorised over leading axes), or None.
+    sample
+        An exact sampler ``(key, num) -> (num, d)``, or None.
+    log_z
+        log Z, Z = the integral of exp(-V), so that KL(q || pi) = -ELBO + log Z; 0 where V = -log pi;
+        None when unknown (the regressions).
+    mode_of, num_modes
+        Maps z (..., d) to the index of the target mode it belongs to (mixture targets), and the number
+        of modes it can return.
+    predict_log_prob, test_labels
+        For regressions, ``z (S, d) -> (S, n_test, C)`` class log-probabilities on the test set, and the
+        test labels (n_test,).
+    reference_fn
+        Returns cached reference draws (NUTS) where there is no exact sampler.
+    init_radius
+        mixvi / autoguide means start uniform in [-r, r]^d.
+    info
+        The target's settings (for the report); ``site`` and ``site_shape`` name its single latent site.
+    flat_potential
+        V at one flat latent z (d,), for models whose latent spans several (constrained) sites; None to
+        derive V from the single site named in ``info``.
+    ref_mean, ref_sd
+        Reference moments (d,) where known (exactly, or from a cached reference), else None.
+    gaussian_cov
+        The covariance ((d, d), or (d,) for a diagonal one) when the target is Gaussian (exact KL).
+    mass_right
+        The exact P(z_0 > 0), where the suite measures mode mass by the sign of the first coordinate.
     """
 
     name: str
@@ -83,6 +109,11 @@ class Target:
     reference_fn: Callable | None = None
     init_radius: float = 2.0
     info: dict = field(default_factory=dict)
+    flat_potential: Callable[[jax.Array], jax.Array] | None = None
+    ref_mean: np.ndarray | None = None
+    ref_sd: np.ndarray | None = None
+    gaussian_cov: np.ndarray | None = None
+    mass_right: float | None = None
 
     def reference_samples(self, key: jax.Array, num: int) -> np.ndarray:
         """Reference draws (num, d): the exact sampler where there is one, else ``reference_fn`` (NUTS)."""
@@ -96,6 +127,9 @@ class Target:
 
     def potential(self) -> Callable[[jax.Array], jax.Array]:
         """V(z) = -log joint at a flat latent (NumPyro's potential energy), vectorised over a leading axis."""
+        if self.flat_potential is not None:
+            return jax.vmap(self.flat_potential)
+
         from numpyro.infer.util import potential_energy
 
         shapes = self.info.get("site_shape", (self.dim,))
