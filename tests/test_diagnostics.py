@@ -200,6 +200,8 @@ def test_khat_invariances_and_special_values():
     assert D.khat_from_log_weights(np.r_[0.0, 2000.0 * np.arange(1, 40.0)]) == math.inf  # tail spans > 700 nats
     assert D.khat_from_log_weights(np.r_[np.zeros(60), np.ones(40)]) == -math.inf  # two values: bounded
     assert D.khat_from_log_weights(log_w, atol=np.ptp(log_w)) == -math.inf  # constant within atol
+    tail_span = log_w.max() - np.sort(log_w)[-D.tail_length(5000) - 1]
+    assert D.khat_from_log_weights(log_w, atol=1.01 * tail_span) == k  # atol is compared with the whole range
     with pytest.raises(ValueError, match="NaN"):
         D.khat_from_log_weights(np.append(log_w, np.nan))
     with pytest.raises(ValueError, match=r"\+inf"):

@@ -179,7 +179,7 @@ def psis_log_weights(log_w: Any, *, atol: float = 0.0) -> PsisResult:
     m = tail_length(x.size)
     top = np.sort(x[np.argpartition(x, x.size - m - 1)[x.size - m - 1 :]])  # ascending: cutoff, then M tail values
     tail_max, quartile = top[-1], top[1 + int(m / 4 + 0.5) - 1]
-    if tail_max - top[0] <= atol or top[1] == tail_max:
+    if tail_max - np.min(x) <= atol or top[1] == tail_max:
         smoothed, khat = x - logsumexp(x), -math.inf  # constant, or bounded with an atom at the maximum
     else:
         with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
