@@ -27,6 +27,7 @@ from scipy.special import logsumexp
 from mixvi.diagnostics._draws import check_guide, check_key, check_num_samples, draw_and_weigh, latent_site_names
 from mixvi.diagnostics.importance import KHAT_LIMIT
 from mixvi.diagnostics.psis import MIN_DRAWS, psis_from_log_densities
+from mixvi.guide import AutoIsotropicMixture
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -53,7 +54,7 @@ def _site_columns(name: str, values: np.ndarray, max_entries: int = 4) -> dict[s
 
 
 def component_summary(
-    guide: Any,
+    guide: AutoIsotropicMixture,
     params: dict,
     *model_args: Any,
     rng_key: jax.Array | None = None,
@@ -157,7 +158,7 @@ def component_summary(
 
 
 def plot_components(
-    guide: Any,
+    guide: AutoIsotropicMixture,
     params: dict,
     *model_args: Any,
     ax: Axes | None = None,

@@ -31,12 +31,13 @@ from mixvi.diagnostics._draws import (
     model_param_values,
 )
 from mixvi.diagnostics.importance import importance_resample
+from mixvi.guide import AutoIsotropicMixture
 
 __all__ = ["to_datatree"]
 
 
 def to_datatree(
-    guide: Any,
+    guide: AutoIsotropicMixture,
     params: dict,
     *model_args: Any,
     rng_key: jax.Array,

@@ -29,6 +29,7 @@ import numpy as np
 
 from mixvi.diagnostics._draws import check_guide, check_key, check_num_samples, draw_and_weigh
 from mixvi.diagnostics.psis import MIN_DRAWS, psis_from_log_densities
+from mixvi.guide import AutoIsotropicMixture
 
 __all__ = ["KHAT_LIMIT", "ImportanceSample", "importance_resample", "psis_khat"]
 
@@ -39,7 +40,7 @@ NEGLIGIBLE_SPREAD = 0.01
 
 
 def psis_khat(
-    guide: Any,
+    guide: AutoIsotropicMixture,
     params: dict,
     *model_args: Any,
     rng_key: jax.Array,
@@ -138,7 +139,7 @@ def _check_khat(khat: float, on_bad_khat: str, weight_spread: float) -> None:
 
 
 def importance_resample(
-    guide: Any,
+    guide: AutoIsotropicMixture,
     params: dict,
     *model_args: Any,
     rng_key: jax.Array,

@@ -59,8 +59,9 @@ __all__ = [
     "tail_length",
 ]
 
-#: Fewest finite log weights a k-hat needs: M = floor(S / 5) >= 6 tail draws. (arviz-stats accepts
-#: M = 5, but its fit takes the first quartile of the exceedances as its minimum then, and never succeeds.)
+#: Fewest finite log weights a k-hat needs, so that M = floor(S / 5) >= 6 tail draws. (arviz-stats
+#: accepts M = 5, but its fit then takes the first quartile of the exceedances as their minimum and
+#: never succeeds.)
 MIN_DRAWS = 30
 
 # a tail whose quartile lies this many nats below its maximum underflows in exp (float64: ~708)
