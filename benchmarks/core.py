@@ -122,9 +122,10 @@ def build_loops(cfg: CoreConfig, key: jax.Array) -> dict[str, tuple[Callable, tu
     def run_mixvi(s: MixVIState, x: jax.Array, y: jax.Array):
         return scan_steps(lambda c: mixvi.update(c, x, y), s, big_k)
 
+    params0 = mixvi.get_params(state)  # public: constrained locs and scales
     pts0 = draw_points(
-        state.params[locs_name],
-        state.params[scales_name],
+        params0[locs_name],
+        jnp.log(params0[scales_name]),
         draw_noise(k_pts, cfg.n_components, cfg.num_samples, cfg.d),
     ).reshape(cfg.num_points, cfg.d)
     k_model = jax.random.PRNGKey(0)

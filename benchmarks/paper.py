@@ -188,14 +188,11 @@ def _build(method: Method, target: Target, s: Settings) -> tuple[Callable, Calla
         guide = AutoIsotropicMixture(model, n_components=method.n, init_scale=s.init_scale, metric=method.metric)
         mv = MixVI(model, guide, method.method, method.step, num_samples=s.num_samples, mesh=None)
 
-        first = mv.init(jax.random.PRNGKey(0), *args)
-
         def init(seed: int):
-            # the state MixVI.init builds, with this seed's means and key (init once: it traces the model)
-            k = jax.random.PRNGKey(seed)
-            params = dict(first.params, auto_locs=locs_of(seed, method.n),
-                          auto_scales=jnp.full(method.n, float(np.log(s.init_scale))))
-            return first._replace(params=params, opt_state=mv.transform.init(params), rng_key=jax.random.fold_in(k, 2))
+            # MixVI.init (public) from this seed's means, every scale at init_scale, with this seed's key
+            k = jax.random.fold_in(jax.random.PRNGKey(seed), 2)
+            start = {"auto_locs": locs_of(seed, method.n), "auto_scales": jnp.full(method.n, s.init_scale)}
+            return mv.init(k, *args, init_params=start)
 
         return init, (lambda st: mv.update(st, *args)), mv.get_params, guide.get_posterior
     guide = AUTOGUIDES[method.guide](model, init_scale=s.init_scale)

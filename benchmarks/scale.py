@@ -95,7 +95,8 @@ def _loops(name: str, d: int, n: int, key: jax.Array) -> tuple[Callable, tuple, 
     guide = AutoIsotropicMixture(model, n_components=n, init_scale=0.5)
     vi = MixVI(model, guide, num_samples=NUM_SAMPLES)
     state = vi.init(k_init, *args)
-    locs, u = state.params["auto_locs"], state.params["auto_scales"]
+    params = vi.get_params(state)  # public: constrained locs and scales
+    locs, u = params["auto_locs"], jnp.log(params["auto_scales"])
     pts = draw_points(locs, u, draw_noise(k_pts, n, NUM_SAMPLES, d)).reshape(-1, d)
     k_model = jax.random.PRNGKey(0)
 
