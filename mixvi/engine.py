@@ -1,11 +1,13 @@
-"""MixVI: the paper-exact training engine for ``AutoIsotropicMixture`` (arXiv 2506.13613).
+"""MixVI: the NumPyro layer over the functional core :func:`mixvi.mixture_vi`.
 
-One step (all components at once, from the same iterate):
-    z ~ N(0, I) (B, d) shared or (N, B, d);  x_ib = m_i + sigma_i z_b
-    V, grad V at the N B points (one vmapped value_and_grad of NumPyro's potential)
-    gbar_i, lambda_i, loss from ``estimators.stein_estimate``
-    grads = {locs: gbar/N, scales: eps lambda/N}  (the ELBO gradient NumPyro's SVI would see)
-    params <- mixvi.optim.<method>(step_size) update, the same transform the SVI path uses.
+``MixVI(model, guide)`` turns the model into the potential V(z, key) = -log p on the guide's flattened
+unconstrained latent z (NumPyro's potential energy, log-Jacobians included), keeps the key of the
+next step and the step count next to the core's state, and adds what a NumPyro user expects around
+the pure step: ``run`` (a jitted ``lax.scan`` in chunks with a divergence guard and a progress
+bar), constrained params for ``Predictive``, checkpoints and ``resume``, warnings.
+
+One step: ``key, step_key = split(state.rng_key)``, then :func:`mixvi.vi.step` with ``step_key``;
+so the same seed gives the same numbers through ``MixVI`` and through ``mixture_vi``.
 """
 
 from __future__ import annotations
@@ -18,29 +20,50 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
-from mixvi import optim
+from mixvi import vi
 from mixvi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from mixvi.estimators import draw_noise, draw_points, potential_and_grad, stein_estimate
+from mixvi.geometry import AutoStep
 from mixvi.guide import AutoIsotropicMixture
 from mixvi.loop import DivergenceError, scan_loop, tree_all_finite
 
+NOT_A_MIXTURE_GUIDE = (
+    "MixVI trains an AutoIsotropicMixture, got {}. For an AutoGuideList use numpyro's SVI with "
+    "optax_to_numpyro(mixvi.optim.for_mixture(mixvi.optim.ibw(), other=...))"
+)
+MODEL_PARAMS = (
+    "the model has numpyro.param sites {}; MixVI fits latent posteriors only. Use SVI with "
+    "optax_to_numpyro(mixvi.optim.for_mixture(mixvi.optim.ibw(), other=optax.adam(1e-2)))"
+)
+NOT_FINITE_AT_INIT = (
+    "the potential energy is not finite at the initial mean of component(s) {}; "
+    "check the model's log density or choose another init_loc_fn / init_params"
+)
+BAD_MESH = "mesh must be a jax.sharding.Mesh, 'auto' or None, got {!r}"
+
 
 class MixVIState(NamedTuple):
-    """params: unconstrained ({prefix}_locs, {prefix}_scales = log sigma); opt_state: the transform's
-    state; rng_key: key for the next step; step: steps taken."""
+    """State of a MixVI run.
 
-    params: dict
-    opt_state: Any
+    Attributes
+    ----------
+    core : mixvi.vi.MixtureVIState
+        The functional core's state (params on the flattened unconstrained latent, step size).
+    rng_key : jax.Array
+        Key of the next step.
+    step : jax.Array
+        Steps taken.
+    """
+
+    core: vi.MixtureVIState
     rng_key: jax.Array
     step: jax.Array
 
 
 class MixVIRunResult(NamedTuple):
-    """As ``SVI.run``: constrained ``params``, final ``state``, per-step ``losses`` (-ELBO estimates)."""
+    """As ``SVI.run``: constrained ``params``, the final ``state``, per-step ``losses`` (-ELBO
+    estimates; NaN at a rejected step)."""
 
     params: dict
     state: MixVIState
@@ -50,24 +73,32 @@ class MixVIRunResult(NamedTuple):
 class MixVI:
     """Train an ``AutoIsotropicMixture`` with the paper's updates.
 
-    :param model: the NumPyro model.
-    :param guide: an ``AutoIsotropicMixture`` for ``model``.
-    :param method: 'ibw' (default), 'md', 'ngd' or 'means'.
-    :param step_size: a positive float (the paper's fixed gamma) or 'auto' (docs/theory.md).
-    :param num_samples: B, draws per component per step.
-    :param shared_noise: share the B noise vectors across components (default, as the reference code).
-    :param auto: parameters of the auto step (``mixvi.optim.AutoStep``).
-    :param max_rejected: with 'auto', stop with an error after this many consecutive rejected
-        (non-finite) steps.
-    :param loss_draws: the per-step loss (the -ELBO estimate that drives the auto step and is
-        reported) uses V at the first ``loss_draws`` draws of every component, evaluated apart from the
-        gradients, which then need no value (``jax.grad``): an unbiased estimate at ~1/B of the
-        forward cost. None uses all draws (``value_and_grad``); learned weights always use all draws.
-    :param sample_batch_size: evaluate the N*B target gradients in chunks of this many points
-        (``lax.map``) when they do not fit in memory at once; same result as unchunked.
-    :param mesh: a ``jax.sharding.Mesh`` with one axis: components (and their N*B gradient
-        evaluations) are split along it. 'auto' (default) uses all devices when there are several and
-        they divide N; None keeps everything on the default device.
+    Parameters
+    ----------
+    model : callable
+        The NumPyro model.
+    guide : AutoIsotropicMixture
+        The guide for ``model``; its ``metric`` and ``weights`` choose the family.
+    method : str
+        'ibw' (default), 'md', 'ngd' or 'means'.
+    step_size : float or 'auto'
+        The paper's fixed step gamma, or the scale-free auto step (docs/theory.md).
+    num_samples : int
+        B, draws per component per step.
+    shared_noise : bool
+        Share the B noise vectors across components (default, as the reference code).
+    auto : AutoStep
+        Parameters of the auto step.
+    max_rejected : int
+        With 'auto', stop with an error after this many consecutive rejected (non-finite) steps.
+    sample_batch_size : int, optional
+        Evaluate the N B target gradients in chunks of this many points (same result, less memory).
+    mesh : jax.sharding.Mesh, 'auto' or None
+        Split the components along the mesh's one axis; 'auto' uses all devices when there are
+        several and they divide N.
+    loss_draws : int or None
+        The per-step loss uses V at the first ``loss_draws`` draws of every component (an unbiased
+        estimate at ~1/B of the forward cost); None uses all draws.
     """
 
     def __init__(
@@ -79,19 +110,14 @@ class MixVI:
         num_samples: int = 10,
         *,
         shared_noise: bool = True,
-        auto: optim.AutoStep = optim.AutoStep(),
+        auto: AutoStep = AutoStep(),
         max_rejected: int = 50,
         sample_batch_size: int | None = None,
         mesh: Mesh | str | None = "auto",
         loss_draws: int | None = 1,
     ):
         if not isinstance(guide, AutoIsotropicMixture):
-            raise TypeError(
-                f"MixVI trains an AutoIsotropicMixture, got {type(guide).__name__}. For an AutoGuideList "
-                "use numpyro's SVI with optax_to_numpyro(mixvi.optim.for_mixture(mixvi.optim.ibw(), other=...))"
-            )
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+            raise TypeError(NOT_A_MIXTURE_GUIDE.format(type(guide).__name__))
         self.model = model
         self.guide = guide
         self.method = method
@@ -99,14 +125,15 @@ class MixVI:
         self.num_samples = num_samples
         self.shared_noise = shared_noise
         self.max_rejected = max_rejected
-        if sample_batch_size is not None and (not isinstance(sample_batch_size, int) or sample_batch_size < 1):
-            raise ValueError(f"sample_batch_size must be a positive integer or None, got {sample_batch_size!r}")
         self.sample_batch_size = sample_batch_size
-        if loss_draws is not None and (not isinstance(loss_draws, int) or not 1 <= loss_draws <= num_samples):
-            raise ValueError(f"loss_draws must be None or an integer in [1, num_samples={num_samples}], got {loss_draws!r}")
-        self.loss_draws = None if loss_draws == num_samples or guide.weights != "uniform" else loss_draws
         self.mesh = self._resolve_mesh(mesh, guide.n_components)
-        self.transform = optim.mixture_step(method, step_size, auto=auto)
+        self.settings = vi.check(
+            vi.Settings(
+                method, step_size, num_samples, shared_noise, auto, loss_draws, sample_batch_size, self.mesh
+            )
+        )
+        # learned weights use every draw for the loss (their step needs f_i from all of them)
+        self.loss_draws = None if guide.weights != "uniform" else self.settings.loss_draws
         self._is_auto = isinstance(step_size, str)
         self._locs, self._scales = f"{guide.prefix}_locs", f"{guide.prefix}_scales"
         self._metric, self._logits = f"{guide.prefix}_metric", f"{guide.prefix}_weight_logits"
@@ -115,125 +142,103 @@ class MixVI:
     def _resolve_mesh(mesh: Mesh | str | None, n_components: int) -> Mesh | None:
         if isinstance(mesh, str):
             if mesh != "auto":
-                raise ValueError(f"mesh must be a jax.sharding.Mesh, 'auto' or None, got {mesh!r}")
+                raise ValueError(BAD_MESH.format(mesh))
             count = jax.device_count()
             if count > 1 and n_components % count == 0:
                 return Mesh(np.asarray(jax.devices()), ("components",))
             return None
         if mesh is not None:
             if len(mesh.axis_names) != 1:
-                raise ValueError(f"MixVI shards components along one mesh axis, got axes {mesh.axis_names}")
+                raise ValueError(vi.BAD_MESH_AXES.format(mesh.axis_names))
             if n_components % mesh.size:
-                raise ValueError(f"n_components={n_components} is not divisible by the mesh size {mesh.size}")
+                raise ValueError(vi.BAD_MESH_SIZE.format(n_components, mesh.size))
         return mesh
-
-    def _shard(self, x: jax.Array, leading: bool = True) -> jax.Array:
-        """Place x's leading (component) axis along the mesh; identity without a mesh."""
-        if self.mesh is None:
-            return x
-        spec = P(self.mesh.axis_names[0], *([None] * (x.ndim - 1))) if leading else P()
-        return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
 
     # --- pure pieces ----------------------------------------------------------------------------
     def init(self, rng_key: jax.Array, *args, init_params: dict | None = None, **kwargs) -> MixVIState:
-        """Set the guide up and return the initial state. ``init_params``: constrained params to
-        start from (e.g. a previous result's ``params``)."""
+        """Set the guide up and return the initial state.
+
+        Parameters
+        ----------
+        rng_key : jax.Array
+            Seeds the guide's set-up and the run.
+        *args, **kwargs
+            The model's arguments.
+        init_params : dict, optional
+            Constrained params to start from (e.g. a previous result's ``params``).
+
+        Raises
+        ------
+        ValueError
+            When the model has ``numpyro.param`` sites or V is not finite at a component's mean.
+        """
         k_setup, k_run = jax.random.split(rng_key)
         params = self.guide.setup(k_setup, *args, **kwargs)
         extra = self.guide.model_param_names()
         if extra:
-            raise ValueError(
-                f"the model has numpyro.param sites {extra}; MixVI fits latent posteriors only. Use SVI with "
-                "optax_to_numpyro(mixvi.optim.for_mixture(mixvi.optim.ibw(), other=optax.adam(1e-2)))"
-            )
+            raise ValueError(MODEL_PARAMS.format(extra))
         if init_params is not None:
             params = dict(params)
             params.update({k: jnp.asarray(init_params[k]) for k in self.guide.param_names() if k in init_params})
-        uparams = {self._locs: params[self._locs], self._scales: jnp.log(params[self._scales])}
+        core = vi.init_state(
+            params[self._locs],
+            params[self._scales],
+            metric=self.guide.metric,
+            weights=self.guide.weights,
+            step_size=self.step_size,
+            auto=self.settings.auto,
+            mesh=self.mesh,
+        )
+        p = core.params
         if self._metric in params:
-            uparams[self._metric] = jnp.log(params[self._metric])
+            p = p._replace(log_metric=jnp.log(params[self._metric]))
         if self._logits in params:
-            uparams[self._logits] = params[self._logits]
-        if self.mesh is not None:
-            axis = self.mesh.axis_names[0]
-            uparams = {
-                k: jax.device_put(v, NamedSharding(self.mesh, P(axis, None) if k == self._locs else P(axis)))
-                if k in (self._locs, self._scales)
-                else jax.device_put(v, NamedSharding(self.mesh, P()))
-                for k, v in uparams.items()
-            }
+            logits = jnp.asarray(params[self._logits])
+            p = p._replace(logits=logits - jax.scipy.special.logsumexp(logits))
+        core = core._replace(params=p)
         if jnp.issubdtype(k_run.dtype, jax.dtypes.prng_key):
             k_run = jax.random.key_data(k_run)
-        v = jax.jit(jax.vmap(self.guide.potential_fn(*args, **kwargs), (0, None)))(uparams[self._locs], k_setup)
+        v = jax.jit(jax.vmap(self.guide.potential_fn(*args, **kwargs), (0, None)))(p.locs, k_setup)
         if not bool(jnp.all(jnp.isfinite(v))):
-            bad = [int(i) for i in jnp.nonzero(~jnp.isfinite(v))[0]]
-            raise ValueError(
-                f"the potential energy is not finite at the initial mean of component(s) {bad}; "
-                "check the model's log density or choose another init_loc_fn / init_params"
-            )
-        return MixVIState(uparams, self.transform.init(uparams), k_run, jnp.zeros((), jnp.int32))
+            raise ValueError(NOT_FINITE_AT_INIT.format([int(i) for i in jnp.nonzero(~jnp.isfinite(v))[0]]))
+        return MixVIState(core, k_run, jnp.zeros((), jnp.int32))
 
-    def _step(self, state: MixVIState, args: tuple, kwargs: dict) -> tuple[MixVIState, jax.Array]:
-        key, k_noise, k_model = jax.random.split(state.rng_key, 3)
-        locs, u = state.params[self._locs], state.params[self._scales]
-        metric = jnp.exp(state.params[self._metric]) if self._metric in state.params else None
-        weights = jax.nn.softmax(state.params[self._logits]) if self._logits in state.params else None
-        n, d = locs.shape
-        z = draw_noise(k_noise, n, self.num_samples, d, shared=self.shared_noise, dtype=locs.dtype)
-        # one materialised draw: stops XLA from regenerating z inside every consumer it fuses into
-        z = jax.lax.optimization_barrier(z)
-        x = self._shard(draw_points(locs, u, z, metric))
-        potential = self.guide.potential_fn(*args, **kwargs)
-        if self.loss_draws is None:
-            v, gv = potential_and_grad(potential, x, k_model, batch_size=self.sample_batch_size)
-        else:
-            # V's value only where the loss needs it: value_and_grad on the first loss_draws draws of
-            # every component, grad alone on the rest
-            cut = self.loss_draws
-            v, g_head = potential_and_grad(potential, x[:, :cut], k_model, batch_size=self.sample_batch_size)
-            _, g_tail = potential_and_grad(
-                potential, x[:, cut:], k_model, batch_size=self.sample_batch_size, with_value=False
-            )
-            gv = (self._shard(g_head), self._shard(g_tail))
-        v = self._shard(v)
-        if not isinstance(gv, tuple):
-            gv = self._shard(gv)
-        est = stein_estimate(locs, u, z, v, gv, weights=weights, metric=metric, coord=metric is not None)
-        eps = jnp.exp(2 * u)
-        w = jnp.full((n,), 1.0 / n, locs.dtype) if weights is None else weights
-        grads = {self._locs: w[:, None] * est.gbar, self._scales: w * eps * est.lam}
-        if metric is not None:
-            grads[self._metric] = 0.5 * est.t
-        if weights is not None:
-            grads[self._logits] = w * (est.f - jnp.sum(w * est.f))
-        updates, opt_state = self.transform.update(
-            grads, state.opt_state, state.params, value=est.loss, stratified=True
-        )
-        params = optax.apply_updates(state.params, updates)
-        return MixVIState(params, opt_state, key, state.step + 1), est.loss
+    def _settings(self) -> vi.Settings:
+        return self.settings._replace(loss_draws=self.loss_draws)
+
+    def _step(self, state: MixVIState, args: tuple, kwargs: dict) -> tuple[MixVIState, vi.MixtureVIInfo]:
+        key, step_key = jax.random.split(state.rng_key)
+        core, info = vi.step(step_key, state.core, self.guide.potential_fn(*args, **kwargs), self._settings())
+        # a rejected step reports no loss, so that losses and the divergence guard both see it
+        info = info._replace(loss=jnp.where(info.rejected, jnp.nan, info.loss))
+        return MixVIState(core, key, state.step + 1), info
 
     def update(self, state: MixVIState, *args, **kwargs) -> tuple[MixVIState, jax.Array]:
         """One step; returns (new state, loss at the old params). Pure: jit it if called in a loop."""
-        return self._step(state, args, kwargs)
+        new, info = self._step(state, args, kwargs)
+        return new, info.loss
 
     def evaluate(self, state: MixVIState, *args, **kwargs) -> jax.Array:
         """The -ELBO estimate at ``state`` (same estimator and key as the next step; no update)."""
-        return self._step(state, args, kwargs)[1]
+        return self._step(state, args, kwargs)[1].loss
 
     def get_params(self, state: MixVIState) -> dict:
         """Constrained params for ``guide.sample_posterior`` and ``Predictive``."""
-        out = {self._locs: state.params[self._locs], self._scales: jnp.exp(state.params[self._scales])}
-        if self._metric in state.params:
-            out[self._metric] = jnp.exp(state.params[self._metric])
-        if self._logits in state.params:
-            out[self._logits] = state.params[self._logits]
+        p = state.core.params
+        out = {self._locs: p.locs, self._scales: jnp.exp(p.log_scales)}
+        if p.log_metric is not None:
+            out[self._metric] = jnp.exp(p.log_metric)
+        if p.logits is not None:
+            out[self._logits] = p.logits
         return out
 
     # --- the loop -----------------------------------------------------------------------------
     def _is_ok(self, state: MixVIState, loss: jax.Array) -> jax.Array:
+        finite = tree_all_finite(state.core.params)
         if self._is_auto:
-            return tree_all_finite(state.params) & (state.opt_state.num_rejected < self.max_rejected)
-        return jnp.isfinite(loss) & tree_all_finite(state.params)
+            # a rejected step (NaN loss) leaves the params as they were and halves the step: go on
+            return finite & (state.core.step_size.num_rejected < self.max_rejected)
+        return jnp.isfinite(loss) & finite
 
     def _failure_advice(self, state: MixVIState, step: int) -> str:
         if self._is_auto:
@@ -309,7 +314,7 @@ class MixVI:
             raise CheckpointError(f"checkpoint {os.fspath(path)!r} holds a state of other shapes or dtypes than this run's")
         state = jax.tree.unflatten(treedef, [jnp.asarray(x) for x in leaves])
         if self.mesh is not None:
-            state = state._replace(params=jax.tree.map(lambda a, b: jax.device_put(a, b.sharding), state.params, template.params))
+            state = jax.tree.map(lambda a, b: jax.device_put(a, b.sharding), state, template)
         total = meta["num_steps"] if num_steps is None else num_steps
         done = int(meta["done"])
         if total <= done:
@@ -321,7 +326,7 @@ class MixVI:
         )
 
     def _checkpoint_meta(self, state: MixVIState) -> dict:
-        locs = state.params[self._locs]
+        locs = state.core.params.locs
         return {
             "method": self.method,
             "step_size": self.step_size if isinstance(self.step_size, str) else float(self.step_size),
@@ -351,7 +356,6 @@ class MixVI:
         callback: Callable | None,
         total: int | None = None,
     ) -> MixVIRunResult:
-        start = state.opt_state
         total = num_steps + len(prev_losses) if total is None else total
         if checkpoint is not None:
             if checkpoint_every is None:
@@ -394,8 +398,8 @@ class MixVI:
                 RuntimeWarning,
                 stacklevel=3,
             )
-        final = result.state.opt_state
-        clipped = int(final.num_clipped) - int(start.num_clipped)
+        info = result.info
+        clipped = 0 if info is None else int(np.sum(info.num_clipped))
         if clipped and not self._is_auto:
             warnings.warn(
                 f"{clipped} component updates hit the validity guard (IBW factor or NGD precision ratio below "
@@ -404,7 +408,7 @@ class MixVI:
                 RuntimeWarning,
                 stacklevel=3,
             )
-        rejected = int(np.sum(~np.isfinite(np.asarray(result.losses))))
+        rejected = 0 if info is None else int(np.sum(info.rejected))
         if rejected:
             warnings.warn(
                 f"{rejected} steps were rejected for non-finite gradients or loss (their loss is NaN in "

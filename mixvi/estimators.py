@@ -2,7 +2,7 @@
 
 Draws x_ib = m_i + sigma_i z_b, b = 1..B, from every component; by default the B noise vectors z_b
 are shared by all components (as the authors' reference code), optionally independent z_ib.
-With psi = log q + V (V = NumPyro's potential energy, -log target) the estimates are
+With psi = log q + V (V = -log target, e.g. NumPyro's potential energy) the estimates are::
 
     gbar_i   = (1/B) sum_b grad psi(x_ib)                            ~ E_{N_i}[grad psi] = N grad_{m_i} F
     lambda_i = (1/(B eps_i)) sum_b <x_ib - m_i, grad psi(x_ib)>      ~ E_{N_i}[Delta psi] = 2 N dF/d eps_i
@@ -28,8 +28,23 @@ from jax.scipy.special import logsumexp
 
 
 class SteinEstimate(NamedTuple):
-    """gbar (N, d) = E_{N_i}[grad_x psi]; lam (N,); loss scalar (sum_i w_i f_i); log_q (N, B) at the
-    draws; f (N,) = per-component mean of psi; t (d,) per-coordinate Stein term (None unless asked)."""
+    """The estimates of one step.
+
+    Attributes
+    ----------
+    gbar : jax.Array
+        E_{N_i}[grad_x psi], shape (N, d).
+    lam : jax.Array
+        lambda_i, shape (N,).
+    loss : jax.Array
+        The -ELBO estimate sum_i w_i f_i (scalar).
+    log_q : jax.Array
+        log q at the draws, shape (N, B).
+    f : jax.Array
+        Per-component mean of psi, shape (N,).
+    t : jax.Array or None
+        The per-coordinate Stein term, shape (d,) (None unless asked for).
+    """
 
     gbar: jax.Array
     lam: jax.Array
@@ -66,14 +81,17 @@ def mixture_terms(
     *,
     coord: bool = False,
 ) -> MixtureTerms:
-    """The log q part at x_ib = m_i + sigma_i z for an isotropic mixture (whitened coordinates):
-    log_q (N, B); mean score_i = (1/B) sum_b grad log q(x_ib); stein score_i =
-    (1/B) sum_b <x_ib - m_i, grad log q(x_ib)>; with ``coord``, the per-coordinate
-    sum_i w_i (1/B) sum_b (x_ibk - m_ik) d_k log q(x_ib), shape (d,).
+    """The log q part of the estimates at x_ib = m_i + sigma_i z, in whitened coordinates.
 
-    Logits are shifted per (i, b) by |z|^2/2 + d u_i so that the O(d) parts cancel analytically:
-    L'_ibj = log w_j - c_ibj / (2 eps_j) - (|z|^2/2) expm1(2(u_i - u_j)) - d (u_j - u_i), with
-    c_ibj = |m_i - m_j|^2 + 2 sigma_i <z, m_i - m_j>  (= |x_ib - m_j|^2 - eps_i |z|^2).
+    Returns log q (N, B); the mean score (1/B) sum_b grad log q(x_ib) (N, d); the Stein score
+    (1/B) sum_b <x_ib - m_i, grad log q(x_ib)> (N,); and with ``coord`` the per-coordinate
+    sum_i w_i (1/B) sum_b (x_ibk - m_ik) d_k log q(x_ib) (d,).
+
+    The logits are shifted per (i, b) by ``|z|^2 / 2 + d u_i`` so that the O(d) parts cancel
+    analytically::
+
+        L'_ibj = log w_j - c_ibj / (2 eps_j) - (|z|^2 / 2) expm1(2 (u_i - u_j)) - d (u_j - u_i)
+        c_ibj  = |m_i - m_j|^2 + 2 sigma_i <z, m_i - m_j>   (= |x_ib - m_j|^2 - eps_i |z|^2)
     """
     n, d = locs.shape
     shared = z.ndim == 2
@@ -148,12 +166,30 @@ def stein_estimate(
     metric: jax.Array | None = None,
     coord: bool = False,
 ) -> SteinEstimate:
-    """Combine the closed-form mixture terms with V and grad V evaluated at x_ib (N, L), (N, B, d)
-    (x-space). ``grad_potential`` may also be a tuple of parts split along the draws axis (their
-    widths summing to B). ``potential`` may cover only the first L <= B draws of every component:
-    the loss and f then average over those (still unbiased, and V's value costs 1/B of the draws).
-    ``weights`` (N,) and ``metric`` (d,) default to uniform and identity; ``coord`` also returns the
-    metric's per-coordinate Stein term t."""
+    """Combine the closed-form mixture terms with V and grad V evaluated at the draws x_ib.
+
+    Parameters
+    ----------
+    locs, log_scales : jax.Array
+        m (N, d) and u = log sigma (N,).
+    z : jax.Array
+        The standard normal noise, (B, d) shared or (N, B, d).
+    potential : jax.Array
+        V at the first L <= B draws of every component, (N, L): the loss and f average over those
+        (still unbiased, and V's value costs L/B of the draws).
+    grad_potential : jax.Array or tuple of jax.Array
+        grad V at all draws (N, B, d), or parts of it split along the draws axis.
+    weights : jax.Array, optional
+        w (N,); uniform by default.
+    metric : jax.Array, optional
+        The diagonal metric D (d,); the identity by default.
+    coord : bool
+        Also return the metric's per-coordinate Stein term t.
+
+    Returns
+    -------
+    SteinEstimate
+    """
     parts = grad_potential if isinstance(grad_potential, tuple) else (grad_potential,)
     if metric is not None:
         root = jnp.sqrt(metric)
@@ -178,9 +214,26 @@ def stein_estimate(
 
 
 def potential_and_grad(potential_fn, x: jax.Array, *extra, batch_size: int | None = None, with_value: bool = True):
-    """V and grad V at every row of x (..., d) (V is None unless ``with_value``); ``extra`` is passed
-    unbatched. With ``batch_size`` the rows are processed ``batch_size`` at a time (``lax.map``),
-    bounding peak memory."""
+    """V and grad V at every row of x (..., d).
+
+    Parameters
+    ----------
+    potential_fn : callable
+        ``V(row, *extra)``.
+    x : jax.Array
+        The points, (..., d).
+    *extra
+        Passed to ``potential_fn`` unbatched (e.g. a key).
+    batch_size : int, optional
+        Process the rows this many at a time (``lax.map``), bounding peak memory.
+    with_value : bool
+        Also return V (else None, and only gradients are computed).
+
+    Returns
+    -------
+    tuple
+        V (...) or None, and grad V (..., d).
+    """
     flat = x.reshape(-1, x.shape[-1])
     if with_value:
         vg = jax.value_and_grad(potential_fn)

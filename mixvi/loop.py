@@ -26,12 +26,25 @@ class DivergenceError(FloatingPointError):
 
 
 class LoopResult(NamedTuple):
-    """Final state, the per-step losses, and whether a KeyboardInterrupt cut the run short (then
-    ``state`` is the last finished chunk's state and ``losses`` covers exactly its steps)."""
+    """The outcome of :func:`scan_loop`.
+
+    Attributes
+    ----------
+    state : Any
+        The final state (after a KeyboardInterrupt: the last finished chunk's state).
+    losses : jax.Array
+        The per-step losses (NaN where ``is_ok`` failed); exactly the steps run.
+    interrupted : bool
+        Whether a KeyboardInterrupt cut the run short.
+    info : Any
+        When ``step`` returns an info pytree with a ``loss`` field instead of a bare loss: that
+        pytree stacked over the steps run (None otherwise).
+    """
 
     state: Any
     losses: jax.Array
     interrupted: bool = False
+    info: Any = None
 
 
 def tree_all_finite(tree: Any) -> jax.Array:
@@ -46,15 +59,22 @@ def default_is_ok(state: Any, loss: jax.Array) -> jax.Array:
     return jnp.isfinite(loss) & tree_all_finite(state)
 
 
+def _loss_of(out: Any) -> jax.Array:
+    """The loss of a step's second output: the output itself, or its ``loss`` field."""
+    return out.loss if hasattr(out, "loss") else out
+
+
 def _make_chunk(step: Callable, is_ok: Callable, length: int):
     def body(carry, _):
         state, bad_at, i = carry
-        new_state, loss = step(state)
+        new_state, out = step(state)
+        loss = _loss_of(out)
         ok = is_ok(new_state, loss)
         keep = (bad_at < 0) & ok
         state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_state, state)
         bad_at = jnp.where((bad_at < 0) & ~ok, i, bad_at)
-        return (state, bad_at, i + 1), jnp.where(keep, loss, jnp.nan)
+        loss = jnp.where(keep, loss, jnp.nan)
+        return (state, bad_at, i + 1), (out._replace(loss=loss) if hasattr(out, "loss") else loss)
 
     @jax.jit
     def chunk(state, start):
@@ -65,7 +85,7 @@ def _make_chunk(step: Callable, is_ok: Callable, length: int):
 
 
 def scan_loop(
-    step: Callable[[Any], tuple[Any, jax.Array]],
+    step: Callable[[Any], tuple[Any, Any]],
     state: Any,
     num_steps: int,
     *,
@@ -78,7 +98,8 @@ def scan_loop(
 ) -> LoopResult:
     """Run ``num_steps`` of ``step`` with ``lax.scan``, compiled once per chunk length.
 
-    The result does not depend on ``chunk_size`` or the progress bar. If ``is_ok(new_state, loss)``
+    ``step(state)`` returns ``(new_state, loss)`` or ``(new_state, info)`` with ``info`` a NamedTuple
+    that has a ``loss`` field (then the stacked infos come back as ``LoopResult.info``). The result does not depend on ``chunk_size`` or the progress bar. If ``is_ok(new_state, loss)``
     is False at some step, the loop stops and raises ``DivergenceError`` carrying the last good
     state; ``describe_failure(state, step)`` may add advice to the message. ``callback(state,
     losses_so_far, steps_done)`` runs after every chunk (checkpoints, logging). A KeyboardInterrupt
@@ -97,6 +118,7 @@ def scan_loop(
 
         bar = tqdm(total=num_steps, desc=desc or None)
     pieces: list[np.ndarray] = []
+    infos: list[Any] = []
     done = 0
     interrupted = False
     try:
@@ -105,8 +127,8 @@ def scan_loop(
             if length not in chunks:
                 chunks[length] = _make_chunk(step, is_ok, length)
             try:
-                new_state, bad_at, losses = chunks[length](state, jnp.asarray(done, jnp.int32))
-                losses = np.asarray(losses)
+                new_state, bad_at, outs = chunks[length](state, jnp.asarray(done, jnp.int32))
+                losses = np.asarray(_loss_of(outs))
                 bad_at = int(bad_at)
             except KeyboardInterrupt:
                 interrupted = True
@@ -120,6 +142,7 @@ def scan_loop(
                 raise DivergenceError(msg, bad_at, new_state, good)
             state = new_state
             pieces.append(losses)
+            infos.append(outs)
             done += length
             if bar is not None:
                 bar.update(length)
@@ -134,4 +157,7 @@ def scan_loop(
         if bar is not None:
             bar.close()
     all_losses = np.concatenate(pieces) if pieces else np.zeros((0,), np.float32)
-    return LoopResult(state, jnp.asarray(all_losses), interrupted)
+    info = None
+    if infos and hasattr(infos[0], "loss"):
+        info = jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *infos)
+    return LoopResult(state, jnp.asarray(all_losses), interrupted, info)

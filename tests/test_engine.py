@@ -61,11 +61,14 @@ def _kl(guide, params, log_density, key, n=20_000):
 @pytest.mark.parametrize("method", ["ibw", "md"])
 def test_kl_falls_as_components_grow(method):
     model, log_density = _gmm_target()
-    kls = []
-    for n in (1, 5, 20):
+
+    def kl_after_fit(n, seed):
         guide = mixvi.AutoIsotropicMixture(model, n_components=n, init_loc_fn=init_to_uniform(radius=5), init_scale=2.0)
-        r = mixvi.MixVI(model, guide, method=method).run(jax.random.PRNGKey(n), 1500, progress_bar=False)
-        kls.append(_kl(guide, r.params, log_density, jax.random.PRNGKey(99)))
+        r = mixvi.MixVI(model, guide, method=method).run(jax.random.PRNGKey(seed), 1500, progress_bar=False)
+        return _kl(guide, r.params, log_density, jax.random.PRNGKey(99))
+
+    # which modes 20 components find depends on where they start: the median of three seeds is the claim
+    kls = [kl_after_fit(1, 1), kl_after_fit(5, 5), float(np.median([kl_after_fit(20, s) for s in (20, 21, 22)]))]
     assert kls[0] > kls[1] + 0.2 and kls[1] > kls[2] + 0.05, kls
     assert kls[2] < 0.2, kls
 
@@ -173,9 +176,11 @@ def test_bad_input_errors():
 
 
 def test_fixed_step_guard_warns():
+    """A fixed step whose first IBW factor is negative is clipped, counted and warned about."""
+    # at sigma = 5: lambda = tr(prec) - d / eps = 10.38, so 1 - 0.3 lambda / 3 = -0.04 < 0.1 (the floor)
     guide = mixvi.AutoIsotropicMixture(gaussian_model, n_components=2, init_scale=5.0)
     with pytest.warns(RuntimeWarning, match="validity guard"):
-        mixvi.MixVI(gaussian_model, guide, step_size=0.2).run(jax.random.PRNGKey(0), 50, progress_bar=False)
+        mixvi.MixVI(gaussian_model, guide, step_size=0.3).run(jax.random.PRNGKey(0), 50, progress_bar=False)
 
 
 def test_subsampled_data_plate_with_global_latent():

@@ -143,7 +143,7 @@ SHARDED = textwrap.dedent("""
         vi = mixvi.MixVI(logistic, guide, num_samples=4, mesh=mesh)
         r = vi.run(jax.random.PRNGKey(5), 30, X, Y, progress_bar=False)
         out[name] = np.asarray(r.params["auto_locs"]).tolist()
-        out[name + "_devices"] = len(r.state.params["auto_locs"].sharding.device_set)
+        out[name + "_devices"] = len(r.state.core.params.locs.sharding.device_set)
     print(json.dumps(out))
 """)
 

@@ -1,0 +1,405 @@
+"""Mixture VI as a functional algorithm over any log-density and any pytree.
+
+The variational family is q = sum_i w_i N(m_i, sigma_i^2 D) on the flattened position (the paper:
+w_i = 1/N and D = I), trained by the updates of "Variational Inference with Mixtures of Isotropic
+Gaussians" (Petit-Talamon, Lambert, Korba, NeurIPS 2025, arXiv 2506.13613). One step::
+
+    key -> noise z (B, d) (shared by the components, or (N, B, d))
+        -> points x_ib = m_i + sigma_i D^(1/2) z_b
+        -> V = -log p and grad V at the N B points (vmapped, optionally chunked / sharded)
+        -> Stein-form estimates gbar_i, lambda_i (and t, f_i) (:mod:`mixvi.estimators`)
+        -> the geometry step on (m, log sigma, log D, logits) (:mod:`mixvi.geometry`)
+        -> new state, and an info with the loss (the -ELBO estimate up to log Z), the step size,
+           the clipped component steps and whether the step was rejected.
+
+Examples
+--------
+>>> algo = mixture_vi(logdensity_fn, n_components=10)
+>>> state = algo.init(jax.random.key(0), position)
+>>> state, info = jax.jit(algo.step)(jax.random.key(1), state)
+>>> draws = algo.sample(jax.random.key(2), state, 1000)
+
+This module depends on JAX only; the NumPyro layer (:class:`mixvi.MixVI`) is built on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from mixvi.estimators import draw_noise, draw_points, potential_and_grad, stein_estimate
+from mixvi.geometry import (
+    AutoStep,
+    MixtureGradient,
+    MixtureParams,
+    StepSizeState,
+    check_settings,
+    init_step_size,
+)
+from mixvi.geometry import update as geometry_update
+
+METRICS = ("isotropic", "diagonal")
+WEIGHTS = ("uniform", "fisher-rao")
+BAD_COMPONENTS = "n_components must be an integer >= 1, got {!r}"
+BAD_NUM_SAMPLES = "num_samples must be an integer >= 1, got {!r}"
+BAD_INIT_SCALE = "init_scale must be a positive float, got {!r}"
+BAD_METRIC = "metric must be 'isotropic' or 'diagonal', got {!r}"
+BAD_WEIGHTS = "weights must be 'uniform' or 'fisher-rao', got {!r}"
+BAD_LOSS_DRAWS = "loss_draws must be None or an integer in [1, num_samples={}], got {!r}"
+BAD_BATCH = "sample_batch_size must be a positive integer or None, got {!r}"
+BAD_MESH_AXES = "mixture VI shards components along one mesh axis, got axes {}"
+BAD_MESH_SIZE = "n_components={} is not divisible by the mesh size {}"
+BAD_LOCS = "locs must have shape (n_components, d) = {}, got {}"
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+class MixtureVIState(NamedTuple):
+    """State of mixture VI.
+
+    Attributes
+    ----------
+    params : MixtureParams
+        ``locs`` (a pytree like the position, every leaf with a leading axis of N components),
+        ``log_scales`` (N,), ``log_metric`` (d,) over the flattened position or None, ``logits`` (N,)
+        or None.
+    step_size : StepSizeState
+        The step size's state (:mod:`mixvi.geometry`).
+    """
+
+    params: MixtureParams
+    step_size: StepSizeState
+
+
+class MixtureVIInfo(NamedTuple):
+    """Diagnostics of one step.
+
+    Attributes
+    ----------
+    loss : jax.Array
+        The -ELBO estimate at the params before the step (up to the target's log normaliser).
+    step_size : jax.Array
+        The step used: eta under 'auto' (component i moved with eta sigma_i^2), else gamma.
+    num_clipped : jax.Array
+        Components whose step hit a validity guard or the trust region.
+    rejected : jax.Array
+        True when the step was rejected (non-finite estimates); the params did not change.
+    """
+
+    loss: jax.Array
+    step_size: jax.Array
+    num_clipped: jax.Array
+    rejected: jax.Array
+
+
+class MixtureVI(NamedTuple):
+    """The algorithm: ``init(rng_key, position)``, ``step(rng_key, state)``, ``sample(rng_key, state, n)``."""
+
+    init: Callable
+    step: Callable
+    sample: Callable
+
+
+class Settings(NamedTuple):
+    """Every setting of a step (hashable, so a compiled step can be cached on it)."""
+
+    method: str = "ibw"
+    step_size: float | str = "auto"
+    num_samples: int = 10
+    shared_noise: bool = True
+    auto: AutoStep = AutoStep()
+    loss_draws: int | None = 1
+    sample_batch_size: int | None = None
+    mesh: Mesh | None = None
+    min_factor: float = 0.1
+    metric_step_size: float = 0.1
+
+
+def check(settings: Settings) -> Settings:
+    """Validate ``settings`` and return them with ``loss_draws`` normalised (None = all draws).
+
+    Raises
+    ------
+    ValueError
+        Naming the bad setting and its allowed values.
+    """
+    check_settings(settings.method, settings.step_size, settings.auto)
+    if not _is_count(settings.num_samples):
+        raise ValueError(BAD_NUM_SAMPLES.format(settings.num_samples))
+    b = settings.num_samples
+    if settings.loss_draws is not None and not (_is_count(settings.loss_draws) and settings.loss_draws <= b):
+        raise ValueError(BAD_LOSS_DRAWS.format(b, settings.loss_draws))
+    if settings.sample_batch_size is not None and not _is_count(settings.sample_batch_size):
+        raise ValueError(BAD_BATCH.format(settings.sample_batch_size))
+    if settings.mesh is not None and len(settings.mesh.axis_names) != 1:
+        raise ValueError(BAD_MESH_AXES.format(settings.mesh.axis_names))
+    return settings._replace(loss_draws=None if settings.loss_draws == b else settings.loss_draws)
+
+
+def flatten_locs(locs: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
+    """The component means as an (N, d) array, and the map from (..., d) rows back to the pytree."""
+    leaves = jax.tree.leaves(locs)
+    if not leaves:
+        raise ValueError("the position has no array leaves")
+    if len(leaves) == 1 and not isinstance(locs, dict | list | tuple) and jnp.ndim(locs) == 2:
+        return locs, lambda rows: rows  # the common case: already flat
+    one = jax.tree.map(lambda leaf: leaf[0], locs)
+    _, unravel = ravel_pytree(one)
+    flat = jax.vmap(lambda tree: ravel_pytree(tree)[0])(locs)
+
+    def unflatten(rows: jax.Array) -> Any:
+        batch = rows.shape[:-1]
+        out = jax.vmap(unravel)(rows.reshape(-1, rows.shape[-1]))
+        return jax.tree.map(lambda leaf: leaf.reshape(batch + leaf.shape[1:]), out)
+
+    return flat, unflatten
+
+
+def init_state(
+    locs: Any,
+    scales: jax.Array | float = 1.0,
+    *,
+    metric: str = "isotropic",
+    weights: str = "uniform",
+    step_size: float | str = "auto",
+    auto: AutoStep = AutoStep(),
+    mesh: Mesh | None = None,
+) -> MixtureVIState:
+    """The state whose components have the given means and standard deviations.
+
+    Parameters
+    ----------
+    locs : pytree
+        Component means, every leaf with a leading axis of N components.
+    scales : jax.Array or float
+        sigma_i, shape (N,) or a scalar for all.
+    metric : str
+        'isotropic' (D = I, the paper) or 'diagonal' (a learned shared diagonal D, starting at I).
+    weights : str
+        'uniform' (the paper) or 'fisher-rao' (learned weights, starting uniform).
+    step_size, auto
+        The step size (its state starts at eta0 under 'auto').
+    mesh : jax.sharding.Mesh, optional
+        Place the components along the mesh's one axis.
+    """
+    if metric not in METRICS:
+        raise ValueError(BAD_METRIC.format(metric))
+    if weights not in WEIGHTS:
+        raise ValueError(BAD_WEIGHTS.format(weights))
+    flat, _ = flatten_locs(locs)
+    n, d = flat.shape
+    dtype = flat.dtype
+    log_scales = jnp.log(jnp.broadcast_to(jnp.asarray(scales, dtype), (n,)))
+    log_metric = jnp.zeros((d,), dtype) if metric == "diagonal" else None
+    logits = jnp.full((n,), -jnp.log(n), dtype) if weights == "fisher-rao" else None
+    params = MixtureParams(locs, log_scales, log_metric, logits)
+    if mesh is not None:
+        if n % mesh.size:
+            raise ValueError(BAD_MESH_SIZE.format(n, mesh.size))
+        axis = mesh.axis_names[0]
+        params = MixtureParams(
+            jax.tree.map(lambda leaf: jax.device_put(leaf, NamedSharding(mesh, P(axis))), locs),
+            jax.device_put(log_scales, NamedSharding(mesh, P(axis))),
+            None if log_metric is None else jax.device_put(log_metric, NamedSharding(mesh, P())),
+            None if logits is None else jax.device_put(logits, NamedSharding(mesh, P())),
+        )
+    return MixtureVIState(params, init_step_size(step_size, auto, dtype))
+
+
+def _shard(mesh: Mesh | None, x: jax.Array) -> jax.Array:
+    """Place x's leading (component) axis along the mesh; identity without one."""
+    if mesh is None:
+        return x
+    spec = P(mesh.axis_names[0], *([None] * (x.ndim - 1)))
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def step(
+    rng_key: jax.Array,
+    state: MixtureVIState,
+    potential_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    settings: Settings = Settings(),
+) -> tuple[MixtureVIState, MixtureVIInfo]:
+    """One step of mixture VI (see the module docstring).
+
+    Parameters
+    ----------
+    rng_key : jax.Array
+        Key of this step (split into the noise key and the key passed to ``potential_fn``).
+    state : MixtureVIState
+        The current state.
+    potential_fn : callable
+        ``V(x, key)`` = -log target at a flattened position x (d,); ``key`` seeds any randomness of
+        the target (e.g. a data subsample) and may be ignored.
+    settings : Settings
+        The method, step size, draws per component and the rest (validated by :func:`check`).
+
+    Returns
+    -------
+    tuple
+        The new state and a :class:`MixtureVIInfo`.
+    """
+    k_noise, k_model = jax.random.split(rng_key)
+    params = state.params
+    locs, unflatten = flatten_locs(params.locs)
+    u = params.log_scales
+    metric = None if params.log_metric is None else jnp.exp(params.log_metric)
+    weights = None if params.logits is None else jax.nn.softmax(params.logits)
+    n, d = locs.shape
+    mesh = settings.mesh
+    z = draw_noise(k_noise, n, settings.num_samples, d, shared=settings.shared_noise, dtype=locs.dtype)
+    # one materialised draw: stops XLA from regenerating z inside every consumer it fuses into
+    z = jax.lax.optimization_barrier(z)
+    x = _shard(mesh, draw_points(locs, u, z, metric))
+    batch = settings.sample_batch_size
+    cut = None if weights is not None else settings.loss_draws
+    if cut is None:
+        v, gv = potential_and_grad(potential_fn, x, k_model, batch_size=batch)
+        gv = _shard(mesh, gv)
+    else:
+        # V's value only where the loss needs it: value_and_grad on the first `cut` draws of every
+        # component, the gradient alone on the rest
+        v, g_head = potential_and_grad(potential_fn, x[:, :cut], k_model, batch_size=batch)
+        _, g_tail = potential_and_grad(potential_fn, x[:, cut:], k_model, batch_size=batch, with_value=False)
+        gv = (_shard(mesh, g_head), _shard(mesh, g_tail))
+    est = stein_estimate(locs, u, z, _shard(mesh, v), gv, weights=weights, metric=metric, coord=metric is not None)
+    grad = MixtureGradient(
+        est.gbar,
+        est.lam,
+        est.t,
+        None if weights is None else est.f - jnp.sum(weights * est.f),
+    )
+    new, step_state, info = geometry_update(
+        params._replace(locs=locs),
+        grad,
+        state.step_size,
+        method=settings.method,
+        step_size=settings.step_size,
+        auto=settings.auto,
+        loss=est.loss,
+        min_factor=settings.min_factor,
+        metric_step_size=settings.metric_step_size,
+    )
+    new = new._replace(locs=unflatten(new.locs))
+    return MixtureVIState(new, step_state), MixtureVIInfo(est.loss, info.step_size, info.num_clipped, info.rejected)
+
+
+def sample(rng_key: jax.Array, state: MixtureVIState, num_samples: int) -> Any:
+    """Draws from q: a pytree like the position, every leaf with a leading axis of ``num_samples``."""
+    params = state.params
+    locs, unflatten = flatten_locs(params.locs)
+    k_idx, k_z = jax.random.split(rng_key)
+    if params.logits is None:
+        idx = jax.random.randint(k_idx, (num_samples,), 0, locs.shape[0])
+    else:
+        idx = jax.random.categorical(k_idx, params.logits, shape=(num_samples,))
+    z = jax.random.normal(k_z, (num_samples, locs.shape[1]), locs.dtype)
+    if params.log_metric is not None:
+        z = z * jnp.exp(0.5 * params.log_metric)
+    return unflatten(locs[idx] + jnp.exp(params.log_scales)[idx][:, None] * z)
+
+
+def mixture_vi(
+    logdensity_fn: Callable,
+    n_components: int = 10,
+    method: str = "ibw",
+    step_size: float | str = "auto",
+    num_samples: int = 10,
+    *,
+    init_scale: float = 1.0,
+    metric: str = "isotropic",
+    weights: str = "uniform",
+    shared_noise: bool = True,
+    auto: AutoStep = AutoStep(),
+    loss_draws: int | None = 1,
+    sample_batch_size: int | None = None,
+    mesh: Mesh | None = None,
+    min_factor: float = 0.1,
+    metric_step_size: float = 0.1,
+    logdensity_takes_key: bool = False,
+) -> MixtureVI:
+    """Mixture VI for a log-density over any pytree.
+
+    Parameters
+    ----------
+    logdensity_fn : callable
+        ``log p(position)`` (unnormalised), or ``log p(position, key)`` with ``logdensity_takes_key``
+        (a fresh key every step, e.g. for a data subsample).
+    n_components : int
+        N, the number of mixture components.
+    method : str
+        'ibw' (isotropic Bures-Wasserstein, default), 'md' (entropic mirror descent), 'ngd'
+        (natural-gradient baseline) or 'means' (means only, variances fixed).
+    step_size : float or 'auto'
+        The paper's fixed step gamma, or the scale-free auto step.
+    num_samples : int
+        B, draws per component per step.
+    init_scale : float
+        ``init`` puts the component means at ``position + init_scale * N(0, I)`` and every sigma_i
+        at ``init_scale``.
+    metric : str
+        'isotropic' (the paper) or 'diagonal' (a learned diagonal metric D shared by the components).
+    weights : str
+        'uniform' (the paper) or 'fisher-rao' (learned weights).
+    shared_noise : bool
+        Share the B noise vectors across components (the authors' reference code) or draw them
+        independently.
+    auto : AutoStep
+        Parameters of the auto step.
+    loss_draws : int or None
+        The loss uses V at the first ``loss_draws`` draws of every component (an unbiased estimate
+        at ~1/B of the forward cost); None uses all. Learned weights always use all.
+    sample_batch_size : int or None
+        Evaluate the N B target gradients this many points at a time (bounded memory, same result).
+    mesh : jax.sharding.Mesh, optional
+        Split the components (and their gradient evaluations) along the mesh's one axis.
+    min_factor, metric_step_size : float
+        The fixed step's validity guard and the metric's fixed step.
+    logdensity_takes_key : bool
+        Whether ``logdensity_fn`` takes a key as second argument.
+
+    Returns
+    -------
+    MixtureVI
+        ``init(rng_key, position) -> state``; ``step(rng_key, state) -> (state, info)`` (pure,
+        jit-able and vmap-able); ``sample(rng_key, state, num_samples) -> draws``.
+    """
+    if not _is_count(n_components):
+        raise ValueError(BAD_COMPONENTS.format(n_components))
+    if not (isinstance(init_scale, int | float) and init_scale > 0):
+        raise ValueError(BAD_INIT_SCALE.format(init_scale))
+    if metric not in METRICS:
+        raise ValueError(BAD_METRIC.format(metric))
+    if weights not in WEIGHTS:
+        raise ValueError(BAD_WEIGHTS.format(weights))
+    settings = check(
+        Settings(method, step_size, num_samples, shared_noise, auto, loss_draws, sample_batch_size, mesh, min_factor, metric_step_size)
+    )
+    if mesh is not None and n_components % mesh.size:
+        raise ValueError(BAD_MESH_SIZE.format(n_components, mesh.size))
+
+    def init_fn(rng_key: jax.Array, position: Any) -> MixtureVIState:
+        flat, unravel = ravel_pytree(position)
+        noise = jax.random.normal(rng_key, (n_components, flat.shape[0]), flat.dtype)
+        locs = jax.vmap(unravel)(flat + init_scale * noise)
+        return init_state(locs, init_scale, metric=metric, weights=weights, step_size=step_size, auto=auto, mesh=mesh)
+
+    def step_fn(rng_key: jax.Array, state: MixtureVIState) -> tuple[MixtureVIState, MixtureVIInfo]:
+        one = jax.tree.map(lambda leaf: leaf[0], state.params.locs)
+        _, unravel = ravel_pytree(one)
+
+        def potential(x: jax.Array, key: jax.Array) -> jax.Array:
+            position = unravel(x)
+            return -(logdensity_fn(position, key) if logdensity_takes_key else logdensity_fn(position))
+
+        return step(rng_key, state, potential, settings)
+
+    return MixtureVI(init_fn, step_fn, sample)
