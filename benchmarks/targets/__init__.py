@@ -1,4 +1,4 @@
-"""Benchmark targets of the paper suite (arXiv 2506.13613 and issue 3): each a NumPyro model plus,
+"""Benchmark targets of the paper suite (arXiv 2506.13613): each a NumPyro model plus,
 where it exists, an exact sampler and a normalised log density (``benchmarks.targets.Target``).
 
 - ``make_gmm(dim, covariance, seed)``: K = 5 Gaussian mixtures, d in {2, 10, 50}, 'diag' / 'full' / 'iso'.

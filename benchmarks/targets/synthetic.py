@@ -120,8 +120,8 @@ def make_sinh_arcsinh(name: str = "sas-a") -> Target:
     """2-D sinh-arcsinh target: Z ~ N(0, S), S = [[1, .4], [.4, 1]], X_i = sinh((asinh(Z_i) + s_i) / t_i)
     with tail parameter t (t < 1: heavier tails than Gaussian, |X| ~ |Z|^(1/t)) and skew s.
     Inverse Z_i = sinh(t_i asinh(X_i) - s_i); log pi(x) = log N(z; 0, S) + sum_i [log t_i +
-    log cosh(t_i asinh x_i - s_i) - log(1 + x_i^2)/2]. The three settings ``SAS_SETTINGS`` follow the
-    issue's (t, s) pairs: (1/[1.2, 1.2], -[.2, .2]), (1/[1.2, 1.4], -[.2, .2]), (1/[1.2, 1.4], -[.2, .5])."""
+    log cosh(t_i asinh x_i - s_i) - log(1 + x_i^2)/2]. The three settings ``SAS_SETTINGS`` follow these
+    (t, s) pairs: (1/[1.2, 1.2], -[.2, .2]), (1/[1.2, 1.4], -[.2, .2]), (1/[1.2, 1.4], -[.2, .5])."""
     tail, skew = (jnp.asarray(a) for a in SAS_SETTINGS[name])
     chol = jnp.asarray(np.linalg.cholesky(SAS_BASE_COV))
     prec = jnp.asarray(np.linalg.inv(SAS_BASE_COV))
