@@ -46,6 +46,7 @@ from numpyro.infer.autoguide import AutoNormal
 
 from benchmarks.report import (
     compile_timed,
+    display_path,
     int_list,
     machine_info,
     measured_line,
@@ -411,10 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if args.out:
         write_json(args.out, report)
-        print(f"wrote {args.out}")
+        print(f"wrote {display_path(args.out)}")
     if args.md:
         replace_section(args.md, "core", render_markdown(report))
-        print(f"updated {args.md}")
+        print(f"updated {display_path(args.md)}")
     return 0
 
 

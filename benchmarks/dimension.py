@@ -46,6 +46,7 @@ import numpyro.distributions as dist
 from benchmarks import bures_full
 from benchmarks.report import (
     compile_timed,
+    display_path,
     int_list,
     limit_blas_threads,
     machine_info,
@@ -463,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             blas_threads=args.blas_threads if args.blas_threads >= 1 else None,
         )
     if args.figure:
-        report["settings"]["figure"] = args.figure
+        report["settings"]["figure"] = display_path(args.figure)
     if args.figure and args.md:
         # the figure as the markdown page links it
         rel = os.path.relpath(Path(args.figure).resolve(), Path(args.md).resolve().parent)
@@ -474,13 +475,13 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if args.out:
         write_json(args.out, report)
-        print(f"wrote {args.out}")
+        print(f"wrote {display_path(args.out)}")
     if args.figure:
         plot(report, args.figure)
-        print(f"wrote {args.figure}")
+        print(f"wrote {display_path(args.figure)}")
     if args.md:
         replace_section(args.md, "dimension", render_markdown(report), heading=MD_HEADING)
-        print(f"updated {args.md}")
+        print(f"updated {display_path(args.md)}")
     return 0
 
 
