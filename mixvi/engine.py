@@ -264,16 +264,41 @@ class MixVI:
     ) -> MixVIRunResult:
         """Run ``num_steps`` steps (``lax.scan`` in chunks, compiled once per chunk length).
 
-        :param init_state: continue from a previous ``result.state`` (``rng_key`` is then unused).
-        :param init_params: constrained params to start from.
-        :param checkpoint: a file path; the full state (params, step-size state, RNG key, step count)
-            and the loss history are saved atomically every ``checkpoint_every`` steps (default: every
-            10% of the run) and at the end. ``MixVI.resume(path, ...)`` continues bit for bit.
-        :param callback: ``callback(state, losses_so_far, steps_done)`` after every chunk.
+        Parameters
+        ----------
+        rng_key : jax.Array
+            Seeds the set-up and the run (unused with ``init_state``).
+        num_steps : int
+            Steps to take.
+        *args, **kwargs
+            The model's arguments.
+        progress_bar : bool
+            Show a tqdm bar.
+        init_state : MixVIState, optional
+            Continue from a previous ``result.state``.
+        init_params : dict, optional
+            Constrained params to start from.
+        chunk_size : int, optional
+            Steps per compiled chunk (the result does not depend on it).
+        checkpoint : path, optional
+            The full state and the loss history are saved there atomically every
+            ``checkpoint_every`` steps (default: every 10 % of the run) and at the end;
+            :meth:`resume` continues bit for bit.
+        checkpoint_every : int, optional
+            Steps between checkpoints.
+        callback : callable, optional
+            ``callback(state, losses_so_far, steps_done)`` after every chunk.
 
-        Raises ``mixvi.DivergenceError`` at the first non-finite step, with the last finite state
-        as ``.state`` (and its constrained params as ``.params``). Ctrl-C returns the last finished
-        chunk's result (saved to ``checkpoint`` if given) with a warning instead of losing the work.
+        Returns
+        -------
+        MixVIRunResult
+
+        Raises
+        ------
+        mixvi.DivergenceError
+            At the first non-finite step, with the last finite state as ``.state`` (and its
+            constrained params as ``.params``). Ctrl-C instead returns the last finished chunk's
+            result (saved to ``checkpoint`` if given) with a warning.
         """
         state = init_state if init_state is not None else self.init(rng_key, *args, init_params=init_params, **kwargs)
         return self._run_from(
@@ -291,10 +316,26 @@ class MixVI:
         callback: Callable[[MixVIState, np.ndarray, int], None] | None = None,
         **kwargs,
     ) -> MixVIRunResult:
-        """Continue the run saved in ``path`` up to ``num_steps`` total steps (default: the total the
-        saved run asked for), checkpointing to the same file. The result (params, state, the full loss
-        history) equals the uninterrupted run's bit for bit. Raises ``CheckpointError`` when the file is
-        corrupt or belongs to another model, guide or configuration."""
+        """Continue the run saved in ``path`` up to ``num_steps`` total steps.
+
+        The result (params, state, the full loss history) equals the uninterrupted run's bit for bit.
+
+        Parameters
+        ----------
+        path : path
+            A checkpoint written by :meth:`run`; new checkpoints go to the same file.
+        *args, **kwargs
+            The model's arguments.
+        num_steps : int, optional
+            Total steps (default: the total the saved run asked for).
+        progress_bar, checkpoint_every, callback
+            As in :meth:`run`.
+
+        Raises
+        ------
+        CheckpointError
+            When the file is corrupt or belongs to another model, guide or configuration.
+        """
         leaves, losses, meta = load_checkpoint(path)
         template = self.init(jax.random.PRNGKey(0), *args, **kwargs)
         mine = self._checkpoint_meta(template)
