@@ -1,0 +1,223 @@
+"""mixvi.loop: the chunked lax.scan loop, its divergence guard, interrupts and stacked infos."""
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mixvi.loop import DivergenceError, LoopResult, scan_loop, tree_all_finite
+
+
+def _affine(x):
+    """x <- 0.9 x + 1, loss = the state before the step; from x0 = 0, x_k = 10 (1 - 0.9^k)."""
+    return 0.9 * x + 1.0, x
+
+
+def _counter(nan_at):
+    """A state (i, x) with x <- x + 1 and loss x_new, except that step nan_at makes x NaN."""
+
+    def step(state):
+        i, x = state
+        x = jnp.where(i == nan_at, jnp.nan, x + 1.0)
+        return (i + 1, x), x
+
+    return step
+
+
+def _start():
+    return (jnp.asarray(0, jnp.int32), jnp.asarray(0.0, jnp.float32))
+
+
+class Info(NamedTuple):
+    loss: jnp.ndarray
+    index: jnp.ndarray
+
+
+@pytest.mark.parametrize(
+    ("chunk_size", "progress_bar"), [(1, False), (7, False), (None, False), (None, True), (64, False)]
+)
+def test_result_does_not_depend_on_chunk_size(chunk_size, progress_bar):
+    """Chunk sizes 1, 7, None (and the progress bar) give bit-identical states and losses to a single scan."""
+    reference = scan_loop(_affine, jnp.float32(0.0), 20)
+    res = scan_loop(_affine, jnp.float32(0.0), 20, chunk_size=chunk_size, progress_bar=progress_bar)
+    assert isinstance(res, LoopResult) and not res.interrupted and res.info is None
+    assert res.losses.shape == (20,)
+    np.testing.assert_array_equal(np.asarray(res.losses), np.asarray(reference.losses))
+    np.testing.assert_array_equal(np.asarray(res.state), np.asarray(reference.state))
+
+
+def test_losses_follow_the_recursion():
+    """The losses are the iterates before each step and the state is the iterate after the last one."""
+    res = scan_loop(_affine, jnp.float32(0.0), 20, chunk_size=7)
+    k = np.arange(20)
+    np.testing.assert_allclose(np.asarray(res.losses), 10 * (1 - 0.9**k), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(res.state), 10 * (1 - 0.9**20), rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, None])
+def test_non_finite_step_raises_with_the_last_good_state(chunk_size):
+    """A step that goes non-finite at step k raises DivergenceError with step k, the state after k steps and k losses."""
+    k = 6
+    with pytest.raises(DivergenceError, match="diverged at step 6") as err:
+        scan_loop(_counter(k), _start(), 10, chunk_size=chunk_size)
+    e = err.value
+    assert e.step == k
+    i, x = e.state
+    assert int(i) == k and float(x) == float(k)
+    np.testing.assert_array_equal(e.losses, np.arange(1, k + 1, dtype=np.float32))
+    assert isinstance(e, FloatingPointError)
+
+
+def test_divergence_at_the_first_step_keeps_the_initial_state():
+    """A bad first step raises with step 0, the initial state and no losses."""
+    with pytest.raises(DivergenceError) as err:
+        scan_loop(_counter(0), _start(), 5, chunk_size=2)
+    assert err.value.step == 0
+    assert int(err.value.state[0]) == 0 and float(err.value.state[1]) == 0.0
+    assert err.value.losses.shape == (0,)
+
+
+def test_non_finite_state_with_finite_loss_is_caught():
+    """The default guard also checks the state: a NaN in a state leaf stops the run even if the loss is finite."""
+
+    def step(state):
+        i, x = state
+        x = jnp.where(i == 3, jnp.nan, x + 1.0)
+        return (i + 1, x), jnp.float32(1.0)
+
+    with pytest.raises(DivergenceError) as err:
+        scan_loop(step, _start(), 8, chunk_size=5)
+    assert err.value.step == 3 and float(err.value.state[1]) == 3.0
+
+
+def test_is_ok_false_stops_the_run():
+    """A custom is_ok returning False at step k stops there as a divergence would."""
+
+    def is_ok(state, loss):
+        return loss < 5.0
+
+    with pytest.raises(DivergenceError) as err:
+        scan_loop(_counter(-1), _start(), 10, is_ok=is_ok, chunk_size=3)
+    assert err.value.step == 4
+    assert float(err.value.state[1]) == 4.0
+    np.testing.assert_array_equal(err.value.losses, [1.0, 2.0, 3.0, 4.0])
+
+
+def test_describe_failure_adds_to_the_message():
+    """describe_failure(state, step) is called with the last good state and its text joins the message."""
+    seen = []
+
+    def describe(state, step):
+        seen.append((int(state[0]), step))
+        return "try a smaller step"
+
+    with pytest.raises(
+        DivergenceError,
+        match=r"diverged at step 2 \(non-finite loss or parameters\); try a smaller step\. The last finite state",
+    ):
+        scan_loop(_counter(2), _start(), 5, describe_failure=describe)
+    assert seen == [(2, 2)]
+
+
+@pytest.mark.parametrize("chunk_size", [3, None])
+def test_named_tuple_info_is_stacked_over_the_steps(chunk_size):
+    """A step returning an info NamedTuple with a loss field gives LoopResult.info stacked over the steps."""
+
+    def step(state):
+        i, x = state
+        x = x + 2.0
+        return (i + 1, x), Info(loss=x, index=i)
+
+    res = scan_loop(step, _start(), 8, chunk_size=chunk_size)
+    assert isinstance(res.info, Info)
+    np.testing.assert_array_equal(res.info.index, np.arange(8))
+    np.testing.assert_array_equal(res.info.loss, 2.0 * np.arange(1, 9))
+    np.testing.assert_array_equal(np.asarray(res.losses), res.info.loss)
+
+
+def test_named_tuple_info_divergence_reports_good_losses():
+    """With an info NamedTuple the divergence guard reads its loss field: a NaN loss at step k raises with k losses."""
+
+    def step(state):
+        i, x = state
+        loss = jnp.where(i == 5, jnp.nan, x)
+        return (i + 1, x + 1.0), Info(loss=loss, index=i)
+
+    with pytest.raises(DivergenceError) as err:
+        scan_loop(step, _start(), 9, chunk_size=4)
+    assert err.value.step == 5
+    np.testing.assert_array_equal(err.value.losses, np.arange(5, dtype=np.float32))
+
+
+def test_keyboard_interrupt_in_the_callback_returns_the_finished_chunks():
+    """A KeyboardInterrupt raised by the callback ends the run with interrupted=True and the state after the finished chunks."""
+    calls = []
+
+    def callback(state, losses, done):
+        calls.append((done, losses.shape[0], int(state[0])))
+        if done == 14:
+            raise KeyboardInterrupt
+
+    res = scan_loop(_counter(-1), _start(), 28, chunk_size=7, callback=callback)
+    assert res.interrupted
+    assert calls == [(7, 7, 7), (14, 14, 14)]
+    assert int(res.state[0]) == 14 and float(res.state[1]) == 14.0
+    np.testing.assert_array_equal(np.asarray(res.losses), np.arange(1, 15, dtype=np.float32))
+
+
+def test_keyboard_interrupt_after_the_last_chunk_is_not_an_interruption():
+    """An interrupt raised by the callback after the final chunk leaves interrupted=False: every step ran."""
+
+    def callback(state, losses, done):
+        raise KeyboardInterrupt
+
+    res = scan_loop(_counter(-1), _start(), 5, callback=callback)
+    assert not res.interrupted
+    assert int(res.state[0]) == 5 and res.losses.shape == (5,)
+
+
+def test_interrupt_info_covers_only_the_finished_chunks():
+    """After an interrupt the stacked info covers exactly the steps whose losses come back."""
+
+    def step(state):
+        i, x = state
+        return (i + 1, x + 1.0), Info(loss=x, index=i)
+
+    def callback(state, losses, done):
+        if done >= 6:
+            raise KeyboardInterrupt
+
+    res = scan_loop(step, _start(), 12, chunk_size=3, callback=callback)
+    assert res.interrupted
+    np.testing.assert_array_equal(res.info.index, np.arange(6))
+    np.testing.assert_array_equal(np.asarray(res.losses), res.info.loss)
+
+
+@pytest.mark.parametrize("num_steps", [0, -3])
+def test_num_steps_below_one_raises(num_steps):
+    """num_steps < 1 raises ValueError naming the value."""
+    with pytest.raises(ValueError, match=f"num_steps must be >= 1, got {num_steps}"):
+        scan_loop(_affine, jnp.float32(0.0), num_steps)
+
+
+def test_tree_all_finite_on_nested_trees_with_int_leaves():
+    """tree_all_finite is True on a finite nested tree with int and bool leaves, False on any NaN or inf."""
+    tree = {
+        "a": [jnp.arange(3, dtype=jnp.int32), (jnp.ones(2), np.int64(7))],
+        "b": {"c": jnp.zeros((2, 2), jnp.float32), "d": jnp.array([True, False])},
+        "e": 1.5,
+    }
+    assert bool(tree_all_finite(tree))
+    bad_nan = {**tree, "b": {**tree["b"], "c": jnp.zeros((2, 2)).at[1, 0].set(jnp.nan)}}
+    assert not bool(tree_all_finite(bad_nan))
+    bad_inf = {**tree, "a": [tree["a"][0], (jnp.array([1.0, -jnp.inf]), np.int64(7))]}
+    assert not bool(tree_all_finite(bad_inf))
+    assert not bool(tree_all_finite({"x": float("nan")}))
+
+
+def test_tree_all_finite_without_float_leaves_is_true():
+    """A tree with only integer leaves, or no leaves at all, counts as finite."""
+    assert bool(tree_all_finite({"i": jnp.arange(4), "j": [np.uint32(3)]}))
+    assert bool(tree_all_finite({}))
+    assert bool(tree_all_finite(None))
