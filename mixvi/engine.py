@@ -137,6 +137,7 @@ class MixVI:
         self._is_auto = isinstance(step_size, str)
         self._locs, self._scales = f"{guide.prefix}_locs", f"{guide.prefix}_scales"
         self._metric, self._logits = f"{guide.prefix}_metric", f"{guide.prefix}_weight_logits"
+        self._tril = f"{guide.prefix}_metric_tril"
 
     @staticmethod
     def _resolve_mesh(mesh: Mesh | str | None, n_components: int) -> Mesh | None:
@@ -192,6 +193,11 @@ class MixVI:
         p = core.params
         if self._metric in params:
             p = p._replace(log_metric=jnp.log(params[self._metric]))
+        if self._tril in params:
+            tril = jnp.asarray(params[self._tril])
+            # the core keeps det L = 1: the factor's scale goes into the sigmas
+            shift = jnp.mean(jnp.log(jnp.diag(tril)))
+            p = p._replace(metric_tril=tril * jnp.exp(-shift), log_scales=p.log_scales + shift)
         if self._logits in params:
             logits = jnp.asarray(params[self._logits])
             p = p._replace(logits=logits - jax.scipy.special.logsumexp(logits))
@@ -228,6 +234,8 @@ class MixVI:
         out = {self._locs: p.locs, self._scales: jnp.exp(p.log_scales)}
         if p.log_metric is not None:
             out[self._metric] = jnp.exp(p.log_metric)
+        if p.metric_tril is not None:
+            out[self._tril] = p.metric_tril
         if p.logits is not None:
             out[self._logits] = p.logits
         return out

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
 
@@ -59,10 +60,19 @@ def draw_noise(key: jax.Array, n: int, b: int, d: int, *, shared: bool = True, d
     return jax.random.normal(key, (b, d) if shared else (n, b, d), dtype=dtype)
 
 
-def draw_points(locs: jax.Array, log_scales: jax.Array, z: jax.Array, metric: jax.Array | None = None) -> jax.Array:
-    """x_ib = m_i + sigma_i D^(1/2) z_(i)b, shape (N, B, d)."""
+def draw_points(
+    locs: jax.Array,
+    log_scales: jax.Array,
+    z: jax.Array,
+    metric: jax.Array | None = None,
+    scale_tril: jax.Array | None = None,
+) -> jax.Array:
+    """x_ib = m_i + sigma_i D^(1/2) z_(i)b (diagonal metric D) or m_i + sigma_i L z_(i)b (dense metric
+    L L^T), shape (N, B, d)."""
     if metric is not None:
         z = z * jnp.sqrt(metric)
+    if scale_tril is not None:
+        z = z @ scale_tril.T
     return locs[:, None, :] + jnp.exp(log_scales)[:, None, None] * z
 
 
@@ -80,12 +90,14 @@ def mixture_terms(
     log_weights: jax.Array | None = None,
     *,
     coord: bool = False,
+    full: bool = False,
 ) -> MixtureTerms:
     """The log q part of the estimates at x_ib = m_i + sigma_i z, in whitened coordinates.
 
     Returns log q (N, B); the mean score (1/B) sum_b grad log q(x_ib) (N, d); the Stein score
     (1/B) sum_b <x_ib - m_i, grad log q(x_ib)> (N,); and with ``coord`` the per-coordinate
-    sum_i w_i (1/B) sum_b (x_ibk - m_ik) d_k log q(x_ib) (d,).
+    sum_i w_i (1/B) sum_b (x_ibk - m_ik) d_k log q(x_ib) (d,), or with ``full`` the whole matrix
+    sum_i w_i (1/B) sum_b (x_ib - m_i) grad log q(x_ib)^T (d, d) (the dense metric's Stein term).
 
     The logits are shifted per (i, b) by ``|z|^2 / 2 + d u_i`` so that the O(d) parts cancel
     analytically::
@@ -135,7 +147,25 @@ def mixture_terms(
         else:
             cross_term = jnp.einsum("i,ibk,ibj,jk->k", ws, z, w, mc) / b
         coord_score = -jnp.sum(ws[:, None] * mc * az, 0) - jnp.sum((ws * sig)[:, None] * a2, 0) + cross_term
+    if full:
+        coord_score = _full_score_term(mc, sig, z, jnp.exp(log_weights) * sig, a, w)
     return MixtureTerms(log_q, mean_score, stein_score, coord_score)
+
+
+def _full_score_term(mc, sig, z, ws, a, w) -> jax.Array:
+    """sum_i ws_i (1/B) sum_b z_(i)b score_ib^T with score_ib = -a_ib (mc_i + sigma_i z_b) + sum_j w_ibj mc_j
+    (the score of the mixture at the draw, centred coordinates), without forming the (N, B, d) scores
+    when the noise is shared: O(B d^2 + N B d + N^2 B)."""
+    b = z.shape[-2]
+    if z.ndim == 2:
+        pull = (ws[:, None] * a).T @ mc  # (B, d): sum_i ws_i a_ib mc_i
+        beta = (ws * sig) @ a  # (B,): sum_i ws_i sigma_i a_ib
+        push = jnp.einsum("i,ibj->bj", ws, w) @ mc  # (B, d): sum_i ws_i sum_j w_ibj mc_j
+        return (z.T @ (push - pull) - (z * beta[:, None]).T @ z) / b
+    pull = (ws[:, None] * jnp.einsum("ib,ibd->id", a, z)).T @ mc
+    square = jnp.einsum("ib,ibk,ibl->kl", ws[:, None] * a * sig[:, None], z, z)
+    push = jnp.einsum("i,ibk,ibl->kl", ws, z, jnp.einsum("ibj,jd->ibd", w, mc))
+    return (push - pull - square) / b
 
 
 def _gradient_moments(z: jax.Array, parts: tuple[jax.Array, ...], coord: bool):
@@ -165,6 +195,7 @@ def stein_estimate(
     weights: jax.Array | None = None,
     metric: jax.Array | None = None,
     coord: bool = False,
+    scale_tril: jax.Array | None = None,
 ) -> SteinEstimate:
     """Combine the closed-form mixture terms with V and grad V evaluated at the draws x_ib.
 
@@ -185,12 +216,18 @@ def stein_estimate(
         The diagonal metric D (d,); the identity by default.
     coord : bool
         Also return the metric's per-coordinate Stein term t.
+    scale_tril : jax.Array, optional
+        The lower-triangular factor L (d, d) of a dense metric L L^T: the estimates are computed in
+        whitened coordinates y = L^(-1) x, ``gbar`` is returned in x coordinates (E[grad_x psi]) and
+        ``t`` is the (d, d) Stein matrix sum_i w_i E_{N_i}[(y - L^(-1) m_i) grad_y psi^T].
 
     Returns
     -------
     SteinEstimate
     """
     parts = grad_potential if isinstance(grad_potential, tuple) else (grad_potential,)
+    if scale_tril is not None:
+        return _dense_estimate(locs, log_scales, z, potential, parts, weights, scale_tril)
     if metric is not None:
         root = jnp.sqrt(metric)
         locs, parts = locs / root, tuple(g * root for g in parts)
@@ -211,6 +248,40 @@ def stein_estimate(
     if coord:
         t = jnp.einsum("i,ik->k", w * sig, zgk) / b + terms.coord_score
     return SteinEstimate(gbar, lam, loss, log_q, f, t)
+
+
+def _weighted_outer(z: jax.Array, parts: tuple[jax.Array, ...], ws: jax.Array) -> jax.Array:
+    """sum_i ws_i sum_b z_(i)b g_ib^T (d, d) from gradient parts split along the draws axis."""
+    shared = z.ndim == 2
+    total, start = 0.0, 0
+    for g in parts:
+        width = g.shape[1]
+        if shared:
+            total = total + z[start : start + width].T @ jnp.einsum("i,ibd->bd", ws, g)
+        else:
+            total = total + jnp.einsum("i,ibk,ibl->kl", ws, z[:, start : start + width], g)
+        start += width
+    return total
+
+
+def _dense_estimate(locs, log_scales, z, potential, parts, weights, tril) -> SteinEstimate:
+    """:func:`stein_estimate` with a dense metric L L^T: the mixture part in y = L^(-1) x, where every
+    component is isotropic; grad_y V = L^T grad_x V enters only through products with L z and L, so
+    no (N, B, d) array is transformed."""
+    mu = solve_triangular(tril, locs.T, lower=True).T
+    log_w = None if weights is None else jnp.log(weights)
+    terms = mixture_terms(mu, log_scales, z, log_w, full=True)
+    log_q = terms.log_q - jnp.sum(jnp.log(jnp.abs(jnp.diag(tril))))
+    sig = jnp.exp(log_scales)
+    b = z.shape[-2]
+    g_sum, zg, _ = _gradient_moments(z @ tril.T, parts, False)  # <L z_b, grad_x V> = <z_b, grad_y V>
+    gbar_y = (g_sum / b) @ tril + terms.mean_score
+    gbar = solve_triangular(tril, gbar_y.T, lower=True, trans="T").T  # E[grad_x psi] = L^-T E[grad_y psi]
+    lam = (sig * jnp.mean(zg, 1) + terms.stein_score) / sig**2
+    f = jnp.mean(log_q[:, : potential.shape[1]] + potential, 1)
+    w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
+    stein = terms.coord_score + _weighted_outer(z, parts, w * sig) @ tril / b
+    return SteinEstimate(gbar, lam, jnp.sum(w * f), log_q, f, stein)
 
 
 def potential_and_grad(potential_fn, x: jax.Array, *extra, batch_size: int | None = None, with_value: bool = True):

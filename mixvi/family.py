@@ -16,12 +16,18 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp, ndtr
 from numpyro.distributions import Distribution, constraints
 
 
 def component_logits(
-    x: jax.Array, locs: jax.Array, scales: jax.Array, weights: jax.Array | None = None, metric: jax.Array | None = None
+    x: jax.Array,
+    locs: jax.Array,
+    scales: jax.Array,
+    weights: jax.Array | None = None,
+    metric: jax.Array | None = None,
+    scale_tril: jax.Array | None = None,
 ) -> jax.Array:
     """Log-density of every weighted component, ``log w_j + log N(x; m_j, sigma_j^2 D)``.
 
@@ -37,6 +43,8 @@ def component_logits(
         Mixture weights w_j, shape (N,); None for uniform weights 1/N.
     metric : jax.Array or None
         Shared diagonal metric D, shape (d,); None for the identity.
+    scale_tril : jax.Array or None
+        Lower-triangular factor L (d, d) of a shared dense metric L L^T; None for the identity.
 
     Returns
     -------
@@ -47,6 +55,8 @@ def component_logits(
     if metric is not None:
         root = jnp.sqrt(metric)
         x, locs = x / root, locs / root
+    if scale_tril is not None:
+        x, locs = _whiten(scale_tril, x), _whiten(scale_tril, locs)
     centre = jnp.mean(locs, axis=0)
     xc, mc = x - centre, locs - centre
     sq = jnp.sum(xc**2, -1, keepdims=True) - 2.0 * xc @ mc.T + jnp.sum(mc**2, -1)
@@ -55,13 +65,26 @@ def component_logits(
     out = -0.5 * sq / eps - 0.5 * d * jnp.log(2 * jnp.pi * eps)
     if metric is not None:
         out = out - 0.5 * jnp.sum(jnp.log(metric))
+    if scale_tril is not None:
+        out = out - jnp.sum(jnp.log(jnp.abs(jnp.diag(scale_tril))))
     if weights is None:
         return out - jnp.log(locs.shape[0])
     return out + jnp.log(weights)
 
 
+def _whiten(scale_tril: jax.Array, x: jax.Array) -> jax.Array:
+    """L^(-1) x for rows x (..., d)."""
+    flat = x.reshape(-1, x.shape[-1])
+    return solve_triangular(scale_tril, flat.T, lower=True).T.reshape(x.shape)
+
+
 def mixture_score(
-    x: jax.Array, locs: jax.Array, scales: jax.Array, weights: jax.Array | None = None, metric: jax.Array | None = None
+    x: jax.Array,
+    locs: jax.Array,
+    scales: jax.Array,
+    weights: jax.Array | None = None,
+    metric: jax.Array | None = None,
+    scale_tril: jax.Array | None = None,
 ) -> jax.Array:
     """The score of the mixture in closed form, ``grad_x log q(x) = -D^-1 sum_j r_j(x) (x - m_j) / eps_j``.
 
@@ -69,22 +92,26 @@ def mixture_score(
     ----------
     x : jax.Array
         Points, shape (..., d).
-    locs, scales, weights, metric : jax.Array
-        As in :func:`component_logits` (``weights`` and ``metric`` may be None).
+    locs, scales, weights, metric, scale_tril : jax.Array
+        As in :func:`component_logits` (all but ``locs`` and ``scales`` may be None).
 
     Returns
     -------
     jax.Array
         The score at every point, shape (..., d).
     """
-    r = jax.nn.softmax(component_logits(x, locs, scales, weights, metric), axis=-1)
+    r = jax.nn.softmax(component_logits(x, locs, scales, weights, metric, scale_tril), axis=-1)
     w = r / scales**2
     s = -jnp.sum(w, -1, keepdims=True) * x + w @ locs
+    if scale_tril is not None:  # (L L^T)^(-1) s
+        s = _whiten(scale_tril, s)
+        flat = s.reshape(-1, s.shape[-1])
+        s = solve_triangular(scale_tril, flat.T, lower=True, trans="T").T.reshape(s.shape)
     return s if metric is None else s / metric
 
 
-@partial(jax.jit, static_argnums=5)
-def _sample(key, locs, scales, weights, metric, sample_shape: tuple) -> jax.Array:
+@partial(jax.jit, static_argnums=6)
+def _sample(key, locs, scales, weights, metric, scale_tril, sample_shape: tuple) -> jax.Array:
     k_idx, k_z = jax.random.split(key)
     if weights is None:
         idx = jax.random.randint(k_idx, sample_shape, 0, locs.shape[0])
@@ -93,6 +120,8 @@ def _sample(key, locs, scales, weights, metric, sample_shape: tuple) -> jax.Arra
     z = jax.random.normal(k_z, sample_shape + locs.shape[1:], dtype=locs.dtype)
     if metric is not None:
         z = z * jnp.sqrt(metric)
+    if scale_tril is not None:
+        z = z @ scale_tril.T
     return locs[idx] + scales[idx][..., None] * z
 
 
@@ -114,6 +143,9 @@ class IsotropicMixture(Distribution):
         Mixture weights, shape (N,), summing to one; None (the default) for uniform weights 1/N.
     metric : jax.Array or None, optional
         Shared diagonal metric D, shape (d,), positive; None (the default) for the identity.
+    scale_tril : jax.Array or None, optional
+        Lower-triangular factor L (d, d) of a shared dense metric: component i is
+        N(locs_i, scales_i^2 L L^T). At most one of ``metric`` and ``scale_tril``.
     validate_args : bool or None, optional
         NumPyro's argument validation.
 
@@ -127,8 +159,8 @@ class IsotropicMixture(Distribution):
     # weights / metric are optional (None = uniform / identity), so NumPyro's validator skips them
     arg_constraints = {"locs": constraints.real_matrix, "scales": constraints.positive}
     support = constraints.real_vector
-    reparametrized_params = ["locs", "scales", "metric"]
-    pytree_data_fields = ("locs", "scales", "weights", "metric")
+    reparametrized_params = ["locs", "scales", "metric", "scale_tril"]
+    pytree_data_fields = ("locs", "scales", "weights", "metric", "scale_tril")
 
     def __init__(
         self,
@@ -136,6 +168,7 @@ class IsotropicMixture(Distribution):
         scales: jax.Array,
         weights: jax.Array | None = None,
         metric: jax.Array | None = None,
+        scale_tril: jax.Array | None = None,
         *,
         validate_args: bool | None = None,
     ):
@@ -147,6 +180,12 @@ class IsotropicMixture(Distribution):
             raise ValueError(f"weights must have shape ({jnp.shape(locs)[0]},), got {jnp.shape(weights)}")
         if metric is not None and jnp.shape(metric) != jnp.shape(locs)[1:]:
             raise ValueError(f"metric must have shape ({jnp.shape(locs)[1]},), got {jnp.shape(metric)}")
+        d = jnp.shape(locs)[1]
+        if scale_tril is not None and jnp.shape(scale_tril) != (d, d):
+            raise ValueError(f"scale_tril must have shape ({d}, {d}), got {jnp.shape(scale_tril)}")
+        if metric is not None and scale_tril is not None:
+            raise ValueError("give a diagonal metric or a dense scale_tril, not both")
+        self.scale_tril = scale_tril
         self.locs = locs
         self.scales = scales
         self.weights = weights
@@ -162,7 +201,9 @@ class IsotropicMixture(Distribution):
 
     @property
     def diag_metric(self) -> jax.Array:
-        """The shared diagonal metric D, shape (d,) (ones unless learned)."""
+        """The diagonal of the shared metric, shape (d,): D, or diag(L L^T) for a dense one (ones unless learned)."""
+        if self.scale_tril is not None:
+            return jnp.sum(self.scale_tril**2, axis=-1)
         return jnp.ones(self.locs.shape[1:], self.locs.dtype) if self.metric is None else self.metric
 
     @property
@@ -174,13 +215,13 @@ class IsotropicMixture(Distribution):
         return self.locs.shape[0]
 
     def sample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
-        return _sample(key, self.locs, self.scales, self.weights, self.metric, tuple(sample_shape))
+        return _sample(key, self.locs, self.scales, self.weights, self.metric, self.scale_tril, tuple(sample_shape))
 
     def rsample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
         return self.sample(key, sample_shape)
 
     def _logits(self, value: jax.Array) -> jax.Array:
-        return component_logits(value, self.locs, self.scales, self.weights, self.metric)
+        return component_logits(value, self.locs, self.scales, self.weights, self.metric, self.scale_tril)
 
     def log_prob(self, value: jax.Array) -> jax.Array:
         return logsumexp(self._logits(value), axis=-1)
@@ -213,7 +254,7 @@ class IsotropicMixture(Distribution):
         jax.Array
             Shape (..., d).
         """
-        return mixture_score(value, self.locs, self.scales, self.weights, self.metric)
+        return mixture_score(value, self.locs, self.scales, self.weights, self.metric, self.scale_tril)
 
     @property
     def mean(self) -> jax.Array:

@@ -56,12 +56,17 @@ class MixtureParams(NamedTuple):
         log D, shape (d,), the shared diagonal metric; None means D = I (the paper).
     logits : jax.Array or None
         Normalised log weights log w_i, shape (N,); None means w_i = 1/N (the paper).
+    metric_tril : jax.Array or None
+        L, lower triangular (d, d) with a positive diagonal and det L = 1: the dense metric L L^T
+        shared by the components (component i has covariance exp(2 u_i) L L^T); None means no
+        dense metric. At most one of ``log_metric`` and ``metric_tril`` is set.
     """
 
     locs: jax.Array
     log_scales: jax.Array
     log_metric: jax.Array | None = None
     logits: jax.Array | None = None
+    metric_tril: jax.Array | None = None
 
 
 class MixtureGradient(NamedTuple):
@@ -74,7 +79,9 @@ class MixtureGradient(NamedTuple):
     lam : jax.Array
         lambda_i = E_{N_i}[<X - m_i, grad psi(X)>] / eps_i, shape (N,).
     metric_term : jax.Array or None
-        t_k = sum_i w_i E_{N_i}[(x_k - m_ik) d_k psi], shape (d,); needed with a metric.
+        With a diagonal metric t_k = sum_i w_i E_{N_i}[(x_k - m_ik) d_k psi], shape (d,); with a dense
+        metric the Stein matrix S = sum_i w_i E_{N_i}[(y - mu_i) grad_y psi^T] in whitened coordinates
+        y = L^(-1) x, shape (d, d).
     weight_excess : jax.Array or None
         f_i - sum_j w_j f_j with f_i = E_{N_i}[psi], shape (N,); needed with learned weights.
     """
@@ -179,6 +186,7 @@ def component_step(
     trust: float | None = None,
     min_factor: float = 0.1,
     metric: jax.Array | None = None,
+    metric_tril: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One paper step for all components at once, from the same iterate.
 
@@ -200,6 +208,9 @@ def component_step(
         D (d,): the step runs in whitened coordinates y = D^(-1/2) x, so the mean step becomes
         m_i <- m_i - gamma D gbar_i (lambda is the same in both coordinates) and the trust region
         is measured in y.
+    metric_tril : jax.Array, optional
+        L (d, d) of a dense metric L L^T: as ``metric`` with y = L^(-1) x, the mean step
+        m_i <- m_i - gamma L L^T gbar_i.
 
     Returns
     -------
@@ -233,16 +244,23 @@ def component_step(
         du = jnp.zeros_like(log_scales)
     new_log_scales = log_scales + du
     mean_gamma = gamma * jnp.exp(2.0 * new_log_scales) if method == "ngd" else gamma
-    dm = -mean_gamma[:, None] * mean_grad
+    # the step in whitened coordinates y: -gamma E[grad_y psi], mapped back to x below
+    dy = -mean_gamma[:, None] * mean_grad
     if metric is not None:
-        dm = dm * metric
+        dy = dy * jnp.sqrt(metric)
+    elif metric_tril is not None:
+        dy = dy @ metric_tril
     if trust is not None:
         radius = trust * jnp.exp(log_scales) * jnp.sqrt(d)
-        norm = jnp.linalg.norm(dm if metric is None else dm / jnp.sqrt(metric), axis=-1)
+        norm = jnp.linalg.norm(dy, axis=-1)
         too_far = norm > radius
         clipped = clipped | too_far
-        dm = dm * jnp.where(too_far, radius / jnp.maximum(norm, 1e-30), 1.0)[:, None]
-    return locs + dm, new_log_scales, clipped
+        dy = dy * jnp.where(too_far, radius / jnp.maximum(norm, 1e-30), 1.0)[:, None]
+    if metric is not None:
+        dy = dy * jnp.sqrt(metric)
+    elif metric_tril is not None:
+        dy = dy @ metric_tril.T
+    return locs + dy, new_log_scales, clipped
 
 
 def _bounded(delta: jax.Array, auto: AutoStep | None) -> jax.Array:
@@ -250,6 +268,27 @@ def _bounded(delta: jax.Array, auto: AutoStep | None) -> jax.Array:
         return delta
     bound = jnp.log1p(auto.trust)
     return jnp.clip(delta, -bound, bound)
+
+
+def dense_metric_step(tril: jax.Array, stein: jax.Array, eta: jax.Array, auto: AutoStep | None):
+    """The shape-only step of a dense metric A = L L^T: A <- L exp(-eta S0) L^T with S0 the trace-free
+    symmetric part of the Stein matrix S, exp replaced by its second-order expansion
+    I - eta S0 + (eta S0)^2 / 2 (positive definite for every eta S0), then det L reset to 1.
+
+    Returns the new L and the shift of log sigma that keeps every covariance sigma_i^2 L L^T what the
+    step made it. On a Gaussian target S0 = (eps L^T Sigma^-1 L - I)_0, so the step contracts the
+    error of the shared covariance by (1 - eta) whatever the conditioning. Under the auto rule the
+    step's Frobenius norm is capped at log(1 + trust)."""
+    d = tril.shape[0]
+    sym = 0.5 * (stein + stein.T)
+    delta = -eta * (sym - jnp.trace(sym) / d * jnp.eye(d, dtype=sym.dtype))
+    if auto is not None:
+        norm = jnp.linalg.norm(delta)
+        delta = delta * jnp.minimum(1.0, jnp.log1p(auto.trust) / jnp.maximum(norm, 1e-30))
+    factor = jnp.linalg.cholesky(jnp.eye(d, dtype=sym.dtype) + delta + 0.5 * delta @ delta)
+    new = tril @ factor
+    shift = jnp.mean(jnp.log(jnp.diag(new)))
+    return new * jnp.exp(-shift), shift
 
 
 def _all_finite(*arrays: jax.Array | None) -> jax.Array:
@@ -326,9 +365,15 @@ def update(
     else:
         gamma, trust = jnp.asarray(step_size, dtype), None
     new_locs, new_u, clipped = component_step(
-        method, locs, u, grad.mean_grad, grad.lam, gamma.astype(dtype), trust=trust, min_factor=min_factor, metric=metric
+        method, locs, u, grad.mean_grad, grad.lam, gamma.astype(dtype), trust=trust, min_factor=min_factor,
+        metric=metric, metric_tril=params.metric_tril,
     )
-    new_log_metric = new_logits = None
+    new_log_metric = new_logits = new_tril = None
+    if params.metric_tril is not None:
+        eta_d = state.eta if is_auto else metric_step_size
+        tril, shift = dense_metric_step(params.metric_tril, grad.metric_term, jnp.asarray(eta_d, dtype), rule)
+        new_u = new_u + shift
+        new_tril = jnp.where(ok, tril, params.metric_tril)
     if params.log_metric is not None:
         eta_d = state.eta if is_auto else metric_step_size
         t = grad.metric_term
@@ -341,7 +386,7 @@ def update(
         logits = params.logits + _bounded(-eta_w * grad.weight_excess, rule)
         new_logits = jnp.where(ok, logits - jax.scipy.special.logsumexp(logits), params.logits)
     new_params = MixtureParams(
-        jnp.where(ok, new_locs, locs), jnp.where(ok, new_u, u), new_log_metric, new_logits
+        jnp.where(ok, new_locs, locs), jnp.where(ok, new_u, u), new_log_metric, new_logits, new_tril
     )
     new_state = _adapt_eta(state, loss, ok, auto) if is_auto else state
     new_state = new_state._replace(num_rejected=jnp.where(ok, 0, state.num_rejected + 1).astype(jnp.int32))

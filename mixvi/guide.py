@@ -21,6 +21,7 @@ from numpyro.infer.initialization import init_to_sample, init_to_uniform
 from numpyro.infer.util import find_valid_initial_params, potential_energy
 
 from mixvi.family import IsotropicMixture
+from mixvi.vi import BAD_METRIC, DENSE_MAX_DIM, DENSE_TOO_BIG, METRICS
 
 
 def _is_random_init(init_loc_fn: Callable) -> bool:
@@ -54,10 +55,12 @@ class AutoIsotropicMixture(AutoContinuous):
         Initial sigma_i of every component (> 0).
     create_plates : callable or None, optional
         As in NumPyro's autoguides.
-    metric : {'isotropic', 'diagonal'}, optional
-        'isotropic' (the paper: covariances sigma_i^2 I) or 'diagonal' (mixvi's extension:
+    metric : {'isotropic', 'diagonal', 'dense'}, optional
+        'isotropic' (the paper: covariances sigma_i^2 I), 'diagonal' (mixvi's extension:
         sigma_i^2 D with one diagonal D shared by all components, param ``{prefix}_metric`` (d,),
-        memory O(N d + d); components are isotropic in whitened coordinates D^(-1/2) x).
+        memory O(N d + d); components are isotropic in whitened coordinates D^(-1/2) x) or 'dense'
+        (sigma_i^2 L L^T with one lower-triangular L shared by all components, det L = 1, param
+        ``{prefix}_metric_tril`` (d, d), memory O(N d + d^2); trained by ``MixVI``).
     weights : {'uniform', 'fisher-rao'}, optional
         'uniform' (the paper) or 'fisher-rao' (learned weights, param ``{prefix}_weight_logits``
         (N,), trained by MixVI's Wasserstein-Fisher-Rao weight step).
@@ -89,8 +92,8 @@ class AutoIsotropicMixture(AutoContinuous):
             raise ValueError(f"n_components must be an integer >= 1, got {n_components!r}")
         if not init_scale > 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale!r}")
-        if metric not in ("isotropic", "diagonal"):
-            raise ValueError(f"metric must be 'isotropic' or 'diagonal', got {metric!r}")
+        if metric not in METRICS:
+            raise ValueError(BAD_METRIC.format(metric))
         if weights not in ("uniform", "fisher-rao"):
             raise ValueError(f"weights must be 'uniform' or 'fisher-rao', got {weights!r}")
         self.metric = metric
@@ -190,14 +193,20 @@ class AutoIsotropicMixture(AutoContinuous):
             jnp.full(self.n_components, self._init_scale, dtype=dtype),
             constraint=self.scale_constraint,
         )
-        metric = weights = None
+        metric = weights = tril = None
         if self.metric == "diagonal":
             metric = numpyro.param(
                 f"{self.prefix}_metric", jnp.ones(self.latent_dim, dtype=dtype), constraint=constraints.positive
             )
+        if self.metric == "dense":
+            if self.latent_dim > DENSE_MAX_DIM:
+                raise ValueError(DENSE_TOO_BIG.format(*(3 * (self.latent_dim,)), DENSE_MAX_DIM))
+            tril = numpyro.param(
+                f"{self.prefix}_metric_tril", jnp.eye(self.latent_dim, dtype=dtype), constraint=constraints.lower_cholesky
+            )
         if self.weights == "fisher-rao":
             weights = jax.nn.softmax(numpyro.param(f"{self.prefix}_weight_logits", jnp.zeros(self.n_components, dtype)))
-        return IsotropicMixture(locs, scales, weights, metric)
+        return IsotropicMixture(locs, scales, weights, metric, tril)
 
     def param_names(self) -> tuple[str, ...]:
         """The guide's param names.
@@ -206,11 +215,13 @@ class AutoIsotropicMixture(AutoContinuous):
         -------
         tuple of str
             ``{prefix}_locs``, ``{prefix}_scales``, and ``{prefix}_metric`` /
-            ``{prefix}_weight_logits`` when those are learned.
+            ``{prefix}_metric_tril`` / ``{prefix}_weight_logits`` when those are learned.
         """
         names = [f"{self.prefix}_locs", f"{self.prefix}_scales"]
         if self.metric == "diagonal":
             names.append(f"{self.prefix}_metric")
+        if self.metric == "dense":
+            names.append(f"{self.prefix}_metric_tril")
         if self.weights == "fisher-rao":
             names.append(f"{self.prefix}_weight_logits")
         return tuple(names)
@@ -230,7 +241,9 @@ class AutoIsotropicMixture(AutoContinuous):
         """
         p = self.prefix
         weights = jax.nn.softmax(params[f"{p}_weight_logits"]) if f"{p}_weight_logits" in params else None
-        return IsotropicMixture(params[f"{p}_locs"], params[f"{p}_scales"], weights, params.get(f"{p}_metric"))
+        return IsotropicMixture(
+            params[f"{p}_locs"], params[f"{p}_scales"], weights, params.get(f"{p}_metric"), params.get(f"{p}_metric_tril")
+        )
 
     def get_base_dist(self):
         raise TypeError(

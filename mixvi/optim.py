@@ -40,7 +40,9 @@ LOCS_SUFFIX = "_locs"
 SCALES_SUFFIX = "_scales"
 METRIC_SUFFIX = "_metric"
 WEIGHTS_SUFFIX = "_weight_logits"
-SUFFIXES = (LOCS_SUFFIX, SCALES_SUFFIX, METRIC_SUFFIX, WEIGHTS_SUFFIX)
+METRIC_TRIL_SUFFIX = "_metric_tril"
+# in the order of MixtureParams' fields
+SUFFIXES = (LOCS_SUFFIX, SCALES_SUFFIX, METRIC_SUFFIX, WEIGHTS_SUFFIX, METRIC_TRIL_SUFFIX)
 
 NOT_A_DICT = (
     "mixvi.optim transforms expect the params dict NumPyro's SVI passes "
@@ -53,6 +55,10 @@ STRAY_PARAMS = (
 )
 NO_PAIR = "no '{prefix}_locs'/'{prefix}_scales' pair found in the params"
 NEEDS_PARAMS = "mixvi.optim transforms need params: call update(grads, state, params)"
+DENSE_IN_SVI = (
+    "'{}': a dense metric trains with mixvi.MixVI (its shared-covariance step needs the Stein matrix, "
+    "which SVI's gradients do not carry); with SVI use metric='isotropic' or 'diagonal'."
+)
 UNSTRATIFIED_WEIGHTS = (
     "'{}': learned mixture weights need MixVI's stratified per-component estimates; SVI's "
     "reparametrised ELBO gradient ignores the discrete component choice. Train a weights='fisher-rao' "
@@ -119,6 +125,8 @@ def mixture_pairs(tree: Any) -> list[str]:
 def _typed(params: dict, grads: dict, prefix: str, stratified: bool) -> tuple[MixtureParams, MixtureGradient]:
     """The params of one guide and the paper's quantities recovered from its ELBO gradients."""
     live = _live(grads)
+    if prefix + METRIC_TRIL_SUFFIX in live:
+        raise ValueError(DENSE_IN_SVI.format(prefix + METRIC_TRIL_SUFFIX))
     locs, u = params[prefix + LOCS_SUFFIX], params[prefix + SCALES_SUFFIX]
     n = locs.shape[0]
     log_metric = params[prefix + METRIC_SUFFIX] if prefix + METRIC_SUFFIX in live else None

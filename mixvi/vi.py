@@ -44,12 +44,18 @@ from mixvi.geometry import (
 )
 from mixvi.geometry import update as geometry_update
 
-METRICS = ("isotropic", "diagonal")
+METRICS = ("isotropic", "diagonal", "dense")
+# a dense metric keeps L (d, d) and costs O(d^3) per step: past this dimension it is refused
+DENSE_MAX_DIM = 4096
 WEIGHTS = ("uniform", "fisher-rao")
 BAD_COMPONENTS = "n_components must be an integer >= 1, got {!r}"
 BAD_NUM_SAMPLES = "num_samples must be an integer >= 1, got {!r}"
 BAD_INIT_SCALE = "init_scale must be a positive float, got {!r}"
-BAD_METRIC = "metric must be 'isotropic' or 'diagonal', got {!r}"
+BAD_METRIC = "metric must be 'isotropic', 'diagonal' or 'dense', got {!r}"
+DENSE_TOO_BIG = (
+    "metric='dense' at d={} would keep a {}x{} factor and cost O(d^3) per step (limit d <= {}); "
+    "use metric='diagonal' for a latent this large"
+)
 BAD_WEIGHTS = "weights must be 'uniform' or 'fisher-rao', got {!r}"
 BAD_LOSS_DRAWS = "loss_draws must be None or an integer in [1, num_samples={}], got {!r}"
 BAD_BATCH = "sample_batch_size must be a positive integer or None, got {!r}"
@@ -70,7 +76,7 @@ class MixtureVIState(NamedTuple):
     params : MixtureParams
         ``locs`` (a pytree like the position, every leaf with a leading axis of N components),
         ``log_scales`` (N,), ``log_metric`` (d,) over the flattened position or None, ``logits`` (N,)
-        or None.
+        or None, ``metric_tril`` (d, d) or None.
     step_size : StepSizeState
         The step size's state (:mod:`mixvi.geometry`).
     """
@@ -182,7 +188,8 @@ def init_state(
     scales : jax.Array or float
         sigma_i, shape (N,) or a scalar for all.
     metric : str
-        'isotropic' (D = I, the paper) or 'diagonal' (a learned shared diagonal D, starting at I).
+        'isotropic' (the paper), 'diagonal' (a learned shared diagonal D) or 'dense' (a learned
+        shared covariance L L^T); both start at the identity.
     weights : str
         'uniform' (the paper) or 'fisher-rao' (learned weights, starting uniform).
     step_size, auto
@@ -198,9 +205,12 @@ def init_state(
     n, d = flat.shape
     dtype = flat.dtype
     log_scales = jnp.log(jnp.broadcast_to(jnp.asarray(scales, dtype), (n,)))
+    if metric == "dense" and d > DENSE_MAX_DIM:
+        raise ValueError(DENSE_TOO_BIG.format(d, d, d, DENSE_MAX_DIM))
     log_metric = jnp.zeros((d,), dtype) if metric == "diagonal" else None
     logits = jnp.full((n,), -jnp.log(n), dtype) if weights == "fisher-rao" else None
-    params = MixtureParams(locs, log_scales, log_metric, logits)
+    tril = jnp.eye(d, dtype=dtype) if metric == "dense" else None
+    params = MixtureParams(locs, log_scales, log_metric, logits, tril)
     if mesh is not None:
         if n % mesh.size:
             raise ValueError(BAD_MESH_SIZE.format(n, mesh.size))
@@ -210,6 +220,7 @@ def init_state(
             jax.device_put(log_scales, NamedSharding(mesh, P(axis))),
             None if log_metric is None else jax.device_put(log_metric, NamedSharding(mesh, P())),
             None if logits is None else jax.device_put(logits, NamedSharding(mesh, P())),
+            None if tril is None else jax.device_put(tril, NamedSharding(mesh, P())),
         )
     return MixtureVIState(params, init_step_size(step_size, auto, dtype))
 
@@ -258,7 +269,8 @@ def step(
     z = draw_noise(k_noise, n, settings.num_samples, d, shared=settings.shared_noise, dtype=locs.dtype)
     # one materialised draw: stops XLA from regenerating z inside every consumer it fuses into
     z = jax.lax.optimization_barrier(z)
-    x = _shard(mesh, draw_points(locs, u, z, metric))
+    tril = params.metric_tril
+    x = _shard(mesh, draw_points(locs, u, z, metric, tril))
     batch = settings.sample_batch_size
     cut = None if weights is not None else settings.loss_draws
     if cut is None:
@@ -270,7 +282,9 @@ def step(
         v, g_head = potential_and_grad(potential_fn, x[:, :cut], k_model, batch_size=batch)
         _, g_tail = potential_and_grad(potential_fn, x[:, cut:], k_model, batch_size=batch, with_value=False)
         gv = (_shard(mesh, g_head), _shard(mesh, g_tail))
-    est = stein_estimate(locs, u, z, _shard(mesh, v), gv, weights=weights, metric=metric, coord=metric is not None)
+    est = stein_estimate(
+        locs, u, z, _shard(mesh, v), gv, weights=weights, metric=metric, coord=metric is not None, scale_tril=tril
+    )
     grad = MixtureGradient(
         est.gbar,
         est.lam,
@@ -304,6 +318,8 @@ def sample(rng_key: jax.Array, state: MixtureVIState, num_samples: int) -> Any:
     z = jax.random.normal(k_z, (num_samples, locs.shape[1]), locs.dtype)
     if params.log_metric is not None:
         z = z * jnp.exp(0.5 * params.log_metric)
+    if params.metric_tril is not None:
+        z = z @ params.metric_tril.T
     return unflatten(locs[idx] + jnp.exp(params.log_scales)[idx][:, None] * z)
 
 
@@ -346,7 +362,8 @@ def mixture_vi(
         ``init`` puts the component means at ``position + init_scale * N(0, I)`` and every sigma_i
         at ``init_scale``.
     metric : str
-        'isotropic' (the paper) or 'diagonal' (a learned diagonal metric D shared by the components).
+        'isotropic' (the paper), 'diagonal' (a learned diagonal metric D shared by the components) or
+        'dense' (a learned shared covariance L L^T: every component is isotropic in L^(-1) x).
     weights : str
         'uniform' (the paper) or 'fisher-rao' (learned weights).
     shared_noise : bool
