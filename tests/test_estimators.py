@@ -165,3 +165,44 @@ def test_gradient_given_in_parts_equals_whole(shared):
         parts = stein_estimate(locs, u, z, v[:, :1], (gv[:, :1], gv[:, 1:]), metric=metric, coord=True)
         for a, b in zip(whole, parts):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_dense_metric_estimates_equal_autodiff(shared):
+    """A dense metric L L^T: with z fixed and q frozen inside log q, F(m, u, L) = sum_i w_i mean_b psi(m_i +
+    sigma_i L z_b) has gradients w_i gbar_i (m), w_i eps_i lambda_i (u) and L^-T S^T (L), S the Stein matrix."""
+    with jax.enable_x64(True):
+        locs, u, z = _setup(shared)
+        weights = jnp.array([0.2, 0.5, 0.3])
+        tril = jnp.tril(0.3 * jax.random.normal(jax.random.PRNGKey(3), (D, D), jnp.float64)) + jnp.diag(
+            jnp.array([1.2, 0.7, 1.5, 0.9])
+        )
+        q0 = IsotropicMixture(locs, jnp.exp(u), weights, scale_tril=tril)
+
+        def objective(lo, uu, factor):
+            x = draw_points(lo, uu, z, scale_tril=factor)
+            return jnp.sum(weights * jnp.mean(q0.log_prob(x) + potential(x), 1))
+
+        x = draw_points(locs, u, z, scale_tril=tril)
+        gv = jax.vmap(jax.vmap(jax.grad(potential)))(x)
+        est = stein_estimate(locs, u, z, potential(x), gv, weights=weights, scale_tril=tril)
+        g_m, g_u, g_l = jax.grad(objective, argnums=(0, 1, 2))(locs, u, tril)
+        np.testing.assert_allclose(weights[:, None] * est.gbar, g_m, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(weights * jnp.exp(2 * u) * est.lam, g_u, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(est.t, (tril.T @ g_l).T, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(est.log_q, q0.log_prob(x), rtol=1e-11)
+        np.testing.assert_allclose(est.loss, objective(locs, u, tril), rtol=1e-12)
+
+
+def test_dense_stein_matrix_diagonal_equals_the_diagonal_metric_term():
+    """With a diagonal L = D^(1/2), the dense Stein matrix's diagonal is the diagonal metric's term t."""
+    with jax.enable_x64(True):
+        locs, u, z = _setup(True)
+        metric = jnp.array([0.5, 2.0, 1.0, 3.0])
+        x = draw_points(locs, u, z, metric)
+        gv = jax.vmap(jax.vmap(jax.grad(potential)))(x)
+        diag = stein_estimate(locs, u, z, potential(x), gv, metric=metric, coord=True)
+        dense = stein_estimate(locs, u, z, potential(x), gv, scale_tril=jnp.diag(jnp.sqrt(metric)))
+        np.testing.assert_allclose(jnp.diag(dense.t), diag.t, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(dense.gbar, diag.gbar, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(dense.lam, diag.lam, rtol=1e-10)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mixvi import geometry
-from mixvi.geometry import AutoStep, MixtureGradient, MixtureParams
+from mixvi.geometry import AutoStep, MixtureGradient, MixtureParams, dense_metric_step, init_step_size, update
 
 N, D = 4, 3
 METHODS = ["ibw", "md", "ngd", "means"]
@@ -335,3 +335,43 @@ def test_component_step_rejects_an_unknown_method():
     params, grad = _problem(jnp.float32)
     with pytest.raises(ValueError, match="choose one of 'ibw', 'md', 'ngd', 'means'"):
         geometry.component_step("adam", params.locs, params.log_scales, grad.mean_grad, grad.lam, 0.1)
+
+
+def test_dense_metric_reaches_a_correlated_gaussian_exactly():
+    """With the exact expectations of N = 1 on N(mu, Sigma), fixed steps drive m to mu and sigma^2 L L^T to Sigma."""
+    with jax.enable_x64(True):
+        d = 4
+        rng = np.random.default_rng(1)
+        root = rng.normal(size=(d, d))
+        sigma = jnp.asarray(root @ root.T + 0.5 * np.eye(d))
+        prec = jnp.linalg.inv(sigma)
+        mu = jnp.asarray(rng.normal(size=d))
+        params = MixtureParams(jnp.zeros((1, d)), jnp.zeros(1), metric_tril=jnp.eye(d))
+        state = init_step_size(0.5, dtype=jnp.float64)
+        for _ in range(300):
+            tril, eps = params.metric_tril, jnp.exp(2 * params.log_scales[0])
+            whitened = tril.T @ prec @ tril
+            grad = MixtureGradient(
+                ((params.locs[0] - mu) @ prec)[None],  # E[grad_x psi] = P (m - mu)
+                jnp.array([(eps * jnp.trace(whitened) - d) / eps]),
+                eps * whitened - jnp.eye(d),  # S = E[sigma z grad_y psi^T]
+            )
+            params, state, info = update(params, grad, state, method="ibw", step_size=0.5, metric_step_size=0.5)
+        cov = jnp.exp(2 * params.log_scales[0]) * params.metric_tril @ params.metric_tril.T
+        np.testing.assert_allclose(cov, sigma, rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(params.locs[0], mu, rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(jnp.prod(jnp.diag(params.metric_tril)), 1.0, rtol=1e-12)
+        assert not bool(info.rejected)
+
+
+def test_dense_metric_step_keeps_a_lower_triangular_unit_determinant_factor():
+    """Any Stein matrix gives a new L that is lower triangular with a positive diagonal and det L = 1."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(2)
+        tril = jnp.asarray(np.tril(rng.normal(size=(5, 5))) + 3 * np.eye(5))
+        tril = tril / jnp.prod(jnp.diag(tril)) ** (1 / 5)
+        new, shift = dense_metric_step(tril, jnp.asarray(50 * rng.normal(size=(5, 5))), jnp.asarray(0.3), None)
+        np.testing.assert_allclose(new, jnp.tril(new))
+        assert bool(jnp.all(jnp.diag(new) > 0))
+        np.testing.assert_allclose(jnp.prod(jnp.diag(new)), 1.0, rtol=1e-12)
+        assert bool(jnp.isfinite(shift))
