@@ -37,6 +37,9 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+NOT_NUMERIC = "checkpoint state leaves {} are not numeric arrays; a checkpoint stores arrays only"
+
+
 def save_checkpoint(path: str | os.PathLike, state: Any, losses: np.ndarray, meta: dict) -> None:
     """Write a checkpoint atomically.
 
@@ -50,11 +53,20 @@ def save_checkpoint(path: str | os.PathLike, state: Any, losses: np.ndarray, met
         The loss history so far.
     meta : dict
         JSON-serialisable metadata stored with the arrays.
+
+    Raises
+    ------
+    TypeError
+        When a leaf is not a numeric array (nothing is written; an older checkpoint stays intact).
     """
     path = os.fspath(path)
     leaves = jax.tree.leaves(state)
     arrays = {f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)}
     arrays["losses"] = np.asarray(losses)
+    objects = [k for k, a in arrays.items() if a.dtype.hasobject]
+    if objects:
+        # refused before the file is touched: np.savez would pickle them and load never reads pickles
+        raise TypeError(NOT_NUMERIC.format(objects))
     record = {"format": FORMAT, "num_leaves": len(leaves), "sha256": _digest(arrays), "meta": meta}
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -100,7 +112,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[list[np.ndarray], np.ndarr
         with np.load(path, allow_pickle=False) as data:
             record = json.loads(str(data["record"]))
             arrays = {k: np.asarray(data[k]) for k in data.files if k != "record"}
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as err:
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError, NotImplementedError) as err:
         raise CheckpointError(
             f"checkpoint {path!r} is corrupt or truncated ({type(err).__name__}: {err}); "
             "delete it and restart, or resume from an older copy"

@@ -139,11 +139,6 @@ def test_save_interrupted_midway_leaves_no_partial_file(tmp_path, monkeypatch):
     assert _temp_files(tmp_path) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="save_checkpoint pickles an object leaf (a function) and overwrites a good checkpoint with one "
-    "load_checkpoint refuses as corrupt (allow_pickle=False)",
-)
 def test_leaf_that_load_cannot_read_is_refused_by_save(tmp_path):
     """A leaf that becomes an object array (not loadable without pickle) makes save raise and keep the old file."""
     path = tmp_path / "run.npz"
@@ -179,11 +174,6 @@ def test_flipped_byte_in_a_member_is_refused(tmp_path, target):
         load_checkpoint(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a flipped byte in the zip central directory (compression method, flags, version) makes zipfile raise "
-    "NotImplementedError, which load_checkpoint does not turn into CheckpointError",
-)
 def test_flipped_compression_method_is_refused(tmp_path):
     """A flipped compression-method byte in the central directory raises CheckpointError, not a zipfile error."""
     path = tmp_path / "run.npz"
@@ -195,7 +185,6 @@ def test_flipped_compression_method_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-@pytest.mark.xfail(strict=True, reason="zipfile's NotImplementedError on a damaged central directory escapes load")
 def test_every_single_byte_flip_is_refused_or_harmless(tmp_path):
     """Flipping any one byte of a checkpoint either raises CheckpointError or loads exactly the saved data."""
     path = tmp_path / "run.npz"
