@@ -1,0 +1,165 @@
+"""The posterior-quality suite (benchmarks.quality): exact references of its targets, its metrics on
+cases with known answers, and a smoke run of the quick mode."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import pytest
+from numpyro import handlers
+from numpyro.infer.util import potential_energy
+
+from benchmarks import quality as Q
+from benchmarks import quality_targets as QT
+from benchmarks.metrics import gaussian_kl
+
+
+@pytest.fixture(scope="module")
+def rotated():
+    return QT.make_rotated_gaussian()
+
+
+@pytest.fixture(scope="module")
+def mixture():
+    return QT.make_mixture()
+
+
+def _ref(target):
+    return {"mean": target.ref_mean, "sd": target.ref_sd}
+
+
+def test_sharp_regression_posterior_matches_augmented_least_squares():
+    """The conjugate posterior equals the ridge least-squares solution and (R^T R)^-1 of its QR factor."""
+    x, y, _ = QT.sharp_regression_data()
+    mean, cov = QT.conjugate_posterior(x, y, 0.05, 10.0)
+    a = np.concatenate([x / 0.05, np.eye(5) / 10.0])
+    b = np.concatenate([y / 0.05, np.zeros(5)])
+    r = np.linalg.qr(a, mode="r")
+    np.testing.assert_allclose(mean, np.linalg.lstsq(a, b, rcond=None)[0], rtol=1e-8)
+    np.testing.assert_allclose(cov, np.linalg.inv(r.T @ r), rtol=1e-6, atol=1e-14)
+
+
+def test_sharp_regression_log_prob_is_posterior_of_the_model():
+    """The analytic log posterior differs from minus the model's potential by one constant (log evidence)."""
+    t = QT.make_sharp_regression()
+    z = t.ref_mean + 3 * t.ref_sd * np.random.default_rng(0).normal(size=(5, 5))
+    lp = np.asarray(t.log_prob(jnp.asarray(z, jnp.float32)), np.float64)
+    v = np.array([float(potential_energy(t.model, t.args, {}, {"beta": jnp.asarray(zi, jnp.float32)})) for zi in z])
+    assert np.ptp(lp + v) < 0.05
+
+
+def test_rotated_gaussian_covariance():
+    """The rotated Gaussian's covariance has eigenvalues s^2 with s in [0.5, 50], and ref_sd is its diagonal."""
+    g = QT.rotated_gaussian()
+    np.testing.assert_allclose(g["rotation"] @ g["rotation"].T, np.eye(100), atol=1e-10)
+    np.testing.assert_allclose(np.sort(np.linalg.eigvalsh(g["cov"])), np.sort(g["sds"] ** 2), rtol=1e-8)
+    assert 0.5 <= g["sds"].min() < 1.0 and 30.0 < g["sds"].max() <= 50.0
+    np.testing.assert_allclose(QT.make_rotated_gaussian().ref_sd, np.sqrt(np.diag(g["cov"])))
+
+
+def test_rotated_gaussian_log_prob_is_the_model_density(rotated):
+    """The rotated Gaussian's normalised log density equals minus the model's potential energy."""
+    z = jnp.asarray(rotated.sample(jax.random.PRNGKey(1), 4))
+    v = jnp.stack([potential_energy(rotated.model, (), {}, {"x": zi}) for zi in z])
+    np.testing.assert_allclose(rotated.log_prob(z), -v, rtol=1e-4)
+
+
+def test_banana_exact_moments():
+    """Exact banana draws have E[x0] = E[x1] = 0, Var[x0] = 100 and Var[x1] = 19 (the reference moments)."""
+    t = QT.make_banana()
+    z = np.asarray(t.sample(jax.random.PRNGKey(0), 400_000), np.float64)
+    np.testing.assert_allclose(z.mean(0), [0.0, 0.0], atol=0.05)
+    np.testing.assert_allclose(z.var(0), [100.0, 19.0], rtol=0.02)
+    np.testing.assert_allclose(t.ref_sd, [10.0, np.sqrt(19.0)])
+
+
+def test_banana_log_prob_is_the_model_density():
+    """The banana's flat log density (x0, x1) equals minus the model's potential energy."""
+    z = np.random.default_rng(1).normal(0, 5, size=(4, 2)).astype(np.float32)
+    v = [float(potential_energy(QT.banana_model, (), {}, {"x0": zi[0], "x1": zi[1]})) for zi in z]
+    np.testing.assert_allclose(QT.banana_log_prob(jnp.asarray(z)), -np.array(v), rtol=1e-5)
+
+
+def test_mixture_basin_masses_are_the_weights(mixture):
+    """Exact mixture draws put the mode weights 0.4 / 0.3 / 0.2 / 0.1 on the Mahalanobis basins."""
+    z = np.asarray(mixture.sample(jax.random.PRNGKey(0), 20_000))
+    out = QT.mode_mass_metrics(mixture.mode_of(z), mixture.info["weights"])
+    assert out["modes_found"] == 4
+    assert out["mass_error"] < 0.015
+
+
+def test_logistic_split_is_80_20_with_intercept():
+    """The breast-cancer split is 80/20, with an intercept column and standardised training features."""
+    xtr, ytr, xte, yte = QT.breast_cancer_split()
+    assert (len(ytr), len(yte)) == (455, 114) and xtr.shape[1] == 31
+    np.testing.assert_allclose(xtr[:, 0], 1.0)
+    np.testing.assert_allclose(xtr[:, 1:].mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(xtr[:, 1:].std(0), 1.0, atol=1e-4)
+
+
+def test_kl_of_q_equal_to_p_is_zero(rotated):
+    """The suite's KL of q = p (the same Gaussian, built apart) is 0 within its Monte Carlo error."""
+    q = dist.MultivariateNormal(jnp.asarray(rotated.ref_mean, jnp.float32),
+                                jnp.asarray(rotated.gaussian_cov, jnp.float32))
+    z, log_q = Q._draws_and_log_q(q, jax.random.PRNGKey(2), 20_000)
+    out = Q.score(rotated, np.asarray(z), np.asarray(log_q), _ref(rotated))
+    assert abs(out["kl"]) < 4 * out["kl_se"] + 1e-3
+
+
+def test_kl_of_a_shifted_gaussian_is_the_closed_form(rotated):
+    """The suite's KL of p shifted by delta equals the closed form delta^T C^-1 delta / 2."""
+    delta = 0.3 * np.sqrt(np.diag(rotated.gaussian_cov))
+    q = dist.MultivariateNormal(jnp.asarray(rotated.ref_mean + delta, jnp.float32),
+                                jnp.asarray(rotated.gaussian_cov, jnp.float32))
+    z, log_q = Q._draws_and_log_q(q, jax.random.PRNGKey(3), 20_000)
+    out = Q.score(rotated, np.asarray(z), np.asarray(log_q), _ref(rotated))
+    exact = gaussian_kl(rotated.ref_mean + delta, rotated.gaussian_cov, rotated.ref_mean, rotated.gaussian_cov)
+    assert exact > 1.0
+    assert abs(out["kl"] - exact) < 4 * out["kl_se"] + 1e-2 * exact
+
+
+def test_mode_mass_metric_on_known_composition():
+    """Labels in shares 0.5 / 0.3 / 0.19 / 0.01 give 3 modes found and a mass error of 0.1."""
+    labels = np.repeat([0, 1, 2, 3], [50, 30, 19, 1])
+    out = QT.mode_mass_metrics(labels, [0.4, 0.3, 0.2, 0.1])
+    assert out["modes_found"] == 3
+    assert out["mass_error"] == pytest.approx(0.1)
+    np.testing.assert_allclose(out["masses"], [0.5, 0.3, 0.19, 0.01])
+
+
+def test_moment_metrics_on_known_draws():
+    """Draws with the reference mean and twice its sds give mean error 0 and |log sd ratio| = log 2."""
+    base = np.array([[-1.0, 1.0], [1.0, -1.0]])
+    ref_mean, ref_sd = np.array([3.0, -2.0]), np.array([0.5, 4.0])
+    out = QT.moment_metrics(ref_mean + 2 * ref_sd * base, ref_mean, ref_sd)
+    assert out["mean_err_max"] == pytest.approx(0.0)
+    assert out["log_sd_ratio_median"] == pytest.approx(np.log(2)) and out["log_sd_ratio_max"] == pytest.approx(np.log(2))
+
+
+def test_autonormal_q_is_the_sites_in_sorted_order():
+    """AutoNormal's flat q stacks the per-site locs in the sorted site order of the flat latent."""
+    from numpyro.infer.autoguide import AutoNormal
+
+    guide = AutoNormal(QT.banana_model)
+    handlers.seed(guide, rng_seed=0)()
+    params = {"x0_auto_loc": jnp.array(1.0), "x0_auto_scale": jnp.array(2.0),
+              "x1_auto_loc": jnp.array(-3.0), "x1_auto_scale": jnp.array(0.5)}
+    q = Q.posterior_q(guide, params)
+    np.testing.assert_allclose(q.mean, [1.0, -3.0])
+    np.testing.assert_allclose(q.variance, [4.0, 0.25])
+
+
+def test_quick_mode_smoke(tmp_path):
+    """The quick mode on the banana with tiny steps writes a JSON report with every method's row."""
+    out, md, fig = tmp_path / "q.json", tmp_path / "b.md", tmp_path / "f.png"
+    Q.main(["--quick", "--targets", "banana", "--steps", "20", "--draws", "2000", "--timing-steps", "0",
+            "--out", str(out), "--md", str(md), "--figure", str(fig)])
+    report = json.loads(out.read_text())
+    rows = {m["method"]: m for m in report["targets"]["banana"]["methods"]}
+    assert {"mixvi-isotropic", "AutoNormal", "AutoMultivariateNormal", "AutoBNAFNormal", "AutoIAFNormal"} <= set(rows)
+    assert rows["mixvi-isotropic"]["status"] == "ok" and rows["mixvi-isotropic"]["settings"]["n_components"] == 10
+    assert "<!-- bench quality start -->" in md.read_text() and fig.exists()
