@@ -241,7 +241,11 @@ def run_method(name: str, target: QT.Target, ref: dict, a: argparse.Namespace, l
             "summary": summary, "seeds": rows}
 
 
-def run_benchmark(a: argparse.Namespace, log: Callable = print) -> dict[str, Any]:
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_benchmark(a: argparse.Namespace, log: Callable = _log) -> dict[str, Any]:
     """Every target and method; returns the report (settings, machine, per-target results)."""
     machine = machine_info()
     report = {"suite": "quality", "date": machine["date"], "machine": machine,

@@ -1,13 +1,16 @@
 """Output of the posterior-quality suite (``benchmarks.quality``): the per-target tables, a paragraph per
 target generated from the numbers, the ``quality`` section of docs/benchmarks.md, the JSON report and
-the summary figure."""
+the summary figure. ``python -m benchmarks.quality_report [JSON]`` re-renders the section and the
+figure from a saved report without fitting anything."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any
 
-from benchmarks.report import display_path, measured_line, replace_section, write_json
+from benchmarks.report import display_path, measured_line, replace_section, repo_path, write_json
 
 LABELS = {
     "kl": "KL(q‖p)",
@@ -114,18 +117,26 @@ def paragraph(name: str, t: dict[str, Any]) -> str:
     return " ".join(out)
 
 
+def _mixvi_defaults(report: dict[str, Any]) -> str:
+    for t in report["targets"].values():
+        for m in t["methods"]:
+            if m["method"].startswith("mixvi") and m["settings"]:
+                st = m["settings"]
+                return (f" (method {st['method']}, step_size {st['step_size']!r}, B = {st['num_samples']} draws per "
+                        f"component per step, initial sigma {st['init_scale']})")
+    return ""
+
+
 def render_markdown(report: dict[str, Any], command: str) -> str:
     """The ``quality`` section: how it was measured, then per target its description, table and paragraph."""
     s = report["settings"]
     lines = [
-        "## Posterior quality against NumPyro's autoguides and NUTS",
-        "",
-        measured_line(report["date"][:10], report["machine"], command,
+        measured_line(report["date"], report["machine"], command,
                       f"{s['steps']} steps, {s['seeds']} seed(s), {s['draws']} draws of q per metric, "
                       f"total {report.get('total_wall_s', 0):.0f} s") + ".",
         "",
         "mixvi rows: `AutoIsotropicMixture(model, n_components=N, metric=M)` trained by `MixVI(model, guide).run` "
-        "with its defaults; the autoguides: NumPyro SVI, Adam(1e-2), Trace_ELBO (1 particle), same steps. "
+        f"with its defaults{_mixvi_defaults(report)}; the autoguides: NumPyro SVI, Adam(1e-2), Trace_ELBO (1 particle), same steps. "
         "Wall time runs from building the guide to having its params (compilation included); ms/step is "
         f"one execution of an ahead-of-time compiled scan of {s['timing_steps']} update steps (first seed; for NUTS, "
         "wall / iterations, compilation included). Cells are medians over seeds; the last column is the "
@@ -177,6 +188,9 @@ def plot(report: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
+HEADING = "## Posterior quality against NumPyro's autoguides and NUTS (`python -m benchmarks.quality`)"
+
+
 def write_outputs(report: dict[str, Any], a: argparse.Namespace) -> None:
     """JSON to ``a.out``, the figure to ``a.figure``, the section to ``a.md`` (each skipped when '')."""
     argv = ["--quick"] if a.quick else []
@@ -188,11 +202,28 @@ def write_outputs(report: dict[str, Any], a: argparse.Namespace) -> None:
         write_json(a.out, report)
         print(f"wrote {display_path(a.out)}")
     if a.figure:
-        from pathlib import Path
-
         Path(a.figure).parent.mkdir(parents=True, exist_ok=True)
         plot(report, a.figure)
         print(f"wrote {display_path(a.figure)}")
     if a.md:
-        replace_section(a.md, "quality", render_markdown(report, command))
+        replace_section(a.md, "quality", render_markdown(report, command), heading=HEADING)
         print(f"wrote the quality section of {display_path(a.md)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-render the section and the figure from a saved JSON report (no fitting)."""
+    p = argparse.ArgumentParser(description="re-render the quality section and figure from its JSON report")
+    p.add_argument("json", nargs="?", default=repo_path("docs/benchmarks/quality.json"))
+    p.add_argument("--md", default=repo_path("docs/benchmarks.md"))
+    p.add_argument("--figure", default=repo_path("docs/figures/quality_summary.png"))
+    a = p.parse_args(argv)
+    report = json.loads(Path(a.json).read_text())
+    if a.figure:
+        plot(report, a.figure)
+    if a.md:
+        replace_section(a.md, "quality", render_markdown(report, report["command"]), heading=HEADING)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
