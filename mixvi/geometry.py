@@ -16,7 +16,9 @@ mixvi's extensions: a shared diagonal metric D takes a shape-only mirror step
 log D <- log D - eta_D (t - mean(t)), t_k = sum_i w_i E_{N_i}[(x_k - m_ik) d_k psi], with mean(log D)
 moved into the scales so that q is unchanged by the split; learned weights take the
 Wasserstein-Fisher-Rao step w_i <- w_i exp(-gamma (f_i - sum_j w_j f_j)), f_i = E_{N_i}[psi]
-("Variational inference via Wasserstein gradient flows", Lambert et al., arXiv 2205.15902).
+("Variational inference via Wasserstein gradient flows", Lambert et al., arXiv 2205.15902); a shared
+dense metric A = L L^T (det L = 1) takes the shape-only step of :func:`dense_metric_step` on the Stein
+matrix S = sum_i w_i E_{N_i}[(y - mu_i) grad_y psi^T] in whitened coordinates y = L^(-1) x.
 
 A float ``step_size`` is the paper's fixed step gamma; guards keep a too-large fixed step from
 producing an invalid variance (IBW's factor and NGD's precision ratio are clipped below at
