@@ -12,7 +12,9 @@ Every sample is scored under the whole mixture. With learned weights w_i and a s
 metric D (mixvi's extensions, docs/theory.md) everything is computed in whitened coordinates
 y = D^(-1/2) x, where every component is isotropic, and the estimator also returns
 f_i = (1/B) sum_b psi(x_ib) (the weight step) and the per-coordinate Stein term
-t_k = sum_i w_i (1/B) sum_b (x_ibk - m_ik) d_k psi(x_ib) (the metric step). With shared noise the mixture part costs
+t_k = sum_i w_i (1/B) sum_b (x_ibk - m_ik) d_k psi(x_ib) (the metric step). With a dense metric L L^T
+the draws are x_ib = m_i + sigma_i L z_b, the whitened coordinates y = L^(-1) x, and the metric term is
+the Stein matrix S = sum_i w_i (1/B) sum_b (y_ib - mu_i) grad_y psi(y_ib)^T (d, d). With shared noise the mixture part costs
 O(N^2 d + N B d + N^2 B): all inner products come from G = M M^T (N, N) and P = Z M^T (B, N), so
 neither an (N, B, N, d) tensor nor an (N B) x N x d matrix product is formed. Independent noise
 needs Q = z_ib . m_j, one O(N^2 B d) product.
