@@ -99,6 +99,9 @@ class MixVI:
     loss_draws : int or None
         The per-step loss uses V at the first ``loss_draws`` draws of every component (an unbiased
         estimate at ~1/B of the forward cost); None uses all draws.
+    relocate : bool
+        Restart components that carry no posterior mass on the best one (:mod:`mixvi.adapt`);
+        False (with ``metric='isotropic'``) is the paper's method exactly.
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class MixVI:
         sample_batch_size: int | None = None,
         mesh: Mesh | str | None = "auto",
         loss_draws: int | None = 1,
+        relocate: bool = True,
     ):
         if not isinstance(guide, AutoIsotropicMixture):
             raise TypeError(NOT_A_MIXTURE_GUIDE.format(type(guide).__name__))
@@ -129,7 +133,8 @@ class MixVI:
         self.mesh = self._resolve_mesh(mesh, guide.n_components)
         self.settings = vi.check(
             vi.Settings(
-                method, step_size, num_samples, shared_noise, auto, loss_draws, sample_batch_size, self.mesh
+                method, step_size, num_samples, shared_noise, auto, loss_draws, sample_batch_size, self.mesh,
+                relocate=relocate,
             )
         )
         # learned weights use every draw for the loss (their step needs f_i from all of them)
@@ -189,6 +194,7 @@ class MixVI:
             step_size=self.step_size,
             auto=self.settings.auto,
             mesh=self.mesh,
+            relocate=self.settings.relocate,
         )
         p = core.params
         if self._metric in params:
@@ -348,7 +354,8 @@ class MixVI:
         template = self.init(jax.random.PRNGKey(0), *args, **kwargs)
         mine = self._checkpoint_meta(template)
         for field in (
-            "method", "step_size", "num_samples", "loss_draws", "shared_noise", "prefix", "metric", "weights", "n_components",
+            "method", "step_size", "num_samples", "loss_draws", "shared_noise", "relocate", "prefix", "metric", "weights",
+            "n_components",
             "latent_dim", "sites",
         ):
             if meta.get(field) != mine[field]:
@@ -382,6 +389,7 @@ class MixVI:
             "num_samples": self.num_samples,
             "loss_draws": self.loss_draws,
             "shared_noise": self.shared_noise,
+            "relocate": self.settings.relocate,
             "prefix": self.guide.prefix,
             "metric": self.guide.metric,
             "weights": self.guide.weights,

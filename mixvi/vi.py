@@ -1,14 +1,19 @@
 """Mixture VI as a functional algorithm over any log-density and any pytree.
 
-The variational family is q = sum_i w_i N(m_i, sigma_i^2 D) on the flattened position (the paper:
-w_i = 1/N and D = I), trained by the updates of "Variational Inference with Mixtures of Isotropic
-Gaussians" (Petit-Talamon, Lambert, Korba, NeurIPS 2025, arXiv 2506.13613). One step::
+The variational family is q = sum_i w_i N(m_i, sigma_i^2 A) on the flattened position, with one
+metric A shared by the components (the paper: w_i = 1/N and A = I; mixvi's extensions: a learned
+diagonal A = D or dense A = L L^T, learned weights), trained by the updates of "Variational Inference
+with Mixtures of Isotropic Gaussians" (Petit-Talamon, Lambert, Korba, NeurIPS 2025, arXiv 2506.13613).
+With ``relocate=True`` (the default) a component that carries no posterior mass restarts on the best
+one (:mod:`mixvi.adapt`); ``relocate=False`` with ``metric='isotropic'`` is the paper's method exactly.
+One step::
 
     key -> noise z (B, d) (shared by the components, or (N, B, d))
-        -> points x_ib = m_i + sigma_i D^(1/2) z_b
+        -> points x_ib = m_i + sigma_i A^(1/2) z_b
         -> V = -log p and grad V at the N B points (vmapped, optionally chunked / sharded)
         -> Stein-form estimates gbar_i, lambda_i (and t, f_i) (:mod:`mixvi.estimators`)
-        -> the geometry step on (m, log sigma, log D, logits) (:mod:`mixvi.geometry`)
+        -> the geometry step on (m, log sigma, metric, logits) (:mod:`mixvi.geometry`)
+        -> relocation of massless components (:mod:`mixvi.adapt`)
         -> new state, and an info with the loss (the -ELBO estimate up to log Z), the step size,
            the clipped component steps and whether the step was rejected.
 
@@ -33,6 +38,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mixvi.adapt import RelocationState, init_relocation, relocate, track
 from mixvi.estimators import draw_noise, draw_points, potential_and_grad, stein_estimate
 from mixvi.geometry import (
     AutoStep,
@@ -79,10 +85,14 @@ class MixtureVIState(NamedTuple):
         or None, ``metric_tril`` (d, d) or None.
     step_size : StepSizeState
         The step size's state (:mod:`mixvi.geometry`).
+    relocation : RelocationState or None
+        Running per-component losses for relocating massless components (:mod:`mixvi.adapt`);
+        None when relocation is off or the weights are learned.
     """
 
     params: MixtureParams
     step_size: StepSizeState
+    relocation: RelocationState | None = None
 
 
 class MixtureVIInfo(NamedTuple):
@@ -98,12 +108,15 @@ class MixtureVIInfo(NamedTuple):
         Components whose step hit a validity guard or the trust region.
     rejected : jax.Array
         True when the step was rejected (non-finite estimates); the params did not change.
+    num_relocated : jax.Array
+        Components restarted on the best one because they carried no mass (:mod:`mixvi.adapt`).
     """
 
     loss: jax.Array
     step_size: jax.Array
     num_clipped: jax.Array
     rejected: jax.Array
+    num_relocated: jax.Array
 
 
 class MixtureVI(NamedTuple):
@@ -127,6 +140,8 @@ class Settings(NamedTuple):
     mesh: Mesh | None = None
     min_factor: float = 0.1
     metric_step_size: float = 0.1
+    relocate: bool = True
+    relocate_gap: float | None = None
 
 
 def check(settings: Settings) -> Settings:
@@ -178,6 +193,7 @@ def init_state(
     step_size: float | str = "auto",
     auto: AutoStep = AutoStep(),
     mesh: Mesh | None = None,
+    relocate: bool = True,
 ) -> MixtureVIState:
     """The state whose components have the given means and standard deviations.
 
@@ -196,6 +212,8 @@ def init_state(
         The step size (its state starts at eta0 under 'auto').
     mesh : jax.sharding.Mesh, optional
         Place the components along the mesh's one axis.
+    relocate : bool
+        Keep the running losses that relocation needs (ignored with learned weights).
     """
     if metric not in METRICS:
         raise ValueError(BAD_METRIC.format(metric))
@@ -222,7 +240,8 @@ def init_state(
             None if logits is None else jax.device_put(logits, NamedSharding(mesh, P())),
             None if tril is None else jax.device_put(tril, NamedSharding(mesh, P())),
         )
-    return MixtureVIState(params, init_step_size(step_size, auto, dtype))
+    tracking = init_relocation(n, dtype) if relocate and weights == "uniform" else None
+    return MixtureVIState(params, init_step_size(step_size, auto, dtype), tracking)
 
 
 def _shard(mesh: Mesh | None, x: jax.Array) -> jax.Array:
@@ -302,8 +321,18 @@ def step(
         min_factor=settings.min_factor,
         metric_step_size=settings.metric_step_size,
     )
+    tracking, moved = state.relocation, jnp.zeros((), jnp.int32)
+    if settings.relocate and tracking is not None:
+        tracking = track(tracking, est.f, ~info.rejected)
+        # a key of its own (folded, not split) so that the noise and model keys stay as without relocation
+        new_locs, new_u, tracking, moved = relocate(
+            jax.random.fold_in(rng_key, 1), new.locs, new.log_scales, tracking, gap=settings.relocate_gap,
+            metric=None if new.log_metric is None else jnp.exp(new.log_metric), scale_tril=new.metric_tril,
+        )
+        new = new._replace(locs=new_locs, log_scales=new_u)
     new = new._replace(locs=unflatten(new.locs))
-    return MixtureVIState(new, step_state), MixtureVIInfo(est.loss, info.step_size, info.num_clipped, info.rejected)
+    info = MixtureVIInfo(est.loss, info.step_size, info.num_clipped, info.rejected, moved)
+    return MixtureVIState(new, step_state, tracking), info
 
 
 def sample(rng_key: jax.Array, state: MixtureVIState, num_samples: int) -> Any:
@@ -341,6 +370,7 @@ def mixture_vi(
     min_factor: float = 0.1,
     metric_step_size: float = 0.1,
     logdensity_takes_key: bool = False,
+    relocate: bool = True,
 ) -> MixtureVI:
     """Mixture VI for a log-density over any pytree.
 
@@ -382,6 +412,9 @@ def mixture_vi(
         The fixed step's validity guard and the metric's fixed step.
     logdensity_takes_key : bool
         Whether ``logdensity_fn`` takes a key as second argument.
+    relocate : bool
+        Restart components that carry no posterior mass on the best one (:mod:`mixvi.adapt`);
+        False is the paper's method exactly.
 
     Returns
     -------
@@ -398,7 +431,10 @@ def mixture_vi(
     if weights not in WEIGHTS:
         raise ValueError(BAD_WEIGHTS.format(weights))
     settings = check(
-        Settings(method, step_size, num_samples, shared_noise, auto, loss_draws, sample_batch_size, mesh, min_factor, metric_step_size)
+        Settings(
+            method, step_size, num_samples, shared_noise, auto, loss_draws, sample_batch_size, mesh, min_factor,
+            metric_step_size, relocate,
+        )
     )
     if mesh is not None and n_components % mesh.size:
         raise ValueError(BAD_MESH_SIZE.format(n_components, mesh.size))
@@ -407,7 +443,9 @@ def mixture_vi(
         flat, unravel = ravel_pytree(position)
         noise = jax.random.normal(rng_key, (n_components, flat.shape[0]), flat.dtype)
         locs = jax.vmap(unravel)(flat + init_scale * noise)
-        return init_state(locs, init_scale, metric=metric, weights=weights, step_size=step_size, auto=auto, mesh=mesh)
+        return init_state(
+            locs, init_scale, metric=metric, weights=weights, step_size=step_size, auto=auto, mesh=mesh, relocate=relocate
+        )
 
     def step_fn(rng_key: jax.Array, state: MixtureVIState) -> tuple[MixtureVIState, MixtureVIInfo]:
         one = jax.tree.map(lambda leaf: leaf[0], state.params.locs)

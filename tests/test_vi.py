@@ -192,7 +192,7 @@ def test_mixvi_and_mixture_vi_agree_on_a_numpyro_model():
         ({"method": "adam"}, "method"),
         ({"step_size": -1.0}, "step_size"),
         ({"num_samples": 0}, "num_samples"),
-        ({"metric": "dense"}, "metric"),
+        ({"metric": "full"}, "metric"),
         ({"weights": "learned"}, "weights"),
         ({"loss_draws": 99}, "loss_draws"),
         ({"init_scale": 0.0}, "init_scale"),
