@@ -3,8 +3,8 @@
 ``MixVI(model, guide)`` turns the model into the potential V(z, key) = -log p on the guide's flattened
 unconstrained latent z (NumPyro's potential energy, log-Jacobians included), keeps the key of the
 next step and the step count next to the core's state, and adds what a NumPyro user expects around
-the pure step: ``run`` (a jitted ``lax.scan`` in chunks with a divergence guard and a progress
-bar), constrained params for ``Predictive``, checkpoints and ``resume``, warnings.
+the pure step: ``run`` (chunks of one compiled loop, reused across runs, with a divergence guard and
+a progress bar; :mod:`mixvi.loop`), constrained params for ``Predictive``, checkpoints and ``resume``, warnings.
 
 One step: ``key, step_key = split(state.rng_key)``, then :func:`mixvi.vi.step` with ``step_key``;
 so the same seed gives the same numbers through ``MixVI`` and through ``mixture_vi``.
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
 import jax
@@ -24,9 +25,10 @@ from jax.sharding import Mesh
 
 from mixvi import vi
 from mixvi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mixvi.estimators import draw_noise, draw_points, loss_estimate
 from mixvi.geometry import AutoStep
 from mixvi.guide import AutoIsotropicMixture
-from mixvi.loop import DivergenceError, scan_loop, tree_all_finite
+from mixvi.loop import CACHE_SIZE, DivergenceError, scan_loop, split_operands, tree_all_finite
 
 NOT_A_MIXTURE_GUIDE = (
     "MixVI trains an AutoIsotropicMixture, got {}. For an AutoGuideList use numpyro's SVI with "
@@ -41,6 +43,25 @@ NOT_FINITE_AT_INIT = (
     "check the model's log density or choose another init_loc_fn / init_params"
 )
 BAD_MESH = "mesh must be a jax.sharding.Mesh, 'auto' or None, got {!r}"
+
+# a model that needs concrete data (Python control flow on values) cannot take its arrays as jit
+# operands: such structures run with the arguments closed over, as constants, and are remembered here
+_TRACER_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerArrayConversionError,
+)
+_CONCRETE: set = set()
+# the jitted finiteness check and loss estimate, per structure (the key as the loop's, mixvi.loop)
+_JITTED: OrderedDict[Hashable, Callable] = OrderedDict()
+
+
+def _remember(key: Hashable, fn: Callable) -> Callable:
+    _JITTED[key] = fn
+    while len(_JITTED) > CACHE_SIZE:
+        _JITTED.popitem(last=False)
+    return fn
 
 
 class MixVIState(NamedTuple):
@@ -210,13 +231,71 @@ class MixVI:
         core = core._replace(params=p)
         if jnp.issubdtype(k_run.dtype, jax.dtypes.prng_key):
             k_run = jax.random.key_data(k_run)
-        v = jax.jit(jax.vmap(self.guide.potential_fn(*args, **kwargs), (0, None)))(p.locs, k_setup)
+        v = self._call_jitted("finite", self._potentials, (p.locs, k_setup), args, kwargs)
         if not bool(jnp.all(jnp.isfinite(v))):
             raise ValueError(NOT_FINITE_AT_INIT.format([int(i) for i in jnp.nonzero(~jnp.isfinite(v))[0]]))
         return MixVIState(core, k_run, jnp.zeros((), jnp.int32))
 
     def _settings(self) -> vi.Settings:
         return self.settings._replace(loss_draws=self.loss_draws)
+
+    # --- compile once: the cache key and the jitted helpers --------------------------------------
+    def _cache_key(self, kind: str, static: Hashable) -> tuple:
+        """What a compiled ``kind`` ('run', 'evaluate', 'finite') depends on besides the shapes of its
+        array inputs (see :mod:`mixvi.loop`): the model, the guide's class and latent structure, the
+        step's settings and the static model arguments."""
+        g = self.guide
+        if g.prototype_trace is None:
+            g.potential_fn()  # raises: the guide is not set up
+        sites = tuple((name, tuple(np.shape(v)), str(jnp.result_type(v))) for name, v in g._init_locs.items())
+        structure = (g.model, type(g), sites, static)
+        if kind == "finite":
+            return (kind, structure)
+        return (kind, structure, g.n_components, g.metric, g.weights, self._settings(), self._is_auto, self.max_rejected)
+
+    def _call_jitted(self, kind: str, fn: Callable, inputs: tuple, args: tuple, kwargs: dict) -> Any:
+        """``fn(args, kwargs, *inputs)`` jitted with the model's arrays as operands, compiled once per
+        :meth:`_cache_key`; with the arguments as constants when the model needs concrete data."""
+        operands, static, rebuild = split_operands(args, kwargs)
+        key = None if static is None else self._cache_key(kind, static)
+        if key is None or key not in _CONCRETE:
+            jitted = _JITTED.get(key) if key is not None else None
+            if jitted is None:
+                jitted = jax.jit(lambda ops, *xs: fn(*rebuild(list(ops)), *xs))
+                if key is not None:
+                    _remember(key, jitted)
+            try:
+                return jitted(operands, *inputs)
+            except _TRACER_ERRORS:
+                if key is not None:
+                    _CONCRETE.add(key)
+        return jax.jit(lambda *xs: fn(args, kwargs, *xs))(*inputs)
+
+    def _potentials(self, args: tuple, kwargs: dict, locs: jax.Array, key: jax.Array) -> jax.Array:
+        return jax.vmap(self.guide.potential_fn(*args, **kwargs), (0, None))(locs, key)
+
+    def _loss(self, args: tuple, kwargs: dict, state: MixVIState) -> jax.Array:
+        """The loss the next step reports, from V's values at its draws (same keys as :meth:`_step`)."""
+        settings = self._settings()
+        k_noise, k_model = jax.random.split(jax.random.split(state.rng_key)[1])
+        p = state.core.params
+        locs, _ = vi.flatten_locs(p.locs)
+        n, d = locs.shape
+        metric = None if p.log_metric is None else jnp.exp(p.log_metric)
+        weights = None if p.logits is None else jax.nn.softmax(p.logits)
+        z = draw_noise(k_noise, n, settings.num_samples, d, shared=settings.shared_noise, dtype=locs.dtype)
+        x = draw_points(locs, p.log_scales, z, metric, p.metric_tril)
+        cut = None if weights is not None else settings.loss_draws
+        rows = (x if cut is None else x[:, :cut]).reshape(-1, d)
+        potential = self.guide.potential_fn(*args, **kwargs)
+        batch = settings.sample_batch_size
+        if batch is None or batch >= rows.shape[0]:
+            v = jax.vmap(potential, (0, None))(rows, k_model)
+        else:
+            v = jax.lax.map(lambda row: potential(row, k_model), rows, batch_size=batch)
+        return loss_estimate(
+            locs, p.log_scales, z, v.reshape(n, -1), weights=weights, metric=metric, scale_tril=p.metric_tril
+        )
 
     def _step(self, state: MixVIState, args: tuple, kwargs: dict) -> tuple[MixVIState, vi.MixtureVIInfo]:
         key, step_key = jax.random.split(state.rng_key)
@@ -231,8 +310,10 @@ class MixVI:
         return new, info.loss
 
     def evaluate(self, state: MixVIState, *args, **kwargs) -> jax.Array:
-        """The -ELBO estimate at ``state`` (same estimator and key as the next step; no update)."""
-        return self._step(state, args, kwargs)[1].loss
+        """The -ELBO estimate at ``state``: the loss the next :meth:`update` reports (same estimator,
+        draws and key), from V's values alone (no gradients, no update; compiled once per model
+        structure). Unlike the step it is not NaN when the step's gradients are not finite."""
+        return self._call_jitted("evaluate", self._loss, (state,), args, kwargs)
 
     def get_params(self, state: MixVIState) -> dict:
         """Constrained params for ``guide.sample_posterior`` and ``Predictive``."""
@@ -276,7 +357,7 @@ class MixVI:
         callback: Callable[[MixVIState, np.ndarray, int], None] | None = None,
         **kwargs,
     ) -> MixVIRunResult:
-        """Run ``num_steps`` steps (``lax.scan`` in chunks, compiled once per chunk length).
+        """Run ``num_steps`` steps (in chunks of one compiled program, reused by later runs: :mod:`mixvi.loop`).
 
         Parameters
         ----------
@@ -432,14 +513,31 @@ class MixVI:
             if callback is not None:
                 callback(st, np.concatenate([prev_losses, losses]), len(prev_losses) + done)
 
-        def step(s: MixVIState):
+        operands, static, rebuild = split_operands(args, kwargs)
+        key = None if static is None else self._cache_key("run", static)
+
+        def step(s: MixVIState, *ops):
+            return self._step(s, *rebuild(list(ops)))
+
+        def step_on_constants(s: MixVIState):
             return self._step(s, args, kwargs)
 
+        loop = dict(
+            is_ok=self._is_ok, progress_bar=progress_bar, chunk_size=chunk_size, desc=f"mixvi {self.method}",
+            describe_failure=self._failure_advice, callback=on_chunk,
+        )
         try:
-            result = scan_loop(
-                step, state, num_steps, is_ok=self._is_ok, progress_bar=progress_bar, chunk_size=chunk_size,
-                desc=f"mixvi {self.method}", describe_failure=self._failure_advice, callback=on_chunk,
-            )
+            try:
+                if key is not None and key in _CONCRETE:
+                    result = scan_loop(step_on_constants, state, num_steps, **loop)
+                else:
+                    result = scan_loop(step, state, num_steps, operands=operands, cache_key=key, **loop)
+            except _TRACER_ERRORS:  # raised while tracing, before any step ran
+                if key is not None and key in _CONCRETE:
+                    raise
+                if key is not None:
+                    _CONCRETE.add(key)
+                result = scan_loop(step_on_constants, state, num_steps, **loop)
         except DivergenceError as err:
             err.params = self.get_params(err.state)
             err.losses = np.concatenate([prev_losses, err.losses])

@@ -286,6 +286,55 @@ def _dense_estimate(locs, log_scales, z, potential, parts, weights, tril) -> Ste
     return SteinEstimate(gbar, lam, jnp.sum(w * f), log_q, f, stein)
 
 
+def loss_estimate(
+    locs: jax.Array,
+    log_scales: jax.Array,
+    z: jax.Array,
+    potential_values: jax.Array,
+    *,
+    weights: jax.Array | None = None,
+    metric: jax.Array | None = None,
+    scale_tril: jax.Array | None = None,
+) -> jax.Array:
+    """The -ELBO estimate of :func:`stein_estimate` from V's values alone (no gradients).
+
+    ``sum_i w_i (1/L) sum_(b<L) [log q(x_ib) + V(x_ib)]`` with log q from :func:`mixture_terms` in the
+    whitened coordinates, exactly the ``loss`` a step reports for the same draws.
+
+    Parameters
+    ----------
+    locs, log_scales : jax.Array
+        m (N, d) and u = log sigma (N,).
+    z : jax.Array
+        The standard normal noise, (B, d) shared or (N, B, d).
+    potential_values : jax.Array
+        V at the first L <= B draws of every component, (N, L).
+    weights : jax.Array, optional
+        w (N,); uniform by default.
+    metric : jax.Array, optional
+        The diagonal metric D (d,).
+    scale_tril : jax.Array, optional
+        The lower-triangular factor L (d, d) of a dense metric L L^T.
+
+    Returns
+    -------
+    jax.Array
+        The scalar loss estimate.
+    """
+    if scale_tril is not None:
+        mu = solve_triangular(scale_tril, locs.T, lower=True).T
+        shift = jnp.sum(jnp.log(jnp.abs(jnp.diag(scale_tril))))
+    elif metric is not None:
+        mu, shift = locs / jnp.sqrt(metric), 0.5 * jnp.sum(jnp.log(metric))
+    else:
+        mu, shift = locs, 0.0
+    log_w = None if weights is None else jnp.log(weights)
+    log_q = mixture_terms(mu, log_scales, z, log_w).log_q - shift
+    f = jnp.mean(log_q[:, : potential_values.shape[1]] + potential_values, 1)
+    w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
+    return jnp.sum(w * f)
+
+
 def potential_and_grad(potential_fn, x: jax.Array, *extra, batch_size: int | None = None, with_value: bool = True):
     """V and grad V at every row of x (..., d).
 

@@ -8,6 +8,7 @@ NumPyro as log sigma), constrained values through ``biject_to``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,7 +22,11 @@ from numpyro.infer.initialization import init_to_sample, init_to_uniform
 from numpyro.infer.util import find_valid_initial_params, potential_energy
 
 from mixvi.family import IsotropicMixture
+from mixvi.loop import CACHE_SIZE, split_operands
 from mixvi.vi import BAD_METRIC, DENSE_MAX_DIM, DENSE_TOO_BIG, METRICS
+
+# the jitted draws of the component means, per model and structure (AutoIsotropicMixture._compiled_draw)
+_DRAWS: OrderedDict[Any, Callable] = OrderedDict()
 
 
 def _is_random_init(init_loc_fn: Callable) -> bool:
@@ -163,17 +168,19 @@ class AutoIsotropicMixture(AutoContinuous):
             return self._init_latent[None]
         if _is_random_init(self.init_loc_fn):
             keys = jax.random.split(rng_key, n + 1)
+            operands, static, rebuild = split_operands(args, kwargs)
 
-            def draw(keys: jax.Array):
+            def draw(keys: jax.Array, prototype: dict, operands: list):
+                model_args, model_kwargs = rebuild(operands)
                 return find_valid_initial_params(
                     keys[1:], handlers.seed(self.model, rng_seed=keys[0]), init_strategy=self.init_loc_fn,
-                    model_args=args, model_kwargs=kwargs, prototype_params=self._init_locs,
+                    model_args=model_args, model_kwargs=model_kwargs, prototype_params=prototype,
                 )
 
-            try:  # one compiled call instead of op-by-op execution
-                (params, _, _), valid = jax.jit(draw)(keys)
+            try:  # one compiled call, reused by every guide of this model and structure
+                (params, _, _), valid = self._compiled_draw(draw, static)(keys, self._init_locs, operands)
             except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError):
-                (params, _, _), valid = draw(keys)
+                (params, _, _), valid = draw(keys, self._init_locs, operands)
 
             if not bool(jnp.all(valid)):
                 raise ValueError(
@@ -183,6 +190,19 @@ class AutoIsotropicMixture(AutoContinuous):
             return jnp.concatenate([jnp.reshape(params[k], (n, -1)) for k in self._init_locs], axis=1)
         noise = jax.random.normal(rng_key, (n, d), dtype=jnp.result_type(self._init_latent))
         return self._init_latent[None] + self._init_scale * noise
+
+    def _compiled_draw(self, draw: Callable, static: Any) -> Callable:
+        """``draw`` jitted, kept per (model, guide class, init strategy, N, latent structure, static model
+        arguments): everything its trace depends on besides the shapes of its array inputs."""
+        if static is None:
+            return jax.jit(draw)
+        sites = tuple((name, tuple(jnp.shape(v)), str(jnp.result_type(v))) for name, v in self._init_locs.items())
+        key = (self.model, type(self), self.init_loc_fn, self.n_components, sites, static)
+        if key not in _DRAWS:
+            _DRAWS[key] = jax.jit(draw)
+            while len(_DRAWS) > CACHE_SIZE:
+                _DRAWS.popitem(last=False)
+        return _DRAWS[key]
 
     # --- the variational family ---------------------------------------------------------------
     def _get_posterior(self) -> IsotropicMixture:
@@ -342,8 +362,12 @@ class AutoIsotropicMixture(AutoContinuous):
         dict
             The initial constrained params.
         """
+        # what the guide's call would do up to its param sites (the same keys), without unpacking,
+        # constraining and sampling a latent that is thrown away
         with handlers.trace() as tr, handlers.seed(rng_seed=rng_key):
-            self(*args, **kwargs)
+            if self.prototype_trace is None:
+                self._setup_prototype(*args, **kwargs)
+            self._get_posterior()
         return {name: site["value"] for name, site in tr.items() if site["type"] == "param"}
 
     def model_param_names(self) -> list[str]:

@@ -1,16 +1,60 @@
-"""The jit-once training loop shared by ``MixVI`` and ``extras``: ``lax.scan`` over a pure
-``step(state) -> (state, loss)`` in chunks, a tqdm bar at the Python edge, and a divergence guard
-that stops at the first bad step and keeps the last good state.
+"""The compile-once training loop shared by ``MixVI`` and ``extras``: a pure ``step(state, *operands)
+-> (state, loss)`` run in chunks of one compiled program, a tqdm bar at the Python edge, and a
+divergence guard that stops at the first bad step and keeps the last good state.
+
+One compiled chunk
+------------------
+A chunk is one jitted ``lax.while_loop`` that runs *up to* ``length`` steps: how many it runs is an
+operand (``stop``), so the same program serves every chunk of a run, the short tail included, and every
+later run whatever its ``num_steps``; the steps past ``stop`` are not executed at all (a dynamic trip
+count, not masked work), so the result is bit for bit that of running exactly ``num_steps`` steps. The
+per-step outputs go into a (length, ...) buffer of which the Python side keeps the first ``stop`` rows.
+The model's data travel as ``operands`` (jit arguments), not as closure constants, so new data of the
+same shapes reuse the program.
+
+The guard
+---------
+Each step evaluates ``is_ok(new_state, loss)`` and the loop stops at the first False, recording the
+global index of that step (``bad_at``, one int32 in the carry; no per-step select over the state). Only
+when a chunk fails is it run again from its first state with ``stop`` = the steps before the bad one
+(the same program and inputs, so the same bits): that gives the last good state for the error.
+
+The cache
+---------
+Without ``cache_key`` the chunk is compiled once per :func:`scan_loop` call (``step`` is usually a new
+closure each call). With ``cache_key`` the jitted chunk is kept in a module-level LRU (``CACHE_SIZE``
+entries, :func:`clear_cache` empties it) under ``(cache_key, length)``, and the first call's ``step`` and
+``is_ok`` serve every later call with an equal key. The caller therefore promises: **two calls with
+equal keys run the same function of (state, *operands)**. ``MixVI`` keys on the model function, the
+guide's class and latent structure (site names, shapes, dtypes, in order), the guide's N, metric and
+weights, the :class:`mixvi.vi.Settings` of its step, the auto-step flag, ``max_rejected`` and the static
+(non-array) model arguments with their types; the array arguments are operands and their shapes and
+dtypes are the jit's own cache key. So a second ``run``, a new ``num_steps``, ``resume`` and a new
+``MixVI`` and guide for the same model and shapes reuse one compiled program. The cache holds a
+reference to the first caller's step (for ``MixVI``: the engine, its guide and the prototype trace).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+CHUNK = 256
+"""Steps per compiled chunk (the size of its output buffer) when neither ``chunk_size`` nor a shorter
+uncached run asks for another; a run of any length reuses the one program."""
+CACHE_SIZE = 32
+"""Compiled chunks kept by the module-level cache (least recently used dropped first)."""
+BAD_NUM_STEPS = "num_steps must be >= 1, got {}"
+BAD_CHUNK_SIZE = "chunk_size must be a positive integer or None, got {!r}"
+DIVERGED = "the run diverged at step {} (non-finite loss or parameters)"
+KEPT_STATE = ". The last finite state is kept on this error as .state."
+
+_CHUNKS: OrderedDict[Hashable, Callable] = OrderedDict()
 
 
 class DivergenceError(FloatingPointError):
@@ -33,7 +77,7 @@ class LoopResult(NamedTuple):
     state : Any
         The final state (after a KeyboardInterrupt: the last finished chunk's state).
     losses : jax.Array
-        The per-step losses (NaN where ``is_ok`` failed); exactly the steps run.
+        The per-step losses; exactly the steps run.
     interrupted : bool
         Whether a KeyboardInterrupt cut the run short.
     info : Any
@@ -56,7 +100,46 @@ def tree_all_finite(tree: Any) -> jax.Array:
 
 
 def default_is_ok(state: Any, loss: jax.Array) -> jax.Array:
+    """The default guard: a finite loss and a finite state."""
     return jnp.isfinite(loss) & tree_all_finite(state)
+
+
+def clear_cache() -> None:
+    """Drop every compiled chunk kept by :func:`scan_loop`'s ``cache_key`` cache."""
+    _CHUNKS.clear()
+
+
+def split_operands(args: tuple, kwargs: dict) -> tuple[list, Hashable | None, Callable[[list], tuple]]:
+    """Split a function's arguments into array operands and a static description of the rest.
+
+    Parameters
+    ----------
+    args, kwargs
+        The arguments (e.g. a model's).
+
+    Returns
+    -------
+    tuple
+        ``(operands, static_key, rebuild)``: the array leaves (``jax.Array`` / ``np.ndarray``) in order;
+        a hashable key of the tree structure and of the other leaves with their types (None when a leaf
+        is not hashable); ``rebuild(operands) -> (args, kwargs)`` that puts (possibly traced) operands
+        back in place.
+    """
+    leaves, treedef = jax.tree.flatten((args, kwargs))
+    is_array = [isinstance(x, jax.Array | np.ndarray) for x in leaves]
+    operands = [x for x, a in zip(leaves, is_array) if a]
+    fixed = [None if a else x for x, a in zip(leaves, is_array)]
+    static: Hashable | None = (treedef, tuple(is_array), tuple((type(x), x) for x in fixed))
+    try:
+        hash(static)
+    except TypeError:
+        static = None
+
+    def rebuild(values: list) -> tuple:
+        it = iter(values)
+        return jax.tree.unflatten(treedef, [next(it) if a else x for x, a in zip(fixed, is_array)])
+
+    return operands, static, rebuild
 
 
 def _loss_of(out: Any) -> jax.Array:
@@ -64,28 +147,61 @@ def _loss_of(out: Any) -> jax.Array:
     return out.loss if hasattr(out, "loss") else out
 
 
-def _make_chunk(step: Callable, is_ok: Callable, length: int):
-    def body(carry, _):
-        state, bad_at, i = carry
-        new_state, out = step(state)
-        loss = _loss_of(out)
-        ok = is_ok(new_state, loss)
-        keep = (bad_at < 0) & ok
-        state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_state, state)
-        bad_at = jnp.where((bad_at < 0) & ~ok, i, bad_at)
-        loss = jnp.where(keep, loss, jnp.nan)
-        return (state, bad_at, i + 1), (out._replace(loss=loss) if hasattr(out, "loss") else loss)
+def _make_chunk(step: Callable, is_ok: Callable, length: int) -> Callable:
+    """``chunk(state, start, stop, operands) -> (state, bad_at, outputs)``, jitted: up to ``stop`` <=
+    ``length`` steps, stopping after the first step that ``is_ok`` rejects (its global index
+    ``start + k`` in ``bad_at``, else -1); ``outputs`` (length, ...) holds the steps' outputs in its
+    first rows."""
+    # jitted so that the shape probe and the loop body share one trace of the step
+    one = jax.jit(lambda state, operands: step(state, *operands))
 
-    @jax.jit
-    def chunk(state, start):
-        (state, bad_at, _), losses = jax.lax.scan(body, (state, jnp.asarray(-1, jnp.int32), start), None, length=length)
-        return state, bad_at, losses
+    def chunk(state, start, stop, operands):
+        _, out_shape = jax.eval_shape(one, state, operands)
+        buffers = jax.tree.map(lambda s: jnp.zeros((length,) + s.shape, s.dtype), out_shape)
 
+        def cond(carry):
+            _, bad_at, k, _ = carry
+            return (k < stop) & (bad_at < 0)
+
+        def body(carry):
+            state, bad_at, k, buffers = carry
+            new_state, out = one(state, operands)
+            bad_at = jnp.where(is_ok(new_state, _loss_of(out)), bad_at, start + k)
+            buffers = jax.tree.map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, k, 0), buffers, out)
+            return new_state, bad_at, k + 1, buffers
+
+        init = (state, jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.int32), buffers)
+        state, bad_at, _, buffers = jax.lax.while_loop(cond, body, init)
+        return state, bad_at, buffers
+
+    return jax.jit(chunk)
+
+
+def _chunk_for(step: Callable, is_ok: Callable, length: int, cache_key: Hashable | None) -> Callable:
+    if cache_key is None:
+        return _make_chunk(step, is_ok, length)
+    key = (cache_key, length)
+    chunk = _CHUNKS.get(key)
+    if chunk is None:
+        chunk = _CHUNKS[key] = _make_chunk(step, is_ok, length)
+        while len(_CHUNKS) > CACHE_SIZE:
+            _CHUNKS.popitem(last=False)
+    else:
+        _CHUNKS.move_to_end(key)
     return chunk
 
 
+def _head(outs: Any, n: int) -> Any:
+    """The first ``n`` rows of every output buffer, on the host."""
+    return jax.tree.map(lambda x: np.asarray(x)[:n], outs)
+
+
+def _index(i: int) -> jax.Array:
+    return jnp.asarray(i, jnp.int32)
+
+
 def scan_loop(
-    step: Callable[[Any], tuple[Any, Any]],
+    step: Callable[..., tuple[Any, Any]],
     state: Any,
     num_steps: int,
     *,
@@ -95,27 +211,72 @@ def scan_loop(
     desc: str = "",
     describe_failure: Callable[[Any, int], str] | None = None,
     callback: Callable[[Any, np.ndarray, int], None] | None = None,
+    operands: tuple | list = (),
+    cache_key: Hashable | None = None,
 ) -> LoopResult:
-    """Run ``num_steps`` of ``step`` with ``lax.scan``, compiled once per chunk length.
+    """Run ``num_steps`` of ``step`` in chunks of one compiled ``lax.while_loop`` (module docstring).
 
-    ``step(state)`` returns ``(new_state, loss)`` or ``(new_state, info)`` with ``info`` a NamedTuple
-    that has a ``loss`` field (then the stacked infos come back as ``LoopResult.info``). The result does not depend on ``chunk_size`` or the progress bar. If ``is_ok(new_state, loss)``
-    is False at some step, the loop stops and raises ``DivergenceError`` carrying the last good
-    state; ``describe_failure(state, step)`` may add advice to the message. ``callback(state,
-    losses_so_far, steps_done)`` runs after every chunk (checkpoints, logging). A KeyboardInterrupt
-    (Ctrl-C, or raised by the callback) ends the loop early and returns the last finished state with
-    ``interrupted=True`` instead of losing the work.
+    Parameters
+    ----------
+    step : callable
+        ``step(state, *operands)`` returns ``(new_state, loss)`` or ``(new_state, info)`` with
+        ``info`` a NamedTuple that has a ``loss`` field (then the stacked infos come back as
+        ``LoopResult.info``). Pure.
+    state : pytree
+        The initial state.
+    num_steps : int
+        Steps to run (>= 1).
+    is_ok : callable
+        ``is_ok(new_state, loss)``; at the first False the loop stops and raises ``DivergenceError``
+        carrying the last good state.
+    progress_bar : bool
+        Show a tqdm bar (started after compilation, so its rate and ETA are those of the steps).
+    chunk_size : int, optional
+        Steps between returns to Python (bar updates, ``callback``). The compiled chunk holds
+        ``max(chunk_size, CHUNK)`` steps with ``cache_key`` (so any ``chunk_size`` up to ``CHUNK``
+        reuses it) and ``min(chunk_size or CHUNK, num_steps)`` without. The result does not depend on
+        it or on the progress bar.
+    desc : str
+        The bar's label.
+    describe_failure : callable, optional
+        ``describe_failure(state, step)`` adds advice to the divergence message.
+    callback : callable, optional
+        ``callback(state, losses_so_far, steps_done)`` after every chunk (checkpoints, logging).
+    operands : tuple or list
+        Arrays passed to every step after the state, as jit arguments (e.g. the model's data): new
+        values of the same shapes and dtypes reuse the compiled chunk.
+    cache_key : hashable, optional
+        Keep the compiled chunk in the module-level cache under ``(cache_key, length)``; every call
+        with an equal key must run the same function of ``(state, *operands)`` (module docstring).
+
+    Returns
+    -------
+    LoopResult
+
+    Raises
+    ------
+    DivergenceError
+        At the first step that ``is_ok`` rejects. A KeyboardInterrupt (Ctrl-C, or raised by the
+        callback) ends the loop early and returns the last finished state with ``interrupted=True``
+        instead of losing the work.
     """
     if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    if chunk_size is None:
-        chunk_size = max(1, num_steps // 20) if progress_bar else num_steps
-    chunk_size = min(chunk_size, num_steps)
-    chunks: dict[int, Callable] = {}
+        raise ValueError(BAD_NUM_STEPS.format(num_steps))
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(BAD_CHUNK_SIZE.format(chunk_size))
+    if cache_key is not None:
+        length = CHUNK if chunk_size is None else max(chunk_size, CHUNK)
+    else:
+        length = min(chunk_size or CHUNK, num_steps)
+    per_call = chunk_size or (max(1, num_steps // 20) if progress_bar else length)
+    per_call = min(per_call, length)
+    operands = tuple(operands)
+    chunk = _chunk_for(step, is_ok, length, cache_key)
     bar = None
     if progress_bar:
         from tqdm.auto import tqdm
 
+        chunk.lower(state, _index(0), _index(0), operands).compile()  # fills the jit's cache
         bar = tqdm(total=num_steps, desc=desc or None)
     pieces: list[np.ndarray] = []
     infos: list[Any] = []
@@ -123,29 +284,29 @@ def scan_loop(
     interrupted = False
     try:
         while done < num_steps:
-            length = min(chunk_size, num_steps - done)
-            if length not in chunks:
-                chunks[length] = _make_chunk(step, is_ok, length)
+            count = min(per_call, num_steps - done)
             try:
-                new_state, bad_at, outs = chunks[length](state, jnp.asarray(done, jnp.int32))
-                losses = np.asarray(_loss_of(outs))
+                new_state, bad_at, outs = chunk(state, _index(done), _index(count), operands)
                 bad_at = int(bad_at)
+                outs = _head(outs, count if bad_at < 0 else bad_at - done)
             except KeyboardInterrupt:
                 interrupted = True
                 break
+            losses = _loss_of(outs)
             if bad_at >= 0:
-                good = np.concatenate(pieces + [losses[: bad_at - done]])
-                msg = f"the run diverged at step {bad_at} (non-finite loss or parameters)"
+                good = np.concatenate(pieces + [losses])
+                if bad_at > done:  # the same program from the chunk's start, stopped before the bad step
+                    state = chunk(state, _index(done), _index(bad_at - done), operands)[0]
+                msg = DIVERGED.format(bad_at)
                 if describe_failure is not None:
-                    msg += "; " + describe_failure(new_state, bad_at)
-                msg += ". The last finite state is kept on this error as .state."
-                raise DivergenceError(msg, bad_at, new_state, good)
+                    msg += "; " + describe_failure(state, bad_at)
+                raise DivergenceError(msg + KEPT_STATE, bad_at, state, good)
             state = new_state
             pieces.append(losses)
             infos.append(outs)
-            done += length
+            done += count
             if bar is not None:
-                bar.update(length)
+                bar.update(count)
                 bar.set_postfix_str(f"loss {np.mean(losses):.4g}")
             if callback is not None:
                 try:
@@ -159,5 +320,5 @@ def scan_loop(
     all_losses = np.concatenate(pieces) if pieces else np.zeros((0,), np.float32)
     info = None
     if infos and hasattr(infos[0], "loss"):
-        info = jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *infos)
+        info = jax.tree.map(lambda *parts: np.concatenate(parts), *infos)
     return LoopResult(state, jnp.asarray(all_losses), interrupted, info)

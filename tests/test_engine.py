@@ -195,3 +195,126 @@ def test_subsampled_data_plate_with_global_latent():
     guide = mixvi.AutoIsotropicMixture(model, n_components=2)
     r = mixvi.MixVI(model, guide, num_samples=20).run(jax.random.PRNGKey(1), 800, y, progress_bar=False)
     np.testing.assert_allclose(r.params["auto_locs"].mean(), y.mean(), atol=0.1)
+
+
+# --- compile once, the masked tail, evaluate ---------------------------------------------------------
+
+
+def _schools_model():
+    """A fresh eight-schools model function (a new object, so compiled programs are not shared with other tests)."""
+
+    def model(sigma, y=None):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+        tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
+        with numpyro.plate("J", sigma.shape[0]):
+            theta = numpyro.sample("theta", dist.Normal(0.0, 1.0))
+            numpyro.sample("obs", dist.Normal(mu + tau * theta, sigma), obs=y)
+
+    return model
+
+
+SIGMA = jnp.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+Y = jnp.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+
+
+@pytest.fixture
+def step_traces(monkeypatch):
+    """Counts the traces of MixVI's step (its Python body runs once per trace)."""
+    traces = []
+    real = mixvi.MixVI._step
+
+    def counted(self, state, args, kwargs):
+        traces.append(1)
+        return real(self, state, args, kwargs)
+
+    monkeypatch.setattr(mixvi.MixVI, "_step", counted)
+    return traces
+
+
+def test_repeated_runs_trace_the_step_once(step_traces):
+    """A second run, a new num_steps, new data of the same shapes and the progress bar reuse the first trace."""
+    model = _schools_model()
+    engine = mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model, n_components=4))
+    engine.run(jax.random.PRNGKey(0), 50, SIGMA, Y, progress_bar=False)
+    engine.run(jax.random.PRNGKey(0), 50, SIGMA, Y, progress_bar=False)
+    engine.run(jax.random.PRNGKey(1), 333, SIGMA, Y, progress_bar=False)
+    engine.run(jax.random.PRNGKey(1), 20, SIGMA, Y + 1.0, progress_bar=True)
+    assert len(step_traces) == 1
+
+
+def test_new_guide_and_engine_on_the_same_model_reuse_the_trace(step_traces):
+    """A new AutoIsotropicMixture and MixVI for the same model, shapes and settings trace nothing new."""
+    model = _schools_model()
+    for seed in (0, 1):
+        engine = mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model, n_components=4))
+        engine.run(jax.random.PRNGKey(seed), 30, SIGMA, Y, progress_bar=False)
+    assert len(step_traces) == 1
+    other = mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model, n_components=5))
+    other.run(jax.random.PRNGKey(0), 30, SIGMA, Y, progress_bar=False)
+    assert len(step_traces) == 2  # another structure (N) is another program
+
+
+def test_resume_reuses_the_trace_and_equals_the_uninterrupted_run(step_traces, tmp_path):
+    """Checkpoint, interrupt and resume across chunk boundaries: one trace and the uninterrupted run's bits."""
+    model = _schools_model()
+
+    def fresh():
+        return mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model, n_components=4))
+
+    full = fresh().run(jax.random.PRNGKey(2), 301, SIGMA, Y, progress_bar=False)
+
+    def stop(state, losses, done):
+        if done == 200:
+            raise KeyboardInterrupt
+
+    path = tmp_path / "run.npz"
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        fresh().run(jax.random.PRNGKey(2), 301, SIGMA, Y, progress_bar=False, checkpoint=path, checkpoint_every=100,
+                    callback=stop)
+    rest = fresh().resume(path, SIGMA, Y, progress_bar=False)
+    for k in full.params:
+        np.testing.assert_array_equal(full.params[k], rest.params[k])
+    np.testing.assert_array_equal(full.losses, rest.losses)
+    assert len(step_traces) == 1
+
+
+@pytest.mark.parametrize("num_steps", [1, 7, 300, 301])
+def test_run_equals_a_plain_scan_of_update(num_steps):
+    """Same seed, same bits: run(n) equals n steps of MixVI.update in one lax.scan, across chunk boundaries."""
+    model = _schools_model()
+    engine = mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model, n_components=4))
+    result = engine.run(jax.random.PRNGKey(3), num_steps, SIGMA, Y, progress_bar=False)
+    state = engine.init(jax.random.PRNGKey(3), SIGMA, Y)
+    final, losses = jax.jit(lambda s: jax.lax.scan(lambda c, _: engine.update(c, SIGMA, Y), s, None, length=num_steps))(
+        state
+    )
+    np.testing.assert_array_equal(result.state.core.params.locs, final.core.params.locs)
+    np.testing.assert_array_equal(result.state.core.params.log_scales, final.core.params.log_scales)
+    np.testing.assert_array_equal(result.losses, losses)
+
+
+def test_masked_tail_does_not_change_the_result():
+    """300 steps as a full chunk plus a short tail equal one 300-step chunk and 7-step chunks, bit for bit."""
+    model = _schools_model()
+    engine = mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model, n_components=4))
+    runs = [
+        engine.run(jax.random.PRNGKey(4), 300, SIGMA, Y, progress_bar=False, chunk_size=size) for size in (None, 300, 7)
+    ]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(runs[0].params["auto_locs"], other.params["auto_locs"])
+        np.testing.assert_array_equal(runs[0].losses, other.losses)
+
+
+@pytest.mark.parametrize(
+    ("metric", "weights", "loss_draws"),
+    [("isotropic", "uniform", 1), ("isotropic", "uniform", None), ("diagonal", "uniform", 1),
+     ("dense", "uniform", 1), ("isotropic", "fisher-rao", 1)],
+)
+def test_evaluate_equals_the_next_update_loss(metric, weights, loss_draws):
+    """evaluate(state) is the loss the next update reports (same draws and key), for every family."""
+    model = _schools_model()
+    guide = mixvi.AutoIsotropicMixture(model, n_components=3, metric=metric, weights=weights)
+    engine = mixvi.MixVI(model, guide, loss_draws=loss_draws)
+    state = engine.run(jax.random.PRNGKey(5), 20, SIGMA, Y, progress_bar=False).state
+    _, loss = jax.jit(engine.update)(state, SIGMA, Y)
+    np.testing.assert_allclose(float(engine.evaluate(state, SIGMA, Y)), float(loss), rtol=1e-6)

@@ -164,3 +164,32 @@ def test_svi_path_matches_mixvi_step():
         np.testing.assert_allclose(p1["auto_scales"], p2["auto_scales"], rtol=0.015)
         # and both moved: the step is not trivially zero
         assert float(jnp.max(jnp.abs(p1["auto_locs"] - init["auto_locs"]))) > 0.1
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"init_loc_fn": init_to_median}, {"metric": "diagonal"}, {"metric": "dense", "weights": "fisher-rao"}],
+)
+def test_setup_returns_the_params_of_a_guide_call(options):
+    """setup's params equal, bit for bit, the param sites of a guide call under the same seed."""
+    params = mixvi.AutoIsotropicMixture(regression, n_components=3, **options).setup(jax.random.PRNGKey(7), X, Y)
+    guide = mixvi.AutoIsotropicMixture(regression, n_components=3, **options)
+    with numpyro.handlers.trace() as tr, numpyro.handlers.seed(rng_seed=jax.random.PRNGKey(7)):
+        guide(X, Y)
+    called = {name: site["value"] for name, site in tr.items() if site["type"] == "param"}
+    assert params.keys() == called.keys()
+    for name in params:
+        np.testing.assert_array_equal(params[name], called[name])
+
+
+def test_component_draws_compile_once_per_model_structure():
+    """The random initial means of a second guide on the same model and shapes reuse one compiled draw."""
+    from mixvi import guide as guide_module
+
+    def model(x, y=None):
+        regression(x, y)
+
+    for seed in (0, 1):
+        mixvi.AutoIsotropicMixture(model, n_components=4).setup(jax.random.PRNGKey(seed), X, Y)
+    draws = [fn for key, fn in guide_module._DRAWS.items() if key[0] is model]
+    assert len(draws) == 1 and draws[0]._cache_size() == 1

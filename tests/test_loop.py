@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixvi.loop import DivergenceError, LoopResult, scan_loop, tree_all_finite
+from mixvi.loop import DivergenceError, LoopResult, scan_loop, split_operands, tree_all_finite
 
 
 def _affine(x):
@@ -221,3 +221,91 @@ def test_tree_all_finite_without_float_leaves_is_true():
     assert bool(tree_all_finite({"i": jnp.arange(4), "j": [np.uint32(3)]}))
     assert bool(tree_all_finite({}))
     assert bool(tree_all_finite(None))
+
+
+# --- compile once: the cached chunk, operands, the tail, the bar -------------------------------------
+
+
+def _counting_affine(counter):
+    """x <- 0.9 x + a with a an operand; counts how often its Python body runs (= traces)."""
+
+    def step(x, a):
+        counter.append(1)
+        return 0.9 * x + a, x
+
+    return step
+
+
+def test_cached_chunk_is_traced_once_for_any_num_steps_and_operand_values():
+    """With a cache_key, runs of 5, 300 and 7 steps and new operand values reuse one trace of the step."""
+    traces, key = [], object()
+    step = _counting_affine(traces)
+    for num_steps, a in ((5, 1.0), (300, 2.0), (7, 3.0)):
+        res = scan_loop(step, jnp.float32(0.0), num_steps, operands=(jnp.float32(a),), cache_key=key)
+        assert res.losses.shape == (num_steps,)
+    assert len(traces) == 1
+
+
+def test_operands_are_arguments_not_frozen_constants():
+    """A cached chunk called with new operand values computes with those values."""
+    step, key = _counting_affine([]), object()
+    scan_loop(step, jnp.float32(0.0), 4, operands=(jnp.float32(1.0),), cache_key=key)
+    res = scan_loop(step, jnp.float32(0.0), 4, operands=(jnp.float32(2.0),), cache_key=key)
+    k = np.arange(4)
+    np.testing.assert_allclose(np.asarray(res.losses), 20 * (1 - 0.9**k), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_steps", [1, 7, 256, 257, 300])
+def test_short_tail_chunk_equals_exact_steps(num_steps):
+    """A run whose last chunk stops early is bit-identical to one chunk of exactly num_steps steps."""
+    step = _counting_affine([])
+    cached = scan_loop(step, jnp.float32(0.5), num_steps, operands=(jnp.float32(1.0),), cache_key=object())
+    exact = scan_loop(step, jnp.float32(0.5), num_steps, operands=(jnp.float32(1.0),), chunk_size=num_steps)
+    np.testing.assert_array_equal(np.asarray(cached.losses), np.asarray(exact.losses))
+    np.testing.assert_array_equal(np.asarray(cached.state), np.asarray(exact.state))
+
+
+def test_divergence_in_a_later_cached_chunk_keeps_the_last_good_state():
+    """With a cached chunk a bad step past the first chunk raises with the state after the good steps."""
+    with pytest.raises(DivergenceError) as err:
+        scan_loop(lambda s: _counter(300)(s), _start(), 400, cache_key=object())
+    assert err.value.step == 300
+    assert int(err.value.state[0]) == 300 and float(err.value.state[1]) == 300.0
+    np.testing.assert_array_equal(err.value.losses, np.arange(1, 301, dtype=np.float32))
+
+
+def test_progress_bar_starts_after_compilation(monkeypatch):
+    """The chunk is traced and compiled before the tqdm bar is created."""
+    import tqdm.auto
+
+    traces, seen = [], []
+    real = tqdm.auto.tqdm
+
+    def spy(*args, **kwargs):
+        seen.append(len(traces))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", spy)
+    scan_loop(_counting_affine(traces), jnp.float32(0.0), 10, operands=(jnp.float32(1.0),), progress_bar=True)
+    assert seen == [1] and len(traces) == 1
+
+
+def test_split_operands_separates_arrays_from_typed_static_leaves():
+    """Arrays become operands; other leaves form a key that tells 1 from 1.0; rebuild restores the call."""
+    x = jnp.ones(3)
+    operands, static, rebuild = split_operands((x, 1), {"n": None, "scale": 2.0})
+    assert len(operands) == 1 and operands[0] is x
+    args, kwargs = rebuild(operands)
+    assert args[1] == 1 and kwargs == {"n": None, "scale": 2.0}
+    assert static == split_operands((jnp.zeros(3), 1), {"n": None, "scale": 2.0})[1]
+    assert static != split_operands((x, 1.0), {"n": None, "scale": 2.0})[1]
+    assert split_operands(({"a": 1},), {"f": [1, 2]})[1] is not None
+
+
+def test_split_operands_with_an_unhashable_leaf_has_no_key():
+    """An unhashable non-array leaf leaves the static key None (no cross-call cache)."""
+
+    class Unhashable:
+        __hash__ = None
+
+    assert split_operands((Unhashable(),), {})[1] is None
