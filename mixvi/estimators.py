@@ -252,16 +252,17 @@ def stein_estimate(
     return SteinEstimate(gbar, lam, loss, log_q, f, t)
 
 
-def _weighted_outer(z: jax.Array, parts: tuple[jax.Array, ...], ws: jax.Array) -> jax.Array:
-    """sum_i ws_i sum_b z_(i)b g_ib^T (d, d) from gradient parts split along the draws axis."""
+def _weighted_outer(z: jax.Array, parts: tuple[jax.Array, ...], ws: jax.Array, tril: jax.Array) -> jax.Array:
+    """sum_i ws_i sum_b z_(i)b (L^T g_ib)^T (d, d) from gradient parts split along the draws axis:
+    O(N B d + B d^2) with shared noise (the weighted sum over components comes first)."""
     shared = z.ndim == 2
     total, start = 0.0, 0
     for g in parts:
         width = g.shape[1]
         if shared:
-            total = total + z[start : start + width].T @ jnp.einsum("i,ibd->bd", ws, g)
+            total = total + z[start : start + width].T @ (jnp.einsum("i,ibd->bd", ws, g) @ tril)
         else:
-            total = total + jnp.einsum("i,ibk,ibl->kl", ws, z[:, start : start + width], g)
+            total = total + jnp.einsum("i,ibk,ibl->kl", ws, z[:, start : start + width], g) @ tril
         start += width
     return total
 
@@ -282,7 +283,7 @@ def _dense_estimate(locs, log_scales, z, potential, parts, weights, tril) -> Ste
     lam = (sig * jnp.mean(zg, 1) + terms.stein_score) / sig**2
     f = jnp.mean(log_q[:, : potential.shape[1]] + potential, 1)
     w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
-    stein = terms.coord_score + _weighted_outer(z, parts, w * sig) @ tril / b
+    stein = terms.coord_score + _weighted_outer(z, parts, w * sig, tril) / b
     return SteinEstimate(gbar, lam, jnp.sum(w * f), log_q, f, stein)
 
 

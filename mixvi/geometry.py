@@ -83,7 +83,7 @@ class MixtureGradient(NamedTuple):
     metric_term : jax.Array or None
         With a diagonal metric t_k = sum_i w_i E_{N_i}[(x_k - m_ik) d_k psi], shape (d,); with a dense
         metric the Stein matrix S = sum_i w_i E_{N_i}[(y - mu_i) grad_y psi^T] in whitened coordinates
-        y = L^(-1) x, shape (d, d).
+        y = L^(-1) x, shape (d, d); None with a dense metric keeps it fixed.
     weight_excess : jax.Array or None
         f_i - sum_j w_j f_j with f_i = E_{N_i}[psi], shape (N,); needed with learned weights.
     """
@@ -274,20 +274,20 @@ def _bounded(delta: jax.Array, auto: AutoStep | None) -> jax.Array:
 
 def dense_metric_step(tril: jax.Array, stein: jax.Array, eta: jax.Array, auto: AutoStep | None):
     """The shape-only step of a dense metric A = L L^T: A <- L exp(-eta S0) L^T with S0 the trace-free
-    symmetric part of the Stein matrix S, exp replaced by its second-order expansion
-    I - eta S0 + (eta S0)^2 / 2 (positive definite for every eta S0), then det L reset to 1.
+    symmetric part of the Stein matrix S, exp(-eta S0) replaced by I - eta S0 with the step's
+    Frobenius norm capped (at log(1 + trust) under the auto rule, at 1/2 under a fixed step) so that
+    the factor stays positive definite; then det L is reset to 1.
 
     Returns the new L and the shift of log sigma that keeps every covariance sigma_i^2 L L^T what the
     step made it. On a Gaussian target S0 = (eps L^T Sigma^-1 L - I)_0, so the step contracts the
-    error of the shared covariance by (1 - eta) whatever the conditioning. Under the auto rule the
-    step's Frobenius norm is capped at log(1 + trust)."""
+    error of the shared covariance by (1 - eta) whatever the conditioning."""
     d = tril.shape[0]
     sym = 0.5 * (stein + stein.T)
     delta = -eta * (sym - jnp.trace(sym) / d * jnp.eye(d, dtype=sym.dtype))
-    if auto is not None:
-        norm = jnp.linalg.norm(delta)
-        delta = delta * jnp.minimum(1.0, jnp.log1p(auto.trust) / jnp.maximum(norm, 1e-30))
-    factor = jnp.linalg.cholesky(jnp.eye(d, dtype=sym.dtype) + delta + 0.5 * delta @ delta)
+    cap = jnp.log1p(auto.trust) if auto is not None else 0.5
+    norm = jnp.linalg.norm(delta)
+    delta = delta * jnp.minimum(1.0, cap / jnp.maximum(norm, 1e-30))
+    factor = jnp.linalg.cholesky(jnp.eye(d, dtype=sym.dtype) + delta)
     new = tril @ factor
     shift = jnp.mean(jnp.log(jnp.diag(new)))
     return new * jnp.exp(-shift), shift
@@ -371,7 +371,9 @@ def update(
         metric=metric, metric_tril=params.metric_tril,
     )
     new_log_metric = new_logits = new_tril = None
-    if params.metric_tril is not None:
+    if params.metric_tril is not None and grad.metric_term is None:
+        new_tril = params.metric_tril  # no Stein matrix (the SVI path): the dense metric stays as it is
+    elif params.metric_tril is not None:
         eta_d = state.eta if is_auto else metric_step_size
         tril, shift = dense_metric_step(params.metric_tril, grad.metric_term, jnp.asarray(eta_d, dtype), rule)
         new_u = new_u + shift

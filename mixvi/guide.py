@@ -22,11 +22,11 @@ from numpyro.infer.initialization import init_to_sample, init_to_uniform
 from numpyro.infer.util import find_valid_initial_params, potential_energy
 
 from mixvi.family import IsotropicMixture
-from mixvi.loop import CACHE_SIZE, split_operands
-from mixvi.vi import BAD_METRIC, DENSE_MAX_DIM, DENSE_TOO_BIG, METRICS
+from mixvi.loop import new_cache, remember, split_operands
+from mixvi.vi import BAD_METRIC, DENSE_MAX_DIM, DENSE_TOO_BIG, METRICS, resolve_metric
 
 # the jitted draws of the component means, per model and structure (AutoIsotropicMixture._compiled_draw)
-_DRAWS: OrderedDict[Any, Callable] = OrderedDict()
+_DRAWS: OrderedDict[Any, Callable] = new_cache()
 
 
 def _is_random_init(init_loc_fn: Callable) -> bool:
@@ -90,7 +90,7 @@ class AutoIsotropicMixture(AutoContinuous):
         init_loc_fn: Callable = init_to_uniform,
         init_scale: float = 1.0,
         create_plates: Callable | None = None,
-        metric: str = "isotropic",
+        metric: str = "auto",
         weights: str = "uniform",
     ):
         if not isinstance(n_components, (int, jnp.integer)) or isinstance(n_components, bool) or n_components < 1:
@@ -101,11 +101,18 @@ class AutoIsotropicMixture(AutoContinuous):
             raise ValueError(BAD_METRIC.format(metric))
         if weights not in ("uniform", "fisher-rao"):
             raise ValueError(f"weights must be 'uniform' or 'fisher-rao', got {weights!r}")
-        self.metric = metric
+        self._metric_option = metric
         self.weights = weights
         self.n_components = int(n_components)
         self._init_scale = float(init_scale)
         super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn, create_plates=create_plates)
+
+    @property
+    def metric(self) -> str:
+        """The shared metric: the ``metric`` option, with 'auto' resolved by the latent dimension once the
+        guide is set up ('dense' up to d = 128, 'diagonal' beyond)."""
+        dim = getattr(self, "latent_dim", None)
+        return self._metric_option if dim is None else resolve_metric(self._metric_option, dim)
 
     # --- set-up -------------------------------------------------------------------------------
     def _check_model(self, *args, **kwargs) -> None:
@@ -198,11 +205,7 @@ class AutoIsotropicMixture(AutoContinuous):
             return jax.jit(draw)
         sites = tuple((name, tuple(jnp.shape(v)), str(jnp.result_type(v))) for name, v in self._init_locs.items())
         key = (self.model, type(self), self.init_loc_fn, self.n_components, sites, static)
-        if key not in _DRAWS:
-            _DRAWS[key] = jax.jit(draw)
-            while len(_DRAWS) > CACHE_SIZE:
-                _DRAWS.popitem(last=False)
-        return _DRAWS[key]
+        return remember(_DRAWS, key, _DRAWS[key] if key in _DRAWS else jax.jit(draw))
 
     # --- the variational family ---------------------------------------------------------------
     def _get_posterior(self) -> IsotropicMixture:

@@ -19,11 +19,14 @@ ignores the discrete component choice), so a weights leaf is refused unless ``st
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
 
 from mixvi.geometry import (
     AutoStep,
@@ -55,9 +58,10 @@ STRAY_PARAMS = (
 )
 NO_PAIR = "no '{prefix}_locs'/'{prefix}_scales' pair found in the params"
 NEEDS_PARAMS = "mixvi.optim transforms need params: call update(grads, state, params)"
-DENSE_IN_SVI = (
-    "'{}': a dense metric trains with mixvi.MixVI (its shared-covariance step needs the Stein matrix, "
-    "which SVI's gradients do not carry); with SVI use metric='isotropic' or 'diagonal'."
+DENSE_FIXED_IN_SVI = (
+    "'{}': SVI keeps a dense metric fixed at its current value (the identity for a new guide) and trains the "
+    "components in it: the shared covariance's step needs the Stein matrix, which SVI's gradients do not carry. "
+    "Train with mixvi.MixVI to learn it, or build the guide with metric='isotropic' or 'diagonal' for SVI."
 )
 UNSTRATIFIED_WEIGHTS = (
     "'{}': learned mixture weights need MixVI's stratified per-component estimates; SVI's "
@@ -125,8 +129,9 @@ def mixture_pairs(tree: Any) -> list[str]:
 def _typed(params: dict, grads: dict, prefix: str, stratified: bool) -> tuple[MixtureParams, MixtureGradient]:
     """The params of one guide and the paper's quantities recovered from its ELBO gradients."""
     live = _live(grads)
-    if prefix + METRIC_TRIL_SUFFIX in live:
-        raise ValueError(DENSE_IN_SVI.format(prefix + METRIC_TRIL_SUFFIX))
+    tril = None
+    if prefix + METRIC_TRIL_SUFFIX in live:  # SVI hands over the unconstrained vector of the Cholesky factor
+        tril = biject_to(constraints.lower_cholesky)(params[prefix + METRIC_TRIL_SUFFIX])
     locs, u = params[prefix + LOCS_SUFFIX], params[prefix + SCALES_SUFFIX]
     n = locs.shape[0]
     log_metric = params[prefix + METRIC_SUFFIX] if prefix + METRIC_SUFFIX in live else None
@@ -140,7 +145,7 @@ def _typed(params: dict, grads: dict, prefix: str, stratified: bool) -> tuple[Mi
         None if log_metric is None else 2.0 * grads[prefix + METRIC_SUFFIX],
         None if logits is None else grads[prefix + WEIGHTS_SUFFIX] / w,
     )
-    return MixtureParams(locs, u, log_metric, logits), grad
+    return MixtureParams(locs, u, log_metric, logits, tril), grad
 
 
 def mixture_step(
@@ -176,7 +181,11 @@ def mixture_step(
     settings = dict(method=method, step_size=step_size, auto=auto, min_factor=min_factor, metric_step_size=metric_step_size)
 
     def init_fn(params: Any) -> MixtureStepState:
-        dtype = params[mixture_pairs(params)[0] + LOCS_SUFFIX].dtype
+        prefixes = mixture_pairs(params)
+        for p in prefixes:
+            if p + METRIC_TRIL_SUFFIX in _live(params):
+                warnings.warn(DENSE_FIXED_IN_SVI.format(p + METRIC_TRIL_SUFFIX), UserWarning, stacklevel=2)
+        dtype = params[prefixes[0] + LOCS_SUFFIX].dtype
         zero = jnp.zeros((), jnp.int32)
         return MixtureStepState(init_step_size(step_size, auto, dtype), zero, zero)
 
@@ -192,8 +201,10 @@ def mixture_step(
             new, new_step_state, info = update(typed, grad, step_state, loss=value, **settings)
             clipped = clipped + info.num_clipped
             for suffix, old_leaf, new_leaf in zip(SUFFIXES, typed, new):
-                if old_leaf is not None:
+                if old_leaf is not None and suffix != METRIC_TRIL_SUFFIX:
                     updates[p + suffix] = new_leaf - old_leaf
+            if typed.metric_tril is not None:  # the dense metric stays fixed
+                updates[p + METRIC_TRIL_SUFFIX] = jnp.zeros_like(grads[p + METRIC_TRIL_SUFFIX])
         return updates, MixtureStepState(new_step_state, state.count + 1, clipped)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

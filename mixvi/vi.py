@@ -50,14 +50,17 @@ from mixvi.geometry import (
 )
 from mixvi.geometry import update as geometry_update
 
-METRICS = ("isotropic", "diagonal", "dense")
+METRICS = ("isotropic", "diagonal", "dense", "auto")
 # a dense metric keeps L (d, d) and costs O(d^3) per step: past this dimension it is refused
 DENSE_MAX_DIM = 4096
+# metric="auto" is dense up to this dimension (its O(B d^2 + d^3) step stays within a small multiple of
+# the isotropic step there) and diagonal beyond
+AUTO_DENSE_MAX_DIM = 128
 WEIGHTS = ("uniform", "fisher-rao")
 BAD_COMPONENTS = "n_components must be an integer >= 1, got {!r}"
 BAD_NUM_SAMPLES = "num_samples must be an integer >= 1, got {!r}"
 BAD_INIT_SCALE = "init_scale must be a positive float, got {!r}"
-BAD_METRIC = "metric must be 'isotropic', 'diagonal' or 'dense', got {!r}"
+BAD_METRIC = "metric must be 'auto', 'isotropic', 'diagonal' or 'dense', got {!r}"
 DENSE_TOO_BIG = (
     "metric='dense' at d={} would keep a {}x{} factor and cost O(d^3) per step (limit d <= {}); "
     "use metric='diagonal' for a latent this large"
@@ -68,6 +71,16 @@ BAD_BATCH = "sample_batch_size must be a positive integer or None, got {!r}"
 BAD_MESH_AXES = "mixture VI shards components along one mesh axis, got axes {}"
 BAD_MESH_SIZE = "n_components={} is not divisible by the mesh size {}"
 BAD_LOCS = "locs must have shape (n_components, d) = {}, got {}"
+
+
+def resolve_metric(metric: str, dim: int) -> str:
+    """The metric a setting means at latent dimension ``dim``: 'auto' is 'dense' up to
+    ``AUTO_DENSE_MAX_DIM`` and 'diagonal' beyond; the others are themselves."""
+    if metric not in METRICS:
+        raise ValueError(BAD_METRIC.format(metric))
+    if metric != "auto":
+        return metric
+    return "dense" if dim <= AUTO_DENSE_MAX_DIM else "diagonal"
 
 
 def _is_count(value: Any) -> bool:
@@ -204,8 +217,9 @@ def init_state(
     scales : jax.Array or float
         sigma_i, shape (N,) or a scalar for all.
     metric : str
-        'isotropic' (the paper), 'diagonal' (a learned shared diagonal D) or 'dense' (a learned
-        shared covariance L L^T); both start at the identity.
+        'isotropic' (the paper), 'diagonal' (a learned shared diagonal D), 'dense' (a learned
+        shared covariance L L^T; both start at the identity) or 'auto' (dense up to d = 128,
+        diagonal beyond).
     weights : str
         'uniform' (the paper) or 'fisher-rao' (learned weights, starting uniform).
     step_size, auto
@@ -215,12 +229,11 @@ def init_state(
     relocate : bool
         Keep the running losses that relocation needs (ignored with learned weights).
     """
-    if metric not in METRICS:
-        raise ValueError(BAD_METRIC.format(metric))
     if weights not in WEIGHTS:
         raise ValueError(BAD_WEIGHTS.format(weights))
     flat, _ = flatten_locs(locs)
     n, d = flat.shape
+    metric = resolve_metric(metric, d)
     dtype = flat.dtype
     log_scales = jnp.log(jnp.broadcast_to(jnp.asarray(scales, dtype), (n,)))
     if metric == "dense" and d > DENSE_MAX_DIM:
@@ -360,7 +373,7 @@ def mixture_vi(
     num_samples: int = 10,
     *,
     init_scale: float = 1.0,
-    metric: str = "isotropic",
+    metric: str = "auto",
     weights: str = "uniform",
     shared_noise: bool = True,
     auto: AutoStep = AutoStep(),
@@ -392,8 +405,9 @@ def mixture_vi(
         ``init`` puts the component means at ``position + init_scale * N(0, I)`` and every sigma_i
         at ``init_scale``.
     metric : str
-        'isotropic' (the paper), 'diagonal' (a learned diagonal metric D shared by the components) or
-        'dense' (a learned shared covariance L L^T: every component is isotropic in L^(-1) x).
+        'auto' (default: 'dense' up to d = 128, 'diagonal' beyond), 'isotropic' (the paper),
+        'diagonal' (a learned diagonal metric D shared by the components) or 'dense' (a learned shared
+        covariance L L^T: every component is isotropic in L^(-1) x).
     weights : str
         'uniform' (the paper) or 'fisher-rao' (learned weights).
     shared_noise : bool

@@ -64,7 +64,9 @@ Y = np.asarray(1.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(11), (20,)))
 
 @pytest.fixture(scope="module")
 def gauss_guide():
-    guide = mixvi.AutoIsotropicMixture(normal2, n_components=2, init_loc_fn=init_to_value(values={"x": jnp.zeros(2)}))
+    guide = mixvi.AutoIsotropicMixture(
+        normal2, n_components=2, init_loc_fn=init_to_value(values={"x": jnp.zeros(2)}), metric="isotropic"
+    )
     guide.setup(jax.random.PRNGKey(0))
     return guide
 
@@ -77,7 +79,7 @@ def gauss_params(s: float) -> dict:
 @pytest.fixture(scope="module")
 def reg():
     init = init_to_value(values={"mu": 0.0, "sigma": 1.0, "beta": jnp.zeros(6)})
-    guide = mixvi.AutoIsotropicMixture(regression, n_components=3, init_loc_fn=init)
+    guide = mixvi.AutoIsotropicMixture(regression, n_components=3, init_loc_fn=init, metric="isotropic")
     guide.setup(jax.random.PRNGKey(0), Y)
     idx = guide._unpack_latent(jnp.arange(guide.latent_dim, dtype=jnp.float32))
     centre = np.zeros(guide.latent_dim, np.float32)
@@ -122,7 +124,7 @@ def test_psis_khat_reproducible_and_checks(gauss_guide):
         )
     with pytest.raises(KeyError, match="auto_scales"):
         mixvi.psis_khat(gauss_guide, {"auto_locs": jnp.zeros((2, 2))}, rng_key=jax.random.PRNGKey(0))
-    fresh = mixvi.AutoIsotropicMixture(normal2, n_components=2)
+    fresh = mixvi.AutoIsotropicMixture(normal2, n_components=2, metric="isotropic")
     with pytest.raises(RuntimeError, match="not set up"):
         mixvi.psis_khat(fresh, p, rng_key=jax.random.PRNGKey(0))
 
@@ -168,7 +170,7 @@ def test_component_masses_importance_weighted(locs, scales):
 def test_component_summary_learned_weights():
     """With weight logits in the params the weight column shows softmax(logits), and masses use pi_i."""
     guide = mixvi.AutoIsotropicMixture(
-        bimodal, n_components=2, weights="fisher-rao", init_loc_fn=init_to_value(values={"x": 0.0})
+        bimodal, n_components=2, weights="fisher-rao", init_loc_fn=init_to_value(values={"x": 0.0}), metric="isotropic"
     )
     guide.setup(jax.random.PRNGKey(0))
     logits = jnp.array([1.0, -1.0])  # weights 0.881 / 0.119
@@ -192,7 +194,9 @@ _BIMODAL: list = []
 
 def _bimodal_guide():
     if not _BIMODAL:
-        guide = mixvi.AutoIsotropicMixture(bimodal, n_components=2, init_loc_fn=init_to_value(values={"x": 0.0}))
+        guide = mixvi.AutoIsotropicMixture(
+            bimodal, n_components=2, init_loc_fn=init_to_value(values={"x": 0.0}), metric="isotropic"
+        )
         guide.setup(jax.random.PRNGKey(0))
         _BIMODAL.append(guide)
     return _BIMODAL[0]

@@ -23,7 +23,7 @@ def gaussian_model():
 def test_fixed_point_single_gaussian(method):
     """N = 1 on N(mu, diag(1/prec)): m -> mu and eps -> d / tr(Sigma^-1) (the paper's fixed point)."""
     with jax.enable_x64(True):
-        guide = mixvi.AutoIsotropicMixture(gaussian_model, n_components=1)
+        guide = mixvi.AutoIsotropicMixture(gaussian_model, n_components=1, metric="isotropic")
         svi = mixvi.MixVI(gaussian_model, guide, method=method, step_size=0.1, num_samples=100)
         r = svi.run(jax.random.PRNGKey(0), 600, progress_bar=False)
         # smaller step to shrink the Monte-Carlo jitter around the fixed point
@@ -63,7 +63,9 @@ def test_kl_falls_as_components_grow(method):
     model, log_density = _gmm_target()
 
     def kl_after_fit(n, seed):
-        guide = mixvi.AutoIsotropicMixture(model, n_components=n, init_loc_fn=init_to_uniform(radius=5), init_scale=2.0)
+        guide = mixvi.AutoIsotropicMixture(
+            model, n_components=n, init_loc_fn=init_to_uniform(radius=5), init_scale=2.0, metric="isotropic"
+        )
         r = mixvi.MixVI(model, guide, method=method).run(jax.random.PRNGKey(seed), 1500, progress_bar=False)
         return _kl(guide, r.params, log_density, jax.random.PRNGKey(99))
 
@@ -178,7 +180,7 @@ def test_bad_input_errors():
 def test_fixed_step_guard_warns():
     """A fixed step whose first IBW factor is negative is clipped, counted and warned about."""
     # at sigma = 5: lambda = tr(prec) - d / eps = 10.38, so 1 - 0.3 lambda / 3 = -0.04 < 0.1 (the floor)
-    guide = mixvi.AutoIsotropicMixture(gaussian_model, n_components=2, init_scale=5.0)
+    guide = mixvi.AutoIsotropicMixture(gaussian_model, n_components=2, init_scale=5.0, metric="isotropic")
     with pytest.warns(RuntimeWarning, match="validity guard"):
         mixvi.MixVI(gaussian_model, guide, step_size=0.3).run(jax.random.PRNGKey(0), 50, progress_bar=False)
 

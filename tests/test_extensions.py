@@ -88,7 +88,7 @@ def test_svi_refuses_learned_weights():
 
 
 def _hand_set_bimodal_guide():
-    guide = mixvi.AutoIsotropicMixture(bimodal, n_components=4)
+    guide = mixvi.AutoIsotropicMixture(bimodal, n_components=4, metric="isotropic")
     guide.setup(jax.random.PRNGKey(0))
     # 3 components on the 0.3 mode, 1 on the 0.7 mode: uniform weights say 0.25 on the right
     params = {"auto_locs": jnp.array([[-3.0, 0.0], [-3.0, 0.1], [-3.1, 0.0], [3.0, 0.0]]), "auto_scales": jnp.ones(4)}
@@ -113,7 +113,7 @@ def test_bad_khat_warns_or_refuses():
     def wide():
         numpyro.sample("x", dist.StudentT(2.0, 0.0, 3.0))
 
-    guide = mixvi.AutoIsotropicMixture(wide, n_components=1)
+    guide = mixvi.AutoIsotropicMixture(wide, n_components=1, metric="isotropic")
     guide.setup(jax.random.PRNGKey(0))
     params = {"auto_locs": jnp.zeros((1, 1)), "auto_scales": jnp.array([0.5])}
     with pytest.warns(RuntimeWarning, match="k-hat"):
@@ -177,12 +177,15 @@ def test_dense_metric_fits_a_correlated_gaussian_and_serves_predictive():
     assert predictive(jax.random.PRNGKey(2))["x"].shape == (5, 3)
 
 
-def test_dense_metric_is_refused_by_svi_and_past_its_dimension_limit():
-    """SVI refuses a dense guide with the reason; a latent too large for a d x d factor names the alternative."""
+def test_dense_metric_stays_fixed_under_svi_and_is_refused_past_its_dimension_limit():
+    """SVI trains a dense guide's components with its metric fixed, and says so; a latent too large for a
+    d x d factor names the alternative."""
     guide = mixvi.AutoIsotropicMixture(correlated, n_components=2, metric="dense")
     svi = SVI(correlated, guide, optax_to_numpyro(mixvi.optim.ibw()), Trace_ELBO())
-    with pytest.raises(ValueError, match="dense metric trains with mixvi.MixVI"):
-        svi.run(jax.random.PRNGKey(0), 2, progress_bar=False)
+    with pytest.warns(UserWarning, match="SVI keeps a dense metric fixed"):
+        res = svi.run(jax.random.PRNGKey(0), 50, progress_bar=False)
+    np.testing.assert_allclose(res.params["auto_metric_tril"], jnp.eye(3), atol=1e-6)
+    assert float(jnp.max(jnp.abs(res.params["auto_locs"] - guide.setup(jax.random.PRNGKey(0))["auto_locs"]))) > 0
     with pytest.raises(ValueError, match="metric='diagonal'"):
         mixvi.vi.init_state(jnp.zeros((2, mixvi.vi.DENSE_MAX_DIM + 1)), metric="dense")
 

@@ -33,13 +33,17 @@ Y = X @ jnp.array([1.5, -0.5]) + 0.3 * jax.random.normal(jax.random.PRNGKey(1), 
 def fitted():
     guide = mixvi.AutoIsotropicMixture(regression, n_components=3)
     svi = SVI(regression, guide, optax_to_numpyro(mixvi.optim.ibw()), Trace_ELBO(num_particles=16))
-    res = svi.run(jax.random.PRNGKey(2), 1500, X, Y, progress_bar=False)
+    # the default metric is dense at d = 3; SVI trains the components and says it keeps that metric fixed
+    with pytest.warns(UserWarning, match="SVI keeps a dense metric fixed"):
+        res = svi.run(jax.random.PRNGKey(2), 1500, X, Y, progress_bar=False)
+    np.testing.assert_allclose(res.params["auto_metric_tril"], jnp.eye(3), atol=1e-6)
     return guide, res
 
 
 def test_svi_fit_constrained_site_and_deterministic(fitted):
     guide, res = fitted
-    assert set(res.params) == {"auto_locs", "auto_scales"}
+    # metric="auto" is dense at d = 3: a shared factor next to the locs and scales
+    assert set(res.params) == {"auto_locs", "auto_scales", "auto_metric_tril"} == set(guide.param_names())
     assert res.params["auto_locs"].shape == (3, 3) and res.params["auto_scales"].shape == (3,)
     s = guide.sample_posterior(jax.random.PRNGKey(3), res.params, X, sample_shape=(500,))
     assert s["w"].shape == (500, 2) and s["sigma"].shape == (500,) and s["mean"].shape == (500, 30)

@@ -36,7 +36,7 @@ def truncated1():
 
 
 def _guide(model):
-    guide = mixvi.AutoIsotropicMixture(model, n_components=2, init_loc_fn=init_to_value(values={"x": MEAN}))
+    guide = mixvi.AutoIsotropicMixture(model, n_components=2, init_loc_fn=init_to_value(values={"x": MEAN}), metric="isotropic")
     guide.setup(jax.random.PRNGKey(0))
     return guide
 

@@ -173,7 +173,9 @@ def test_mixvi_and_mixture_vi_agree_on_a_numpyro_model():
         setup = initialize_model(jax.random.PRNGKey(0), model, model_args=(y,))
         _, unravel = ravel_pytree(setup.param_info.z)
         algo = mixvi.mixture_vi(lambda p: -setup.potential_fn(p), n_components=4, step_size=0.05, num_samples=8)
-        core = vi.init_state(jax.vmap(unravel)(state.core.params.locs), jnp.exp(state.core.params.log_scales), step_size=0.05)
+        core = vi.init_state(
+            jax.vmap(unravel)(state.core.params.locs), jnp.exp(state.core.params.log_scales), metric="dense", step_size=0.05
+        )
         update, step = jax.jit(engine.update), jax.jit(algo.step)
         for _ in range(30):
             step_key = jax.random.split(state.rng_key)[1]  # MixVI's documented key schedule
@@ -183,6 +185,7 @@ def test_mixvi_and_mixture_vi_agree_on_a_numpyro_model():
         flat = jax.vmap(lambda p: ravel_pytree(p)[0])(core.params.locs)
         np.testing.assert_allclose(flat, state.core.params.locs, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(core.params.log_scales, state.core.params.log_scales, rtol=1e-9)
+        np.testing.assert_allclose(core.params.metric_tril, state.core.params.metric_tril, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize(

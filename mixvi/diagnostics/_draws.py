@@ -24,7 +24,8 @@ def check_guide(guide: Any, params: dict) -> None:
             "(or run MixVI / SVI on it) before the diagnostics"
         )
     locs_name, scales_name = f"{guide.prefix}_locs", f"{guide.prefix}_scales"
-    missing = [k for k in (locs_name, scales_name) if k not in params]
+    missing = [k for k in guide.param_names() if k not in params] if guide.prototype_trace is not None else []
+    missing = missing or [k for k in (locs_name, scales_name) if k not in params]
     if missing:
         raise KeyError(f"params lack {missing}; pass the constrained params of a fit (e.g. MixVI.run(...).params)")
     locs, scales = np.shape(params[locs_name]), np.shape(params[scales_name])
