@@ -13,7 +13,7 @@ from mixvi.family import IsotropicMixture
 from mixvi.geometry import AutoStep
 from mixvi.guide import AutoIsotropicMixture
 from mixvi.importance import ImportanceSample, importance_resample, psis_log_weights
-from mixvi.loop import DivergenceError
+from mixvi.loop import DivergenceError, enable_compilation_cache
 from mixvi.vi import MixtureVI, MixtureVIInfo, MixtureVIState, mixture_vi
 
 __version__ = "0.1.0"
@@ -31,6 +31,7 @@ __all__ = [
     "MixtureVIInfo",
     "MixtureVIState",
     "component_summary",
+    "enable_compilation_cache",
     "geometry",
     "importance_resample",
     "mixture_vi",

@@ -1,6 +1,6 @@
 """The ``mixvi`` command line (also ``python -m mixvi``).
 
-    mixvi demo [--steps N] [--components N] [--seed S] [--out PATH] [--quick]
+    mixvi demo [--steps N] [--components N] [--seed S] [--out PATH] [--quick] [--no-compilation-cache]
     mixvi bench SUITE [ARGS ...]      SUITE = core | paper | scale | extensions | dimension; ARGS go to
                                       benchmarks.SUITE.main (from a clone of the repository only)
     mixvi --version | --help
@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-figure", action="store_true", help="skip the figure")
     demo.add_argument("--quick", action="store_true", help="a fast smoke run: at most 300 steps, fewer draws")
+    demo.add_argument(
+        "--no-compilation-cache",
+        action="store_true",
+        help="do not keep compiled programs on disk (by default the demo uses JAX's persistent compilation cache "
+        "in $MIXVI_CACHE_DIR or ~/.cache/mixvi/jax, so a second demo starts faster)",
+    )
 
     bench = sub.add_parser(
         "bench",
@@ -79,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    if not args.no_compilation_cache:
+        from mixvi.loop import enable_compilation_cache
+
+        enable_compilation_cache()
     from mixvi.demo import run_demo
 
     run_demo(

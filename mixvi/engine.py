@@ -28,7 +28,7 @@ from mixvi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mixvi.estimators import draw_noise, draw_points, loss_estimate
 from mixvi.geometry import AutoStep
 from mixvi.guide import AutoIsotropicMixture
-from mixvi.loop import CACHE_SIZE, DivergenceError, scan_loop, split_operands, tree_all_finite
+from mixvi.loop import DivergenceError, new_cache, remember, scan_loop, split_operands, tree_all_finite
 
 NOT_A_MIXTURE_GUIDE = (
     "MixVI trains an AutoIsotropicMixture, got {}. For an AutoGuideList use numpyro's SVI with "
@@ -54,14 +54,7 @@ _TRACER_ERRORS = (
 )
 _CONCRETE: set = set()
 # the jitted finiteness check and loss estimate, per structure (the key as the loop's, mixvi.loop)
-_JITTED: OrderedDict[Hashable, Callable] = OrderedDict()
-
-
-def _remember(key: Hashable, fn: Callable) -> Callable:
-    _JITTED[key] = fn
-    while len(_JITTED) > CACHE_SIZE:
-        _JITTED.popitem(last=False)
-    return fn
+_JITTED: OrderedDict[Hashable, Callable] = new_cache()
 
 
 class MixVIState(NamedTuple):
@@ -263,7 +256,7 @@ class MixVI:
             if jitted is None:
                 jitted = jax.jit(lambda ops, *xs: fn(*rebuild(list(ops)), *xs))
                 if key is not None:
-                    _remember(key, jitted)
+                    remember(_JITTED, key, jitted)
             try:
                 return jitted(operands, *inputs)
             except _TRACER_ERRORS:

@@ -36,6 +36,7 @@ reference to the first caller's step (for ``MixVI``: the engine, its guide and t
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
@@ -54,7 +55,27 @@ BAD_CHUNK_SIZE = "chunk_size must be a positive integer or None, got {!r}"
 DIVERGED = "the run diverged at step {} (non-finite loss or parameters)"
 KEPT_STATE = ". The last finite state is kept on this error as .state."
 
-_CHUNKS: OrderedDict[Hashable, Callable] = OrderedDict()
+_CACHES: list[OrderedDict] = []
+
+
+def new_cache() -> OrderedDict:
+    """A least-recently-used cache of compiled functions (at most ``CACHE_SIZE`` entries, filled with
+    :func:`remember`) that :func:`clear_cache` empties."""
+    cache: OrderedDict = OrderedDict()
+    _CACHES.append(cache)
+    return cache
+
+
+def remember(cache: OrderedDict, key: Hashable, value: Any) -> Any:
+    """Store ``value`` under ``key`` in ``cache`` (dropping the oldest entries past ``CACHE_SIZE``); returns it."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > CACHE_SIZE:
+        cache.popitem(last=False)
+    return value
+
+
+_CHUNKS = new_cache()
 
 
 class DivergenceError(FloatingPointError):
@@ -105,8 +126,40 @@ def default_is_ok(state: Any, loss: jax.Array) -> jax.Array:
 
 
 def clear_cache() -> None:
-    """Drop every compiled chunk kept by :func:`scan_loop`'s ``cache_key`` cache."""
-    _CHUNKS.clear()
+    """Drop every compiled program kept across calls: :func:`scan_loop`'s chunks and MixVI's and the
+    guide's set-up and evaluation programs."""
+    for cache in _CACHES:
+        cache.clear()
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None, *, min_compile_time_secs: float = 0.0) -> str:
+    """Turn on JAX's persistent compilation cache, so a new process reuses the programs compiled before.
+
+    An opt-in (it writes compiled programs to disk). Call it at the start of a script, before the first
+    compilation: JAX reads the setting when it first compiles. The cache is keyed by JAX on the program,
+    the JAX and XLA versions and the device, so stale entries are never used.
+
+    Parameters
+    ----------
+    path : path, optional
+        The cache folder (created if needed); default ``$MIXVI_CACHE_DIR``, else ``~/.cache/mixvi/jax``.
+    min_compile_time_secs : float
+        Cache only programs that took at least this long to compile. The default 0 also keeps the
+        many small programs of a model's set-up (NumPyro runs the model op by op there).
+
+    Returns
+    -------
+    str
+        The cache folder.
+    """
+    if path is None:
+        path = os.environ.get("MIXVI_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "mixvi", "jax")
+    path = os.fspath(path)
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_secs))
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
 
 
 def split_operands(args: tuple, kwargs: dict) -> tuple[list, Hashable | None, Callable[[list], tuple]]:
@@ -182,13 +235,7 @@ def _chunk_for(step: Callable, is_ok: Callable, length: int, cache_key: Hashable
         return _make_chunk(step, is_ok, length)
     key = (cache_key, length)
     chunk = _CHUNKS.get(key)
-    if chunk is None:
-        chunk = _CHUNKS[key] = _make_chunk(step, is_ok, length)
-        while len(_CHUNKS) > CACHE_SIZE:
-            _CHUNKS.popitem(last=False)
-    else:
-        _CHUNKS.move_to_end(key)
-    return chunk
+    return remember(_CHUNKS, key, _make_chunk(step, is_ok, length) if chunk is None else chunk)
 
 
 def _head(outs: Any, n: int) -> Any:

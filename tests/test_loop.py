@@ -309,3 +309,21 @@ def test_split_operands_with_an_unhashable_leaf_has_no_key():
         __hash__ = None
 
     assert split_operands((Unhashable(),), {})[1] is None
+
+
+def test_enable_compilation_cache_writes_compiled_programs(tmp_path):
+    """enable_compilation_cache(path) makes JAX keep a compiled program in that folder (fresh process)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import jax, jax.numpy as jnp
+        import mixvi
+        path = mixvi.enable_compilation_cache({str(tmp_path / "cache")!r})
+        assert jax.config.jax_compilation_cache_dir == path
+        jax.jit(lambda x: jnp.sin(x) * 2.0)(jnp.ones(3)).block_until_ready()
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert any((tmp_path / "cache").iterdir())

@@ -1,0 +1,341 @@
+"""``python -m benchmarks.startup [--quick]``: what a fit costs before and around its steps.
+
+For three models (eight schools, non-centred, d = 10; a hierarchical logistic regression with 48 group
+intercepts, d = 50, 500 rows; the label-switching model of ``mixvi demo``, d = 2) and three methods
+(mixvi: ``AutoIsotropicMixture`` + ``MixVI`` with its defaults; NumPyro ``SVI`` with ``AutoNormal`` and
+with ``AutoMultivariateNormal``, optax Adam(0.01), ``Trace_ELBO``), each measured in a fresh Python
+process (``--repeats`` processes per cell, medians reported):
+
+``setup_s``     ``MixVI.init`` / ``SVI.init`` right after the imports (guide set-up, NumPyro's model
+                tracing, the first compilations of the set-up code);
+``first_s``     the first ``run`` of ``steps`` steps after that (compilation and the steps);
+``steady_ms``   ms per step at steady state: (wall of ``run(2 x steps)`` - wall of ``run(steps)``) / steps
+                in the warm process, so per-call costs cancel;
+``compile_s``   ``first_s`` - ``steps`` x ``steady_ms``: what the first run spends besides its steps;
+``e2e_s``       ``setup_s`` + ``first_s``: a user's wall for one fit of ``steps`` steps, imports aside.
+
+Then, for mixvi, a warm-process table (one process per model, after a first run): the seconds beyond
+its steps (wall - steps x steady) of a second ``run`` with the same arguments, a ``run`` with a new
+``num_steps``, a new guide and ``MixVI`` for the same model, and ``resume`` of a checkpoint.
+
+Writes ``docs/benchmarks/startup.json`` and the ``startup`` section of ``docs/benchmarks.md``. Entry point:
+``main(argv) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from typing import Any
+
+from benchmarks.report import display_path, machine_info, measured_line, replace_section, repo_path, write_json
+
+MODELS = ("eight_schools", "hier_logistic_50", "label_switching")
+METHODS = ("mixvi", "autonormal", "automvn")
+ADAM_LR = 0.01
+CHILD_FAILED = "benchmarks.startup: the child process for {} / {} failed:\n{}"
+
+
+# --- the models ---------------------------------------------------------------------------------
+
+
+def eight_schools(sigma, y=None):
+    """Eight schools, non-centred: mu, tau and 8 standardised effects (d = 10)."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
+    with numpyro.plate("J", sigma.shape[0]):
+        theta = numpyro.sample("theta", dist.Normal(0.0, 1.0))
+        numpyro.sample("obs", dist.Normal(mu + tau * theta, sigma), obs=y)
+
+
+def hier_logistic(x, group, y=None):
+    """Hierarchical logistic regression: mu, tau and 48 group intercepts (d = 50), one slope-free covariate."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+    tau = numpyro.sample("tau", dist.HalfNormal(1.0))
+    with numpyro.plate("groups", 48):
+        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    with numpyro.plate("data", x.shape[0]):
+        numpyro.sample("y", dist.Bernoulli(logits=mu + tau * a[group] + x), obs=y)
+
+
+def model_and_data(name: str) -> tuple[Any, tuple]:
+    """The model function and its arguments."""
+    import jax
+    import jax.numpy as jnp
+
+    if name == "eight_schools":
+        sigma = jnp.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+        y = jnp.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+        return eight_schools, (sigma, y)
+    if name == "hier_logistic_50":
+        k = jax.random.split(jax.random.PRNGKey(0), 3)
+        group = jax.random.randint(k[0], (500,), 0, 48)
+        x = jax.random.normal(k[1], (500,))
+        y = (jax.random.uniform(k[2], (500,)) < jax.nn.sigmoid(0.3 + x)).astype(jnp.float32)
+        return hier_logistic, (x, group, y)
+    from mixvi._demo_model import label_switching_model, make_data
+
+    return label_switching_model, (make_data(),)
+
+
+# --- one fresh process ----------------------------------------------------------------------------
+
+
+def _block(tree: Any) -> None:
+    import jax
+
+    jax.block_until_ready(tree)
+
+
+def _timed(fn) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    _block(out)
+    return out, time.perf_counter() - t0
+
+
+def child(model_name: str, method: str, steps: int) -> dict:
+    """Measure one (model, method) cell in this (fresh) process; see the module docstring."""
+    import jax
+
+    model, data = model_and_data(model_name)
+    key = jax.random.PRNGKey(0)
+    if method == "mixvi":
+        import mixvi
+
+        def build():
+            return mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model))
+
+        engine = build()
+        _, setup_s = _timed(lambda: engine.init(key, *data))
+
+        def run(n):
+            return engine.run(key, n, *data, progress_bar=False).params
+    else:
+        import optax
+        from numpyro.infer import SVI, Trace_ELBO
+        from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
+
+        guide = (AutoNormal if method == "autonormal" else AutoMultivariateNormal)(model)
+        svi = SVI(model, guide, optax.adam(ADAM_LR), Trace_ELBO())
+        _, setup_s = _timed(lambda: svi.init(key, *data))
+
+        def run(n):
+            return svi.run(key, n, *data, progress_bar=False).params
+
+    _, first_s = _timed(lambda: run(steps))
+    _, once_s = _timed(lambda: run(steps))
+    _, twice_s = _timed(lambda: run(2 * steps))
+    steady_s = max(twice_s - once_s, 0.0) / steps
+    out = {
+        "setup_s": setup_s,
+        "first_s": first_s,
+        "steady_ms": 1e3 * steady_s,
+        "compile_s": first_s - steps * steady_s,
+        "e2e_s": setup_s + first_s,
+    }
+    if method == "mixvi":
+        out["warm"] = warm_table(model, data, build, steps, steady_s)
+    return out
+
+
+def warm_table(model: Any, data: tuple, build, steps: int, steady_s: float) -> dict:
+    """Seconds beyond the steps of the warm-process cases (module docstring)."""
+    import jax
+
+    engine = build()
+    key = jax.random.PRNGKey(1)
+    engine.run(key, steps, *data, progress_bar=False)
+    beyond = {}
+    _, wall = _timed(lambda: engine.run(key, steps, *data, progress_bar=False).params)
+    beyond["second_run"] = wall - steps * steady_s
+    other = steps // 2 + 7
+    _, wall = _timed(lambda: engine.run(key, other, *data, progress_bar=False).params)
+    beyond["new_num_steps"] = wall - other * steady_s
+    _, wall = _timed(lambda: build().run(key, steps, *data, progress_bar=False).params)
+    beyond["new_guide_and_engine"] = wall - steps * steady_s
+    half = steps // 2
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "run.npz")
+
+        def stop(state, losses, done):
+            if done >= half:
+                raise KeyboardInterrupt
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            build().run(key, steps, *data, progress_bar=False, checkpoint=path, checkpoint_every=half, callback=stop)
+        _, wall = _timed(lambda: build().resume(path, *data, progress_bar=False).params)
+    beyond["resume"] = wall - (steps - half) * steady_s
+    return beyond
+
+
+def _run_child(model_name: str, method: str, steps: int) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.startup", "--child", model_name, method, "--steps", str(steps)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_path("."))
+    if proc.returncode != 0:
+        raise RuntimeError(CHILD_FAILED.format(model_name, method, proc.stderr[-3000:]))
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["process_s"] = time.perf_counter() - t0
+    return out
+
+
+# --- the suite ----------------------------------------------------------------------------------
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def run_benchmark(models: list[str], methods: list[str], steps: int, repeats: int) -> dict:
+    """Every (model, method) cell in ``repeats`` fresh processes; medians and every measurement."""
+    machine = machine_info()
+    results = []
+    for model_name in models:
+        for method in methods:
+            runs = []
+            for _ in range(repeats):
+                runs.append(_run_child(model_name, method, steps))
+                print(f"  {model_name:18s} {method:11s} e2e {runs[-1]['e2e_s']:6.2f} s", flush=True)
+            row = {"model": model_name, "method": method, "runs": runs}
+            for field in ("setup_s", "first_s", "steady_ms", "compile_s", "e2e_s", "process_s"):
+                row[field] = _median([r[field] for r in runs])
+            if method == "mixvi":
+                row["warm"] = {k: _median([r["warm"][k] for r in runs]) for k in runs[0]["warm"]}
+            results.append(row)
+    if hasattr(os, "getloadavg"):
+        machine["loadavg_end"] = list(os.getloadavg())
+    return {
+        "suite": "startup",
+        "date": datetime.date.today().isoformat(),
+        "machine": machine,
+        "settings": {
+            "steps": steps,
+            "repeats": repeats,
+            "mixvi": "AutoIsotropicMixture defaults + MixVI defaults",
+            "svi": f"optax.adam({ADAM_LR}), Trace_ELBO(num_particles=1)",
+            "models": {"eight_schools": 10, "hier_logistic_50": 50, "label_switching": 2},
+        },
+        "results": results,
+    }
+
+
+def format_table(report: dict) -> str:
+    """The two tables as text."""
+    steps = report["settings"]["steps"]
+    lines = [f"{'model':18s} {'method':11s} {'set-up s':>9s} {'compile s':>10s} {'ms/step':>8s} {f'e2e {steps} s':>11s}"]
+    for r in report["results"]:
+        lines.append(
+            f"{r['model']:18s} {r['method']:11s} {r['setup_s']:9.2f} {r['compile_s']:10.2f} "
+            f"{r['steady_ms']:8.3f} {r['e2e_s']:11.2f}"
+        )
+    lines += ["", f"{'mixvi, warm process':18s} {'2nd run':>8s} {'new steps':>10s} {'new guide':>10s} {'resume':>8s}"]
+    for r in report["results"]:
+        if "warm" in r:
+            w = r["warm"]
+            lines.append(
+                f"{r['model']:18s} {w['second_run']:8.2f} {w['new_num_steps']:10.2f} "
+                f"{w['new_guide_and_engine']:10.2f} {w['resume']:8.2f}"
+            )
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict) -> str:
+    """The ``startup`` section of docs/benchmarks.md."""
+    s = report["settings"]
+    steps = s["steps"]
+    head = measured_line(
+        report["machine"]["date"], report["machine"], "python -m benchmarks.startup" + (" --quick" if steps < 2000 else ""),
+        f"{s['repeats']} fresh processes per cell, medians",
+    )
+    out = [
+        head + ".",
+        "",
+        f"Fresh process, {steps} steps. mixvi: `AutoIsotropicMixture` + `MixVI` with their defaults; SVI: "
+        f"{s['svi']}. Set-up: `init` after the imports; compile: the first `run` minus its steps at the steady "
+        "rate; e2e: set-up + first run. The first process of a model pays NumPyro's op-by-op set-up "
+        "compilations; `mixvi.enable_compilation_cache()` keeps them on disk for the next one "
+        "([scaling](scaling.md#start-up-and-compilation)).",
+        "",
+        f"| model (d) | method | set-up s | compile s | steady ms/step | e2e s ({steps} steps) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        d = s["models"][r["model"]]
+        out.append(
+            f"| {r['model']} ({d}) | {r['method']} | {r['setup_s']:.2f} | {r['compile_s']:.2f} | "
+            f"{r['steady_ms']:.3f} | {r['e2e_s']:.2f} |"
+        )
+    out += [
+        "",
+        "mixvi in a warm process (after a first run): seconds beyond the steps (wall - steps x steady).",
+        "",
+        "| model | second run, same args | new num_steps | new guide + MixVI | resume |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        if "warm" in r:
+            w = r["warm"]
+            out.append(
+                f"| {r['model']} | {w['second_run']:.2f} | {w['new_num_steps']:.2f} | "
+                f"{w['new_guide_and_engine']:.2f} | {w['resume']:.2f} |"
+            )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.startup``: measure, print the tables, write the JSON (``--out``) and the docs
+    section (``--md``; an empty string skips either). Returns 0."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.startup", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="500 steps, one process per cell")
+    parser.add_argument("--steps", type=int, default=None, help="steps per run (default 2000, quick 500)")
+    parser.add_argument("--repeats", type=int, default=None, help="fresh processes per cell (default 3, quick 1)")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    parser.add_argument("--out", default=repo_path("docs/benchmarks/startup.json"), help="JSON output ('' to skip)")
+    parser.add_argument("--md", default=repo_path("docs/benchmarks.md"), help="markdown page ('' to skip)")
+    parser.add_argument("--child", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    steps = args.steps or (500 if args.quick else 2000)
+    if args.child:
+        print(json.dumps(child(args.child[0], args.child[1], steps)))
+        return 0
+    repeats = args.repeats or (1 if args.quick else 3)
+    models, methods = args.models.split(","), args.methods.split(",")
+    for name, allowed in ((models, MODELS), (methods, METHODS)):
+        bad = [v for v in name if v not in allowed]
+        if bad:
+            parser.error(f"unknown {bad}; choose from {', '.join(allowed)}")
+    print(f"benchmarks.startup: {steps} steps, {repeats} fresh process(es) per cell")
+    report = run_benchmark(models, methods, steps, repeats)
+    print()
+    print(format_table(report))
+    if args.out:
+        write_json(args.out, report)
+        print(f"wrote {display_path(args.out)}")
+    if args.md:
+        replace_section(
+            args.md, "startup", render_markdown(report),
+            heading="## Start-up: set-up, compilation, steady state (`python -m benchmarks.startup`)",
+        )
+        print(f"updated {display_path(args.md)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
