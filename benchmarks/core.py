@@ -116,7 +116,7 @@ def build_loops(cfg: CoreConfig, key: jax.Array) -> dict[str, tuple[Callable, tu
     model = logistic_regression
     big_k = cfg.steps
 
-    guide = AutoIsotropicMixture(model, n_components=cfg.n_components)
+    guide = AutoIsotropicMixture(model, n_components=cfg.n_components, metric="isotropic")
     mixvi = MixVI(model, guide, method="ibw", step_size="auto", num_samples=cfg.num_samples)
     state = mixvi.init(k_mix, x, y)
     locs_name, scales_name = f"{guide.prefix}_locs", f"{guide.prefix}_scales"

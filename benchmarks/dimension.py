@@ -110,7 +110,9 @@ def build_loop(
     locs = INIT_LOC_SCALE * jax.random.normal(jax.random.fold_in(key, 1), (n, d), jnp.float32)
     if method == "mixvi-ibw":
         model = gaussian_model(d)
-        mv = MixVI(model, AutoIsotropicMixture(model, n_components=n), "ibw", IBW_STEP, num_samples=num_samples)
+        mv = MixVI(
+            model, AutoIsotropicMixture(model, n_components=n, metric="isotropic"), "ibw", IBW_STEP, num_samples=num_samples
+        )
         state = mv.init(key, init_params={"auto_locs": locs, "auto_scales": jnp.ones((n,), jnp.float32)})
 
         def step(s: Any) -> tuple[Any, jax.Array]:

@@ -92,7 +92,7 @@ def _device_peak() -> int | None:
 def _loops(name: str, d: int, n: int, key: jax.Array) -> tuple[Callable, tuple, Callable, tuple]:
     k_data, k_init, k_pts = jax.random.split(key, 3)
     model, args = _target(name, d, k_data)
-    guide = AutoIsotropicMixture(model, n_components=n, init_scale=0.5)
+    guide = AutoIsotropicMixture(model, n_components=n, init_scale=0.5, metric="isotropic")
     vi = MixVI(model, guide, num_samples=NUM_SAMPLES)
     state = vi.init(k_init, *args)
     params = vi.get_params(state)  # public: constrained locs and scales
