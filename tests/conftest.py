@@ -8,3 +8,22 @@ numpyro.set_platform("cpu")
 @pytest.fixture
 def key():
     return jax.random.PRNGKey(0)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--runslow", action="store_true", default=False, help="also run the tests marked slow (benchmark smoke runs)"
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a long benchmark smoke run; skipped unless --runslow is given")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow (bash scripts/test.sh --runslow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

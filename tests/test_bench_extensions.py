@@ -165,6 +165,7 @@ def test_fitter_trains_and_varies_the_init_by_seed():
     assert not np.allclose(inits[0], inits[1])
 
 
+@pytest.mark.slow
 def test_bench_extensions_main_smoke(tmp_path, capsys, monkeypatch):
     # a cheap stand-in for the NUTS reference (the real one is exercised by the benchmark itself)
     def fake_reference(num_chains: int = 4, num_samples: int = 5000, num_warmup: int = 1000, seed: int = 0) -> dict:

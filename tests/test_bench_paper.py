@@ -9,6 +9,7 @@ from benchmarks import paper
 from benchmarks.report import replace_section
 
 
+@pytest.mark.slow
 def test_paper_smoke(tmp_path):
     md = tmp_path / "benchmarks.md"
     md.write_text("# Benchmarks\n\nhand-written text\n\n<!-- bench core start -->\ncore\n<!-- bench core end -->\n")

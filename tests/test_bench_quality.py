@@ -153,6 +153,7 @@ def test_autonormal_q_is_the_sites_in_sorted_order():
     np.testing.assert_allclose(q.variance, [4.0, 0.25])
 
 
+@pytest.mark.slow
 def test_quick_mode_smoke(tmp_path):
     """The quick mode on the banana with tiny steps writes a JSON report with every method's row."""
     out, md, fig = tmp_path / "q.json", tmp_path / "b.md", tmp_path / "f.png"

@@ -3,11 +3,13 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from benchmarks import scale
 from benchmarks.report import replace_section
 
 
+@pytest.mark.slow
 def test_scale_bench_runs_and_reports(tmp_path):
     out, md = tmp_path / "scale.json", tmp_path / "bench.md"
     md.write_text("# page\n\nhand-written intro\n")

@@ -166,6 +166,7 @@ def test_build_runs_inside_jit_scan_on_a_real_target_and_lowers_the_loss():
     assert not np.allclose(other.locs, state0.locs) and not np.array_equal(other.rng_key, state0.rng_key)
 
 
+@pytest.mark.slow
 def test_dimension_benchmark_smoke(tmp_path):
     from benchmarks import dimension
     from mixvi.cli import main
