@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
 .venv/bin/python -m pip install -q -e .
-.venv/bin/mixvi demo "$@"
+# the figure goes to build/ (ignored by git), so the clone stays clean; `mixvi demo --out PATH` to choose
+.venv/bin/mixvi demo --out build/demo.png "$@"
