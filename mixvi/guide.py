@@ -8,6 +8,8 @@ NumPyro as log sigma), constrained values through ``biject_to``.
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,6 +37,22 @@ def _is_random_init(init_loc_fn: Callable) -> bool:
     if fn is init_to_sample:
         return True
     return fn is init_to_uniform and kw.get("radius", 2) > 0
+
+
+NUM_SAMPLES_READ = (
+    "sample_posterior(..., num_samples={0}) is read as sample_shape=({0},): NumPyro's guides take "
+    "sample_shape, and would pass num_samples to the model and return one draw"
+)
+NUM_SAMPLES_AND_SHAPE = "give num_samples={} or sample_shape={}, not both"
+
+
+def _takes_keyword(fn: Callable, name: str) -> bool:
+    """Whether ``fn`` accepts the keyword ``name`` (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True  # cannot tell: leave the keyword to the model
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 class AutoIsotropicMixture(AutoContinuous):
@@ -279,6 +297,38 @@ class AutoIsotropicMixture(AutoContinuous):
             "AutoIsotropicMixture's posterior is a mixture, not a transform of one base distribution; "
             "use guide.get_posterior(params)"
         )
+
+    def sample_posterior(self, rng_key: jax.Array, params: dict, *args, sample_shape: tuple = (), **kwargs) -> dict:
+        """Draws of the latent sites (and deterministics) from the fitted mixture, NumPyro's way.
+
+        Parameters
+        ----------
+        rng_key : jax.Array
+            Key of the draws.
+        params : dict
+            The guide's constrained params.
+        *args, **kwargs
+            The model's arguments.
+        sample_shape : tuple
+            Leading shape of the draws (NumPyro's convention: ``sample_shape=(1000,)``).
+
+        Returns
+        -------
+        dict
+            Site name to draws of shape ``sample_shape + site shape``.
+
+        Notes
+        -----
+        ``num_samples=n`` (the keyword of ``Predictive`` and older NumPyro guides) is read as
+        ``sample_shape=(n,)`` with a warning, unless the model itself takes a ``num_samples`` argument.
+        """
+        if "num_samples" in kwargs and not _takes_keyword(self.model, "num_samples"):
+            num = kwargs.pop("num_samples")
+            if sample_shape != ():
+                raise ValueError(NUM_SAMPLES_AND_SHAPE.format(num, sample_shape))
+            warnings.warn(NUM_SAMPLES_READ.format(num), UserWarning, stacklevel=2)
+            sample_shape = (int(num),)
+        return super().sample_posterior(rng_key, params, *args, sample_shape=sample_shape, **kwargs)
 
     def median(self, params: dict) -> dict:
         """Per-coordinate median of the mixture marginals, constrained per site.

@@ -197,3 +197,13 @@ def test_component_draws_compile_once_per_model_structure():
         mixvi.AutoIsotropicMixture(model, n_components=4).setup(jax.random.PRNGKey(seed), X, Y)
     draws = [fn for key, fn in guide_module._DRAWS.items() if key[0] is model]
     assert len(draws) == 1 and draws[0]._cache_size() == 1
+
+
+def test_sample_posterior_reads_num_samples_as_sample_shape(fitted):
+    """sample_posterior(num_samples=n) returns n draws with a warning instead of one draw silently."""
+    guide, res = fitted
+    with pytest.warns(UserWarning, match="read as sample_shape"):
+        s = guide.sample_posterior(jax.random.PRNGKey(3), res.params, X, num_samples=7)
+    assert s["w"].shape == (7, 2)
+    with pytest.raises(ValueError, match="not both"):
+        guide.sample_posterior(jax.random.PRNGKey(3), res.params, X, num_samples=7, sample_shape=(7,))
