@@ -90,7 +90,7 @@ sphinx_gallery_conf = {
 # --- HTML -------------------------------------------------------------------------------------
 html_theme = "pydata_sphinx_theme"
 html_title = f"mixvi {release}"
-html_static_path = ["_static"]
+html_static_path: list[str] = []  # no custom static files (an empty folder would not survive a clone)
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
