@@ -207,12 +207,20 @@ class AutoIsotropicMixture(AutoContinuous):
             except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError):
                 (params, _, _), valid = draw(keys, self._init_locs, operands)
 
+            # in the latent's layout: NumPyro ravels the sites in the order of _init_locs
+            locs = jnp.concatenate([jnp.reshape(params[k], (n, -1)) for k in self._init_locs], axis=1)
+            if isinstance(valid, jax.core.Tracer):
+                # set-up under jit / vmap (e.g. SteinVI) cannot stop on a failed draw: such a component
+                # starts at the init point plus noise instead, as with a deterministic init_loc_fn
+                noise = jax.random.normal(keys[0], (n, d), dtype=locs.dtype)
+                fallback = self._init_latent[None] + self._init_scale * noise
+                return jnp.where(jnp.reshape(valid, (n, 1)), locs, fallback)
             if not bool(jnp.all(valid)):
                 raise ValueError(
                     "could not draw a finite initial point for every component; check the model's log "
                     "density or pass a deterministic init_loc_fn (e.g. init_to_median)"
                 )
-            return jnp.concatenate([jnp.reshape(params[k], (n, -1)) for k in self._init_locs], axis=1)
+            return locs
         noise = jax.random.normal(rng_key, (n, d), dtype=jnp.result_type(self._init_latent))
         return self._init_latent[None] + self._init_scale * noise
 
