@@ -227,7 +227,10 @@ def test_component_summary_columns_and_transforms(reg):
 @pytest.fixture(scope="module")
 def tree(reg):
     guide, params, _ = reg
-    return mixvi.to_datatree(guide, params, Y, rng_key=jax.random.PRNGKey(3), num_samples=500, num_chains=2)
+    # the draws of q themselves (reweight='none'): these tests check q's log densities at its own draws
+    return mixvi.to_datatree(
+        guide, params, Y, rng_key=jax.random.PRNGKey(3), num_samples=500, num_chains=2, reweight="none"
+    )
 
 
 def test_datatree_groups_dims_and_constraints(tree):
@@ -284,15 +287,15 @@ def test_datatree_arviz_summary_and_loo(tree):
 def test_datatree_reproducible_and_checks(reg, tree):
     """Same key, same export; other key, other draws; invalid sizes raise."""
     guide, params, _ = reg
-    a = mixvi.to_datatree(guide, params, Y, rng_key=jax.random.PRNGKey(9), num_samples=500)
-    b = mixvi.to_datatree(guide, params, Y, rng_key=jax.random.PRNGKey(9), num_samples=500)
-    assert a.posterior.sizes["chain"] == 1 and a.posterior.sizes["draw"] == 500
+    a = mixvi.to_datatree(guide, params, Y, rng_key=jax.random.PRNGKey(9), num_samples=500, reweight="none")
+    b = mixvi.to_datatree(guide, params, Y, rng_key=jax.random.PRNGKey(9), num_samples=500, reweight="none")
+    assert a.posterior.sizes["chain"] == 4 and a.posterior.sizes["draw"] == 125  # 4 pseudo-chains by default
     np.testing.assert_array_equal(a.posterior["beta"], b.posterior["beta"])
     np.testing.assert_array_equal(a.sample_stats["log_weight"], b.sample_stats["log_weight"])
     np.testing.assert_array_equal(a.log_likelihood["y"], b.log_likelihood["y"])
     other = tree.sample_stats["log_weight"].to_numpy().reshape(-1)  # key 3 instead of 9
     assert not np.array_equal(a.sample_stats["log_weight"].to_numpy().reshape(-1), other)
-    with pytest.raises(ValueError, match="multiple of num_chains"):
+    with pytest.raises(ValueError, match="multiple of num_chains.*num_samples=42"):
         mixvi.to_datatree(guide, params, Y, rng_key=jax.random.PRNGKey(0), num_samples=40, num_chains=3)
     with pytest.raises(ValueError, match="num_samples"):
         mixvi.to_datatree(guide, params, Y, rng_key=jax.random.PRNGKey(0), num_samples=0)

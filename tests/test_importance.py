@@ -36,7 +36,9 @@ def truncated1():
 
 
 def _guide(model):
-    guide = mixvi.AutoIsotropicMixture(model, n_components=2, init_loc_fn=init_to_value(values={"x": MEAN}), metric="isotropic")
+    guide = mixvi.AutoIsotropicMixture(
+        model, n_components=2, init_loc_fn=init_to_value(values={"x": MEAN}), metric="isotropic"
+    )
     guide.setup(jax.random.PRNGKey(0))
     return guide
 
@@ -114,7 +116,8 @@ def test_khat_is_the_same_everywhere(normal_guide, params):
         res = importance_resample(normal_guide, params, rng_key=key, num_samples=1000)
     k_draw = jax.random.split(key)[0]  # the proposals' key inside importance_resample
     assert psis_khat(normal_guide, params, rng_key=k_draw, num_samples=res.num_proposals) == res.khat
-    _, log_p, log_q = _draws.draw_and_weigh(normal_guide, params, (), {}, k_draw, res.num_proposals)
+    draws = _draws.draw_and_weigh(normal_guide, params, (), {}, k_draw, res.num_proposals)
+    log_p, log_q = draws.log_p, draws.log_q
     direct = psis_from_log_densities(log_p, log_q)
     assert (direct.khat, direct.ess) == (res.khat, res.ess)
     # the rounding tolerance never applies here, so plain psis_log_weights agrees too

@@ -24,15 +24,27 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from mixvi.diagnostics._draws import check_guide, check_key, check_num_samples, draw_and_weigh, latent_site_names
+from mixvi.diagnostics._draws import (
+    check_full_data,
+    check_key,
+    check_num_samples,
+    draw_and_weigh,
+    latent_site_names,
+    potential,
+    resolve,
+)
 from mixvi.diagnostics.importance import KHAT_LIMIT
 from mixvi.diagnostics.psis import MIN_DRAWS, psis_from_log_densities
-from mixvi.guide import AutoIsotropicMixture
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
 
 __all__ = ["component_summary", "plot_components"]
+
+LIST_TARGET = (
+    "plot_components cannot draw the target of a guide list's mixture part: it depends on the sites of the "
+    "other parts ({}); pass show_target=False to draw q alone"
+)
 
 
 def _site_columns(name: str, values: np.ndarray, max_entries: int = 4) -> dict[str, np.ndarray]:
@@ -54,11 +66,12 @@ def _site_columns(name: str, values: np.ndarray, max_entries: int = 4) -> dict[s
 
 
 def component_summary(
-    guide: AutoIsotropicMixture,
+    guide: Any,
     params: dict,
     *model_args: Any,
     rng_key: jax.Array | None = None,
     num_samples: int = 4000,
+    full_data: bool = True,
     **model_kwargs: Any,
 ) -> pd.DataFrame:
     """One row per mixture component: its scale, its weight, its centre on the constrained space, and
@@ -83,10 +96,14 @@ def component_summary(
       ``loc:|name|`` (Euclidean norm). The ``loc:`` prefix keeps a site called ``sigma`` apart from the
       scale column.
 
+    For a NumPyro ``AutoGuideList`` the rows are the components of its ``AutoIsotropicMixture``
+    part; the importance weights are those of the whole list (log q summed over its parts), and
+    ``attrs['other_parts']`` names the other parts.
+
     Parameters
     ----------
-    guide : AutoIsotropicMixture
-        A set-up guide.
+    guide : AutoIsotropicMixture or numpyro.infer.autoguide.AutoGuideList
+        A set-up guide, or a guide list with one mixture part.
     params : dict
         Its constrained params.
     *model_args
@@ -95,6 +112,8 @@ def component_summary(
         Key for the draws; None means ``jax.random.PRNGKey(0)`` (deterministic).
     num_samples : int, default 4000
         Number S of draws from q.
+    full_data : bool, default True
+        Evaluate subsampled plates on all their data (False: one random minibatch for all draws).
     **model_kwargs
         The model's keyword arguments.
 
@@ -102,15 +121,17 @@ def component_summary(
     -------
     pandas.DataFrame
         The table; ``attrs`` holds ``khat`` (Pareto k-hat of the same draws' weights, NaN when fewer
-        than 30 are finite), ``ess`` = 1 / sum wbar_s^2 and ``num_samples``.
+        than 30 are finite), ``ess`` = 1 / sum wbar_s^2, ``num_samples``, ``mixture_prefix`` (the
+        mixture's param prefix) and ``other_parts`` (the other parts of a guide list, else empty).
 
     Raises
     ------
     ValueError
         If the log density is NaN at some draw, the target is zero at every draw, ``num_samples`` is
-        not a positive integer, or the params do not match the guide.
+        not a positive integer, the params do not match the guide, or a part of a guide list has no
+        density.
     TypeError
-        If ``rng_key`` is not a JAX key or ``guide`` not an ``AutoIsotropicMixture``.
+        If ``rng_key`` is not a JAX key or ``guide`` is neither a mixture nor a list holding one.
 
     Warns
     -----
@@ -119,15 +140,17 @@ def component_summary(
     """
     rng_key = jax.random.PRNGKey(0) if rng_key is None else check_key(rng_key)
     num_samples = check_num_samples(num_samples)
-    check_guide(guide, params)
-    _, log_p, log_q, r = draw_and_weigh(guide, params, model_args, model_kwargs, rng_key, num_samples, True)
+    full_data = check_full_data(full_data)
+    fit = resolve(guide, params, model_args, model_kwargs)
+    draws = draw_and_weigh(fit, params, model_args, model_kwargs, rng_key, num_samples, True, full_data)
+    log_p, log_q, r = draws.log_p, draws.log_q, draws.resp
     log_w = np.asarray(log_p, np.float64) - np.asarray(log_q, np.float64)
     if np.isnan(log_w).any():
         raise ValueError("the log density is NaN at some draws from q; check the model's log density")
     if not np.isfinite(log_w).any():
         raise ValueError("the target density is zero (or infinite) at every draw from q")
     wbar = np.exp(log_w - logsumexp(log_w))
-    q = guide.get_posterior(params)
+    q = fit.mixture.get_posterior(params)
     r = np.asarray(r, np.float64)  # (S, N) responsibilities r_i(z_s)
     mass = wbar @ r
     mass_se = np.sqrt(np.sum(wbar[:, None] ** 2 * (r - mass) ** 2, axis=0))
@@ -139,8 +162,8 @@ def component_summary(
         "mass": mass,
         "mass_se": mass_se,
     }
-    centres = guide.constrain(q.locs, params)
-    for name in latent_site_names(guide):
+    centres = fit.mixture.constrain(q.locs, params)
+    for name in latent_site_names(fit.mixture):
         cols.update(_site_columns(name, np.asarray(centres[name])))
 
     enough = np.isfinite(log_w).sum() >= MIN_DRAWS and not np.isposinf(log_w).any()
@@ -153,12 +176,20 @@ def component_summary(
             stacklevel=2,
         )
     df = pd.DataFrame(cols).set_index("component")
-    df.attrs.update({"khat": khat, "ess": float(1.0 / np.sum(wbar**2)), "num_samples": num_samples})
+    df.attrs.update(
+        {
+            "khat": khat,
+            "ess": float(1.0 / np.sum(wbar**2)),
+            "num_samples": num_samples,
+            "mixture_prefix": fit.mixture.prefix,
+            "other_parts": list(fit.others),
+        }
+    )
     return df
 
 
 def plot_components(
-    guide: AutoIsotropicMixture,
+    guide: Any,
     params: dict,
     *model_args: Any,
     ax: Axes | None = None,
@@ -176,8 +207,10 @@ def plot_components(
 
     Parameters
     ----------
-    guide : AutoIsotropicMixture
-        A set-up guide whose unconstrained latent is 2-D.
+    guide : AutoIsotropicMixture or numpyro.infer.autoguide.AutoGuideList
+        A set-up guide whose unconstrained latent is 2-D, or a guide list whose mixture part's latent
+        is 2-D (then only with ``show_target=False``: the target of the mixture's sites depends on
+        the other parts' sites).
     params : dict
         Its constrained params.
     *model_args
@@ -191,8 +224,8 @@ def plot_components(
     num_levels : int, default 12
         Contour levels, spread over the top 10 nats of each density.
     rng_key : jax.Array, optional
-        Seeds the model when evaluating -V (only matters for subsampled models); None means
-        ``jax.random.PRNGKey(0)``.
+        Seeds the model when evaluating -V; None means ``jax.random.PRNGKey(0)``. Subsampled plates
+        are evaluated on all their data.
     **model_kwargs
         The model's keyword arguments.
 
@@ -204,11 +237,15 @@ def plot_components(
     Raises
     ------
     ValueError
-        If the unconstrained latent is not 2-D or the params do not match the guide.
+        If the unconstrained latent is not 2-D, the params do not match the guide, or a guide list
+        is given with ``show_target=True``.
     """
     from matplotlib.patches import Circle  # matplotlib is imported on first use only: it is slow to import
 
-    check_guide(guide, params)
+    fit = resolve(guide, params, model_args, model_kwargs)
+    if fit.is_list and show_target:
+        raise ValueError(LIST_TARGET.format(", ".join(fit.others)))
+    guide = fit.mixture
     if guide.latent_dim != 2:
         raise ValueError(f"plot_components needs a 2-D unconstrained latent, this model's has {guide.latent_dim}")
     if ax is None:
@@ -227,7 +264,7 @@ def plot_components(
     ax.contour(xx, yy, log_q, levels=np.linspace(top - 10.0, top, num_levels), cmap="viridis", linewidths=1.0)
     if show_target:
         key = jax.random.PRNGKey(0) if rng_key is None else check_key(rng_key)
-        log_p = -np.asarray(jax.vmap(guide.potential_fn(*model_args, **model_kwargs), (0, None))(pts, key))
+        log_p = -np.asarray(jax.vmap(potential(fit, params, model_args, model_kwargs), (0, None))(pts, key))
         log_p = log_p.reshape(xx.shape)
         if np.isfinite(log_p).any():
             pmax = np.nanmax(np.where(np.isfinite(log_p), log_p, -np.inf))

@@ -27,9 +27,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixvi.diagnostics._draws import check_guide, check_key, check_num_samples, draw_and_weigh
-from mixvi.diagnostics.psis import MIN_DRAWS, psis_from_log_densities
-from mixvi.guide import AutoIsotropicMixture
+from mixvi.diagnostics._draws import (
+    Draws,
+    Fit,
+    check_full_data,
+    check_key,
+    check_num_samples,
+    constrained,
+    draw_and_weigh,
+    resolve,
+)
+from mixvi.diagnostics.psis import MIN_DRAWS, PsisResult, psis_from_log_densities
 
 __all__ = ["KHAT_LIMIT", "ImportanceSample", "importance_resample", "psis_khat"]
 
@@ -38,13 +46,22 @@ KHAT_LIMIT = 0.7
 # log weights with a standard deviation below this (relative ESS > 0.9999) are never flagged
 NEGLIGIBLE_SPREAD = 0.01
 
+TOO_FEW_DRAWS = "num_samples must be >= {} to fit the Pareto tail, got {}"
+BAD_POLICY = "on_bad_khat must be 'warn', 'raise' or 'ignore', got {!r}"
+BAD_KHAT = (
+    "Pareto k-hat = {:.2f} > {}: the importance weights p/q have too heavy a tail, so the reweighted "
+    "summaries are not reliable (Yao et al. 2018). Fit q better (more components, more steps, "
+    "metric='diagonal') or use the unweighted draws with caution."
+)
+
 
 def psis_khat(
-    guide: AutoIsotropicMixture,
+    guide: Any,
     params: dict,
     *model_args: Any,
     rng_key: jax.Array,
     num_samples: int = 2000,
+    full_data: bool = True,
     **model_kwargs: Any,
 ) -> float:
     """Pareto k-hat of the importance ratios p/q of a fitted mixture.
@@ -57,17 +74,23 @@ def psis_khat(
 
     Parameters
     ----------
-    guide : AutoIsotropicMixture
-        A set-up guide.
+    guide : AutoIsotropicMixture or numpyro.infer.autoguide.AutoGuideList
+        A set-up guide: the mixture, or a guide list with one ``AutoIsotropicMixture`` part. For a
+        list, q is the joint of all parts and log q the sum of the parts' log densities (each part
+        needs a density: an ``AutoDelta`` part raises ``ValueError``).
     params : dict
         Its constrained params (``{prefix}_locs`` (N, d), ``{prefix}_scales`` (N,), and the weight
-        logits / metric when learned).
+        logits / metric when learned; for a list, every part's params).
     *model_args
         The model's positional arguments (data).
     rng_key : jax.Array
         Key for the draws and the model's seed; same key, same result.
     num_samples : int, default 2000
         Number S of draws from q, at least 30.
+    full_data : bool, default True
+        Evaluate every subsampled plate (``numpyro.plate(..., subsample_size=...)``) on all its data,
+        so that log p is the full-data log density. False: one random minibatch for all draws (k-hat
+        then measures minibatch noise as well as q).
     **model_kwargs
         The model's keyword arguments.
 
@@ -79,10 +102,11 @@ def psis_khat(
     Raises
     ------
     ValueError
-        If ``num_samples`` < 30, the params do not match the guide, or the log weights are NaN or
-        +inf somewhere.
+        If ``num_samples`` < 30, the params do not match the guide, a part of a guide list has no
+        density, or the log weights are NaN or +inf somewhere.
     TypeError
-        If ``rng_key`` is not a JAX key or ``guide`` not an ``AutoIsotropicMixture``.
+        If ``rng_key`` is not a JAX key or ``guide`` is neither an ``AutoIsotropicMixture`` nor a
+        guide list holding one.
     RuntimeError
         If the guide is not set up.
     KeyError
@@ -91,10 +115,11 @@ def psis_khat(
     rng_key = check_key(rng_key)
     num_samples = check_num_samples(num_samples)
     if num_samples < MIN_DRAWS:
-        raise ValueError(f"num_samples must be >= {MIN_DRAWS} to fit the Pareto tail, got {num_samples}")
-    check_guide(guide, params)
-    _, log_p, log_q = draw_and_weigh(guide, params, model_args, model_kwargs, rng_key, num_samples)
-    return psis_from_log_densities(log_p, log_q).khat
+        raise ValueError(TOO_FEW_DRAWS.format(MIN_DRAWS, num_samples))
+    full_data = check_full_data(full_data)
+    fit = resolve(guide, params, model_args, model_kwargs)
+    d = draw_and_weigh(fit, params, model_args, model_kwargs, rng_key, num_samples, full_data=full_data)
+    return psis_from_log_densities(d.log_p, d.log_q).khat
 
 
 class ImportanceSample(NamedTuple):
@@ -105,7 +130,7 @@ class ImportanceSample(NamedTuple):
     samples : dict
         Constrained values of every latent and deterministic site, leading axis ``num_samples``.
     latent : jax.Array
-        The resampled draws' flattened unconstrained values, shape (num_samples, d).
+        The resampled draws' flattened unconstrained values of the mixture, shape (num_samples, d).
     khat : float
         Pareto k-hat of the proposals' weights.
     ess : float
@@ -121,31 +146,66 @@ class ImportanceSample(NamedTuple):
     num_proposals: int
 
 
-def _check_khat(khat: float, on_bad_khat: str, weight_spread: float) -> None:
+def check_policy(on_bad_khat: Any) -> str:
+    """``on_bad_khat``, or ValueError unless it is 'warn', 'raise' or 'ignore'."""
     if on_bad_khat not in ("warn", "raise", "ignore"):
-        raise ValueError(f"on_bad_khat must be 'warn', 'raise' or 'ignore', got {on_bad_khat!r}")
-    # near-constant weights: k-hat only describes the shape of negligible fluctuations
-    if weight_spread < NEGLIGIBLE_SPREAD:
-        return
-    if not khat <= KHAT_LIMIT and on_bad_khat != "ignore":
-        msg = (
-            f"Pareto k-hat = {khat:.2f} > {KHAT_LIMIT}: the importance weights p/q have too heavy a tail, so the "
-            "reweighted summaries are not reliable (Yao et al. 2018). Fit q better (more components, more steps, "
-            "metric='diagonal') or use the unweighted draws with caution."
-        )
-        if on_bad_khat == "raise":
-            raise ValueError(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        raise ValueError(BAD_POLICY.format(on_bad_khat))
+    return on_bad_khat
+
+
+def khat_is_bad(res: PsisResult, log_p: Any, log_q: Any) -> bool:
+    """Whether k-hat > 0.7 matters: never when the log weights are nearly constant (sd < 0.01),
+    where k-hat only describes the shape of negligible fluctuations."""
+    log_w = np.asarray(log_p, np.float64) - np.asarray(log_q, np.float64)
+    spread = float(np.std(log_w)) if np.all(np.isfinite(log_w)) else np.inf
+    return spread >= NEGLIGIBLE_SPREAD and not res.khat <= KHAT_LIMIT
+
+
+def act_on_khat(khat: float, on_bad_khat: str, stacklevel: int) -> None:
+    if on_bad_khat == "raise":
+        raise ValueError(BAD_KHAT.format(khat, KHAT_LIMIT))
+    if on_bad_khat == "warn":
+        warnings.warn(BAD_KHAT.format(khat, KHAT_LIMIT), RuntimeWarning, stacklevel=stacklevel + 1)
+
+
+class Proposals(NamedTuple):
+    """Proposals from q, their PSIS weights, and the indices resampled from them."""
+
+    draws: Draws
+    psis: PsisResult
+    index: jax.Array
+    bad: bool
+
+
+def propose_and_resample(
+    fit: Fit,
+    params: dict,
+    args: tuple,
+    kwargs: dict,
+    rng_key: jax.Array,
+    num_samples: int,
+    num_proposals: int,
+    full_data: bool,
+) -> Proposals:
+    """Draw ``num_proposals`` from q, PSIS-weight them and resample ``num_samples`` indices
+    (multinomial, with replacement) in proportion to the smoothed weights."""
+    k_draw, k_pick = jax.random.split(rng_key)
+    d = draw_and_weigh(fit, params, args, kwargs, k_draw, num_proposals, full_data=full_data)
+    res = psis_from_log_densities(d.log_p, d.log_q)
+    probs = jnp.asarray(np.exp(res.log_weights))
+    idx = jax.random.choice(k_pick, num_proposals, (num_samples,), replace=True, p=probs)
+    return Proposals(d, res, idx, khat_is_bad(res, d.log_p, d.log_q))
 
 
 def importance_resample(
-    guide: AutoIsotropicMixture,
+    guide: Any,
     params: dict,
     *model_args: Any,
     rng_key: jax.Array,
     num_samples: int = 1000,
     num_proposals: int | None = None,
     on_bad_khat: str = "warn",
+    full_data: bool = True,
     **model_kwargs: Any,
 ) -> ImportanceSample:
     """Resample draws from q with Pareto-smoothed importance weights p/q.
@@ -159,8 +219,8 @@ def importance_resample(
 
     Parameters
     ----------
-    guide : AutoIsotropicMixture
-        A set-up guide.
+    guide : AutoIsotropicMixture or numpyro.infer.autoguide.AutoGuideList
+        A set-up guide, or a guide list with one mixture part (q is then the joint of the parts).
     params : dict
         Its constrained params.
     *model_args
@@ -173,6 +233,8 @@ def importance_resample(
         Number of draws from q (default 4 x ``num_samples``), at least 30.
     on_bad_khat : {'warn', 'raise', 'ignore'}, default 'warn'
         What to do when k-hat > 0.7.
+    full_data : bool, default True
+        Evaluate subsampled plates on all their data (False: one random minibatch for all draws).
     **model_kwargs
         The model's keyword arguments.
 
@@ -185,9 +247,9 @@ def importance_resample(
     ------
     ValueError
         On invalid counts or ``on_bad_khat``, NaN / +inf log weights, fewer than 30 finite ones,
-        or k-hat > 0.7 with ``on_bad_khat='raise'``.
+        k-hat > 0.7 with ``on_bad_khat='raise'``, or a part of a guide list without a density.
     TypeError
-        If ``rng_key`` is not a JAX key or ``guide`` not an ``AutoIsotropicMixture``.
+        If ``rng_key`` is not a JAX key or ``guide`` is neither a mixture nor a list holding one.
 
     Warns
     -----
@@ -197,15 +259,11 @@ def importance_resample(
     rng_key = check_key(rng_key)
     num_samples = check_num_samples(num_samples)
     num_proposals = check_num_samples(4 * num_samples if num_proposals is None else num_proposals, "num_proposals")
-    if on_bad_khat not in ("warn", "raise", "ignore"):
-        raise ValueError(f"on_bad_khat must be 'warn', 'raise' or 'ignore', got {on_bad_khat!r}")
-    check_guide(guide, params)
-    k_draw, k_pick = jax.random.split(rng_key)
-    z, log_p, log_q = draw_and_weigh(guide, params, model_args, model_kwargs, k_draw, num_proposals)
-    res = psis_from_log_densities(log_p, log_q)
-    log_w = np.asarray(log_p, np.float64) - np.asarray(log_q, np.float64)
-    _check_khat(res.khat, on_bad_khat, float(np.std(log_w)) if np.all(np.isfinite(log_w)) else np.inf)
-    probs = jnp.asarray(np.exp(res.log_weights))
-    idx = jax.random.choice(k_pick, num_proposals, (num_samples,), replace=True, p=probs)
-    latent = z[idx]
-    return ImportanceSample(guide.constrain(latent, params), latent, res.khat, res.ess, num_proposals)
+    check_policy(on_bad_khat)
+    full_data = check_full_data(full_data)
+    fit = resolve(guide, params, model_args, model_kwargs)
+    prop = propose_and_resample(fit, params, model_args, model_kwargs, rng_key, num_samples, num_proposals, full_data)
+    if prop.bad:
+        act_on_khat(prop.psis.khat, on_bad_khat, stacklevel=2)
+    samples = constrained(fit, prop.draws, params, prop.index)
+    return ImportanceSample(samples, prop.draws.latent[prop.index], prop.psis.khat, prop.psis.ess, num_proposals)
