@@ -14,6 +14,11 @@ log w(z) = log p(z) - log q(z), with log p(z) = -V(z) the unnormalised target (N
 energy, log-Jacobian of z -> x included) and q the mixture. The ratio p/q is the same on z as on the
 constrained space (the Jacobians cancel). See docs/diagnostics.md for definitions and thresholds.
 
+Every function taking a guide also accepts a NumPyro ``AutoGuideList`` with one
+``AutoIsotropicMixture`` part (q is then the joint of the parts, log q the sum of their log densities),
+and evaluates subsampled plates (``numpyro.plate(..., subsample_size=...)``) on all their data unless
+``full_data=False``. :func:`to_datatree` exports PSIS-resampled draws by default.
+
 References
 ----------
 Yao, Vehtari, Simpson, Gelman, "Yes, but did it work?: Evaluating variational inference",
