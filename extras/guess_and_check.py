@@ -19,6 +19,10 @@ N(0, 1/k) entries, the last layer with N(0, 1/m') entries, optionally the end-to
 normalised, W <- W / (||W||_F + 1e-6). We draw ~10^6 weight settings once, vectorised and chunked,
 and keep (L_train, L_gen) of every draw, so every eps is one mask over the same draws.
 
+GD has two settings: the authors' published one (``PAPER_GD``: per-layer init 1e-3, lr 1e-4, 10^5
+full-batch steps), judged at width 5, depth 2, and the module's own (init (1e-4)^(1/d), lr 1e-2, 2 x 10^4
+steps), used for the width and depth sweeps.
+
 Claims checked: (i) G&C generalisation deteriorates with width towards the prior's (as k -> inf the
 entries of W become Gaussian), while GD from a small initialisation stays near zero at every width;
 (ii) under the normalised prior G&C generalisation improves with depth; (iii) under an isotropic
@@ -273,17 +277,20 @@ def isotropic_prior_gen(problem: SensingProblem, std: float) -> float:
 
 
 class GDResult(NamedTuple):
-    """GD runs (one per key): final train / gen losses (S,), and the recorded curves (T, S)."""
+    """GD runs (one per key): final train / gen losses (S,), the recorded curves (T, S) and the final
+    end-to-end matrices (S, m, m')."""
 
     train: np.ndarray
     gen: np.ndarray
     train_curve: np.ndarray
     gen_curve: np.ndarray
+    W: np.ndarray
 
 
 def init_weights(key: jax.Array, m: int, m_prime: int, width: int, depth: int, init_scale: float) -> list[jax.Array]:
-    """A small initialisation: the prior's layers times ``init_scale`` (the authors scale PyTorch's
-    default layer initialisation by 1e-2)."""
+    """A small initialisation: the prior's layers times ``init_scale``. The authors multiply PyTorch's
+    default layer initialisation (U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the same 1/sqrt(fan_in) scale as the
+    prior) by 1e-3 in their published width configurations (``PAPER_GD``)."""
     return [w[0] for w in sample_prior(key, 1, m, m_prime, width, depth, scale=init_scale)]
 
 
@@ -334,7 +341,68 @@ def train_gd(
     W = jax.vmap(lambda w: end_to_end(w, activation))(res.state[0].params)
     tr = jax.vmap(train_loss)(W, problems)
     ge = jax.vmap(gen_loss)(W, problems)
-    return GDResult(np.asarray(tr), np.asarray(ge), rec[:, 0], rec[:, 1])
+    return GDResult(np.asarray(tr), np.asarray(ge), rec[:, 0], rec[:, 1], np.asarray(W))
+
+
+# The GD setting of the authors' published width configurations (public code of arXiv 2506.03931,
+# configs/width/*.json: gd_init_scales [1e-3], gd_lrs [1e-4], gd_epochs 100000, full batch, so one epoch is
+# one step; their depth configurations use lr 1e-2, 20000 epochs, init 1e-3 up to depth 4).
+PAPER_GD = {"init_scale": 1e-3, "learning_rate": 1e-4, "num_steps": 100_000}
+MODULE_GD = {"learning_rate": 1e-2, "num_steps": 20_000}  # init (1e-4)^(1/depth), see default_init_scale
+RECOVERED = 1e-3  # an L_gen below this counts as recovering W* (the prior's L_gen is ~0.25)
+
+
+def problem_diagnostics(problem: SensingProblem, W_gd: np.ndarray) -> dict:
+    """What makes a sensing problem hard for GD from a small initialisation: ||y||; the fraction
+    ||P_A W*||^2 / ||W*||^2 of the ground truth that the measurements see; the alignment
+    |u1^T u*| |v1^T v*| of the top singular pair of the gradient at 0, A*(y) = (1/n) sum_i y_i A_i (the
+    direction small-initialisation GD grows first), with W*'s; and the singular values of GD's W."""
+    A = np.asarray(problem.A, np.float64)
+    y = np.asarray(problem.y, np.float64)
+    n = A.shape[0]
+    visible = np.linalg.pinv(A.reshape(n, -1)) @ y
+    u, s, vt = np.linalg.svd(np.einsum("n,nab->ab", y, A) / n)
+    us, _, vts = np.linalg.svd(np.asarray(problem.W_star, np.float64))
+    return {
+        "y_norm": float(np.linalg.norm(y)),
+        "visible_fraction": float(visible @ visible / np.sum(np.asarray(problem.W_star, np.float64) ** 2)),
+        "alignment_grad_at_0": float(abs(u[:, 0] @ us[:, 0]) * abs(vt[0] @ vts[0])),
+        "gd_singular_values": np.linalg.svd(np.asarray(W_gd, np.float64), compute_uv=False).tolist(),
+    }
+
+
+def paper_setting_gd(key: jax.Array, problems: SensingProblem, *, num_steps: int | None = None) -> dict:
+    """GD at width 5, depth 2 (linear) in the authors' setting (``PAPER_GD``) and in the module's
+    (``MODULE_GD``), one run per problem, with the per-problem L_gen / L_train, the problems not
+    recovered (L_gen > ``RECOVERED``) in each, :func:`problem_diagnostics`, and for the worst problem of
+    the paper setting four GD seeds at init 1e-3 and at 1e-5 (same learning rate and steps)."""
+    P = problems.A.shape[0]
+    paper = {**PAPER_GD, **({} if num_steps is None else {"num_steps": num_steps})}
+    keys = jax.random.split(key, P)
+    out = {"paper_setting": paper, "module_setting": {**MODULE_GD, "init_scale": default_init_scale(2)}}
+    runs = {}
+    for name, kw in (("paper", paper), ("module", MODULE_GD)):
+        r = train_gd(keys, problems, width=5, depth=2, **kw)
+        runs[name] = r
+        out[name] = {
+            "gen_per_problem": r.gen.tolist(),
+            "train_per_problem": r.train.tolist(),
+            "not_recovered": [int(i) for i in np.flatnonzero(r.gen > RECOVERED)],
+            # L_gen along the run: has it settled (interpolation reached) or is it still falling?
+            "gen_at_step": {
+                str(t): r.gen_curve[t].tolist() for t in (kw["num_steps"] // 10, 3 * kw["num_steps"] // 10)
+            },
+        }
+    probs = [jax.tree.map(lambda x, i=i: x[i], problems) for i in range(P)]
+    out["diagnostics"] = [problem_diagnostics(pr, runs["paper"].W[i]) for i, pr in enumerate(probs)]
+    worst = int(np.argmax(runs["paper"].gen))
+    seeds = jax.random.split(jax.random.fold_in(key, 1), 4)
+    out["worst_problem"] = worst
+    out["worst_init_scan"] = {
+        f"{s:g}": train_gd(seeds, probs[worst], width=5, depth=2, **{**paper, "init_scale": s}).gen.tolist()
+        for s in (1e-3, 1e-5)
+    }
+    return out
 
 
 def default_init_scale(depth: int) -> float:
@@ -413,17 +481,43 @@ def main(argv: list[str] | None = None) -> dict:
         "num_problems": num_problems,
         "eps_width": eps,
         "eps_depth": eps_depth,
-        "gd": {"optimizer": "group_rmsprop", "lr": 1e-2, "decay": 0.99, "init_scale": "(1e-4)^(1/depth)", "num_steps": gd_steps},
+        "gd": {
+            "optimizer": "group_rmsprop",
+            "lr": MODULE_GD["learning_rate"],
+            "decay": 0.99,
+            "init_scale": "(1e-4)^(1/depth)",
+            "num_steps": gd_steps,
+        },
         "width": {},
         "depth": {},
         "trivial_train_loss": [float(jnp.mean(pr.y**2)) for pr in problems],
     }
     key = jax.random.key(0)
     print(f"{PAPER}\nG&C: {num_draws} prior draws per setting, {num_problems} problems (5x5, rank 1, n = 15)")
+    pg = paper_setting_gd(jax.random.key(5), stacked)
+    results["paper_gd"] = pg
+    print("\nGD, width 5, depth 2, linear: L_gen per problem")
+    for name in ("paper", "module"):
+        st = pg[f"{name}_setting"]
+        print(
+            f"  {name:>6} setting (init {st['init_scale']:.3g}, lr {st['learning_rate']:g}, {st['num_steps']} steps): "
+            + " ".join(f"{g:.2e}" for g in pg[name]["gen_per_problem"])
+            + f"   not recovered (L_gen > {RECOVERED:g}): {pg[name]['not_recovered']}"
+        )
+    for i, dg in enumerate(pg["diagnostics"]):
+        print(
+            f"  problem {i}: ||y|| {dg['y_norm']:.3f}, visible ||P_A W*||^2 {dg['visible_fraction']:.3f}, "
+            f"alignment of A*(y) with W* {dg['alignment_grad_at_0']:.3f}, GD (paper) sigma_2 {dg['gd_singular_values'][1]:.3f}"
+        )
+    print(f"  worst problem {pg['worst_problem']}, 4 GD seeds by init scale: {pg['worst_init_scan']}")
     t = EPS_WIDTH_TIGHT
-    print(f"\nwidth sweep, depth 2: mean L_gen over problems (G&C at eps = {eps} and {t}; '-': < {MIN_ACCEPT} accepted)")
-    print(f"{'activation':>11} {'width':>5} | {'prior':>7} {'G&C':>7} {'G&C':>7} {'GD':>9} | {f'accepted (eps {eps})':>22} "
-          f"{f'accepted (eps {t})':>18}")
+    print(
+        f"\nwidth sweep, depth 2: mean L_gen over problems (G&C at eps = {eps} and {t}; '-': < {MIN_ACCEPT} accepted)"
+    )
+    print(
+        f"{'activation':>11} {'width':>5} | {'prior':>7} {'G&C':>7} {'G&C':>7} {'GD':>9} | {f'accepted (eps {eps})':>22} "
+        f"{f'accepted (eps {t})':>18}"
+    )
     for act in activations:
         results["width"][act] = {}
         for w in widths:
@@ -431,8 +525,9 @@ def main(argv: list[str] | None = None) -> dict:
             n_act = num_draws if act == "linear" else num_draws // 2
             tr, ge = draw_losses(k1, stacked, n_act, width=w, depth=2, activation=act)
             row = _gnc_rows(tr, ge, eps)
-            gd = train_gd(jax.random.split(k2, num_problems), stacked, width=w, depth=2, activation=act,
-                          num_steps=gd_steps)
+            gd = train_gd(
+                jax.random.split(k2, num_problems), stacked, width=w, depth=2, activation=act, num_steps=gd_steps
+            )
             row.update(_gd_summary(gd))
             row["eps_sweep"] = {f"{e:g}": _gnc_rows(tr, ge, e)["gnc_gen"] for e in EPS_SWEEP}
             row["tight"] = _gnc_rows(tr, ge, EPS_WIDTH_TIGHT)
@@ -453,7 +548,9 @@ def main(argv: list[str] | None = None) -> dict:
         row["gd_init_scale"] = default_init_scale(d)
         row["eps_sweep"] = {f"{e:g}": _gnc_rows(tr, ge, e)["gnc_gen"] for e in EPS_SWEEP}
         results["depth"][d] = row
-        print(f"{d:5d} | {row['prior_gen']:7.4f} {_fmt(row['gnc_gen'])} {row['gd_gen']:9.2e} | {str(row['num_accepted']):>18}")
+        print(
+            f"{d:5d} | {row['prior_gen']:7.4f} {_fmt(row['gnc_gen'])} {row['gd_gen']:9.2e} | {str(row['num_accepted']):>18}"
+        )
     # isotropic Gaussian prior on W: G&C = prior exactly
     key, k1 = jax.random.split(key)
     std = 1.0 / math.sqrt(5)
@@ -492,27 +589,39 @@ def _plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 3, figsize=(16, 4.4))
+    fig, ax = plt.subplots(1, 4, figsize=(21, 4.4))
     colors = {"linear": "C0", "tanh": "C1", "leaky_relu": "C2"}
     for act, rows in results["width"].items():
         ws, r = _rows(rows)
         c = colors[act]
-        ax[0].errorbar(ws, [x["gnc_gen"] for x in r], yerr=[_se(x) for x in r], fmt="o-", color=c, capsize=3,
-                       label=f"G&C, {act}")
+        ax[0].errorbar(
+            ws, [x["gnc_gen"] for x in r], yerr=[_se(x) for x in r], fmt="o-", color=c, capsize=3, label=f"G&C, {act}"
+        )
         ax[0].plot(ws, [x["prior_gen"] for x in r], ":", color=c, label=f"prior, {act}")
         ax[0].plot(ws, [x["gd_gen"] for x in r], "s--", color=c, mfc="none", label=f"GD, {act}")
     ax[0].set_xscale("log")
     ax[0].set_xticks([5, 20, 80], ["5", "20", "80"])
     ax[0].minorticks_off()
-    ax[0].set(xlabel="width k (depth 2)", ylabel="generalization loss (mean over problems)", ylim=(0, None),
-              title=f"width: G&C worsens towards the prior (ε = {results['eps_width']:g})")
+    ax[0].set(
+        xlabel="width k (depth 2)",
+        ylabel="generalization loss (mean over problems)",
+        ylim=(0, None),
+        title=f"width: G&C worsens towards the prior (ε = {results['eps_width']:g})",
+    )
     ax[0].legend(fontsize=7, ncol=3, loc="center", bbox_to_anchor=(0.5, 0.2))
     ds, r = _rows(results["depth"])
-    ax[1].errorbar(ds, [x["gnc_gen"] for x in r], yerr=[_se(x) for x in r], fmt="o-", color="C0", capsize=3, label="G&C")
+    ax[1].errorbar(
+        ds, [x["gnc_gen"] for x in r], yerr=[_se(x) for x in r], fmt="o-", color="C0", capsize=3, label="G&C"
+    )
     ax[1].plot(ds, [x["prior_gen"] for x in r], ":", color="C0", label="prior (normalised)")
     ax[1].plot(ds, [x["gd_gen"] for x in r], "s--", color="C3", mfc="none", label="GD")
-    ax[1].set(xlabel="depth d (width 5, linear)", ylabel="generalization loss", ylim=(0, None), xticks=ds,
-              title=f"depth, normalised prior: G&C improves (ε = {results['eps_depth']:g})")
+    ax[1].set(
+        xlabel="depth d (width 5, linear)",
+        ylabel="generalization loss",
+        ylim=(0, None),
+        xticks=ds,
+        title=f"depth, normalised prior: G&C improves (ε = {results['eps_depth']:g})",
+    )
     ax[1].legend(fontsize=8)
     ws, r = _rows(results["width"]["linear"])
     for w, x in zip(ws, r):
@@ -524,9 +633,34 @@ def _plot(results: dict, path: Path) -> None:
         if d in (2, max(ds)):
             eps = sorted(float(e) for e in x["eps_sweep"])
             ax[2].plot(eps, [x["eps_sweep"][f"{e:g}"] for e in eps], "^--", label=f"G&C depth {d} (normalised)")
-    ax[2].set(xscale="log", xlabel="ε (acceptance threshold on L_train)", ylabel="G&C generalization loss",
-              ylim=(0, None), title="robustness to ε (linear)")
+    ax[2].set(
+        xscale="log",
+        xlabel="ε (acceptance threshold on L_train)",
+        ylabel="G&C generalization loss",
+        ylim=(0, None),
+        title="robustness to ε (linear)",
+    )
     ax[2].legend(fontsize=7)
+    pg = results["paper_gd"]
+    P = len(pg["paper"]["gen_per_problem"])
+    x = np.arange(P)
+    w5 = _rows(results["width"]["linear"])[1][0]
+    bars = (
+        ("GD, paper setting", pg["paper"]["gen_per_problem"], "C3"),
+        ("GD, module setting", pg["module"]["gen_per_problem"], "C1"),
+        (f"G&C (ε = {results['eps_width']:g})", w5["gnc_gen_per_problem"], "C0"),
+    )
+    for j, (lab, vals, c) in enumerate(bars):
+        ax[3].bar(x + (j - 1) * 0.27, vals, 0.27, color=c, label=lab)
+    ax[3].axhline(RECOVERED, color="k", ls=":", lw=1, label=f"'recovered' below {RECOVERED:g}")
+    ax[3].set(
+        yscale="log",
+        xticks=x,
+        xlabel="problem",
+        ylabel="generalization loss",
+        title="width 5, depth 2: GD per problem, two settings",
+    )
+    ax[3].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
