@@ -75,9 +75,43 @@ def test_perturbed_escape_time_grows_like_log_d_and_unperturbed_is_stuck():
 def test_on_a_bad_instance_nonconverged_runs_sit_at_spurious_local_minima_not_saddles():
     # phase-retrieval instance 1 (m = 6d) has a spurious local minimum; P-GD never diverges and every run that
     # misses the global minimum ends at a second-order stationary point (positive definite Hessian)
-    r = pcd.start_scale_experiment("phase_retrieval", (100.0,), num_starts=20, num_steps=800, methods=("gd", "cosh"),
-                                   seed=1)
+    r = pcd.start_scale_experiment(
+        "phase_retrieval", (100.0,), num_starts=20, num_steps=800, methods=("gd", "cosh"), seed=1
+    )
     c = r["results"]["cosh"]["100"]
     assert r["results"]["gd"]["100"]["diverged"] == 20
     assert c["diverged"] == 0 and c["converged"] >= 10
     assert c["stalled"] == c["spurious_min"] > 0
+
+
+def test_m100_phase_retrieval_converges_on_good_instances_and_never_diverges():
+    # at m = 100 = 10d (the usual setting for d = 10) cosh / exp reach the global minimum from every large start on
+    # instances 1 and 2 (instance 1 has a spurious minimum at m = 60); instance 3 at m = 100 has one, where every
+    # non-converged run sits at a second-order stationary point and none diverges
+    for sd in (1, 2):
+        r = pcd.start_scale_experiment(
+            "phase_retrieval", (100.0,), num_starts=20, num_steps=800, methods=("cosh", "exp"), seed=sd, m=100
+        )
+        assert r["m"] == 100
+        for m in ("cosh", "exp"):
+            assert r["results"][m]["100"]["converged"] == 20, (sd, m)
+    r = pcd.start_scale_experiment(
+        "phase_retrieval", (100.0,), num_starts=20, num_steps=800, methods=("cosh",), seed=3, m=100
+    )
+    c = r["results"]["cosh"]["100"]
+    assert c["diverged"] == 0 and c["converged"] >= 5
+    assert c["stalled"] == c["spurious_min"] > 0
+
+
+def test_instance_summary_counts():
+    cell = {"converged": 18, "diverged": 0, "stalled": 2, "spurious_min": 2, "steps_median": 10.0}
+    good = {"converged": 20, "diverged": 0, "stalled": 0, "spurious_min": 0, "steps_median": 10.0}
+    inst = {
+        "100": {
+            "0": {"results": {"cosh": {"10": good}, "exp": {"10": good}}},
+            "3": {"results": {"cosh": {"10": cell}, "exp": {"10": good}}},
+        }
+    }
+    s = pcd.instance_summary(inst)["100"]
+    assert s["cosh_converged_fraction"] == pytest.approx(38 / 40) and s["exp_converged_fraction"] == 1.0
+    assert s["cosh_spurious_min"] == 2 and s["cosh_bad_instances"] == [3] and s["exp_bad_instances"] == []
