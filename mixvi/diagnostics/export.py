@@ -38,7 +38,7 @@ from mixvi.diagnostics._draws import (
     latent_site_names,
     resolve,
 )
-from mixvi.diagnostics.importance import KHAT_LIMIT, act_on_khat, check_policy, propose_and_resample
+from mixvi.diagnostics.importance import KHAT_LIMIT, _act_on_khat, _check_policy, _propose_and_resample
 from mixvi.diagnostics.psis import MIN_DRAWS, psis_from_log_densities
 
 __all__ = ["REWEIGHTS", "to_datatree"]
@@ -184,7 +184,7 @@ def to_datatree(
     reweight = "none" if reweight is None else reweight
     if reweight not in REWEIGHTS:
         raise ValueError(BAD_REWEIGHT.format(reweight))
-    check_policy(on_bad_khat)
+    _check_policy(on_bad_khat)
     full_data = check_full_data(full_data)
     if num_proposals is None:
         num_proposals = 4 * num_samples
@@ -197,18 +197,19 @@ def to_datatree(
     if reweight == "none":
         draws = draw_and_weigh(fit, params, model_args, model_kwargs, k_weigh, num_samples, full_data=full_data)
         idx = jnp.arange(num_samples)
-        enough = num_samples >= MIN_DRAWS and bool(jnp.all(jnp.isfinite(draws.log_p - draws.log_q)))
+        log_w = np.asarray(draws.log_p, np.float64) - np.asarray(draws.log_q, np.float64)
+        enough = np.isfinite(log_w).sum() >= MIN_DRAWS and not (np.isnan(log_w).any() or np.isposinf(log_w).any())
         attrs["pareto_khat"] = psis_from_log_densities(draws.log_p, draws.log_q).khat if enough else math.nan
         used = "none"
     else:
-        prop = propose_and_resample(
+        prop = _propose_and_resample(
             fit, params, model_args, model_kwargs, k_weigh, num_samples, num_proposals, full_data
         )
         draws, khat = prop.draws, prop.psis.khat
         attrs.update({"pareto_khat": khat, "psis_ess": prop.psis.ess, "num_proposals": num_proposals})
         used = "psis"
         if prop.bad and reweight == "psis":
-            act_on_khat(khat, on_bad_khat, stacklevel=2)
+            _act_on_khat(khat, on_bad_khat, stacklevel=2)
         if prop.bad and reweight == "auto":
             if on_bad_khat == "raise":
                 raise ValueError(AUTO_BAD_KHAT.format(khat, KHAT_LIMIT))

@@ -146,14 +146,14 @@ class ImportanceSample(NamedTuple):
     num_proposals: int
 
 
-def check_policy(on_bad_khat: Any) -> str:
+def _check_policy(on_bad_khat: Any) -> str:
     """``on_bad_khat``, or ValueError unless it is 'warn', 'raise' or 'ignore'."""
     if on_bad_khat not in ("warn", "raise", "ignore"):
         raise ValueError(BAD_POLICY.format(on_bad_khat))
     return on_bad_khat
 
 
-def khat_is_bad(res: PsisResult, log_p: Any, log_q: Any) -> bool:
+def _khat_is_bad(res: PsisResult, log_p: Any, log_q: Any) -> bool:
     """Whether k-hat > 0.7 matters: never when the log weights are nearly constant (sd < 0.01),
     where k-hat only describes the shape of negligible fluctuations."""
     log_w = np.asarray(log_p, np.float64) - np.asarray(log_q, np.float64)
@@ -161,15 +161,15 @@ def khat_is_bad(res: PsisResult, log_p: Any, log_q: Any) -> bool:
     return spread >= NEGLIGIBLE_SPREAD and not res.khat <= KHAT_LIMIT
 
 
-def act_on_khat(khat: float, on_bad_khat: str, stacklevel: int) -> None:
+def _act_on_khat(khat: float, on_bad_khat: str, stacklevel: int) -> None:
     if on_bad_khat == "raise":
         raise ValueError(BAD_KHAT.format(khat, KHAT_LIMIT))
     if on_bad_khat == "warn":
         warnings.warn(BAD_KHAT.format(khat, KHAT_LIMIT), RuntimeWarning, stacklevel=stacklevel + 1)
 
 
-class Proposals(NamedTuple):
-    """Proposals from q, their PSIS weights, and the indices resampled from them."""
+class _Proposals(NamedTuple):
+    """_Proposals from q, their PSIS weights, and the indices resampled from them."""
 
     draws: Draws
     psis: PsisResult
@@ -177,7 +177,7 @@ class Proposals(NamedTuple):
     bad: bool
 
 
-def propose_and_resample(
+def _propose_and_resample(
     fit: Fit,
     params: dict,
     args: tuple,
@@ -186,7 +186,7 @@ def propose_and_resample(
     num_samples: int,
     num_proposals: int,
     full_data: bool,
-) -> Proposals:
+) -> _Proposals:
     """Draw ``num_proposals`` from q, PSIS-weight them and resample ``num_samples`` indices
     (multinomial, with replacement) in proportion to the smoothed weights."""
     k_draw, k_pick = jax.random.split(rng_key)
@@ -194,7 +194,7 @@ def propose_and_resample(
     res = psis_from_log_densities(d.log_p, d.log_q)
     probs = jnp.asarray(np.exp(res.log_weights))
     idx = jax.random.choice(k_pick, num_proposals, (num_samples,), replace=True, p=probs)
-    return Proposals(d, res, idx, khat_is_bad(res, d.log_p, d.log_q))
+    return _Proposals(d, res, idx, _khat_is_bad(res, d.log_p, d.log_q))
 
 
 def importance_resample(
@@ -259,11 +259,11 @@ def importance_resample(
     rng_key = check_key(rng_key)
     num_samples = check_num_samples(num_samples)
     num_proposals = check_num_samples(4 * num_samples if num_proposals is None else num_proposals, "num_proposals")
-    check_policy(on_bad_khat)
+    _check_policy(on_bad_khat)
     full_data = check_full_data(full_data)
     fit = resolve(guide, params, model_args, model_kwargs)
-    prop = propose_and_resample(fit, params, model_args, model_kwargs, rng_key, num_samples, num_proposals, full_data)
+    prop = _propose_and_resample(fit, params, model_args, model_kwargs, rng_key, num_samples, num_proposals, full_data)
     if prop.bad:
-        act_on_khat(prop.psis.khat, on_bad_khat, stacklevel=2)
+        _act_on_khat(prop.psis.khat, on_bad_khat, stacklevel=2)
     samples = constrained(fit, prop.draws, params, prop.index)
     return ImportanceSample(samples, prop.draws.latent[prop.index], prop.psis.khat, prop.psis.ess, num_proposals)
