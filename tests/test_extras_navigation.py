@@ -47,8 +47,15 @@ def test_feedback_law_natural_gradient_and_ballistic_limits():
     # the numerically optimal 2-D path under metric G leaves theta0 with velocity -A theta0
     gamma, dt = 1.0, 0.02
     Hj = jnp.asarray(H)
-    path, _, gn = nav.minimise_action(jnp.array([1.0, -1.0]), lambda th: 0.5 * th @ Hj @ th, num_points=300, dt=dt,
-                                      gamma=gamma, G=jnp.asarray(G), num_steps=1000)
+    path, _, gn = nav.minimise_action(
+        jnp.array([1.0, -1.0]),
+        lambda th: 0.5 * th @ Hj @ th,
+        num_points=300,
+        dt=dt,
+        gamma=gamma,
+        G=jnp.asarray(G),
+        num_steps=1000,
+    )
     assert gn < 1e-7
     v0 = (path[1] - path[0]) / dt
     np.testing.assert_allclose(v0, -nav.feedback_matrix(H, G, gamma=gamma) @ path[0], rtol=0.03)
@@ -77,8 +84,46 @@ def test_default_dynamics_settle_at_closed_form_fixed_points():
 
 def test_ballistic_rmsprop_beats_sgd_on_badly_scaled_classification():
     data = nav.classification_data(jax.random.PRNGKey(1), n=500)
-    rules = nav.compare_rules(data, lrs={"sgd": (1.0, 3.0, 10.0), "rmsprop": (0.03, 0.1, 0.3)}, seeds=(0, 1, 2),
-                              num_steps=300)
+    rules = nav.compare_rules(
+        data, lrs={"sgd": (1.0, 3.0, 10.0), "rmsprop": (0.03, 0.1, 0.3)}, seeds=(0, 1, 2), num_steps=300
+    )
     s = nav.best_lr_summary(rules)
     assert max(s["rmsprop"]["train_per_seed"]) < min(s["sgd"]["train_per_seed"]) - 0.03
     assert s["rmsprop"]["acc_mean"] > s["sgd"]["acc_mean"]
+
+
+def test_paper_well_minimum_action_path_converges_in_dt():
+    pw = nav.paper_well_experiment((20, 40, 80), num_steps=400)
+    # the endpoint is the deeper minimum of V near (1, 0): zero gradient, positive definite Hessian
+    end = jnp.asarray(pw["end"])
+    assert float(jnp.linalg.norm(jax.grad(nav.paper_well)(end))) < 1e-10
+    assert np.all(np.linalg.eigvalsh(np.asarray(jax.hessian(nav.paper_well)(end))) > 0)
+    assert pw["end"][0] == pytest.approx(1.0, abs=0.1) and pw["V_end"] < pw["V_start"]
+    runs = list(pw["runs"].values())
+    for r in runs:
+        assert r["grad_norm"] < 1e-6
+        np.testing.assert_allclose(r["path"][0], pw["start"])
+        np.testing.assert_allclose(r["path"][-1], pw["end"])
+        assert r["action_mean"] == pytest.approx(r["action"] / pw["T"], rel=1e-12)
+    # the left-point rule is O(dt): successive differences shrink by about half, all with the same sign
+    d = pw["action_differences"]
+    assert np.sign(d[0]) == np.sign(d[1]) and 0.3 < pw["difference_ratios"][0] < 0.7
+    assert abs(pw["richardson"][1] - pw["richardson"][0]) < 0.1 * abs(d[1])
+    assert pw["path_max_distance_coarse_fine"] < 0.05
+
+
+def test_fixed_end_path_is_the_straight_line_without_potential():
+    # V = 0, gamma = 0: the minimiser of sum |dtheta|^2/(2 dt) is uniform motion, action |end - start|^2/(2T)
+    r = nav.fixed_end_path(
+        jnp.array([0.0, 0.0]),
+        jnp.array([2.0, 1.0]),
+        lambda th: 0.0 * th[0],
+        T=2.0,
+        num_points=10,
+        gamma=0.0,
+        num_steps=200,
+    )
+    np.testing.assert_allclose(
+        np.array(r["path"]), np.linspace(0.0, 1.0, 11)[:, None] * np.array([2.0, 1.0]), atol=1e-8
+    )
+    assert r["action"] == pytest.approx(5.0 / 4.0, rel=1e-10)
