@@ -197,10 +197,16 @@ class AutoIsotropicMixture(AutoContinuous):
 
             def draw(keys: jax.Array, prototype: dict, operands: list):
                 model_args, model_kwargs = rebuild(operands)
-                return find_valid_initial_params(
-                    keys[1:], handlers.seed(self.model, rng_seed=keys[0]), init_strategy=self.init_loc_fn,
-                    model_args=model_args, model_kwargs=model_kwargs, prototype_params=prototype,
-                )
+
+                def one(key: jax.Array):
+                    # the model seeded per component, so init_to_sample draws every component anew
+                    k_seed, k_find = jax.random.split(key)
+                    return find_valid_initial_params(
+                        k_find, handlers.seed(self.model, rng_seed=k_seed), init_strategy=self.init_loc_fn,
+                        model_args=model_args, model_kwargs=model_kwargs, prototype_params=prototype,
+                    )
+
+                return jax.vmap(one)(keys[1:])
 
             try:  # one compiled call, reused by every guide of this model and structure
                 (params, _, _), valid = self._compiled_draw(draw, static)(keys, self._init_locs, operands)

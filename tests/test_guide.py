@@ -10,7 +10,7 @@ import numpyro
 import numpyro.distributions as dist
 import optax
 import pytest
-from numpyro.infer import SVI, Predictive, RenyiELBO, Trace_ELBO, TraceGraph_ELBO, init_to_median
+from numpyro.infer import SVI, Predictive, RenyiELBO, Trace_ELBO, TraceGraph_ELBO, init_to_median, init_to_sample
 from numpyro.infer.autoguide import AutoGuideList, AutoNormal
 from numpyro.optim import optax_to_numpyro
 from scipy import stats
@@ -224,3 +224,19 @@ def test_setup_is_pure_under_jit_and_vmap():
     assert batched["auto_locs"].shape == (3, 4, eager["auto_locs"].shape[1])
     assert len({tuple(np.round(np.asarray(b).ravel(), 5)) for b in batched["auto_locs"]}) == 3
 
+
+
+def test_init_to_sample_draws_every_component_from_the_prior():
+    """With init_to_sample every component starts at its own prior draw of every site (distinct components,
+    each site's values from that site's prior)."""
+
+    def two_sites():
+        numpyro.sample("b", dist.Normal(5.0, 0.01).expand([3]).to_event(1))
+        numpyro.sample("a", dist.Normal(-5.0, 0.01))
+
+    guide = mixvi.AutoIsotropicMixture(two_sites, n_components=6, init_loc_fn=init_to_sample)
+    params = guide.setup(jax.random.PRNGKey(0))
+    draws = guide.constrain(params["auto_locs"], params)
+    np.testing.assert_allclose(draws["a"], -5.0, atol=0.05)
+    np.testing.assert_allclose(draws["b"], 5.0, atol=0.05)
+    assert len({float(a) for a in draws["a"]}) == 6
