@@ -38,7 +38,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mixvi.adapt import RelocationState, init_relocation, relocate, track
+from mixvi.adapt import RelocationState, balance, init_relocation, relocate, track
 from mixvi.estimators import draw_noise, draw_points, potential_and_grad, stein_estimate
 from mixvi.geometry import (
     AutoStep,
@@ -155,6 +155,7 @@ class Settings(NamedTuple):
     metric_step_size: float = 0.1
     relocate: bool = True
     relocate_gap: float | None = None
+    balance: bool = True
 
 
 def check(settings: Settings) -> Settings:
@@ -336,12 +337,17 @@ def step(
     )
     tracking, moved = state.relocation, jnp.zeros((), jnp.int32)
     if settings.relocate and tracking is not None:
-        tracking = track(tracking, est.f, ~info.rejected)
-        # a key of its own (folded, not split) so that the noise and model keys stay as without relocation
+        # log p - log q at the draws that have V's value: the importance masses of mass balancing
+        log_ratios = -(est.log_q[:, : v.shape[1]] + v) if settings.balance else None
+        tracking = track(tracking, est.f, ~info.rejected, log_ratios)
+        # keys of their own (folded, not split) so that the noise and model keys stay as without relocation
+        shape = {"metric": None if new.log_metric is None else jnp.exp(new.log_metric), "scale_tril": new.metric_tril}
         new_locs, new_u, tracking, moved = relocate(
-            jax.random.fold_in(rng_key, 1), new.locs, new.log_scales, tracking, gap=settings.relocate_gap,
-            metric=None if new.log_metric is None else jnp.exp(new.log_metric), scale_tril=new.metric_tril,
+            jax.random.fold_in(rng_key, 1), new.locs, new.log_scales, tracking, gap=settings.relocate_gap, **shape
         )
+        if settings.balance:
+            new_locs, new_u, tracking, split = balance(jax.random.fold_in(rng_key, 2), new_locs, new_u, tracking, **shape)
+            moved = moved + split
         new = new._replace(locs=new_locs, log_scales=new_u)
     new = new._replace(locs=unflatten(new.locs))
     info = MixtureVIInfo(est.loss, info.step_size, info.num_clipped, info.rejected, moved)

@@ -9,11 +9,16 @@ import numpyro.distributions as dist
 from jax.scipy.special import logsumexp
 
 import mixvi
-from mixvi.adapt import RelocationState, dead_components, init_relocation, relocate, track
+from mixvi import vi
+from mixvi.adapt import RelocationState, balance, dead_components, init_relocation, relocate, track
 
 
-def _state(fast, slow, age):
-    return RelocationState(jnp.asarray(fast, jnp.float32), jnp.asarray(slow, jnp.float32), jnp.asarray(age, jnp.int32))
+def _state(fast, slow, age, log_mass=None):
+    mass = jnp.full((len(fast),), jnp.nan) if log_mass is None else log_mass
+    return RelocationState(
+        jnp.asarray(fast, jnp.float32), jnp.asarray(slow, jnp.float32), jnp.asarray(age, jnp.int32),
+        jnp.asarray(mass, jnp.float32),
+    )
 
 
 def test_only_stalled_mature_components_far_above_the_best_die():
@@ -78,16 +83,70 @@ def test_sharp_posterior_no_longer_collapses():
     assert errors[False][0] > 10, errors
 
 
+def _two_modes(v):
+    modes = jnp.array([[-6.0, 0.0], [6.0, 0.0]])
+    return logsumexp(jnp.log(jnp.array([0.2, 0.8])) - 0.5 * jnp.sum((v[..., None, :] - modes) ** 2, -1), -1)
+
+
 def test_relocation_keeps_a_light_real_mode():
-    """On two separated modes with masses 0.2 / 0.8, components on the light mode are never relocated."""
-
-    def two_modes(v):
-        return logsumexp(jnp.log(jnp.array([0.2, 0.8])) - 0.5 * jnp.sum((v - jnp.array([[-6.0, 0.0], [6.0, 0.0]])) ** 2, -1))
-
-    algo = mixvi.mixture_vi(two_modes, n_components=10, init_scale=6.0)
+    """On two separated modes with masses 0.2 / 0.8, the light mode keeps its components and none dies."""
+    algo = mixvi.mixture_vi(_two_modes, n_components=10, init_scale=6.0)
     state = algo.init(jax.random.key(1), jnp.zeros(2))
     keys = jax.random.split(jax.random.key(2), 1500)
-    state, info = jax.jit(lambda s: jax.lax.scan(lambda c, k: algo.step(k, c), s, keys))(state)
+    settings = vi.check(vi.Settings(balance=False))
+    state, info = jax.jit(
+        lambda s: jax.lax.scan(lambda c, k: vi.step(k, c, lambda x, _: -_two_modes(x), settings), s, keys)
+    )(state)
     on_light = np.asarray(state.params.locs[:, 0] < 0)
     assert on_light.any() and not on_light.all()
     assert int(info.num_relocated.sum()) == 0
+
+
+def test_importance_masses_estimate_each_components_share_of_the_target():
+    """Components of q at the two modes of p (masses 0.2 / 0.8), q with uniform weights: the running
+    importance masses, normalised, are p's mass on each component (E_p[r_i] = E_{q_i}[p/q] / N)."""
+    locs, log_scales = jnp.array([[-6.0, 0.0], [6.0, 0.0]]), jnp.zeros(2)
+    state = init_relocation(2)
+    for k in jax.random.split(jax.random.key(0), 400):
+        x = locs[:, None] + jax.random.normal(k, (2, 10, 2))
+        log_q = logsumexp(-0.5 * jnp.sum((x[:, :, None] - locs) ** 2, -1), -1) - jnp.log(2.0) - jnp.log(2 * jnp.pi)
+        log_p = _two_modes(x) - jnp.log(2 * jnp.pi)
+        state = track(state, jnp.zeros(2), jnp.array(True), log_p - log_q)
+    np.testing.assert_allclose(jax.nn.softmax(state.log_mass), [0.2, 0.8], atol=0.02)
+
+
+def _balance_case(log_mass, age=300, slow_offset=0.0, locs=None):
+    locs = jnp.array([[0.0, 0.0], [0.5, 0.0], [10.0, 0.0]]) if locs is None else locs
+    state = _state([1.0, 1.0, 1.0], [1.0 + slow_offset] * 3, [age] * 3, jnp.log(jnp.asarray(log_mass)))
+    return balance(jax.random.key(0), locs, jnp.zeros(3), state)
+
+
+def test_balance_splits_the_most_loaded_onto_the_least_loaded_sharing_a_basin():
+    """Component 1 (next to 0, carrying a fifth of what 2 carries) restarts as a draw from 2; the pair
+    splits 2's mass and restarts its clock. Below the ratio, too young, unsettled or alone: nothing moves."""
+    locs, u, state, moved = _balance_case([0.3, 0.1, 0.6])
+    assert int(moved) == 1
+    assert float(jnp.linalg.norm(locs[1] - jnp.array([10.0, 0.0]))) < 5.0
+    np.testing.assert_array_equal(locs[jnp.array([0, 2])], jnp.array([[0.0, 0.0], [10.0, 0.0]]))
+    np.testing.assert_allclose(jnp.exp(state.log_mass), [0.3, 0.3, 0.3], rtol=1e-5)
+    np.testing.assert_array_equal(state.age, [300, 0, 0])
+    assert int(_balance_case([0.3, 0.3, 0.4])[3]) == 0  # within the ratio
+    assert int(_balance_case([0.3, 0.1, 0.6], age=50)[3]) == 0  # too young
+    assert int(_balance_case([0.3, 0.1, 0.6], slow_offset=5.0)[3]) == 0  # still improving
+    alone = jnp.array([[0.0, 0.0], [-20.0, 0.0], [10.0, 0.0]])  # the least loaded is alone in its basin
+    assert int(_balance_case([0.3, 0.1, 0.6], locs=alone)[3]) == 0
+
+
+def test_balancing_gives_the_light_mode_its_share_of_components():
+    """Modes with masses 0.2 / 0.8 and 10 components: from a start that puts a different count on the
+    light mode, balancing ends with 2 there (without it the count stays where the start put it)."""
+    counts = {}
+    for flag in (False, True):
+        state = vi.init_state(jnp.array([[-6.0, 0.0]] * 5 + [[6.0, 0.0]] * 5) + 0.3, 1.0)
+        settings = vi.check(vi.Settings(balance=flag))
+        keys = jax.random.split(jax.random.key(3), 3000)
+        state, _ = jax.jit(
+            lambda s, st=settings: jax.lax.scan(lambda c, k: vi.step(k, c, lambda x, _: -_two_modes(x), st), s, keys)
+        )(state)
+        counts[flag] = int(np.sum(np.asarray(state.params.locs[:, 0]) < 0))
+    assert counts == {False: 5, True: 2}, counts
