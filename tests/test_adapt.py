@@ -105,7 +105,7 @@ def test_relocation_keeps_a_light_real_mode():
 def test_importance_masses_estimate_each_components_share_of_the_target():
     """Components of q at the two modes of p (masses 0.2 / 0.8), q with uniform weights: the running
     importance masses, normalised, are p's mass on each component (E_p[r_i] = E_{q_i}[p/q] / N)."""
-    locs, log_scales = jnp.array([[-6.0, 0.0], [6.0, 0.0]]), jnp.zeros(2)
+    locs = jnp.array([[-6.0, 0.0], [6.0, 0.0]])
     state = init_relocation(2)
     for k in jax.random.split(jax.random.key(0), 400):
         x = locs[:, None] + jax.random.normal(k, (2, 10, 2))
@@ -146,7 +146,7 @@ def test_balancing_gives_the_light_mode_its_share_of_components():
         settings = vi.check(vi.Settings(balance=flag))
         keys = jax.random.split(jax.random.key(3), 3000)
         state, _ = jax.jit(
-            lambda s, st=settings: jax.lax.scan(lambda c, k: vi.step(k, c, lambda x, _: -_two_modes(x), st), s, keys)
+            lambda s, st=settings, ks=keys: jax.lax.scan(lambda c, k: vi.step(k, c, lambda x, _: -_two_modes(x), st), s, ks)
         )(state)
         counts[flag] = int(np.sum(np.asarray(state.params.locs[:, 0]) < 0))
     assert counts == {False: 5, True: 2}, counts
