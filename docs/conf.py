@@ -76,6 +76,8 @@ sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "examples"),
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"/plot_",
+    # _compare.py (the helpers the scripts share) is imported by them, not an example of its own
+    "ignore_pattern": r"__init__\.py|(^|/)_[^/]*\.py$",
     "download_all_examples": False,
     "remove_config_comments": True,
     "abort_on_example_error": True,
