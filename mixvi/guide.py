@@ -12,16 +12,21 @@ import inspect
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
+import numpyro.distributions as dist
 from numpyro import handlers
-from numpyro.distributions import constraints
-from numpyro.infer.autoguide import AutoContinuous
-from numpyro.infer.initialization import init_to_sample, init_to_uniform
-from numpyro.infer.util import find_valid_initial_params, potential_energy
+from numpyro.distributions import biject_to, constraints
+from numpyro.distributions.util import sum_rightmost
+from numpyro.infer.autoguide import AutoContinuous, AutoGuide
+from numpyro.infer.initialization import init_to_median, init_to_sample, init_to_uniform, init_to_value
+from numpyro.infer.util import find_valid_initial_params, initialize_model, potential_energy
+from numpyro.primitives import Messenger
 
 from mixvi.family import IsotropicMixture
 from mixvi.loop import new_cache, remember, split_operands
@@ -32,11 +37,130 @@ _DRAWS: OrderedDict[Any, Callable] = new_cache()
 
 
 def _is_random_init(init_loc_fn: Callable) -> bool:
+    """Whether every component draws its own initial mean: init_to_sample (NumPyro's ``init_to_sample()`` is
+    ``init_to_median(num_samples=1)``), init_to_uniform with a radius > 0, and init_to_value when some sites
+    are not given a value (NumPyro starts those as init_to_uniform does)."""
     fn = getattr(init_loc_fn, "func", init_loc_fn)
     kw = getattr(init_loc_fn, "keywords", {}) or {}
-    if fn is init_to_sample:
+    if fn is init_to_sample or (fn is init_to_median and kw.get("num_samples", 15) == 1):
         return True
+    if fn is init_to_value:
+        return True  # the sites without a value are random; the given ones are fixed (see _given_mask)
     return fn is init_to_uniform and kw.get("radius", 2) > 0
+
+
+DISCRETE_SITE = (
+    "latent site {0!r} is discrete and not marked for enumeration; AutoIsotropicMixture covers continuous "
+    "latents only. Either sum it out: mark it with infer={{'enumerate': 'parallel'}} (or decorate the model "
+    "with numpyro.contrib.funsor.config_enumerate) and train with SVI(model, guide, optim, TraceEnum_ELBO()) "
+    "or MixVI; or keep it out of this guide: AutoIsotropicMixture(handlers.block(model, hide=[{0!r}])) inside "
+    "an AutoGuideList, next to a guide of your own for {0!r}"
+)
+ENUM_NEEDS_FUNSOR = (
+    "site {!r} is marked for enumeration, and NumPyro sums enumerated sites out with funsor, which is not "
+    "installed: pip install funsor (or pip install 'mixvi[enum]')"
+)
+SUBSAMPLED_LATENT = (
+    "latent site {!r} lies inside the subsampled plate {!r} (subsample {} of {}): a global mixture over all "
+    "local latents is not defined. Move the latent out of the subsampled plate, drop subsample_size, or give "
+    "the local latents their own guide (AutoGuideList with AutoNormal)."
+)
+INIT_NOT_FINITE = (
+    "the model's log density is not finite at the guide's initial point: {}, at the initial values {} that "
+    "init_loc_fn={} chose. The initial point caused it: start where the model is defined with another "
+    "init_loc_fn (init_to_median, or init_to_value(values={{...}}) with valid values), or give the latent "
+    "site(s) a support on which every value is valid (e.g. dist.HalfNormal or dist.LogNormal for a value "
+    "that must be positive)."
+)
+INIT_GRAD_NOT_FINITE = (
+    "the gradient of the model's log density is not finite at the guide's initial point: latent site(s) {} "
+    "at the initial values {} that init_loc_fn={} chose. The initial point caused it: start elsewhere with "
+    "another init_loc_fn (init_to_median, or init_to_value(values={{...}}) away from that point), or give "
+    "the latent site(s) a support that excludes it."
+)
+DRAW_FAILED = (
+    "could not draw a finite initial point for every component; check the model's log density or pass a "
+    "deterministic init_loc_fn (e.g. init_to_median)"
+)
+STEINVI_REFUSED = (
+    "AutoIsotropicMixture does not train under numpyro.contrib.einstein.SteinVI: SteinVI makes a mixture of "
+    "copies of the guide and scores that mixture with every constrained param transformed a second time "
+    "(positive scales pass through exp twice), so the component scales collapse (NumPyro's own AutoNormal "
+    "collapses there too). AutoIsotropicMixture already is a mixture: raise n_components and train it with "
+    "mixvi.MixVI(model, guide), or SVI(model, guide, optax_to_numpyro(mixvi.optim.ibw()), Trace_ELBO())."
+)
+
+
+class _PrngKeys(Messenger):
+    """Effect handler that records the keys the model's ``numpyro.prng_key()`` calls receive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list = []
+
+    def postprocess_message(self, msg: dict) -> None:
+        if msg["type"] == "prng_key":
+            self.keys.append(msg["value"])
+
+
+def _max_plate_nesting(trace: dict) -> int:
+    dims = [f.dim for s in trace.values() if s["type"] == "sample" for f in s["cond_indep_stack"] if f.dim is not None]
+    return -min(dims) if dims else 0
+
+
+def _is_init_failure(err: Exception) -> bool:
+    """NumPyro's eager argument validation at the initial point, or its search for a finite one."""
+    text = str(err)
+    return (isinstance(err, ValueError) and "distribution got invalid" in text) or (
+        isinstance(err, RuntimeError) and "valid initial" in text
+    )
+
+
+def _called_by_steinvi() -> bool:
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith("numpyro.contrib.einstein"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _describe(value: Any) -> str:
+    value = np.asarray(value, dtype=float)
+    if value.size <= 4:
+        return str(np.round(value, 4).tolist())
+    return f"an array of shape {value.shape}"
+
+
+class _EnumeratedSitesStayWithTheModel(AutoGuide):
+    """The set-up of NumPyro's autoguides, except that discrete sites marked for enumeration are left to the
+    model (``TraceEnum_ELBO`` sums them out) instead of refused; they are not in the prototype trace."""
+
+    _enumerated: tuple[str, ...] = ()
+
+    def _setup_prototype(self, *args, **kwargs) -> None:
+        if not self._enumerated:
+            super()._setup_prototype(*args, **kwargs)
+            return
+        rng_key = numpyro.prng_key()
+        with handlers.block():
+            init_params, self._potential_fn_gen, postprocess_fn_gen, trace = initialize_model(
+                rng_key, self.model, init_strategy=self.init_loc_fn, dynamic_args=True,
+                model_args=args, model_kwargs=kwargs,
+            )
+        self._potential_fn = self._potential_fn_gen(*args, **kwargs)
+        self._postprocess_fn = handlers.seed(postprocess_fn_gen(*args, **kwargs), rng_seed=0)
+        self._init_locs = init_params[0]
+        self._max_plate_nesting = _max_plate_nesting(trace)
+        self.prototype_trace = OrderedDict((n, s) for n, s in trace.items() if n not in self._enumerated)
+        self._prototype_frames = {}
+        self._prototype_plate_sizes = {}
+        for name, site in self.prototype_trace.items():
+            if site["type"] == "sample" and not site["is_observed"]:
+                for frame in site["cond_indep_stack"]:
+                    self._prototype_frames.setdefault(frame.name, frame)
+            elif site["type"] == "plate":
+                self._prototype_frame_full_sizes[name] = site["args"][0]
 
 
 NUM_SAMPLES_READ = (
@@ -55,7 +179,7 @@ def _takes_keyword(fn: Callable, name: str) -> bool:
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
-class AutoIsotropicMixture(AutoContinuous):
+class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
     """Uniform-weight mixture of isotropic Gaussians over the model's unconstrained latent space.
 
     ``get_posterior(params)`` returns an :class:`~mixvi.family.IsotropicMixture` with
@@ -136,56 +260,117 @@ class AutoIsotropicMixture(AutoContinuous):
     def _check_model(self, *args, **kwargs) -> None:
         model = handlers.substitute(handlers.seed(self.model, rng_seed=0), substitute_fn=self.init_loc_fn)
         sites: dict = {}
+        keys = ("type", "is_observed", "fn", "cond_indep_stack", "args", "infer")
 
         def structure(*a, **kw):
             # only static facts leave the abstract trace (no op-by-op execution of the model)
             with handlers.block(), handlers.trace() as tr:
                 model(*a, **kw)
-            sites.update(
-                {n: {k: s.get(k) for k in ("type", "is_observed", "fn", "cond_indep_stack", "args")} for n, s in tr.items()}
-            )
+            sites.update({n: {k: s.get(k) for k in keys} for n, s in tr.items()})
             return 0
 
         try:
-            jax.eval_shape(structure, *args, **kwargs)
+            with numpyro.validation_enabled(False):  # an invalid initial point is reported by the set-up
+                jax.eval_shape(structure, *args, **kwargs)
         except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError):
             sites.clear()
-            structure(*args, **kwargs)  # a model with Python control flow on data: run it eagerly
+            with numpyro.validation_enabled(False):
+                structure(*args, **kwargs)  # a model with Python control flow on data: run it eagerly
         tr = sites
+        enumerated = []
         for name, site in tr.items():
             if site["type"] != "sample" or site["is_observed"]:
                 continue
             if site["fn"].support.is_discrete:
-                raise ValueError(
-                    f"latent site {name!r} is discrete; AutoIsotropicMixture covers continuous latents only. "
-                    "Marginalise it out with enumeration (infer={'enumerate': 'parallel'} on the site, "
-                    "as in numpyro.contrib.funsor) or use a different guide for it (AutoGuideList)."
-                )
+                if (site["infer"] or {}).get("enumerate") != "parallel":
+                    raise ValueError(DISCRETE_SITE.format(name))
+                enumerated.append(name)
+                continue  # the model keeps it (and sums it out): a subsampled plate is fine
             for frame in site["cond_indep_stack"]:
                 full = tr.get(frame.name, {}).get("args", (frame.size,))[0]
                 if frame.size != full:
-                    raise ValueError(
-                        f"latent site {name!r} lies inside the subsampled plate {frame.name!r} "
-                        f"(subsample {frame.size} of {full}): a global mixture over all local latents "
-                        "is not defined. Move the latent out of the subsampled plate, drop subsample_size, "
-                        "or give the local latents their own guide (AutoGuideList with AutoNormal)."
-                    )
+                    raise ValueError(SUBSAMPLED_LATENT.format(name, frame.name, frame.size, full))
+        if enumerated:
+            try:
+                import funsor  # noqa: F401
+            except ImportError as err:
+                raise ImportError(ENUM_NEEDS_FUNSOR.format(enumerated[0])) from err
+        self._enumerated = tuple(enumerated)
 
     def _setup_prototype(self, *args, **kwargs) -> None:
+        if _called_by_steinvi():
+            raise TypeError(STEINVI_REFUSED)
         self._check_model(*args, **kwargs)
         rng_key = numpyro.prng_key()
+        keys = _PrngKeys()
         try:
-            super()._setup_prototype(*args, **kwargs)
-        except RuntimeError as err:
-            if "valid initial" in str(err):
-                raise ValueError(
-                    "the model's potential energy is not finite (or has non-finite gradients) at every "
-                    "initial point tried: check the model's log density for NaN/inf, observed data outside "
-                    "the likelihood's support, or pass a valid init_loc_fn (e.g. init_to_value)."
-                ) from err
+            with keys:
+                super()._setup_prototype(*args, **kwargs)
+        except (ValueError, RuntimeError) as err:
+            if _is_init_failure(err):
+                # the first key NumPyro's set-up drew seeds its initial point: the same point is diagnosed
+                raise ValueError(self._init_failure(keys.keys[0] if keys.keys else rng_key, args, kwargs)) from err
             raise
         with handlers.block():
             self._init_component_locs = self._component_inits(rng_key, args, kwargs)
+
+    def _model_for_potential(self, key: jax.Array, max_plate_nesting: int | None = None) -> Callable:
+        """The model seeded with ``key``; with its enumerated sites summed out when it has any."""
+        model = handlers.seed(self.model, key)
+        if not self._enumerated:
+            return model
+        from numpyro.contrib.funsor import config_enumerate, enum
+
+        nesting = self._max_plate_nesting if max_plate_nesting is None else max_plate_nesting
+        return enum(config_enumerate(model), -nesting - 1)
+
+    def _init_failure(self, key: jax.Array, args: tuple, kwargs: dict) -> str:
+        """The message of a set-up stopped at the initial point: the sites whose log density (or the latents
+        whose gradient) is not finite there, and the initial values."""
+        key = jax.random.PRNGKey(0) if key is None else key
+        model = handlers.substitute(handlers.seed(self.model, key), substitute_fn=self.init_loc_fn)
+        with numpyro.validation_enabled(False), handlers.block(), handlers.trace() as tr:
+            model(*args, **kwargs)
+        latents = {
+            n: s for n, s in tr.items()
+            if s["type"] == "sample" and not s["is_observed"] and not s["fn"].support.is_discrete
+        }
+        values = ", ".join(f"{n} = {_describe(s['value'])}" for n, s in latents.items())
+        strategy = getattr(self.init_loc_fn, "func", self.init_loc_fn).__name__
+        bad = []
+        for name, site in tr.items():
+            if site["type"] != "sample" or name in self._enumerated:
+                continue
+            fn = site["fn"]
+            log_prob = jnp.sum(fn.log_prob(site["value"]))
+            if bool(jnp.isfinite(log_prob)):
+                continue
+            invalid = [
+                param for param, constraint in fn.arg_constraints.items()
+                if not constraints.is_dependent(constraint) and param in fn.__dict__
+                and not bool(jnp.all(constraint(getattr(fn, param))))
+            ]
+            cause = f"invalid {', '.join(invalid)}" if invalid else f"log density {float(log_prob)}"
+            kind = "observed" if site["is_observed"] else "latent"
+            bad.append(f"{kind} site {name!r} ({type(fn).__name__}: {cause})")
+        if bad:
+            return INIT_NOT_FINITE.format("; ".join(bad), values, strategy)
+        unconstrained = {n: biject_to(s["fn"].support).inv(s["value"]) for n, s in latents.items()}
+        grads = jax.grad(
+            lambda u: potential_energy(
+                self._model_for_potential(key, _max_plate_nesting(tr)), args, kwargs, u, enum=bool(self._enumerated)
+            )
+        )(unconstrained)
+        stuck = [repr(n) for n, g in grads.items() if not bool(jnp.all(jnp.isfinite(g)))]
+        return INIT_GRAD_NOT_FINITE.format(", ".join(stuck) or "(none found)", values, strategy)
+
+    def _given_mask(self) -> jax.Array:
+        """1 on the latent coordinates whose sites init_to_value gives a value, 0 elsewhere."""
+        values = (getattr(self.init_loc_fn, "keywords", {}) or {}).get("values", {})
+        if getattr(self.init_loc_fn, "func", None) is not init_to_value:
+            return jnp.zeros(self.latent_dim)
+        parts = [jnp.full(jnp.size(v), float(k in values)) for k, v in self._init_locs.items()]
+        return jnp.concatenate(parts)
 
     def _component_inits(self, rng_key: jax.Array, args: tuple, kwargs: dict) -> jax.Array:
         n, d = self.n_components, self.latent_dim
@@ -194,6 +379,7 @@ class AutoIsotropicMixture(AutoContinuous):
         if _is_random_init(self.init_loc_fn):
             keys = jax.random.split(rng_key, n + 1)
             operands, static, rebuild = split_operands(args, kwargs)
+            enumerated = bool(self._enumerated)
 
             def draw(keys: jax.Array, prototype: dict, operands: list):
                 model_args, model_kwargs = rebuild(operands)
@@ -202,8 +388,8 @@ class AutoIsotropicMixture(AutoContinuous):
                     # the model seeded per component, so init_to_sample draws every component anew
                     k_seed, k_find = jax.random.split(key)
                     return find_valid_initial_params(
-                        k_find, handlers.seed(self.model, rng_seed=k_seed), init_strategy=self.init_loc_fn,
-                        model_args=model_args, model_kwargs=model_kwargs, prototype_params=prototype,
+                        k_find, self._model_for_potential(k_seed), init_strategy=self.init_loc_fn,
+                        enum=enumerated, model_args=model_args, model_kwargs=model_kwargs, prototype_params=prototype,
                     )
 
                 return jax.vmap(one)(keys[1:])
@@ -215,17 +401,18 @@ class AutoIsotropicMixture(AutoContinuous):
 
             # in the latent's layout: NumPyro ravels the sites in the order of _init_locs
             locs = jnp.concatenate([jnp.reshape(params[k], (n, -1)) for k in self._init_locs], axis=1)
+            # init_to_value: the given sites start at their value plus init_scale noise, as a deterministic init
+            given = self._given_mask().astype(locs.dtype)
+            noise = jax.random.normal(jax.random.fold_in(keys[0], 1), (n, d), dtype=locs.dtype)
+            locs = locs + given * self._init_scale * noise
             if isinstance(valid, jax.core.Tracer):
-                # set-up under jit / vmap (e.g. SteinVI) cannot stop on a failed draw: such a component
-                # starts at the init point plus noise instead, as with a deterministic init_loc_fn
+                # set-up under jit / vmap cannot stop on a failed draw: such a component starts at the init
+                # point plus noise instead, as with a deterministic init_loc_fn
                 noise = jax.random.normal(keys[0], (n, d), dtype=locs.dtype)
                 fallback = self._init_latent[None] + self._init_scale * noise
                 return jnp.where(jnp.reshape(valid, (n, 1)), locs, fallback)
             if not bool(jnp.all(valid)):
-                raise ValueError(
-                    "could not draw a finite initial point for every component; check the model's log "
-                    "density or pass a deterministic init_loc_fn (e.g. init_to_median)"
-                )
+                raise ValueError(DRAW_FAILED)
             return locs
         noise = jax.random.normal(rng_key, (n, d), dtype=jnp.result_type(self._init_latent))
         return self._init_latent[None] + self._init_scale * noise
@@ -238,6 +425,42 @@ class AutoIsotropicMixture(AutoContinuous):
         sites = tuple((name, tuple(jnp.shape(v)), str(jnp.result_type(v))) for name, v in self._init_locs.items())
         key = (self.model, type(self), self.init_loc_fn, self.n_components, sites, static)
         return remember(_DRAWS, key, _DRAWS[key] if key in _DRAWS else jax.jit(draw))
+
+    def __call__(self, *args, **kwargs) -> dict:
+        """Sample the latent sites (NumPyro's AutoContinuous call, with each site inside its model plates).
+
+        The sites are sampled in the plates they have in the model, as AutoNormal does, so that
+        ``TraceEnum_ELBO`` can line up their plate dimensions with the model's enumerated sites.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            The model's arguments.
+
+        Returns
+        -------
+        dict
+            Site name to its constrained value.
+        """
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        plates = self._create_plates(*args, **kwargs)
+        latent = self._sample_latent(*args, **kwargs)
+        result = {}
+        for name, unconstrained in self._unpack_latent(latent).items():
+            site = self.prototype_trace[name]
+            transform = biject_to(site["fn"].support)
+            value = transform(unconstrained)
+            event_dim = site["fn"].event_dim
+            log_density = 0.0
+            if numpyro.get_mask() is not False:
+                log_density = -transform.log_abs_det_jacobian(unconstrained, value)
+                log_density = sum_rightmost(log_density, jnp.ndim(log_density) - jnp.ndim(value) + event_dim)
+            with ExitStack() as stack:
+                for frame in site["cond_indep_stack"]:
+                    stack.enter_context(plates[frame.name])
+                result[name] = numpyro.sample(name, dist.Delta(value, log_density=log_density, event_dim=event_dim))
+        return result
 
     # --- the variational family ---------------------------------------------------------------
     def _get_posterior(self) -> IsotropicMixture:
@@ -409,8 +632,12 @@ class AutoIsotropicMixture(AutoContinuous):
         if self.prototype_trace is None:
             raise RuntimeError("the guide is not set up yet: call MixVI.init, SVI.init or the guide first")
 
+        enumerated = bool(self._enumerated)
+
         def potential(z: jax.Array, key: jax.Array) -> jax.Array:
-            return potential_energy(handlers.seed(self.model, key), args, kwargs, self._unpack_latent(z))
+            # sites marked for enumeration are summed out (NumPyro's enumeration, as in its HMC)
+            model = self._model_for_potential(key)
+            return potential_energy(model, args, kwargs, self._unpack_latent(z), enum=enumerated)
 
         return potential
 
