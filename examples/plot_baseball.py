@@ -12,7 +12,13 @@ with mixvi (defaults: 10 components, 2000 steps), NumPyro's ``AutoNormal`` (SVI,
 and NUTS (1000 warm-up + 1000 draws), and compare each player's chance of a hit ``p_j = logit⁻¹ theta_j``,
 ``mu`` and ``sigma``.
 
-**Measured in full mode** (2-core CPU, 2026-12-03): ... (filled in below from the full run).
+**Measured in full mode** (2-core CPU shared with other jobs, 2026-12-03; one run, seed 0). mixvi matches NUTS
+on all 20 rows: its largest error is 0.13 NUTS posterior sds and its sds are 0.89-1.06 times NUTS's.
+``AutoNormal`` is close on the players (errors up to 0.55 sds) but puts ``sigma`` 0.89 sds too high with half
+NUTS's sd (0.052 against 0.104). Predicting the rest of the season (root mean square error weighted by at-bats),
+the raw 45-at-bat averages score 0.067, NUTS 0.032, mixvi 0.032 and ``AutoNormal`` 0.035. mixvi loses on time:
+32 s against 6 s for ``AutoNormal`` and 9 s for NUTS (10 divergent transitions in 1000 draws), most of it
+compiling.
 
 Data: Efron, B. and Morris, C. (1975), "Data analysis using Stein's estimator and its generalizations",
 *Journal of the American Statistical Association* 70, 311-319, Table 1 (hits in the first 45 at-bats; at-bats
@@ -30,7 +36,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from _compare import budget, comparison, fit_autonormal, fit_mixvi, fit_nuts, pick, report, warm_up
+from _compare import budget, comparison, fit_autonormal, fit_nuts, mixvi_fits, pick, report, warm_up
 
 # player, hits in the first 45 at-bats, at-bats and batting average in the rest of the 1970 season
 PLAYERS = [
@@ -78,9 +84,9 @@ warm_up(baseball, at_bats, hits)
 # ----------
 # Each is timed from the start to draws in memory, JAX compilation included.
 nuts = fit_nuts(baseball, at_bats, hits, rng_key=key_nuts, num_warmup=B.nuts_warmup, num_samples=B.nuts_samples)
-vi = fit_mixvi(baseball, at_bats, hits, rng_key=key_mixvi, num_steps=B.vi_steps, num_draws=B.vi_draws)
+vi = mixvi_fits(baseball, at_bats, hits, rng_key=key_mixvi, num_steps=B.vi_steps, num_draws=B.vi_draws)
 normal = fit_autonormal(baseball, at_bats, hits, rng_key=key_normal, num_steps=B.vi_steps, num_draws=B.vi_draws)
-fits = [nuts, vi, normal]
+fits = [nuts, *vi, normal]
 
 # %%
 # The comparison
@@ -109,7 +115,7 @@ for name, p in estimates.items():
 # predicts the rest of the season better.
 fig, ax = plt.subplots(figsize=(7.5, 6.5))
 rows = np.arange(len(names))
-for shift, (name, v) in zip((-0.22, 0.0, 0.22), values.items(), strict=True):
+for shift, (name, v) in zip(np.linspace(-0.25, 0.25, len(values)), values.items(), strict=True):
     ax.errorbar(v["p"].mean(axis=0), rows + shift, xerr=v["p"].std(axis=0), fmt="o", ms=3.5, label=name)
 ax.plot(np.asarray(hits / at_bats), rows, "kx", label="first 45 at-bats")
 ax.plot(rest_average, rows, "k+", ms=9, label="rest of 1970")

@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from _compare import budget, comparison, fit_autonormal, fit_mixvi, fit_nuts, pick, predict, report, warm_up
+from _compare import budget, comparison, fit_autonormal, fit_nuts, mixvi_fits, pick, predict, report, warm_up
 
 HIDDEN = 8
 rng = np.random.default_rng(0)
@@ -58,9 +58,9 @@ warm_up(bnn, x, y)
 # ----------
 # Each is timed from the start to draws in memory, JAX compilation included.
 nuts = fit_nuts(bnn, x, y, rng_key=key_nuts, num_warmup=B.nuts_warmup, num_samples=B.nuts_samples)
-vi = fit_mixvi(bnn, x, y, rng_key=key_mixvi, num_steps=B.vi_steps, num_draws=B.vi_draws)
+vi = mixvi_fits(bnn, x, y, rng_key=key_mixvi, num_steps=B.vi_steps, num_draws=B.vi_draws)
 normal = fit_autonormal(bnn, x, y, rng_key=key_normal, num_steps=B.vi_steps, num_draws=B.vi_draws)
-fits = [nuts, vi, normal]
+fits = [nuts, *vi, normal]
 
 # %%
 # The comparison
@@ -79,7 +79,7 @@ report(table, fits, title="Bayesian neural network: predictions f(x) and the noi
 # Posterior mean and a band of ± two posterior sds of ``f(x)`` for each fit. Between the clusters and outside them
 # the data say little, and the width of the band there is what a Bayesian treatment of the weights is for.
 x_grid = jnp.linspace(-4.5, 4.5, 121)
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), sharey=True)
+fig, axes = plt.subplots(1, len(fits), figsize=(3.7 * len(fits), 3.4), sharey=True)
 for ax, fit in zip(axes, fits, strict=True):
     f = predict(fit, bnn, ["f"], x_grid)["f"]
     mean, sd = f.mean(axis=0), f.std(axis=0)

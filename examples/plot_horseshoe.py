@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from _compare import budget, comparison, fit_autonormal, fit_mixvi, fit_nuts, pick, report, warm_up
+from _compare import budget, comparison, fit_autonormal, fit_nuts, mixvi_fits, pick, report, warm_up
 
 N, P = 60, 20
 TRUE_BETA = np.zeros(P)
@@ -59,9 +59,9 @@ warm_up(horseshoe, x, y)
 # ----------
 # Each is timed from the start to draws in memory, JAX compilation included.
 nuts = fit_nuts(horseshoe, x, y, rng_key=key_nuts, num_warmup=B.nuts_warmup, num_samples=B.nuts_samples)
-vi = fit_mixvi(horseshoe, x, y, rng_key=key_mixvi, num_steps=B.vi_steps, num_draws=B.vi_draws)
+vi = mixvi_fits(horseshoe, x, y, rng_key=key_mixvi, num_steps=B.vi_steps, num_draws=B.vi_draws)
 normal = fit_autonormal(horseshoe, x, y, rng_key=key_normal, num_steps=B.vi_steps, num_draws=B.vi_draws)
-fits = [nuts, vi, normal]
+fits = [nuts, *vi, normal]
 
 # %%
 # The comparison
@@ -84,7 +84,7 @@ for fit in fits[1:]:
 # Posterior mean ± one sd of each coefficient under each fit; the crosses are the values the data were drawn with.
 fig, ax = plt.subplots(figsize=(9, 3.5))
 rows = np.arange(P)
-for shift, fit in zip((-0.25, 0.0, 0.25), fits, strict=True):
+for shift, fit in zip(np.linspace(-0.3, 0.3, len(fits)), fits, strict=True):
     beta = fit.draws["beta"]
     ax.errorbar(rows + shift, beta.mean(axis=0), yerr=beta.std(axis=0), fmt="o", ms=3.5, label=fit.name)
 ax.plot(rows, TRUE_BETA, "kx", label="true")

@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from _compare import budget, comparison, fit_autonormal, fit_mixvi, fit_nuts, pick, report, warm_up
+from _compare import budget, comparison, fit_autonormal, fit_nuts, mixvi_fits, pick, report, warm_up
 
 TRUE_MU = np.array([1.0, -1.0, 0.5])
 TRUE_SCALE = np.array([1.0, 2.0, 0.5])
@@ -55,9 +55,9 @@ warm_up(lkj_model, y)
 # ----------
 # Each is timed from the start to draws in memory, JAX compilation included.
 nuts = fit_nuts(lkj_model, y, rng_key=key_nuts, num_warmup=B.nuts_warmup, num_samples=B.nuts_samples)
-vi = fit_mixvi(lkj_model, y, rng_key=key_mixvi, num_steps=B.vi_steps, num_draws=B.vi_draws)
+vi = mixvi_fits(lkj_model, y, rng_key=key_mixvi, num_steps=B.vi_steps, num_draws=B.vi_draws)
 normal = fit_autonormal(lkj_model, y, rng_key=key_normal, num_steps=B.vi_steps, num_draws=B.vi_draws)
-fits = [nuts, vi, normal]
+fits = [nuts, *vi, normal]
 
 # %%
 # The comparison
