@@ -189,15 +189,21 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
     Parameters
     ----------
     model : callable
-        A NumPyro model with continuous latent sites.
+        A NumPyro model with continuous latent sites. Discrete sites marked for enumeration
+        (``infer={'enumerate': 'parallel'}`` or ``config_enumerate``) stay with the model: ``TraceEnum_ELBO``
+        and ``MixVI`` sum them out (NumPyro's enumeration, which needs funsor).
     n_components : int, optional
         N, the number of mixture components (>= 1).
     prefix : str, optional
         Params are named ``{prefix}_locs`` and ``{prefix}_scales``.
     init_loc_fn : callable, optional
-        Per-site init strategy. When it is random (``init_to_uniform``, ``init_to_sample``) every
-        component's mean is an independent draw; otherwise the init location plus
-        ``init_scale * N(0, I)``.
+        Per-site init strategy, applied per component. ``init_to_uniform(radius=r)`` (r > 0) and
+        ``init_to_sample`` (also ``init_to_sample()`` = ``init_to_median(num_samples=1)``): every component's
+        mean is an independent draw (uniform in (-r, r) in unconstrained space; a prior draw).
+        ``init_to_value(values=...)``: the given sites at their value plus ``init_scale * N(0, I)``, the other
+        sites drawn per component as ``init_to_uniform`` does. Any other strategy (``init_to_median``,
+        ``init_to_mean``, ``init_to_feasible``): its one point plus ``init_scale * N(0, I)``. With
+        ``n_components=1`` the component starts at NumPyro's initial point itself.
     init_scale : float, optional
         Initial sigma_i of every component (> 0).
     create_plates : callable or None, optional
@@ -217,8 +223,13 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
     ValueError
         If ``n_components`` is not an integer >= 1, ``init_scale`` is not positive, or ``metric`` /
         ``weights`` is not one of the values above. When the guide is set up on the model's
-        arguments: if a latent site is discrete, lies inside a subsampled plate, or the potential is
-        not finite at every initial point.
+        arguments: if a latent site is discrete and not marked for enumeration, lies inside a subsampled
+        plate, or the log density or its gradient is not finite at the initial point (the message names the
+        sites, the initial values and the fix; under ``jax.jit`` / ``jax.vmap`` a random init redraws instead).
+    ImportError
+        At set-up, if the model has sites marked for enumeration and funsor is not installed.
+    TypeError
+        At set-up under ``numpyro.contrib.einstein.SteinVI`` (see ``STEINVI_REFUSED``).
     """
 
     scale_constraint = constraints.positive
