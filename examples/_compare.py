@@ -100,8 +100,10 @@ def fit_mixvi(model, *args, rng_key, num_steps: int, num_draws: int, options=Non
 def mixvi_fits(model, *args, rng_key, num_steps: int, num_draws: int, **kwargs) -> list[Fit]:
     """``fit_mixvi`` with the defaults and, only if that run diverged, once more with ``relocate=False``.
 
-    The restarts of massless components (``relocate=True``, the default) are what sent the diverging runs off in
-    the models of this gallery where that happened; the second fit shows the method without them.
+    On 2026-12-03, before a change of the guide's initialisation, the default runs of the LKJ, horseshoe and
+    neural-network examples stopped on non-finite steps while runs with ``relocate=False`` (no restarts of
+    massless components) did not; should a default run diverge again, the second fit shows the method without
+    the restarts.
     """
     fits = [fit_mixvi(model, *args, rng_key=rng_key, num_steps=num_steps, num_draws=num_draws, **kwargs)]
     if fits[0].note:

@@ -14,7 +14,14 @@ towards zero a little. Fitted by mixvi (defaults: 10 components, 2000 steps), Nu
 Adam 0.01, 2000 steps) and NUTS (1000 warm-up + 1000 draws); the table compares ``beta``, ``tau`` and
 ``sigma``.
 
-**Measured in full mode** (2-core CPU, 2026-12-03): ... (filled in below from the full run).
+**Measured in full mode** (2-core CPU shared with other jobs, 2026-12-03; one run, seed 0). mixvi gets the three
+signals and ``sigma`` right (mean error 0.11 NUTS sds on the signals, 0.20 on ``sigma``) where ``AutoNormal``
+misses them (2.8 sds on the signals; ``sigma`` 2.0 against 1.0). But mixvi is too confident about the nulls and
+the global scale: its sds of the null coefficients are a median 0.58 times NUTS's and its ``tau`` is 0.030
+against 0.113 (sd 0.22 times NUTS's), so it shrinks harder than the posterior does; ``AutoNormal``'s nulls are
+2.2 times too wide. NUTS reports 15 divergent transitions. Wall times: mixvi 23 s, ``AutoNormal`` 9 s, NUTS 5 s.
+(Earlier the same day, before a change of the guide's initialisation, mixvi's default run stopped on a
+non-finite step at step 690, and completed with ``relocate=False``.)
 
 Set ``MIXVI_DOCS_QUICK=1`` for a quick run (300 steps, NUTS 200 + 200: a smoke test, not a comparison).
 """
