@@ -13,11 +13,11 @@ and NUTS (1000 warm-up + 1000 draws), and compare each player's chance of a hit 
 ``mu`` and ``sigma``.
 
 **Measured in full mode** (2-core CPU shared with other jobs, 2026-12-03; one run, seed 0). mixvi matches NUTS
-on all 20 rows: its largest error is 0.13 NUTS posterior sds and its sds are 0.89-1.06 times NUTS's.
+on all 20 rows: its largest error is 0.14 NUTS posterior sds and its sds are 0.89-1.07 times NUTS's.
 ``AutoNormal`` is close on the players (errors up to 0.55 sds) but puts ``sigma`` 0.89 sds too high with half
 NUTS's sd (0.052 against 0.104). Predicting the rest of the season (root mean square error weighted by at-bats),
 the raw 45-at-bat averages score 0.067, NUTS 0.032, mixvi 0.032 and ``AutoNormal`` 0.035. mixvi loses on time:
-32 s against 6 s for ``AutoNormal`` and 9 s for NUTS (10 divergent transitions in 1000 draws), most of it
+23 s against 7 s for ``AutoNormal`` and 7 s for NUTS (10 divergent transitions in 1000 draws), most of it
 compiling.
 
 Data: Efron, B. and Morris, C. (1975), "Data analysis using Stein's estimator and its generalizations",

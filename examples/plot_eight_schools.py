@@ -15,12 +15,12 @@ is NUTS on the non-centred form; NUTS on the centred form is compared to it as w
 transitions there.
 
 **Measured in full mode** (2-core CPU shared with other jobs, 2026-12-03; one run, seed 0). Non-centred: mixvi's
-largest error is 0.13 reference sds with sds 0.80-1.05 times the reference's; ``AutoNormal`` 0.29 and 0.70-1.03.
-Centred, both VI methods lose: mixvi finds ``tau`` too small (mean 1.3 against 3.6, sd 0.37 times the
-reference's; error 0.73 sds) and the ``theta_j`` too narrow (0.68-0.84); ``AutoNormal`` is far worse (mean error
+largest error is 0.14 reference sds with sds 0.81-1.05 times the reference's; ``AutoNormal`` 0.29 and 0.70-1.03.
+Centred, both VI methods lose: mixvi finds ``tau`` too small (mean 1.6 against 3.6, sd 0.44 times the
+reference's; error 0.64 sds) and the ``theta_j`` too narrow (0.71-0.88); ``AutoNormal`` is far worse (mean error
 up to 1.2 sds, every sd 0.16-0.37 times the reference's). NUTS on the centred form stays within 0.14 sds despite
-13 divergent transitions. Wall times: mixvi 17 s (centred) and 14 s (non-centred), ``AutoNormal`` 5 s and 2 s,
-NUTS 3 s and 4 s.
+13 divergent transitions. Wall times: mixvi 18 s (centred) and 15 s (non-centred), ``AutoNormal`` 5 s and 3 s,
+NUTS 3 s and 5 s.
 
 Data: Rubin, D. B. (1981), "Estimation in parallel randomized experiments", *Journal of Educational
 Statistics* 6, 377-401; the model as in Gelman et al., *Bayesian Data Analysis*, section 5.5.

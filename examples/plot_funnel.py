@@ -17,12 +17,12 @@ Both forms are fitted by mixvi (defaults: 10 components, 2000 steps), NumPyro's 
 0.01, 2000 steps) and NUTS (1000 warm-up + 1000 draws); the reference of the tables is the exact answer.
 
 **Measured in full mode** (2-core CPU shared with other jobs, 2026-12-03; one run, seed 0). Centred: mixvi gets the
-marginal of ``v`` nearly right (mean 0.30, sd 2.78; 9.1 % of its draws in the neck ``v < -3``, exact 15.9 %),
+marginal of ``v`` nearly right (mean -0.49, sd 2.97; 19.3 % of its draws in the neck ``v < -3``, exact 15.9 %),
 where NUTS (mean 2.2, sd 2.25, no draw below -3, one divergent transition) and ``AutoNormal`` (mean -1.0, sd
-0.46) do not; but its spread of ``x`` is far too small (sd 1.8 against 9.5): its components are Gaussians in
+0.46) do not; but its spread of ``x`` is far too small (sd 1.2 against 9.5): its components are Gaussians in
 the unconstrained space and cannot follow the funnel's width along ``v``. Reparameterised, all three are right
-(``v`` within 0.02 exact sds, sd within 1 %). Wall times: mixvi 15 s and 12 s, ``AutoNormal`` 5 s and 2 s, NUTS
-4 s and 2 s.
+(``v`` within 0.02 exact sds, sd within 1 %). Wall times: mixvi 19 s and 13 s, ``AutoNormal`` 6 s and 2 s, NUTS
+5 s and 3 s.
 
 Set ``MIXVI_DOCS_QUICK=1`` for a quick run (300 steps, NUTS 200 + 200: a smoke test, not a comparison).
 """

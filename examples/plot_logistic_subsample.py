@@ -13,10 +13,10 @@ Fitted by mixvi (defaults: 10 components, 2000 steps), NumPyro's ``AutoNormal`` 
 and NUTS (1000 warm-up + 1000 draws, full data).
 
 **Measured in full mode** (2-core CPU shared with other jobs, 2026-12-03; one run, seed 0). Neither VI method beats
-NUTS here. Both get the sds right (mixvi 0.77-1.33 times NUTS's, ``AutoNormal`` 0.87-1.41), but their means
+NUTS here. Both get the sds right (mixvi 0.76-1.32 times NUTS's, ``AutoNormal`` 0.87-1.41), but their means
 carry the noise of the last minibatch steps: mixvi's largest error is 3.0 NUTS sds, ``AutoNormal``'s 3.3 (both on
 ``beta[3]``: 0.07 against 0.02, with a posterior sd of 0.017; the offset changes with the seed). NUTS on all
-20 000 rows took 9.5 s, ``AutoNormal`` 17 s and mixvi 39 s: on a model this small, exact gradients are cheap and
+20 000 rows took 13 s, ``AutoNormal`` 20 s and mixvi 44 s: on a model this small, exact gradients are cheap and
 subsampling does not pay.
 
 Set ``MIXVI_DOCS_QUICK=1`` for a quick run (300 steps, NUTS 200 + 200: a smoke test, not a comparison).
