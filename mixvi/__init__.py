@@ -7,7 +7,7 @@ NeurIPS 2025, arXiv 2506.13613).
 """
 
 from mixvi import geometry, optim
-from mixvi.diagnostics import component_summary, psis_khat, to_datatree
+from mixvi.diagnostics import component_summary, fit_check, psis_khat, to_datatree
 from mixvi.engine import MixVI, MixVIRunResult, MixVIState
 from mixvi.family import IsotropicMixture
 from mixvi.geometry import AutoStep
@@ -32,6 +32,7 @@ __all__ = [
     "MixtureVIState",
     "component_summary",
     "enable_compilation_cache",
+    "fit_check",
     "geometry",
     "importance_resample",
     "mixture_vi",

@@ -31,14 +31,25 @@ estimate depends on the fit). Every step folds (1/L) sum_b p(x_ib) / q(x_ib) ove
 a value of log p into a running average kept in log space (:data:`MASS_DECAY`; the unknown
 normalising constant cancels between components). With uniform weights each component should carry
 1/N; when the most loaded component carries more than :data:`BALANCE_RATIO` times the least loaded
-one, the least loaded restarts as a draw from the most loaded (a split: the two then share that
-basin's mass). Both must have lived ``min_age`` steps and settled (a component still travelling to
-its basin carries little mass yet), and the least loaded one must share its basin with another
-component (its mean within :data:`NEIGHBOUR_REACH` sqrt(d) sigma of another's in the whitened
-coordinates): the importance estimate of a component alone on a mode it fits poorly is low for a long
-time (its weights are heavy-tailed), and taking it away would lose the mode. One move per step at most. This moves components from over-served
-to under-served modes until the counts follow the masses to within the ratio; on a unimodal target
-the estimates agree to within the ratio and nothing moves.
+one of another basin, that one restarts as a draw from the most loaded (a split: the two then share
+that basin's mass). Two components share a basin when their means are within :data:`NEIGHBOUR_REACH`
+sqrt(d) sigma of each other in the whitened coordinates. Both must have lived ``min_age`` steps and
+settled (a component still travelling to its basin carries little mass yet), and the one that moves
+must have company in its basin: the importance estimate of a component alone on a mode it fits
+poorly is low for a long time (its weights are heavy-tailed), and taking it away would lose the
+mode. Moves inside one basin would not change its count and are not made. One move per step at most.
+This moves components from over-served to under-served modes until the counts follow the masses to
+within the ratio; on a unimodal target nothing moves.
+
+Scouts find modes that no component started near. During the first half of a run (``MixVI.run``
+sets ``scout_until``; :func:`mixvi.vi.explore_until` does it for a loop of one's own, where it is 0,
+no scouts, by default), from step 200 and every 50 steps the least loaded component that has
+company in its basin restarts at a wide draw around where the run started (:func:`scout`). It
+drains into some basin; an unserved one then gets its share from mass balancing, and a served one
+gives it back.
+
+A component whose sigma falls below :data:`COLLAPSE_RATIO` of the median, or whose draws hit a
+non-finite target, also restarts on the best component (the run goes on for the others).
 
 N, the parameter shapes and the uniform weights never change, so ``get_params``, ``Predictive`` and
 checkpoints are unaffected. Learned weights have their own remedy (the weight step sends them to
@@ -49,6 +60,7 @@ This module depends on JAX only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -60,10 +72,19 @@ SLOW_DECAY = 0.99
 # lag between the two running averages of a linear trend: 1 / (1 - 0.99) - 1 / (1 - 0.9) steps
 TREND_LAG = 1.0 / (1.0 - SLOW_DECAY) - 1.0 / (1.0 - FAST_DECAY)
 MIN_GAP = 20.0
+COLLAPSE_RATIO = 1e-3
+"""A component whose sigma falls below this fraction of the median sigma restarts on the best one."""
 MASS_DECAY = 0.995
 """Decay of the running importance-mass estimates (an average over about 200 steps)."""
 NEIGHBOUR_REACH = 2.0
 """Two components share a basin when their means are within this many sqrt(d) sigma (whitened)."""
+SCOUT_EVERY = 50
+"""Steps between two scouts."""
+SCOUT_START = 200
+"""No scout before this step (the components first settle where they started)."""
+SCOUT_MIN_AGE = 100
+SCOUT_SPREAD = 4.0
+"""Scouts start at a normal draw with this many times the initial means' per-coordinate spread."""
 BALANCE_RATIO = 1.5
 """A split moves the least loaded component onto the most loaded one when their mass estimates differ
 by more than this factor (1.5 does not oscillate between two basins served by three or more components)."""
@@ -78,12 +99,22 @@ class RelocationState(NamedTuple):
     loss_slow: jax.Array
     age: jax.Array
     log_mass: jax.Array
+    steps: jax.Array | None = None
+    origin_loc: jax.Array | None = None
+    origin_scale: jax.Array | None = None
+    scout_until: jax.Array | None = None
 
 
-def init_relocation(n_components: int, dtype=jnp.float32) -> RelocationState:
-    """The state before the first step."""
+def init_relocation(n_components: int, dtype=jnp.float32, locs: jax.Array | None = None) -> RelocationState:
+    """The state before the first step; given the initial means ``locs`` (N, d), it also keeps where
+    the run started (their mean and per-coordinate spread), where scouts are sent (:func:`scout`)."""
     nan = jnp.full((n_components,), jnp.nan, dtype)
-    return RelocationState(nan, nan, jnp.zeros((n_components,), jnp.int32), nan)
+    origin = (None, None)
+    if locs is not None:
+        spread = jnp.std(locs, 0) if locs.shape[0] > 1 else jnp.ones(locs.shape[1:], dtype)
+        origin = (jnp.mean(locs, 0), jnp.where(spread > 0, spread, 1.0))
+    zero = jnp.zeros((), jnp.int32)
+    return RelocationState(nan, nan, jnp.zeros((n_components,), jnp.int32), nan, zero, *origin, zero)
 
 
 def track(
@@ -105,11 +136,12 @@ def track(
         averaged = jnp.logaddexp(jnp.log(MASS_DECAY) + log_mass, jnp.log1p(-MASS_DECAY) + mass)
         averaged = jnp.where(jnp.isnan(log_mass), mass, averaged)
         log_mass = jnp.where(keep & jnp.all(~jnp.isnan(mass)), averaged, log_mass)
-    return RelocationState(
-        jnp.where(keep, fast, state.loss_fast),
-        jnp.where(keep, slow, state.loss_slow),
-        state.age + keep.astype(jnp.int32),
-        log_mass,
+    return state._replace(
+        loss_fast=jnp.where(keep, fast, state.loss_fast),
+        loss_slow=jnp.where(keep, slow, state.loss_slow),
+        age=state.age + keep.astype(jnp.int32),
+        log_mass=log_mass,
+        steps=None if state.steps is None else state.steps + 1,
     )
 
 
@@ -134,6 +166,7 @@ def relocate(
     min_age: int = 100,
     metric: jax.Array | None = None,
     scale_tril: jax.Array | None = None,
+    force: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, RelocationState, jax.Array]:
     """Restart every dead component as a draw from the best one (see the module docstring).
 
@@ -155,6 +188,9 @@ def relocate(
     metric, scale_tril : jax.Array, optional
         The shared diagonal (D) or dense (L) metric: restart draws are m_best + sigma_best D^(1/2) z
         or m_best + sigma_best L z.
+    force : jax.Array, optional
+        (N,) bool: components to restart whatever their loss (their draws hit a non-finite target);
+        the best is then chosen among the others.
 
     Returns
     -------
@@ -163,16 +199,26 @@ def relocate(
     """
     n, d = locs.shape
     gap = MIN_GAP + d**0.5 if gap is None else gap
+    if force is not None:
+        # the forced ones cannot be the best: their running losses are set from this step's garbage
+        state = state._replace(loss_fast=jnp.where(force, jnp.inf, state.loss_fast))
+    # a sigma below COLLAPSE_RATIO of the median is a collapse (a component sliding down a slope with no
+    # mode, or shrinking faster than it can travel), not a fit: it restarts too, and cannot be the best
+    collapsed = log_scales < jnp.median(log_scales) + jnp.log(COLLAPSE_RATIO)
+    force = collapsed if force is None else force | collapsed
+    state = state._replace(loss_fast=jnp.where(collapsed, jnp.inf, state.loss_fast))
     dead, best = dead_components(state, gap, patience, min_age)
+    if force is not None:
+        dead = dead | force
     z = _metric_noise(rng_key, (n, d), locs.dtype, metric, scale_tril)
     fresh = locs[best] + jnp.exp(log_scales[best]) * z
     new_locs = jnp.where(dead[:, None], fresh, locs)
     new_log_scales = jnp.where(dead, log_scales[best], log_scales)
-    new_state = RelocationState(
-        jnp.where(dead, state.loss_fast[best], state.loss_fast),
-        jnp.where(dead, state.loss_slow[best], state.loss_slow),
-        jnp.where(dead, 0, state.age),
-        jnp.where(dead, jnp.nan, state.log_mass),  # a restarted component's mass is estimated afresh
+    new_state = state._replace(
+        loss_fast=jnp.where(dead, state.loss_fast[best], state.loss_fast),
+        loss_slow=jnp.where(dead, state.loss_slow[best], state.loss_slow),
+        age=jnp.where(dead, 0, state.age),
+        log_mass=jnp.where(dead, jnp.nan, state.log_mass),  # a restarted component's mass is estimated afresh
     )
     return new_locs, new_log_scales, new_state, jnp.sum(dead).astype(jnp.int32)
 
@@ -187,10 +233,9 @@ def _metric_noise(rng_key, shape, dtype, metric, scale_tril) -> jax.Array:
     return z
 
 
-def _has_neighbour(locs, log_scales, metric, scale_tril, reach) -> jax.Array:
-    """(N,) bool: another component's mean lies within reach sqrt(d) max(sigma_i, sigma_j) in the
-    metric's whitened coordinates (the two share a basin; a component alone in its basin is never
-    taken away from it)."""
+def _closeness(locs, log_scales, metric, scale_tril, reach) -> jax.Array:
+    """(N, N) bool: component j's mean lies within reach sqrt(d) max(sigma_i, sigma_j) of component
+    i's in the metric's whitened coordinates (the two share a basin); False on the diagonal."""
     white = locs
     if metric is not None:
         white = locs / jnp.sqrt(metric)
@@ -200,8 +245,13 @@ def _has_neighbour(locs, log_scales, metric, scale_tril, reach) -> jax.Array:
     d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2 * white @ white.T, 0.0)
     sig = jnp.exp(log_scales)
     limit = (reach * jnp.maximum(sig[:, None], sig[None, :])) ** 2 * locs.shape[1]
-    close = (d2 < limit) & ~jnp.eye(locs.shape[0], dtype=bool)
-    return jnp.any(close, 1)
+    return (d2 < limit) & ~jnp.eye(locs.shape[0], dtype=bool)
+
+
+def _has_neighbour(locs, log_scales, metric, scale_tril, reach) -> jax.Array:
+    """(N,) bool: another component shares the basin (:func:`_closeness`); a component alone in its
+    basin is never taken away from it."""
+    return jnp.any(_closeness(locs, log_scales, metric, scale_tril, reach), 1)
 
 
 def balance(
@@ -247,18 +297,82 @@ def balance(
     settled = jnp.abs(state.loss_slow - state.loss_fast) / TREND_LAG * patience < 1.0
     ready = (state.age >= min_age) & jnp.isfinite(mass) & settled
     hi = jnp.argmax(jnp.where(ready, mass, -jnp.inf))
-    shared = _has_neighbour(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH)
-    lo = jnp.argmin(jnp.where(ready & shared, mass, jnp.inf))
-    move = ready[hi] & ready[lo] & shared[lo] & (mass[hi] - mass[lo] > jnp.log(ratio))
+    close = _closeness(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH)
+    # from another basin, where it has company: moves inside one basin would not change its count
+    movable = ready & jnp.any(close, 1) & ~close[hi] & (jnp.arange(locs.shape[0]) != hi)
+    lo = jnp.argmin(jnp.where(movable, mass, jnp.inf))
+    move = ready[hi] & movable[lo] & (mass[hi] - mass[lo] > jnp.log(ratio))
     z = _metric_noise(rng_key, locs.shape[1:], locs.dtype, metric, scale_tril)
     moved = (jnp.arange(locs.shape[0]) == lo) & move
     pair = moved | ((jnp.arange(locs.shape[0]) == hi) & move)
     new_locs = jnp.where(moved[:, None], locs[hi] + jnp.exp(log_scales[hi]) * z, locs)
     new_log_scales = jnp.where(moved, log_scales[hi], log_scales)
-    new_state = RelocationState(
-        jnp.where(moved, state.loss_fast[hi], state.loss_fast),
-        jnp.where(moved, state.loss_slow[hi], state.loss_slow),
-        jnp.where(pair, 0, state.age),
-        jnp.where(pair, state.log_mass[hi] - jnp.log(2.0), state.log_mass),  # the two share what one carried
+    new_state = state._replace(
+        loss_fast=jnp.where(moved, state.loss_fast[hi], state.loss_fast),
+        loss_slow=jnp.where(moved, state.loss_slow[hi], state.loss_slow),
+        age=jnp.where(pair, 0, state.age),
+        log_mass=jnp.where(pair, state.log_mass[hi] - jnp.log(2.0), state.log_mass),  # the two share one's mass
     )
     return new_locs, new_log_scales, new_state, move.astype(jnp.int32)
+
+
+def scout(
+    rng_key: jax.Array,
+    locs: jax.Array,
+    log_scales: jax.Array,
+    state: RelocationState,
+    potential_fn: Callable[[jax.Array], jax.Array],
+    *,
+    every: int = SCOUT_EVERY,
+    start: int = SCOUT_START,
+    metric: jax.Array | None = None,
+    scale_tril: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, RelocationState, jax.Array]:
+    """Send the least loaded component that shares its basin to a fresh start (see the module docstring).
+
+    Every ``every`` steps from step ``start`` to step ``state.scout_until``, that component restarts at
+    a draw from a normal around where the run started (the initial means' mean, :data:`SCOUT_SPREAD`
+    times their per-coordinate spread) with the median sigma, if the target's potential is finite
+    there. It finds whichever basin that start drains into; if that basin was unserved, mass balancing
+    then gives it its share, and otherwise balancing takes the scout back.
+
+    Parameters
+    ----------
+    rng_key : jax.Array
+        Key of the scout's start.
+    locs, log_scales : jax.Array
+        m (N, d) and log sigma (N,).
+    state : RelocationState
+        The running averages, with the step count and the run's start.
+    potential_fn : callable
+        V(x) at one point (d,); evaluated at the scout's start on the steps a scout is due.
+    every, start : int
+        The scouting period and first step.
+    metric, scale_tril : jax.Array, optional
+        The shared metric, for telling which components share a basin.
+
+    Returns
+    -------
+    tuple
+        New locs, new log scales, the new state and the number of scouts sent (0 or 1).
+    """
+    t = state.steps
+    due = (t >= start) & (t <= state.scout_until) & (jnp.mod(t, every) == 0)
+    shared = _has_neighbour(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH)
+    ready = shared & jnp.isfinite(state.log_mass) & (state.age >= SCOUT_MIN_AGE)
+    lo = jnp.argmin(jnp.where(ready, state.log_mass, jnp.inf))
+    z = jax.random.normal(rng_key, locs.shape[1:], locs.dtype)
+    fresh = state.origin_loc + SCOUT_SPREAD * state.origin_scale * z
+    # V only on the steps a scout is due; a start where the target is not finite sends none
+    finite = jax.lax.cond(due & ready[lo], lambda x: jnp.isfinite(potential_fn(x)), lambda x: jnp.array(False), fresh)
+    go = due & ready[lo] & finite
+    sent = (jnp.arange(locs.shape[0]) == lo) & go
+    new_locs = jnp.where(sent[:, None], fresh, locs)
+    new_log_scales = jnp.where(sent, jnp.median(log_scales), log_scales)
+    new_state = state._replace(
+        loss_fast=jnp.where(sent, jnp.nan, state.loss_fast),
+        loss_slow=jnp.where(sent, jnp.nan, state.loss_slow),
+        age=jnp.where(sent, 0, state.age),
+        log_mass=jnp.where(sent, jnp.nan, state.log_mass),
+    )
+    return new_locs, new_log_scales, new_state, go.astype(jnp.int32)

@@ -25,6 +25,7 @@ from jax.sharding import Mesh
 
 from mixvi import vi
 from mixvi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mixvi.diagnostics.psis import FLAT_ESS, psis_log_weights
 from mixvi.estimators import draw_noise, draw_points, loss_estimate
 from mixvi.geometry import AutoStep
 from mixvi.guide import AutoIsotropicMixture
@@ -43,6 +44,16 @@ NOT_FINITE_AT_INIT = (
     "check the model's log density or choose another init_loc_fn / init_params"
 )
 BAD_MESH = "mesh must be a jax.sharding.Mesh, 'auto' or None, got {!r}"
+POOR_FIT = (
+    "the fit looks poor: k-hat {:.2f} > {} for the importance weights p/q of the last {} steps' draws "
+    "(q misses part of the posterior's mass, or the run has not converged). Check it with "
+    "mixvi.fit_check(guide, result.params, *model_args, rng_key=...); more steps, more components or "
+    "metric='dense' may help, and to_datatree's default resampling corrects what PSIS can"
+)
+FIT_CHECK_STEPS = 200
+"""``run`` pools the importance weights of this many last steps for its k-hat check."""
+POOR_KHAT = 1.0
+"""``run`` warns when the pooled k-hat exceeds this (calibrated on the benchmark targets: docs/diagnostics.md)."""
 
 # a model that needs concrete data (Python control flow on values) cannot take its arrays as jit
 # operands: such structures run with the arguments closed over, as constants, and are remembered here
@@ -82,6 +93,20 @@ class MixVIRunResult(NamedTuple):
     params: dict
     state: MixVIState
     losses: jax.Array
+
+
+def run_khat(info: vi.MixtureVIInfo | None, steps: int = FIT_CHECK_STEPS) -> float | None:
+    """k-hat of the importance log weights of the last ``steps`` steps' draws (pooled; None when there
+    are fewer than 100 finite ones or the info has none)."""
+    if info is None or info.log_weights is None:
+        return None
+    lw = np.asarray(info.log_weights[-steps:], np.float64).reshape(-1)
+    lw = lw[np.isfinite(lw)]
+    if lw.size < 100 or np.ptp(lw) == 0.0:
+        return None
+    res = psis_log_weights(lw - lw.max())
+    # nearly flat weights (q = p to a few per cent): their k-hat is fitted to float32 rounding
+    return None if res.ess / lw.size >= FLAT_ESS else float(res.khat)
 
 
 class MixVI:
@@ -388,7 +413,12 @@ class MixVI:
             constrained params as ``.params``). Ctrl-C instead returns the last finished chunk's
             result (saved to ``checkpoint`` if given) with a warning.
         """
-        state = init_state if init_state is not None else self.init(rng_key, *args, init_params=init_params, **kwargs)
+        if init_state is None:
+            state = self.init(rng_key, *args, init_params=init_params, **kwargs)
+            # scouts leave during the first half of a fresh run, so that the second half settles
+            state = state._replace(core=vi.explore_until(state.core, num_steps // 2))
+        else:
+            state = init_state
         return self._run_from(
             state, num_steps, np.zeros((0,), np.float32), args, kwargs, progress_bar=progress_bar,
             chunk_size=chunk_size, checkpoint=checkpoint, checkpoint_every=checkpoint_every, callback=callback,
@@ -415,7 +445,8 @@ class MixVI:
         *args, **kwargs
             The model's arguments.
         num_steps : int, optional
-            Total steps (default: the total the saved run asked for).
+            Total steps (default: the total the saved run asked for). A new total also puts the end
+            of the scouting phase at half of it, as ``run`` with that total does.
         progress_bar, checkpoint_every, callback
             As in :meth:`run`.
 
@@ -446,6 +477,9 @@ class MixVI:
         if self.mesh is not None:
             state = jax.tree.map(lambda a, b: jax.device_put(a, b.sharding), state, template)
         total = meta["num_steps"] if num_steps is None else num_steps
+        if num_steps is not None:
+            # scouts leave during the first half of the total, as run(total) would have set
+            state = state._replace(core=vi.explore_until(state.core, total // 2))
         done = int(meta["done"])
         if total <= done:
             return MixVIRunResult(self.get_params(state), state, jnp.asarray(losses))
@@ -564,4 +598,7 @@ class MixVI:
                 RuntimeWarning,
                 stacklevel=3,
             )
+        khat = run_khat(info)
+        if khat is not None and khat > POOR_KHAT:
+            warnings.warn(POOR_FIT.format(khat, POOR_KHAT, FIT_CHECK_STEPS), RuntimeWarning, stacklevel=3)
         return MixVIRunResult(self.get_params(result.state), result.state, jnp.asarray(losses))

@@ -38,7 +38,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mixvi.adapt import RelocationState, balance, init_relocation, relocate, track
+from mixvi.adapt import RelocationState, balance, init_relocation, relocate, scout, track
 from mixvi.estimators import draw_noise, draw_points, potential_and_grad, stein_estimate
 from mixvi.geometry import (
     AutoStep,
@@ -122,7 +122,11 @@ class MixtureVIInfo(NamedTuple):
     rejected : jax.Array
         True when the step was rejected (non-finite estimates); the params did not change.
     num_relocated : jax.Array
-        Components restarted on the best one because they carried no mass (:mod:`mixvi.adapt`).
+        Components moved by :mod:`mixvi.adapt` (restarted because they carried no mass, split onto
+        an under-served one, or sent scouting).
+    log_weights : jax.Array
+        log p - log q at the draws that have V's value, (N, L): the importance log weights of this
+        step's q (``MixVI.run`` takes the k-hat of its last steps' weights as a cheap fit check).
     """
 
     loss: jax.Array
@@ -130,6 +134,7 @@ class MixtureVIInfo(NamedTuple):
     num_clipped: jax.Array
     rejected: jax.Array
     num_relocated: jax.Array
+    log_weights: jax.Array | None = None
 
 
 class MixtureVI(NamedTuple):
@@ -156,6 +161,7 @@ class Settings(NamedTuple):
     relocate: bool = True
     relocate_gap: float | None = None
     balance: bool = True
+    explore: bool = True
 
 
 def check(settings: Settings) -> Settings:
@@ -254,7 +260,7 @@ def init_state(
             None if logits is None else jax.device_put(logits, NamedSharding(mesh, P())),
             None if tril is None else jax.device_put(tril, NamedSharding(mesh, P())),
         )
-    tracking = init_relocation(n, dtype) if relocate and weights == "uniform" else None
+    tracking = init_relocation(n, dtype, flat) if relocate and weights == "uniform" else None
     return MixtureVIState(params, init_step_size(step_size, auto, dtype), tracking)
 
 
@@ -315,6 +321,10 @@ def step(
         v, g_head = potential_and_grad(potential_fn, x[:, :cut], k_model, batch_size=batch)
         _, g_tail = potential_and_grad(potential_fn, x[:, cut:], k_model, batch_size=batch, with_value=False)
         gv = (_shard(mesh, g_head), _shard(mesh, g_tail))
+    tracking = state.relocation
+    quarantine = settings.relocate and tracking is not None
+    if quarantine:
+        v, gv, bad = _quarantine(v, gv)
     est = stein_estimate(
         locs, u, z, _shard(mesh, v), gv, weights=weights, metric=metric, coord=metric is not None, scale_tril=tril
     )
@@ -335,23 +345,54 @@ def step(
         min_factor=settings.min_factor,
         metric_step_size=settings.metric_step_size,
     )
-    tracking, moved = state.relocation, jnp.zeros((), jnp.int32)
-    if settings.relocate and tracking is not None:
-        # log p - log q at the draws that have V's value: the importance masses of mass balancing
-        log_ratios = -(est.log_q[:, : v.shape[1]] + v) if settings.balance else None
-        tracking = track(tracking, est.f, ~info.rejected, log_ratios)
+    moved = jnp.zeros((), jnp.int32)
+    # log p - log q at the draws that have V's value: the importance masses of mass balancing, and info
+    log_ratios = -(est.log_q[:, : v.shape[1]] + v)
+    if quarantine:
+        log_ratios = jnp.where(bad[:, None], -jnp.inf, log_ratios)
+        tracking = track(tracking, est.f, ~info.rejected, log_ratios if settings.balance else None)
         # keys of their own (folded, not split) so that the noise and model keys stay as without relocation
         shape = {"metric": None if new.log_metric is None else jnp.exp(new.log_metric), "scale_tril": new.metric_tril}
         new_locs, new_u, tracking, moved = relocate(
-            jax.random.fold_in(rng_key, 1), new.locs, new.log_scales, tracking, gap=settings.relocate_gap, **shape
+            jax.random.fold_in(rng_key, 1), new.locs, new.log_scales, tracking, gap=settings.relocate_gap,
+            force=bad, **shape,
         )
         if settings.balance:
             new_locs, new_u, tracking, split = balance(jax.random.fold_in(rng_key, 2), new_locs, new_u, tracking, **shape)
             moved = moved + split
+        if settings.explore and tracking.origin_loc is not None:
+            k_scout = jax.random.fold_in(rng_key, 3)
+            new_locs, new_u, tracking, sent = scout(
+                k_scout, new_locs, new_u, tracking, lambda x: potential_fn(x, k_model), **shape
+            )
+            moved = moved + sent
         new = new._replace(locs=new_locs, log_scales=new_u)
     new = new._replace(locs=unflatten(new.locs))
-    info = MixtureVIInfo(est.loss, info.step_size, info.num_clipped, info.rejected, moved)
+    info = MixtureVIInfo(est.loss, info.step_size, info.num_clipped, info.rejected, moved, log_ratios)
     return MixtureVIState(new, step_state, tracking), info
+
+
+def _quarantine(v: jax.Array, gv: jax.Array | tuple) -> tuple[jax.Array, Any, jax.Array]:
+    """Components whose draws hit a non-finite V or grad V (N,) bool, and V, grad V with those
+    components' values zeroed: the step goes on for the others, and relocation restarts the bad ones
+    on the best component (all bad: nothing is zeroed, and the step is rejected as before)."""
+    parts = gv if isinstance(gv, tuple) else (gv,)
+    bad = ~jnp.all(jnp.isfinite(v), 1)
+    for g in parts:
+        bad = bad | ~jnp.all(jnp.isfinite(g), (1, 2))
+    bad = bad & ~jnp.all(bad)
+    v = jnp.where(bad[:, None], 0.0, v)
+    parts = tuple(jnp.where(bad[:, None, None], 0.0, g) for g in parts)
+    return v, (parts if isinstance(gv, tuple) else parts[0]), bad
+
+
+def explore_until(state: MixtureVIState, step: int) -> MixtureVIState:
+    """The state with scouts allowed to leave until ``step`` (counted from the state's first step;
+    :func:`mixvi.adapt.scout`). ``MixVI.run`` uses half its steps; a loop of one's own sends none
+    unless it calls this (e.g. ``explore_until(state, num_steps // 2)``)."""
+    if state.relocation is None or state.relocation.scout_until is None:
+        return state
+    return state._replace(relocation=state.relocation._replace(scout_until=jnp.asarray(step, jnp.int32)))
 
 
 def sample(rng_key: jax.Array, state: MixtureVIState, num_samples: int) -> Any:

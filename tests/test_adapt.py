@@ -10,7 +10,7 @@ from jax.scipy.special import logsumexp
 
 import mixvi
 from mixvi import vi
-from mixvi.adapt import RelocationState, balance, dead_components, init_relocation, relocate, track
+from mixvi.adapt import RelocationState, balance, dead_components, init_relocation, relocate, scout, track
 
 
 def _state(fast, slow, age, log_mass=None):
@@ -150,3 +150,69 @@ def test_balancing_gives_the_light_mode_its_share_of_components():
         )(state)
         counts[flag] = int(np.sum(np.asarray(state.params.locs[:, 0]) < 0))
     assert counts == {False: 5, True: 2}, counts
+
+
+def test_scouts_leave_from_a_wide_start_on_schedule_and_only_where_the_target_is_finite():
+    """Due on step 200 (every 50): the least loaded component sharing a basin restarts at a draw around
+    the run's start with the median sigma and a fresh clock; not on other steps, nor after scout_until,
+    nor where V is not finite."""
+    locs = jnp.array([[0.0, 0.0], [0.1, 0.0], [8.0, 0.0]])
+    state = init_relocation(3, locs=jnp.array([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]]))
+    state = state._replace(age=jnp.array([300, 300, 300]), log_mass=jnp.log(jnp.array([0.4, 0.2, 0.4])),
+                           loss_fast=jnp.zeros(3), loss_slow=jnp.zeros(3))
+    u = jnp.log(jnp.array([1.0, 2.0, 3.0]))
+
+    def run(steps, potential=lambda x: jnp.sum(x**2), until=1000):
+        s = state._replace(steps=jnp.asarray(steps), scout_until=jnp.asarray(until))
+        return scout(jax.random.key(0), locs, u, s, potential)
+
+    new_locs, new_u, new_state, sent = run(200)
+    assert int(sent) == 1
+    np.testing.assert_array_equal(new_locs[jnp.array([0, 2])], locs[jnp.array([0, 2])])
+    assert not np.allclose(new_locs[1], locs[1])
+    np.testing.assert_allclose(jnp.exp(new_u), [1.0, 2.0, 3.0], rtol=1e-6)  # the median sigma is its own here
+    assert int(new_state.age[1]) == 0 and bool(jnp.isnan(new_state.log_mass[1]))
+    assert int(run(225)[3]) == 0 and int(run(150)[3]) == 0 and int(run(1200)[3]) == 0
+    assert int(run(200, until=100)[3]) == 0
+    assert int(run(200, potential=lambda x: jnp.inf)[3]) == 0
+
+
+def test_scouts_find_a_mode_the_start_missed():
+    """Two modes 0.5 / 0.5 at x = -8 and 8, every component starting near -8: without scouts all stay
+    there; with them the mode at 8 gets its share (balancing grows the scout's basin)."""
+
+    def two(v):
+        modes = jnp.array([[-8.0, 0.0], [8.0, 0.0]])
+        return logsumexp(-0.5 * jnp.sum((v[..., None, :] - modes) ** 2, -1), -1)
+
+    counts = {}
+    for flag in (False, True):
+        start = jnp.array([-8.0, 0.0]) + 3.0 * jax.random.normal(jax.random.key(4), (10, 2))
+        state = vi.explore_until(vi.init_state(start, 1.0), 1500)
+        settings = vi.check(vi.Settings(explore=flag))
+        keys = jax.random.split(jax.random.key(5), 3000)
+        state, _ = jax.jit(
+            lambda s, st=settings, ks=keys: jax.lax.scan(lambda c, k: vi.step(k, c, lambda x, _: -two(x), st), s, ks)
+        )(state)
+        counts[flag] = int(np.sum(np.asarray(state.params.locs[:, 0]) > 0))
+    assert counts[False] == 0 and 4 <= counts[True] <= 6, counts
+
+
+def test_a_component_on_a_non_finite_target_restarts_instead_of_stopping_the_run():
+    """V is NaN beyond x0 = 5: a component started there would reject every step (the paper's method,
+    relocate=False, rejects); with relocation it restarts on the best component and the run fits."""
+
+    def half(v):
+        return jnp.where(v[0] < 5.0, -0.5 * jnp.sum(v**2), jnp.nan)
+
+    start = jnp.array([[0.0, 0.0], [0.5, 0.0], [-0.5, 0.3], [9.0, 0.0]])
+    for flag in (True, False):
+        state = vi.init_state(start, 0.5)
+        settings = vi.check(vi.Settings(relocate=flag, step_size=0.05))
+        keys = jax.random.split(jax.random.key(0), 300)
+        state, info = jax.lax.scan(lambda c, k, st=settings: vi.step(k, c, lambda x, _: -half(x), st), state, keys)
+        if flag:
+            assert not bool(np.any(info.rejected)) and bool(np.all(np.isfinite(info.loss[1:])))
+            assert float(jnp.max(state.params.locs[:, 0])) < 5.0  # every component on the finite side
+        else:
+            assert bool(np.all(info.rejected))

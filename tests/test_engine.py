@@ -60,19 +60,24 @@ def _kl(guide, params, log_density, key, n=20_000):
 
 @pytest.mark.parametrize("method", ["ibw", "md"])
 def test_kl_falls_as_components_grow(method):
+    """The paper's method (no relocation): KL(q||p) falls as N grows on a 2-d five-mode mixture. With the
+    defaults (mass balancing and scouts) five components already find the modes and twenty fit well."""
     model, log_density = _gmm_target()
 
-    def kl_after_fit(n, seed):
+    def kl_after_fit(n, seed, relocate):
         guide = mixvi.AutoIsotropicMixture(
             model, n_components=n, init_loc_fn=init_to_uniform(radius=5), init_scale=2.0, metric="isotropic"
         )
-        r = mixvi.MixVI(model, guide, method=method).run(jax.random.PRNGKey(seed), 1500, progress_bar=False)
+        vi = mixvi.MixVI(model, guide, method=method, relocate=relocate)
+        r = vi.run(jax.random.PRNGKey(seed), 1500, progress_bar=False)
         return _kl(guide, r.params, log_density, jax.random.PRNGKey(99))
 
     # which modes 20 components find depends on where they start: the median of three seeds is the claim
-    kls = [kl_after_fit(1, 1), kl_after_fit(5, 5), float(np.median([kl_after_fit(20, s) for s in (20, 21, 22)]))]
-    assert kls[0] > kls[1] + 0.2 and kls[1] > kls[2] + 0.05, kls
-    assert kls[2] < 0.2, kls
+    paper = [kl_after_fit(1, 1, False), kl_after_fit(5, 5, False)]
+    paper.append(float(np.median([kl_after_fit(20, s, False) for s in (20, 21, 22)])))
+    assert paper[0] > paper[1] + 0.2 and paper[1] > paper[2] + 0.05, paper
+    defaults = [kl_after_fit(5, 5, True), kl_after_fit(20, 20, True)]
+    assert defaults[0] < 0.5 * paper[1] and defaults[1] < 0.05, (paper, defaults)
 
 
 def funnel():
@@ -97,8 +102,12 @@ def test_auto_step_handles_funnel_and_narrow_measurement_model():
     r = mixvi.MixVI(measurement, guide).run(jax.random.PRNGKey(1), 1500, y, progress_bar=False)
     post_var = 1 / (1 / 100 + 1 / 0.01)
     post_mean = post_var * y / 0.01
-    np.testing.assert_allclose(r.params["auto_locs"], jnp.broadcast_to(post_mean, (3, 4)), atol=0.03)
-    np.testing.assert_allclose(r.params["auto_scales"] ** 2, post_var, rtol=0.2)
+    # the mixture's moments are the posterior's (its components may spread a little around the mean,
+    # with smaller sigmas: the ELBO is flat in that direction)
+    q = guide.get_posterior(r.params)
+    np.testing.assert_allclose(q.mean, post_mean, atol=0.03)
+    np.testing.assert_allclose(q.variance, post_var, rtol=0.2)
+    assert float(jnp.max(jnp.abs(r.params["auto_locs"] - post_mean))) < 0.1  # every component on the posterior
     # the paper's fixed step from its experiments is unstable here (gamma * curvature = 10 > 2)
     guide = mixvi.AutoIsotropicMixture(measurement, n_components=3)
     with pytest.raises(mixvi.DivergenceError) as err:

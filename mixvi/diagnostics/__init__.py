@@ -8,6 +8,8 @@ Modules, each importing only those listed before it:
   resampling (:func:`importance_resample`).
 * :mod:`mixvi.diagnostics.export`: :func:`to_datatree`, draws as an ArviZ ``DataTree``.
 * :mod:`mixvi.diagnostics.components`: :func:`component_summary` and :func:`plot_components`.
+* :mod:`mixvi.diagnostics.fit`: :func:`fit_check`, a verdict from k-hat and the relative score
+  divergence.
 
 All work on the guide's flattened unconstrained latent z, where the mixture lives:
 log w(z) = log p(z) - log q(z), with log p(z) = -V(z) the unnormalised target (NumPyro's potential
@@ -29,6 +31,7 @@ Learning Research 25(72), 2024 (arXiv:1507.02646).
 
 from mixvi.diagnostics.components import component_summary, plot_components
 from mixvi.diagnostics.export import to_datatree
+from mixvi.diagnostics.fit import FitCheck, fit_check
 from mixvi.diagnostics.importance import KHAT_LIMIT, ImportanceSample, importance_resample, psis_khat
 from mixvi.diagnostics.psis import (
     MIN_DRAWS,
@@ -40,11 +43,13 @@ from mixvi.diagnostics.psis import (
 )
 
 __all__ = [
+    "FitCheck",
     "KHAT_LIMIT",
     "MIN_DRAWS",
     "ImportanceSample",
     "PsisResult",
     "component_summary",
+    "fit_check",
     "importance_resample",
     "khat_from_log_weights",
     "plot_components",

@@ -68,6 +68,12 @@ MIN_DRAWS = 30
 _UNDERFLOW_NATS = -math.log(np.finfo(np.float64).tiny)
 
 
+FLAT_ESS = 0.9
+"""Relative ESS of the smoothed weights at or above which their k-hat means nothing: the weights are
+nearly flat (q = p to a few per cent) and the tail fit sees float32 rounding (used by ``fit_check``
+and by ``MixVI.run``'s check)."""
+
+
 class PsisResult(NamedTuple):
     """Pareto-smoothed importance weights and their diagnostics.
 

@@ -1,0 +1,163 @@
+"""One call that says whether a fitted mixture can be trusted: :func:`fit_check`.
+
+Two measurements from the same S draws z_s ~ q, each catching what the other misses:
+
+* **k-hat** of the importance ratios p/q (PSIS; :mod:`mixvi.diagnostics.psis`): large when q puts
+  too little mass where p has it (too narrow, a missing tail, a mode q sees only part of);
+* the **relative score divergence** in q's own geometry,
+
+      D = (1/d) E_q[ || sigma(z) L^T (grad log p(z) - grad log q(z)) ||^2 ],
+
+  with L the shared metric's factor (the identity for the paper's isotropic components, D^(1/2) for
+  a diagonal metric) and sigma(z)^2 = sum_i r_i(z) sigma_i^2 the responsibility-weighted component
+  variance at z. It is a Fisher divergence (the objective of score-matching VI: "Batch and match",
+  Cai et al., ICML 2024, arXiv 2402.14758) made scale-free: for a Gaussian p and a Gaussian q whose
+  variances along p's axes are rho_k times p's, D = (1/d) sum_k (1 - rho_k)^2, so D = 0.01 is every
+  variance off by 10 % and D = 0.1 by about 30 %. It sees too-wide and wrongly shaped fits that k-hat,
+  which is small whenever q covers p, does not. A mixture of several components on one smooth mode
+  has a bumpier log density than the mode itself, so a good mixture fit can still show D of 0.1 to
+  0.3 (the 31-coefficient logistic regression of the benchmarks: D = 0.20 with every mean within
+  0.09 posterior sd); badly shaped fits show D of several units.
+
+k-hat describes the tail of weights that vary: when they hardly do (q = p up to a few per cent; the
+relative effective sample size of the smoothed weights at least :data:`FLAT_ESS`) the estimate is
+fitted to float32 rounding and means nothing, so it does not count against the fit.
+
+Neither can see a mode that no component reached (the draws never go there): mode discovery is the
+fit's job (:mod:`mixvi.adapt`). The thresholds :data:`GOOD` and :data:`USABLE` are calibrated on the
+benchmark targets (docs/diagnostics.md lists the fits and their values).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mixvi.diagnostics._draws import check_full_data, check_key, check_num_samples, draw_and_weigh, potential, resolve
+from mixvi.diagnostics.psis import FLAT_ESS, psis_from_log_densities
+
+GOOD = {"khat": 0.7, "score_divergence": 0.1}
+"""Below both: the fit's means, sds and masses can be used as they are."""
+USABLE = {"khat": 1.0, "score_divergence": 1.0}
+"""Below both (but not good): usable with importance correction (``to_datatree``'s default resampling)."""
+MIN_DRAWS = 100
+TOO_FEW = "fit_check needs num_samples >= {}, got {}: k-hat needs a tail of at least a few dozen draws"
+LIST_SCORE = (
+    "the score divergence of an AutoGuideList is not computed (its parts have no joint score); "
+    "only k-hat is reported"
+)
+
+
+class FitCheck(NamedTuple):
+    """The verdict of :func:`fit_check`.
+
+    Attributes
+    ----------
+    verdict : str
+        'good', 'usable' (with importance correction) or 'poor'.
+    khat : float
+        Pareto k-hat of p/q.
+    score_divergence : float
+        The relative score divergence D (NaN for a guide list).
+    reasons : tuple of str
+        Why the verdict is not 'good' (empty when it is).
+    relative_ess : float
+        ESS / S of the PSIS weights (near 1: the weights are nearly flat and k-hat does not count).
+    """
+
+    verdict: str
+    khat: float
+    score_divergence: float
+    reasons: tuple[str, ...]
+    relative_ess: float = float("nan")
+
+
+def relative_score_divergence(q: Any, z: jax.Array, grad_log_p: jax.Array) -> jax.Array:
+    """D of the module docstring from draws ``z`` (S, d) of the mixture ``q`` and grad log p at them."""
+    g = grad_log_p - q.score(z)
+    sigma2 = q.responsibilities(z) @ (q.scales**2)
+    if q.scale_tril is not None:
+        g = g @ q.scale_tril  # L^T g for every row
+    elif q.metric is not None:
+        g = g * jnp.sqrt(q.metric)
+    return jnp.mean(sigma2 * jnp.sum(g**2, -1)) / z.shape[-1]
+
+
+def _verdict(khat: float, divergence: float, relative_ess: float = 0.0) -> tuple[str, tuple[str, ...]]:
+    if relative_ess >= FLAT_ESS:
+        khat = -np.inf  # nearly flat weights: their k-hat is fitted to rounding
+    reasons = []
+    if not khat <= GOOD["khat"]:
+        reasons.append(f"k-hat {khat:.2f} > {GOOD['khat']}: q misses part of p's mass or its tails")
+    if not (np.isnan(divergence) or divergence <= GOOD["score_divergence"]):
+        reasons.append(
+            f"score divergence {divergence:.3g} > {GOOD['score_divergence']}: q's spread or shape is off "
+            f"(about {100 * np.sqrt(divergence):.0f} % in variance)"
+        )
+    if not reasons:
+        return "good", ()
+    usable = khat <= USABLE["khat"] and (np.isnan(divergence) or divergence <= USABLE["score_divergence"])
+    return ("usable" if usable else "poor"), tuple(reasons)
+
+
+def fit_check(
+    guide: Any,
+    params: dict,
+    *model_args: Any,
+    rng_key: jax.Array,
+    num_samples: int = 1000,
+    full_data: bool = True,
+    **model_kwargs: Any,
+) -> FitCheck:
+    """Whether a fitted mixture can be trusted: k-hat and the relative score divergence (see the module
+    docstring), and a verdict.
+
+    Parameters
+    ----------
+    guide : AutoIsotropicMixture or numpyro.infer.autoguide.AutoGuideList
+        A set-up guide (for a guide list only k-hat is computed).
+    params : dict
+        Its constrained params.
+    *model_args
+        The model's positional arguments (data).
+    rng_key : jax.Array
+        Key of the draws.
+    num_samples : int, default 1000
+        Draws S from q (at least 100).
+    full_data : bool, default True
+        Subsampled plates on all their data (as :func:`mixvi.psis_khat`).
+    **model_kwargs
+        The model's keyword arguments.
+
+    Returns
+    -------
+    FitCheck
+        ``verdict`` 'good' (k-hat <= 0.7 and D <= 0.1), 'usable' (k-hat <= 1 and D <= 1: use
+        importance-corrected summaries, check against a reference where you can) or 'poor', with the
+        two values and the reasons.
+    """
+    rng_key = check_key(rng_key)
+    num_samples = check_num_samples(num_samples)
+    if num_samples < MIN_DRAWS:
+        raise ValueError(TOO_FEW.format(MIN_DRAWS, num_samples))
+    full_data = check_full_data(full_data)
+    fit = resolve(guide, params, model_args, model_kwargs)
+    k_draws, k_model = jax.random.split(rng_key)
+    draws = draw_and_weigh(fit, params, model_args, model_kwargs, k_draws, num_samples, full_data=full_data)
+    psis = psis_from_log_densities(draws.log_p, draws.log_q)
+    khat, relative_ess = float(psis.khat), float(psis.ess) / num_samples
+    divergence = float("nan")
+    if not fit.is_list:
+        pot = potential(fit, params, model_args, model_kwargs, full_data)
+        mix_params = {k: params[k] for k in fit.mixture.param_names()}
+
+        def score_div(p: dict, z: jax.Array, key: jax.Array) -> jax.Array:
+            grads = -jax.vmap(jax.grad(pot), (0, None))(z, key)
+            return relative_score_divergence(fit.mixture.get_posterior(p), z, grads)
+
+        divergence = float(jax.jit(score_div)(mix_params, draws.latent, k_model))
+    verdict, reasons = _verdict(khat, divergence, relative_ess)
+    return FitCheck(verdict, khat, divergence, reasons, relative_ess)
