@@ -290,7 +290,8 @@ def run_demo(
     say(f"  {'AutoNormal':<11s} {f'AutoNormal + SVI(Adam(0.05), Trace_ELBO), {steps} steps':<64s}{t_an:5.1f} s")
 
     # mixvi's diagnostics: ArviZ export (with log p / log q per draw), k-hat, the component table
-    tree = mixvi.to_datatree(guide, res.params, y, rng_key=keys[2], num_samples=num_draws)
+    # the draws of q themselves (the default export is PSIS-resampled): the mode shares of q, then reweighted
+    tree = mixvi.to_datatree(guide, res.params, y, rng_key=keys[2], num_samples=num_draws, reweight="none")
     mix_mu = np.asarray(tree.posterior["mu"]).reshape(-1, 2)
     lw = np.asarray(tree.sample_stats["log_weight"], float).reshape(-1)
     khat_mix = mixvi.psis_khat(guide, res.params, y, rng_key=keys[3], num_samples=num_draws)
