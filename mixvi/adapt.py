@@ -55,7 +55,7 @@ N, the parameter shapes and the uniform weights never change, so ``get_params``,
 checkpoints are unaffected. Learned weights have their own remedy (the weight step sends them to
 zero) and are neither relocated nor balanced.
 
-This module depends on JAX only.
+This module depends on JAX and :mod:`mixvi.estimators` only.
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
+
+from mixvi.estimators import draw_points, whiten
 
 FAST_DECAY = 0.9
 SLOW_DECAY = 0.99
@@ -199,19 +201,17 @@ def relocate(
     """
     n, d = locs.shape
     gap = MIN_GAP + d**0.5 if gap is None else gap
-    if force is not None:
-        # the forced ones cannot be the best: their running losses are set from this step's garbage
-        state = state._replace(loss_fast=jnp.where(force, jnp.inf, state.loss_fast))
     # a sigma below COLLAPSE_RATIO of the median is a collapse (a component sliding down a slope with no
-    # mode, or shrinking faster than it can travel), not a fit: it restarts too, and cannot be the best
-    collapsed = log_scales < jnp.median(log_scales) + jnp.log(COLLAPSE_RATIO)
-    force = collapsed if force is None else force | collapsed
-    state = state._replace(loss_fast=jnp.where(collapsed, jnp.inf, state.loss_fast))
-    dead, best = dead_components(state, gap, patience, min_age)
+    # mode, or shrinking faster than it can travel), not a fit: it restarts too
+    forced = log_scales < jnp.median(log_scales) + jnp.log(COLLAPSE_RATIO)
     if force is not None:
-        dead = dead | force
-    z = _metric_noise(rng_key, (n, d), locs.dtype, metric, scale_tril)
-    fresh = locs[best] + jnp.exp(log_scales[best]) * z
+        forced = forced | force
+    # the forced ones cannot be the best (a forced one's running loss may come from this step's garbage)
+    state = state._replace(loss_fast=jnp.where(forced, jnp.inf, state.loss_fast))
+    dead, best = dead_components(state, gap, patience, min_age)
+    dead = dead | forced
+    z = jax.random.normal(rng_key, (n, d), locs.dtype)
+    fresh = draw_points(locs[best][None], log_scales[best][None], z[None], metric, scale_tril)[0]
     new_locs = jnp.where(dead[:, None], fresh, locs)
     new_log_scales = jnp.where(dead, log_scales[best], log_scales)
     new_state = state._replace(
@@ -223,35 +223,15 @@ def relocate(
     return new_locs, new_log_scales, new_state, jnp.sum(dead).astype(jnp.int32)
 
 
-def _metric_noise(rng_key, shape, dtype, metric, scale_tril) -> jax.Array:
-    """Standard normal draws shaped by the shared metric: D^(1/2) z or L z."""
-    z = jax.random.normal(rng_key, shape, dtype)
-    if metric is not None:
-        z = z * jnp.sqrt(metric)
-    if scale_tril is not None:
-        z = z @ scale_tril.T
-    return z
-
-
 def _closeness(locs, log_scales, metric, scale_tril, reach) -> jax.Array:
     """(N, N) bool: component j's mean lies within reach sqrt(d) max(sigma_i, sigma_j) of component
     i's in the metric's whitened coordinates (the two share a basin); False on the diagonal."""
-    white = locs
-    if metric is not None:
-        white = locs / jnp.sqrt(metric)
-    if scale_tril is not None:
-        white = jax.scipy.linalg.solve_triangular(scale_tril, locs.T, lower=True).T
+    white, _ = whiten(locs, metric, scale_tril)
     sq = jnp.sum(white**2, 1)
     d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2 * white @ white.T, 0.0)
     sig = jnp.exp(log_scales)
     limit = (reach * jnp.maximum(sig[:, None], sig[None, :])) ** 2 * locs.shape[1]
     return (d2 < limit) & ~jnp.eye(locs.shape[0], dtype=bool)
-
-
-def _has_neighbour(locs, log_scales, metric, scale_tril, reach) -> jax.Array:
-    """(N,) bool: another component shares the basin (:func:`_closeness`); a component alone in its
-    basin is never taken away from it."""
-    return jnp.any(_closeness(locs, log_scales, metric, scale_tril, reach), 1)
 
 
 def balance(
@@ -297,15 +277,23 @@ def balance(
     settled = jnp.abs(state.loss_slow - state.loss_fast) / TREND_LAG * patience < 1.0
     ready = (state.age >= min_age) & jnp.isfinite(mass) & settled
     hi = jnp.argmax(jnp.where(ready, mass, -jnp.inf))
-    close = _closeness(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH)
-    # from another basin, where it has company: moves inside one basin would not change its count
-    movable = ready & jnp.any(close, 1) & ~close[hi] & (jnp.arange(locs.shape[0]) != hi)
+    others = ready & (jnp.arange(locs.shape[0]) != hi)
+    gap = mass[hi] - jnp.min(jnp.where(others, mass, jnp.inf))
+    # which components share a basin (O(N^2 d)) only on steps where a split could happen at all
+
+    def movable_fn(_):
+        close = _closeness(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH)
+        # from another basin, where it has company: moves inside one basin would not change its count
+        return others & jnp.any(close, 1) & ~close[hi]
+
+    movable = jax.lax.cond(ready[hi] & (gap > jnp.log(ratio)), movable_fn, lambda _: jnp.zeros_like(ready), None)
     lo = jnp.argmin(jnp.where(movable, mass, jnp.inf))
     move = ready[hi] & movable[lo] & (mass[hi] - mass[lo] > jnp.log(ratio))
-    z = _metric_noise(rng_key, locs.shape[1:], locs.dtype, metric, scale_tril)
+    z = jax.random.normal(rng_key, locs.shape[1:], locs.dtype)
     moved = (jnp.arange(locs.shape[0]) == lo) & move
     pair = moved | ((jnp.arange(locs.shape[0]) == hi) & move)
-    new_locs = jnp.where(moved[:, None], locs[hi] + jnp.exp(log_scales[hi]) * z, locs)
+    fresh = draw_points(locs[hi][None], log_scales[hi][None], z[None, None], metric, scale_tril)[0, 0]
+    new_locs = jnp.where(moved[:, None], fresh, locs)
     new_log_scales = jnp.where(moved, log_scales[hi], log_scales)
     new_state = state._replace(
         loss_fast=jnp.where(moved, state.loss_fast[hi], state.loss_fast),
@@ -358,7 +346,13 @@ def scout(
     """
     t = state.steps
     due = (t >= start) & (t <= state.scout_until) & (jnp.mod(t, every) == 0)
-    shared = _has_neighbour(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH)
+    # which components have company in their basin (O(N^2 d)) only on the steps a scout is due
+    shared = jax.lax.cond(
+        due,
+        lambda _: jnp.any(_closeness(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH), 1),
+        lambda _: jnp.zeros(locs.shape[:1], bool),
+        None,
+    )
     ready = shared & jnp.isfinite(state.log_mass) & (state.age >= SCOUT_MIN_AGE)
     lo = jnp.argmin(jnp.where(ready, state.log_mass, jnp.inf))
     z = jax.random.normal(rng_key, locs.shape[1:], locs.dtype)

@@ -78,6 +78,19 @@ def draw_points(
     return locs[:, None, :] + jnp.exp(log_scales)[:, None, None] * z
 
 
+def whiten(
+    locs: jax.Array, metric: jax.Array | None = None, scale_tril: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """The means in the whitened coordinates where every component is isotropic (L^(-1) m_i, or
+    D^(-1/2) m_i for a diagonal metric, or m_i), and the log-determinant of the metric's square root
+    (log |det L| or (1/2) sum log D, else 0) that log q loses there."""
+    if scale_tril is not None:
+        return solve_triangular(scale_tril, locs.T, lower=True).T, jnp.sum(jnp.log(jnp.abs(jnp.diag(scale_tril))))
+    if metric is not None:
+        return locs / jnp.sqrt(metric), 0.5 * jnp.sum(jnp.log(metric))
+    return locs, jnp.zeros((), locs.dtype)
+
+
 class MixtureTerms(NamedTuple):
     log_q: jax.Array  # (N, B)
     mean_score: jax.Array  # (N, d)
@@ -271,10 +284,10 @@ def _dense_estimate(locs, log_scales, z, potential, parts, weights, tril) -> Ste
     """:func:`stein_estimate` with a dense metric L L^T: the mixture part in y = L^(-1) x, where every
     component is isotropic; grad_y V = L^T grad_x V enters only through products with L z and L, so
     no (N, B, d) array is transformed."""
-    mu = solve_triangular(tril, locs.T, lower=True).T
+    mu, shift = whiten(locs, scale_tril=tril)
     log_w = None if weights is None else jnp.log(weights)
     terms = mixture_terms(mu, log_scales, z, log_w, full=True)
-    log_q = terms.log_q - jnp.sum(jnp.log(jnp.abs(jnp.diag(tril))))
+    log_q = terms.log_q - shift
     sig = jnp.exp(log_scales)
     b = z.shape[-2]
     g_sum, zg, _ = _gradient_moments(z @ tril.T, parts, False)  # <L z_b, grad_x V> = <z_b, grad_y V>
@@ -322,13 +335,7 @@ def loss_estimate(
     jax.Array
         The scalar loss estimate.
     """
-    if scale_tril is not None:
-        mu = solve_triangular(scale_tril, locs.T, lower=True).T
-        shift = jnp.sum(jnp.log(jnp.abs(jnp.diag(scale_tril))))
-    elif metric is not None:
-        mu, shift = locs / jnp.sqrt(metric), 0.5 * jnp.sum(jnp.log(metric))
-    else:
-        mu, shift = locs, 0.0
+    mu, shift = whiten(locs, metric, scale_tril)
     log_w = None if weights is None else jnp.log(weights)
     log_q = mixture_terms(mu, log_scales, z, log_w).log_q - shift
     f = jnp.mean(log_q[:, : potential_values.shape[1]] + potential_values, 1)
