@@ -83,7 +83,7 @@ def whiten(
 ) -> tuple[jax.Array, jax.Array]:
     """The means in the whitened coordinates where every component is isotropic (L^(-1) m_i, or
     D^(-1/2) m_i for a diagonal metric, or m_i), and the log-determinant of the metric's square root
-    (log |det L| or (1/2) sum log D, else 0) that log q loses there."""
+    (log abs(det L), or (1/2) sum log D, else 0) that log q loses there."""
     if scale_tril is not None:
         return solve_triangular(scale_tril, locs.T, lower=True).T, jnp.sum(jnp.log(jnp.abs(jnp.diag(scale_tril))))
     if metric is not None:
