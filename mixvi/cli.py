@@ -1,8 +1,8 @@
 """The ``mixvi`` command line (also ``python -m mixvi``).
 
     mixvi demo [--steps N] [--components N] [--seed S] [--out PATH] [--quick] [--no-compilation-cache]
-    mixvi bench SUITE [ARGS ...]      SUITE = core | paper | scale | extensions | dimension; ARGS go to
-                                      benchmarks.SUITE.main (from a clone of the repository only)
+    mixvi bench SUITE [ARGS ...]      SUITE = core | paper | scale | extensions | dimension | time_to_elbo;
+                                      ARGS go to benchmarks.SUITE.main (from a clone of the repository only)
     mixvi --version | --help
 
 Exit codes: 0 success, 1 a run that failed (or ``mixvi bench`` outside a clone), 2 a usage error.
@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-BENCH_SUITES = ("core", "paper", "scale", "extensions", "dimension")
+BENCH_SUITES = ("core", "paper", "scale", "extensions", "dimension", "time_to_elbo")
 
 
 def _positive_int(text: str) -> int:
