@@ -87,6 +87,12 @@ SCOUT_START = 200
 SCOUT_MIN_AGE = 100
 SCOUT_SPREAD = 4.0
 """Scouts start at a normal draw with this many times the initial means' per-coordinate spread."""
+SCOUT_CANDIDATES = 8
+"""Draws a scout's start is chosen from (the one with the lowest potential)."""
+SCOUT_MARGIN = 20.0
+"""A scout's start may have V up to this many nats per dimension above the highest V of the first step's
+draws (wide enough for the wide draws that find the 20-d benchmark mixture's modes, whose best of eight
+lies ~200 nats above; it keeps out starts with V ~ 1e9 deep in a hierarchical model's tails)."""
 BALANCE_RATIO = 1.5
 """A split moves the least loaded component onto the most loaded one when their mass estimates differ
 by more than this factor (1.5 does not oscillate between two basins served by three or more components)."""
@@ -105,6 +111,7 @@ class RelocationState(NamedTuple):
     origin_loc: jax.Array | None = None
     origin_scale: jax.Array | None = None
     scout_until: jax.Array | None = None
+    ceiling: jax.Array | None = None
 
 
 def init_relocation(n_components: int, dtype=jnp.float32, locs: jax.Array | None = None) -> RelocationState:
@@ -116,7 +123,18 @@ def init_relocation(n_components: int, dtype=jnp.float32, locs: jax.Array | None
         spread = jnp.std(locs, 0) if locs.shape[0] > 1 else jnp.ones(locs.shape[1:], dtype)
         origin = (jnp.mean(locs, 0), jnp.where(spread > 0, spread, 1.0))
     zero = jnp.zeros((), jnp.int32)
-    return RelocationState(nan, nan, jnp.zeros((n_components,), jnp.int32), nan, zero, *origin, zero)
+    ceiling = None if locs is None else jnp.full((), jnp.nan, dtype)
+    return RelocationState(nan, nan, jnp.zeros((n_components,), jnp.int32), nan, zero, *origin, zero, ceiling)
+
+
+def set_ceiling(state: RelocationState, potential: jax.Array) -> RelocationState:
+    """On the first step, record the largest finite V at the draws (around the initial means): scouts
+    start no worse than where the run itself started (:func:`scout`)."""
+    if state.ceiling is None:
+        return state
+    v = jnp.asarray(potential, state.ceiling.dtype)
+    worst = jnp.max(jnp.where(jnp.isfinite(v), v, -jnp.inf))
+    return state._replace(ceiling=jnp.where(jnp.isnan(state.ceiling) & jnp.isfinite(worst), worst, state.ceiling))
 
 
 def track(
@@ -210,10 +228,14 @@ def relocate(
     state = state._replace(loss_fast=jnp.where(forced, jnp.inf, state.loss_fast))
     dead, best = dead_components(state, gap, patience, min_age)
     dead = dead | forced
-    z = jax.random.normal(rng_key, (n, d), locs.dtype)
-    fresh = draw_points(locs[best][None], log_scales[best][None], z[None], metric, scale_tril)[0]
-    new_locs = jnp.where(dead[:, None], fresh, locs)
-    new_log_scales = jnp.where(dead, log_scales[best], log_scales)
+
+    def restart(_):
+        z = jax.random.normal(rng_key, (n, d), locs.dtype)
+        fresh = draw_points(locs[best][None], log_scales[best][None], z[None], metric, scale_tril)[0]
+        return jnp.where(dead[:, None], fresh, locs), jnp.where(dead, log_scales[best], log_scales)
+
+    # the (N, d) restart draws only on the (rare) steps that restart a component
+    new_locs, new_log_scales = jax.lax.cond(jnp.any(dead), restart, lambda _: (locs, log_scales), None)
     new_state = state._replace(
         loss_fast=jnp.where(dead, state.loss_fast[best], state.loss_fast),
         loss_slow=jnp.where(dead, state.loss_slow[best], state.loss_slow),
@@ -289,12 +311,15 @@ def balance(
     movable = jax.lax.cond(ready[hi] & (gap > jnp.log(ratio)), movable_fn, lambda _: jnp.zeros_like(ready), None)
     lo = jnp.argmin(jnp.where(movable, mass, jnp.inf))
     move = ready[hi] & movable[lo] & (mass[hi] - mass[lo] > jnp.log(ratio))
-    z = jax.random.normal(rng_key, locs.shape[1:], locs.dtype)
     moved = (jnp.arange(locs.shape[0]) == lo) & move
     pair = moved | ((jnp.arange(locs.shape[0]) == hi) & move)
-    fresh = draw_points(locs[hi][None], log_scales[hi][None], z[None, None], metric, scale_tril)[0, 0]
-    new_locs = jnp.where(moved[:, None], fresh, locs)
-    new_log_scales = jnp.where(moved, log_scales[hi], log_scales)
+
+    def split(_):
+        z = jax.random.normal(rng_key, locs.shape[1:], locs.dtype)
+        fresh = draw_points(locs[hi][None], log_scales[hi][None], z[None, None], metric, scale_tril)[0, 0]
+        return jnp.where(moved[:, None], fresh, locs), jnp.where(moved, log_scales[hi], log_scales)
+
+    new_locs, new_log_scales = jax.lax.cond(move, split, lambda _: (locs, log_scales), None)
     new_state = state._replace(
         loss_fast=jnp.where(moved, state.loss_fast[hi], state.loss_fast),
         loss_slow=jnp.where(moved, state.loss_slow[hi], state.loss_slow),
@@ -319,10 +344,13 @@ def scout(
     """Send the least loaded component that shares its basin to a fresh start (see the module docstring).
 
     Every ``every`` steps from step ``start`` to step ``state.scout_until``, that component restarts at
-    a draw from a normal around where the run started (the initial means' mean, :data:`SCOUT_SPREAD`
-    times their per-coordinate spread) with the median sigma, if the target's potential is finite
-    there. It finds whichever basin that start drains into; if that basin was unserved, mass balancing
-    then gives it its share, and otherwise balancing takes the scout back.
+    the best of :data:`SCOUT_CANDIDATES` draws from a normal around where the run started (the initial
+    means' mean, :data:`SCOUT_SPREAD` times their per-coordinate spread) with the median sigma: the draw
+    with the lowest potential V, and only if V there is finite and no higher than the highest V met at
+    the draws of the first step plus :data:`SCOUT_MARGIN` nats per dimension (``state.ceiling``: a scout
+    starts not much worse than the run itself did, so a wide draw deep in a tail, where V can be
+    astronomically large and the scout would take hundreds of steps to come back, is not sent). It finds whichever basin that start drains into; if that basin
+    was unserved, mass balancing then gives it its share, and otherwise balancing takes the scout back.
 
     Parameters
     ----------
@@ -333,7 +361,7 @@ def scout(
     state : RelocationState
         The running averages, with the step count and the run's start.
     potential_fn : callable
-        V(x) at one point (d,); evaluated at the scout's start on the steps a scout is due.
+        V at a batch of points (K, d) -> (K,); evaluated at the candidates on the steps a scout is due.
     every, start : int
         The scouting period and first step.
     metric, scale_tril : jax.Array, optional
@@ -355,11 +383,19 @@ def scout(
     )
     ready = shared & jnp.isfinite(state.log_mass) & (state.age >= SCOUT_MIN_AGE)
     lo = jnp.argmin(jnp.where(ready, state.log_mass, jnp.inf))
-    z = jax.random.normal(rng_key, locs.shape[1:], locs.dtype)
-    fresh = state.origin_loc + SCOUT_SPREAD * state.origin_scale * z
-    # V only on the steps a scout is due; a start where the target is not finite sends none
-    finite = jax.lax.cond(due & ready[lo], lambda x: jnp.isfinite(potential_fn(x)), lambda x: jnp.array(False), fresh)
-    go = due & ready[lo] & finite
+    ceiling = jnp.inf if state.ceiling is None else state.ceiling + SCOUT_MARGIN * locs.shape[1]
+
+    def candidate(_):
+        # V only on the steps a scout is due
+        z = jax.random.normal(rng_key, (SCOUT_CANDIDATES,) + locs.shape[1:], locs.dtype)
+        points = state.origin_loc + SCOUT_SPREAD * state.origin_scale * z
+        v = potential_fn(points)
+        v = jnp.where(jnp.isfinite(v), v, jnp.inf)
+        best = jnp.argmin(v)
+        return points[best], v[best] <= ceiling
+
+    fresh, acceptable = jax.lax.cond(due & ready[lo], candidate, lambda _: (locs[0], jnp.array(False)), None)
+    go = due & ready[lo] & acceptable
     sent = (jnp.arange(locs.shape[0]) == lo) & go
     new_locs = jnp.where(sent[:, None], fresh, locs)
     new_log_scales = jnp.where(sent, jnp.median(log_scales), log_scales)

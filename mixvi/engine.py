@@ -29,7 +29,16 @@ from mixvi.diagnostics.psis import FLAT_ESS, psis_log_weights
 from mixvi.estimators import draw_noise, draw_points, loss_estimate
 from mixvi.geometry import AutoStep
 from mixvi.guide import AutoIsotropicMixture
-from mixvi.loop import DivergenceError, new_cache, remember, scan_loop, split_operands, tree_all_finite
+from mixvi.loop import (
+    NEEDS_CONSTANTS,
+    TRACER_ERRORS,
+    DivergenceError,
+    call_compiled,
+    new_cache,
+    scan_loop,
+    split_operands,
+    tree_all_finite,
+)
 
 NOT_A_MIXTURE_GUIDE = (
     "MixVI trains an AutoIsotropicMixture, got {}. For an AutoGuideList use numpyro's SVI with "
@@ -55,17 +64,41 @@ FIT_CHECK_STEPS = 200
 POOR_KHAT = 1.0
 """``run`` warns when the pooled k-hat exceeds this (calibrated on the benchmark targets: docs/diagnostics.md)."""
 
-# a model that needs concrete data (Python control flow on values) cannot take its arrays as jit
-# operands: such structures run with the arguments closed over, as constants, and are remembered here
-_TRACER_ERRORS = (
-    jax.errors.ConcretizationTypeError,
-    jax.errors.TracerBoolConversionError,
-    jax.errors.TracerIntegerConversionError,
-    jax.errors.TracerArrayConversionError,
-)
-_CONCRETE: set = set()
-# the jitted finiteness check and loss estimate, per structure (the key as the loop's, mixvi.loop)
+# the jitted loss estimate, per structure (the key as the loop's, mixvi.loop)
 _JITTED: OrderedDict[Hashable, Callable] = new_cache()
+
+
+def _core_state(params: dict, names: tuple, options: tuple, mesh: Mesh | None = None) -> vi.MixtureVIState:
+    """The functional core's state from the guide's constrained params (``names``: the locs, scales,
+    metric, metric factor and weight logits param names; ``options``: metric, weights, step size, auto
+    step, relocate)."""
+    locs, scales, metric_name, tril_name, logits_name = names
+    metric, weights, step_size, auto, relocate = options
+    core = vi.init_state(
+        params[locs],
+        params[scales],
+        metric=metric,
+        weights=weights,
+        step_size=step_size,
+        auto=auto,
+        mesh=mesh,
+        relocate=relocate,
+    )
+    p = core.params
+    if metric_name in params:
+        p = p._replace(log_metric=jnp.log(params[metric_name]))
+    if tril_name in params:
+        tril = params[tril_name]
+        # the core keeps det L = 1: the factor's scale goes into the sigmas
+        shift = jnp.mean(jnp.log(jnp.diag(tril)))
+        p = p._replace(metric_tril=tril * jnp.exp(-shift), log_scales=p.log_scales + shift)
+    if logits_name in params:
+        logits = params[logits_name]
+        p = p._replace(logits=logits - jax.scipy.special.logsumexp(logits))
+    return core._replace(params=p)
+
+
+_core_state_jit = jax.jit(_core_state, static_argnums=(1, 2))
 
 
 class MixVIState(NamedTuple):
@@ -172,7 +205,14 @@ class MixVI:
         self.mesh = self._resolve_mesh(mesh, guide.n_components)
         self.settings = vi.check(
             vi.Settings(
-                method, step_size, num_samples, shared_noise, auto, loss_draws, sample_batch_size, self.mesh,
+                method,
+                step_size,
+                num_samples,
+                shared_noise,
+                auto,
+                loss_draws,
+                sample_batch_size,
+                self.mesh,
                 relocate=relocate,
             )
         )
@@ -225,31 +265,17 @@ class MixVI:
         if init_params is not None:
             params = dict(params)
             params.update({k: jnp.asarray(init_params[k]) for k in self.guide.param_names() if k in init_params})
-        core = vi.init_state(
-            params[self._locs],
-            params[self._scales],
-            metric=self.guide.metric,
-            weights=self.guide.weights,
-            step_size=self.step_size,
-            auto=self.settings.auto,
-            mesh=self.mesh,
-            relocate=self.settings.relocate,
-        )
+        options = (self.guide.metric, self.guide.weights, self.step_size, self.settings.auto, self.settings.relocate)
+        names = (self._locs, self._scales, self._metric, self._tril, self._logits)
+        params = {k: jnp.asarray(v) for k, v in params.items()}
+        if self.mesh is None:  # one small compiled program instead of op-by-op dispatch (and its compilations)
+            core = _core_state_jit(params, names, options)
+        else:
+            core = _core_state(params, names, options, self.mesh)
         p = core.params
-        if self._metric in params:
-            p = p._replace(log_metric=jnp.log(params[self._metric]))
-        if self._tril in params:
-            tril = jnp.asarray(params[self._tril])
-            # the core keeps det L = 1: the factor's scale goes into the sigmas
-            shift = jnp.mean(jnp.log(jnp.diag(tril)))
-            p = p._replace(metric_tril=tril * jnp.exp(-shift), log_scales=p.log_scales + shift)
-        if self._logits in params:
-            logits = jnp.asarray(params[self._logits])
-            p = p._replace(logits=logits - jax.scipy.special.logsumexp(logits))
-        core = core._replace(params=p)
         if jnp.issubdtype(k_run.dtype, jax.dtypes.prng_key):
             k_run = jax.random.key_data(k_run)
-        v = self._call_jitted("finite", self._potentials, (p.locs, k_setup), args, kwargs)
+        v = self.guide.potential_values(p.locs, k_setup, *args, **kwargs)
         if not bool(jnp.all(jnp.isfinite(v))):
             raise ValueError(NOT_FINITE_AT_INIT.format([int(i) for i in jnp.nonzero(~jnp.isfinite(v))[0]]))
         return MixVIState(core, k_run, jnp.zeros((), jnp.int32))
@@ -259,38 +285,28 @@ class MixVI:
 
     # --- compile once: the cache key and the jitted helpers --------------------------------------
     def _cache_key(self, kind: str, static: Hashable) -> tuple:
-        """What a compiled ``kind`` ('run', 'evaluate', 'finite') depends on besides the shapes of its
-        array inputs (see :mod:`mixvi.loop`): the model, the guide's class and latent structure, the
-        step's settings and the static model arguments."""
+        """What a compiled ``kind`` ('run', 'evaluate') depends on besides the shapes of its array inputs
+        (see :mod:`mixvi.loop`): the model, the guide's class and latent structure, the step's settings
+        and the static model arguments (None: :func:`mixvi.loop.call_compiled` adds them)."""
         g = self.guide
         if g.prototype_trace is None:
             g.potential_fn()  # raises: the guide is not set up
         sites = tuple((name, tuple(np.shape(v)), str(jnp.result_type(v))) for name, v in g._init_locs.items())
         structure = (g.model, type(g), sites, static)
-        if kind == "finite":
-            return (kind, structure)
-        return (kind, structure, g.n_components, g.metric, g.weights, self._settings(), self._is_auto, self.max_rejected)
+        return (
+            kind,
+            structure,
+            g.n_components,
+            g.metric,
+            g.weights,
+            self._settings(),
+            self._is_auto,
+            self.max_rejected,
+        )
 
     def _call_jitted(self, kind: str, fn: Callable, inputs: tuple, args: tuple, kwargs: dict) -> Any:
-        """``fn(args, kwargs, *inputs)`` jitted with the model's arrays as operands, compiled once per
-        :meth:`_cache_key`; with the arguments as constants when the model needs concrete data."""
-        operands, static, rebuild = split_operands(args, kwargs)
-        key = None if static is None else self._cache_key(kind, static)
-        if key is None or key not in _CONCRETE:
-            jitted = _JITTED.get(key) if key is not None else None
-            if jitted is None:
-                jitted = jax.jit(lambda ops, *xs: fn(*rebuild(list(ops)), *xs))
-                if key is not None:
-                    remember(_JITTED, key, jitted)
-            try:
-                return jitted(operands, *inputs)
-            except _TRACER_ERRORS:
-                if key is not None:
-                    _CONCRETE.add(key)
-        return jax.jit(lambda *xs: fn(args, kwargs, *xs))(*inputs)
-
-    def _potentials(self, args: tuple, kwargs: dict, locs: jax.Array, key: jax.Array) -> jax.Array:
-        return jax.vmap(self.guide.potential_fn(*args, **kwargs), (0, None))(locs, key)
+        """``fn(args, kwargs, *inputs)`` compiled once per :meth:`_cache_key` (:func:`mixvi.loop.call_compiled`)."""
+        return call_compiled(_JITTED, self._cache_key(kind, None), fn, inputs, args, kwargs)
 
     def _loss(self, args: tuple, kwargs: dict, state: MixVIState) -> jax.Array:
         """The loss the next step reports, from V's values at its draws (same keys as :meth:`_step`)."""
@@ -420,8 +436,16 @@ class MixVI:
         else:
             state = init_state
         return self._run_from(
-            state, num_steps, np.zeros((0,), np.float32), args, kwargs, progress_bar=progress_bar,
-            chunk_size=chunk_size, checkpoint=checkpoint, checkpoint_every=checkpoint_every, callback=callback,
+            state,
+            num_steps,
+            np.zeros((0,), np.float32),
+            args,
+            kwargs,
+            progress_bar=progress_bar,
+            chunk_size=chunk_size,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            callback=callback,
         )
 
     def resume(
@@ -459,9 +483,18 @@ class MixVI:
         template = self.init(jax.random.PRNGKey(0), *args, **kwargs)
         mine = self._checkpoint_meta(template)
         for field in (
-            "method", "step_size", "num_samples", "loss_draws", "shared_noise", "relocate", "prefix", "metric", "weights",
+            "method",
+            "step_size",
+            "num_samples",
+            "loss_draws",
+            "shared_noise",
+            "relocate",
+            "prefix",
+            "metric",
+            "weights",
             "n_components",
-            "latent_dim", "sites",
+            "latent_dim",
+            "sites",
         ):
             if meta.get(field) != mine[field]:
                 raise CheckpointError(
@@ -472,7 +505,9 @@ class MixVI:
         if len(ref_leaves) != len(leaves) or any(
             np.shape(a) != np.shape(b) or np.asarray(a).dtype != np.asarray(b).dtype for a, b in zip(leaves, ref_leaves)
         ):
-            raise CheckpointError(f"checkpoint {os.fspath(path)!r} holds a state of other shapes or dtypes than this run's")
+            raise CheckpointError(
+                f"checkpoint {os.fspath(path)!r} holds a state of other shapes or dtypes than this run's"
+            )
         state = jax.tree.unflatten(treedef, [jnp.asarray(x) for x in leaves])
         if self.mesh is not None:
             state = jax.tree.map(lambda a, b: jax.device_put(a, b.sharding), state, template)
@@ -485,8 +520,17 @@ class MixVI:
             return MixVIRunResult(self.get_params(state), state, jnp.asarray(losses))
         every = checkpoint_every if checkpoint_every is not None else meta.get("checkpoint_every")
         return self._run_from(
-            state, total - done, losses, args, kwargs, progress_bar=progress_bar, chunk_size=None,
-            checkpoint=path, checkpoint_every=every, callback=callback, total=total,
+            state,
+            total - done,
+            losses,
+            args,
+            kwargs,
+            progress_bar=progress_bar,
+            chunk_size=None,
+            checkpoint=path,
+            checkpoint_every=every,
+            callback=callback,
+            total=total,
         )
 
     def _checkpoint_meta(self, state: MixVIState) -> dict:
@@ -550,20 +594,24 @@ class MixVI:
             return self._step(s, args, kwargs)
 
         loop = dict(
-            is_ok=self._is_ok, progress_bar=progress_bar, chunk_size=chunk_size, desc=f"mixvi {self.method}",
-            describe_failure=self._failure_advice, callback=on_chunk,
+            is_ok=self._is_ok,
+            progress_bar=progress_bar,
+            chunk_size=chunk_size,
+            desc=f"mixvi {self.method}",
+            describe_failure=self._failure_advice,
+            callback=on_chunk,
         )
         try:
             try:
-                if key is not None and key in _CONCRETE:
+                if key is not None and key in NEEDS_CONSTANTS:
                     result = scan_loop(step_on_constants, state, num_steps, **loop)
                 else:
                     result = scan_loop(step, state, num_steps, operands=operands, cache_key=key, **loop)
-            except _TRACER_ERRORS:  # raised while tracing, before any step ran
-                if key is not None and key in _CONCRETE:
+            except TRACER_ERRORS:  # raised while tracing, before any step ran
+                if key is not None and key in NEEDS_CONSTANTS:
                     raise
                 if key is not None:
-                    _CONCRETE.add(key)
+                    NEEDS_CONSTANTS.add(key)
                 result = scan_loop(step_on_constants, state, num_steps, **loop)
         except DivergenceError as err:
             err.params = self.get_params(err.state)
@@ -576,7 +624,11 @@ class MixVI:
                 save(result.state, np.asarray(result.losses))
             warnings.warn(
                 f"interrupted: returning the state after {done} of {total} steps"
-                + (f" (saved to {os.fspath(checkpoint)!r}; continue with MixVI.resume)" if checkpoint is not None else ""),
+                + (
+                    f" (saved to {os.fspath(checkpoint)!r}; continue with MixVI.resume)"
+                    if checkpoint is not None
+                    else ""
+                ),
                 RuntimeWarning,
                 stacklevel=3,
             )

@@ -47,6 +47,8 @@ class SteinEstimate(NamedTuple):
         Per-component mean of psi, shape (N,).
     t : jax.Array or None
         The per-coordinate Stein term, shape (d,) (None unless asked for).
+    bad : jax.Array or None
+        With ``quarantine``: the components whose draws hit a non-finite V or grad V, shape (N,) bool.
     """
 
     gbar: jax.Array
@@ -55,6 +57,7 @@ class SteinEstimate(NamedTuple):
     log_q: jax.Array
     f: jax.Array
     t: jax.Array | None = None
+    bad: jax.Array | None = None
 
 
 def draw_noise(key: jax.Array, n: int, b: int, d: int, *, shared: bool = True, dtype=jnp.float32) -> jax.Array:
@@ -211,6 +214,7 @@ def stein_estimate(
     metric: jax.Array | None = None,
     coord: bool = False,
     scale_tril: jax.Array | None = None,
+    quarantine: bool = False,
 ) -> SteinEstimate:
     """Combine the closed-form mixture terms with V and grad V evaluated at the draws x_ib.
 
@@ -235,6 +239,12 @@ def stein_estimate(
         The lower-triangular factor L (d, d) of a dense metric L L^T: the estimates are computed in
         whitened coordinates y = L^(-1) x, ``gbar`` is returned in x coordinates (E[grad_x psi]) and
         ``t`` is the (d, d) Stein matrix sum_i w_i E_{N_i}[(y - L^(-1) m_i) grad_y psi^T].
+    quarantine : bool
+        Treat the components whose draws hit a non-finite V or grad V as if V and grad V were 0 there
+        (their estimates are then finite, and the others' and the shared terms are untouched), and
+        report them in ``bad``; when every component is bad nothing is changed. A non-finite value
+        at a draw of component i makes its own per-component sums non-finite, so without a dense metric
+        they are read off and zeroed on those (N, d) sums instead of on the (N, B, d) gradients.
 
     Returns
     -------
@@ -242,7 +252,12 @@ def stein_estimate(
     """
     parts = grad_potential if isinstance(grad_potential, tuple) else (grad_potential,)
     if scale_tril is not None:
-        return _dense_estimate(locs, log_scales, z, potential, parts, weights, scale_tril)
+        bad = None
+        if quarantine:  # d <= DENSE_MAX_DIM: zeroing the (N, B, d) gradients is cheap
+            bad = _only_some(~jnp.all(jnp.isfinite(potential), 1) | _any_non_finite_rows(parts))
+            potential = jnp.where(bad[:, None], 0.0, potential)
+            parts = tuple(jnp.where(bad[:, None, None], 0.0, g) for g in parts)
+        return _dense_estimate(locs, log_scales, z, potential, parts, weights, scale_tril)._replace(bad=bad)
     if metric is not None:
         root = jnp.sqrt(metric)
         locs, parts = locs / root, tuple(g * root for g in parts)
@@ -252,6 +267,14 @@ def stein_estimate(
     sig = jnp.exp(log_scales)
     b = z.shape[-2]
     g_sum, zg, zgk = _gradient_moments(z, parts, coord)
+    bad = None
+    if quarantine:  # the sums are linear in grad V: zeroing them is zeroing its bad components
+        bad = _only_some(
+            ~(jnp.all(jnp.isfinite(g_sum), 1) & jnp.all(jnp.isfinite(zg), 1) & jnp.all(jnp.isfinite(potential), 1))
+        )
+        g_sum, zg = jnp.where(bad[:, None], 0.0, g_sum), jnp.where(bad[:, None], 0.0, zg)
+        potential = jnp.where(bad[:, None], 0.0, potential)
+        zgk = None if zgk is None else jnp.where(bad[:, None], 0.0, zgk)
     gbar = g_sum / b + terms.mean_score
     if metric is not None:
         gbar = gbar / root
@@ -262,7 +285,17 @@ def stein_estimate(
     t = None
     if coord:
         t = jnp.einsum("i,ik->k", w * sig, zgk) / b + terms.coord_score
-    return SteinEstimate(gbar, lam, loss, log_q, f, t)
+    return SteinEstimate(gbar, lam, loss, log_q, f, t, bad)
+
+
+def _any_non_finite_rows(parts: tuple[jax.Array, ...]) -> jax.Array:
+    """(N,) bool: component i has a non-finite entry in one of the (N, B_p, d) parts."""
+    return jnp.any(jnp.stack([~jnp.all(jnp.isfinite(g), (1, 2)) for g in parts]), 0)
+
+
+def _only_some(bad: jax.Array) -> jax.Array:
+    """``bad``, or no component when every one is bad (then the step is rejected as a whole)."""
+    return bad & ~jnp.all(bad)
 
 
 def _weighted_outer(z: jax.Array, parts: tuple[jax.Array, ...], ws: jax.Array, tril: jax.Array) -> jax.Array:

@@ -13,6 +13,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from functools import partial
 from typing import Any
 
 import jax
@@ -29,11 +30,15 @@ from numpyro.infer.util import find_valid_initial_params, initialize_model, pote
 from numpyro.primitives import Messenger
 
 from mixvi.family import IsotropicMixture
-from mixvi.loop import new_cache, remember, split_operands
+from mixvi.loop import call_compiled, new_cache, remember, split_operands
 from mixvi.vi import BAD_METRIC, DENSE_MAX_DIM, DENSE_TOO_BIG, METRICS, resolve_metric
 
 # the jitted draws of the component means, per model and structure (AutoIsotropicMixture._compiled_draw)
 _DRAWS: OrderedDict[Any, Callable] = new_cache()
+# the jitted potential at N points, per model and structure (AutoIsotropicMixture.potential_values)
+_VALUES: OrderedDict[Any, Callable] = new_cache()
+MAX_INIT_TRIES = 100
+"""Draws per component (as NumPyro's find_valid_initial_params) before the set-up gives up on a finite start."""
 
 
 def _is_random_init(init_loc_fn: Callable) -> bool:
@@ -47,6 +52,41 @@ def _is_random_init(init_loc_fn: Callable) -> bool:
     if fn is init_to_value:
         return True  # the sites without a value are random; the given ones are fixed (see _given_mask)
     return fn is init_to_uniform and kw.get("radius", 2) > 0
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _initial_params(locs: jax.Array, prefix: str, metric: str, weights: str, init_scale: float) -> dict:
+    """The initial values of the guide's params (those ``_get_posterior`` registers) given the component means."""
+    n, d = locs.shape
+    values = {f"{prefix}_locs": locs, f"{prefix}_scales": jnp.full(n, init_scale, locs.dtype)}
+    if metric == "diagonal":
+        values[f"{prefix}_metric"] = jnp.ones(d, locs.dtype)
+    if metric == "dense":
+        values[f"{prefix}_metric_tril"] = jnp.eye(d, dtype=locs.dtype)
+    if weights == "fisher-rao":
+        values[f"{prefix}_weight_logits"] = jnp.zeros(n, locs.dtype)
+    return values
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _uniform_draw(key: jax.Array, sizes: tuple, n: int, radius: float, dtype: Any) -> jax.Array:
+    """(n, sum of sizes) draws uniform in (-radius, radius), site by site (``sizes``: (name, size) in the
+    latent's layout) with a key per site name: the values do not depend on the order in which NumPyro's
+    set-up trace met the sites (it differs under jit)."""
+    names = sorted(name for name, _ in sizes)
+    parts = [
+        jax.random.uniform(jax.random.fold_in(key, names.index(name)), (n, size), dtype, -radius, radius)
+        for name, size in sizes
+    ]
+    return jnp.concatenate(parts, axis=1)
+
+
+def _uniform_radius(init_loc_fn: Callable) -> float | None:
+    """The radius of init_to_uniform (NumPyro's default init strategy) when it is one with a radius > 0,
+    else None."""
+    fn = getattr(init_loc_fn, "func", init_loc_fn)
+    radius = (getattr(init_loc_fn, "keywords", {}) or {}).get("radius", 2)
+    return float(radius) if fn is init_to_uniform and radius > 0 else None
 
 
 DISCRETE_SITE = (
@@ -134,19 +174,25 @@ def _describe(value: Any) -> str:
 
 class _EnumeratedSitesStayWithTheModel(AutoGuide):
     """The set-up of NumPyro's autoguides, except that discrete sites marked for enumeration are left to the
-    model (``TraceEnum_ELBO`` sums them out) instead of refused; they are not in the prototype trace."""
+    model (``TraceEnum_ELBO`` sums them out) instead of refused (they are not in the prototype trace), and
+    that with init_to_uniform the prototype's point is checked without its gradient."""
 
     _enumerated: tuple[str, ...] = ()
 
     def _setup_prototype(self, *args, **kwargs) -> None:
-        if not self._enumerated:
-            super()._setup_prototype(*args, **kwargs)
-            return
         rng_key = numpyro.prng_key()
         with handlers.block():
             init_params, self._potential_fn_gen, postprocess_fn_gen, trace = initialize_model(
-                rng_key, self.model, init_strategy=self.init_loc_fn, dynamic_args=True,
-                model_args=args, model_kwargs=kwargs,
+                rng_key,
+                self.model,
+                init_strategy=self.init_loc_fn,
+                dynamic_args=True,
+                model_args=args,
+                model_kwargs=kwargs,
+                # the prototype's point only fixes the latent's structure when the components draw their own
+                # uniform starts: its gradient (NumPyro evaluates it op by op, compiling every primitive of
+                # the backward pass in a fresh process) is not needed there
+                validate_grad=_uniform_radius(self.init_loc_fn) is None,
             )
         self._potential_fn = self._potential_fn_gen(*args, **kwargs)
         self._postprocess_fn = handlers.seed(postprocess_fn_gen(*args, **kwargs), rng_seed=0)
@@ -343,7 +389,8 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         with numpyro.validation_enabled(False), handlers.block(), handlers.trace() as tr:
             model(*args, **kwargs)
         latents = {
-            n: s for n, s in tr.items()
+            n: s
+            for n, s in tr.items()
             if s["type"] == "sample" and not s["is_observed"] and not s["fn"].support.is_discrete
         }
         values = ", ".join(f"{n} = {_describe(s['value'])}" for n, s in latents.items())
@@ -357,8 +404,10 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
             if bool(jnp.isfinite(log_prob)):
                 continue
             invalid = [
-                param for param, constraint in fn.arg_constraints.items()
-                if not constraints.is_dependent(constraint) and param in fn.__dict__
+                param
+                for param, constraint in fn.arg_constraints.items()
+                if not constraints.is_dependent(constraint)
+                and param in fn.__dict__
                 and not bool(jnp.all(constraint(getattr(fn, param))))
             ]
             cause = f"invalid {', '.join(invalid)}" if invalid else f"log density {float(log_prob)}"
@@ -387,6 +436,9 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         n, d = self.n_components, self.latent_dim
         if n == 1:
             return self._init_latent[None]
+        radius = _uniform_radius(self.init_loc_fn)
+        if radius is not None:
+            return self._uniform_inits(rng_key, radius, args, kwargs)
         if _is_random_init(self.init_loc_fn):
             keys = jax.random.split(rng_key, n + 1)
             operands, static, rebuild = split_operands(args, kwargs)
@@ -399,8 +451,13 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
                     # the model seeded per component, so init_to_sample draws every component anew
                     k_seed, k_find = jax.random.split(key)
                     return find_valid_initial_params(
-                        k_find, self._model_for_potential(k_seed), init_strategy=self.init_loc_fn,
-                        enum=enumerated, model_args=model_args, model_kwargs=model_kwargs, prototype_params=prototype,
+                        k_find,
+                        self._model_for_potential(k_seed),
+                        init_strategy=self.init_loc_fn,
+                        enum=enumerated,
+                        model_args=model_args,
+                        model_kwargs=model_kwargs,
+                        prototype_params=prototype,
                     )
 
                 return jax.vmap(one)(keys[1:])
@@ -427,6 +484,74 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
             return locs
         noise = jax.random.normal(rng_key, (n, d), dtype=jnp.result_type(self._init_latent))
         return self._init_latent[None] + self._init_scale * noise
+
+    def _uniform_inits(self, rng_key: jax.Array, radius: float, args: tuple, kwargs: dict) -> jax.Array:
+        """init_to_uniform for all N components at once: every unconstrained coordinate uniform in
+        (-radius, radius), as NumPyro draws it site by site, and a component whose start has a non-finite
+        potential drawn again (up to MAX_INIT_TRIES times). One compiled evaluation of V at the N points
+        (shared with MixVI.init's check) instead of NumPyro's per-point search with gradients."""
+        n = self.n_components
+        dtype = jnp.result_type(self._init_latent)
+        k_draw, k_model = jax.random.split(rng_key)
+        sizes = tuple((name, int(jnp.size(value))) for name, value in self._init_locs.items())
+
+        def draw(key: jax.Array) -> jax.Array:
+            return _uniform_draw(key, sizes, n, radius, dtype)
+
+        locs = draw(k_draw)
+        if isinstance(locs, jax.core.Tracer):
+            # set-up under jit / vmap: the same redraws as a traced loop
+            potential = jax.vmap(self.potential_fn(*args, **kwargs), (0, None))
+
+            def cond(carry):
+                attempt, _, bad = carry
+                return (attempt < MAX_INIT_TRIES) & jnp.any(bad)
+
+            def body(carry):
+                attempt, points, bad = carry
+                points = jnp.where(bad[:, None], draw(jax.random.fold_in(k_draw, attempt)), points)
+                return attempt + 1, points, ~jnp.isfinite(potential(points, k_model))
+
+            first = (1, locs, ~jnp.isfinite(potential(locs, k_model)))
+            return jax.lax.while_loop(cond, body, first)[1]
+        for attempt in range(1, MAX_INIT_TRIES):
+            bad = ~jnp.isfinite(self.potential_values(locs, k_model, *args, **kwargs))
+            if not bool(jnp.any(bad)):
+                return locs
+            locs = jnp.where(bad[:, None], draw(jax.random.fold_in(k_draw, attempt)), locs)
+        raise ValueError(DRAW_FAILED)
+
+    def potential_values(self, locs: jax.Array, rng_key: jax.Array, *args, **kwargs) -> jax.Array:
+        """V (the model's potential energy, :meth:`potential_fn`) at each row of ``locs`` (N, d).
+
+        Compiled once per model, latent structure and static model arguments; the arrays among the
+        model's arguments are operands, so new data of the same shapes reuse the program.
+
+        Parameters
+        ----------
+        locs : jax.Array
+            (N, d) points on the flattened unconstrained latent.
+        rng_key : jax.Array
+            Seeds the model (one key for every point).
+        *args, **kwargs
+            The model's arguments.
+
+        Returns
+        -------
+        jax.Array
+            (N,) values.
+        """
+
+        def values(a: tuple, kw: dict, points: jax.Array, key: jax.Array) -> jax.Array:
+            return jax.vmap(self.potential_fn(*a, **kw), (0, None))(points, key)
+
+        return call_compiled(_VALUES, self._structure_key(), values, (locs, rng_key), args, kwargs)
+
+    def _structure_key(self) -> tuple:
+        """What a compiled function of the model depends on besides its inputs' shapes and the static
+        model arguments: the model, the guide's class and the latent sites (names, shapes, dtypes)."""
+        sites = tuple((name, tuple(jnp.shape(v)), str(jnp.result_type(v))) for name, v in self._init_locs.items())
+        return (self.model, type(self), sites)
 
     def _compiled_draw(self, draw: Callable, static: Any) -> Callable:
         """``draw`` jitted, kept per (model, guide class, init strategy, N, latent structure, static model
@@ -488,10 +613,11 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
                 f"{self.prefix}_metric", jnp.ones(self.latent_dim, dtype=dtype), constraint=constraints.positive
             )
         if self.metric == "dense":
-            if self.latent_dim > DENSE_MAX_DIM:
-                raise ValueError(DENSE_TOO_BIG.format(*(3 * (self.latent_dim,)), DENSE_MAX_DIM))
+            self._check_dense_size()
             tril = numpyro.param(
-                f"{self.prefix}_metric_tril", jnp.eye(self.latent_dim, dtype=dtype), constraint=constraints.lower_cholesky
+                f"{self.prefix}_metric_tril",
+                jnp.eye(self.latent_dim, dtype=dtype),
+                constraint=constraints.lower_cholesky,
             )
         if self.weights == "fisher-rao":
             weights = jax.nn.softmax(numpyro.param(f"{self.prefix}_weight_logits", jnp.zeros(self.n_components, dtype)))
@@ -531,7 +657,11 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         p = self.prefix
         weights = jax.nn.softmax(params[f"{p}_weight_logits"]) if f"{p}_weight_logits" in params else None
         return IsotropicMixture(
-            params[f"{p}_locs"], params[f"{p}_scales"], weights, params.get(f"{p}_metric"), params.get(f"{p}_metric_tril")
+            params[f"{p}_locs"],
+            params[f"{p}_scales"],
+            weights,
+            params.get(f"{p}_metric"),
+            params.get(f"{p}_metric_tril"),
         )
 
     def get_base_dist(self):
@@ -669,11 +799,16 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         """
         # what the guide's call would do up to its param sites (the same keys), without unpacking,
         # constraining and sampling a latent that is thrown away
-        with handlers.trace() as tr, handlers.seed(rng_seed=rng_key):
+        with handlers.seed(rng_seed=rng_key):
             if self.prototype_trace is None:
                 self._setup_prototype(*args, **kwargs)
-            self._get_posterior()
-        return {name: site["value"] for name, site in tr.items() if site["type"] == "param"}
+        self._check_dense_size()
+        # the params' initial values (those of _get_posterior) in one small compiled program
+        return _initial_params(self._init_component_locs, self.prefix, self.metric, self.weights, self._init_scale)
+
+    def _check_dense_size(self) -> None:
+        if self.metric == "dense" and self.latent_dim > DENSE_MAX_DIM:
+            raise ValueError(DENSE_TOO_BIG.format(*(3 * (self.latent_dim,)), DENSE_MAX_DIM))
 
     def model_param_names(self) -> list[str]:
         """Names of the ``numpyro.param`` sites in the model (MixVI does not fit them).

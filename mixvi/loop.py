@@ -195,6 +195,42 @@ def split_operands(args: tuple, kwargs: dict) -> tuple[list, Hashable | None, Ca
     return operands, static, rebuild
 
 
+TRACER_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerArrayConversionError,
+)
+"""What tracing a model that needs concrete data (Python control flow on values) raises."""
+NEEDS_CONSTANTS: set = set()
+"""Cache keys whose model cannot take its arrays as jit operands: those run with the arguments closed
+over, as constants (recompiled per call)."""
+
+
+def call_compiled(
+    cache: OrderedDict, key: Hashable | None, fn: Callable, inputs: tuple, args: tuple, kwargs: dict
+) -> Any:
+    """``fn(args, kwargs, *inputs)`` jitted with the arrays among the model arguments ``args``, ``kwargs``
+    as operands, compiled once per ``key`` (plus the static arguments' description) and kept in
+    ``cache``; the caller promises that equal keys mean the same ``fn``. A model that needs concrete
+    data runs with the arguments as constants instead (and its key is remembered in ``NEEDS_CONSTANTS``);
+    ``key=None`` compiles anew."""
+    operands, static, rebuild = split_operands(args, kwargs)
+    full = None if key is None or static is None else (key, static)
+    if full is None or full not in NEEDS_CONSTANTS:
+        jitted = cache.get(full) if full is not None else None
+        if jitted is None:
+            jitted = jax.jit(lambda ops, *xs: fn(*rebuild(list(ops)), *xs))
+            if full is not None:
+                remember(cache, full, jitted)
+        try:
+            return jitted(operands, *inputs)
+        except TRACER_ERRORS:
+            if full is not None:
+                NEEDS_CONSTANTS.add(full)
+    return jax.jit(lambda *xs: fn(args, kwargs, *xs))(*inputs)
+
+
 def _loss_of(out: Any) -> jax.Array:
     """The loss of a step's second output: the output itself, or its ``loss`` field."""
     return out.loss if hasattr(out, "loss") else out

@@ -38,7 +38,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mixvi.adapt import RelocationState, balance, init_relocation, relocate, scout, track
+from mixvi.adapt import RelocationState, balance, init_relocation, relocate, scout, set_ceiling, track
 from mixvi.estimators import draw_noise, draw_points, potential_and_grad, stein_estimate
 from mixvi.geometry import (
     AutoStep,
@@ -323,11 +323,20 @@ def step(
         gv = (_shard(mesh, g_head), _shard(mesh, g_tail))
     tracking = state.relocation
     quarantine = settings.relocate and tracking is not None
-    if quarantine:
-        v, gv, bad = _quarantine(v, gv)
+
     est = stein_estimate(
-        locs, u, z, _shard(mesh, v), gv, weights=weights, metric=metric, coord=metric is not None, scale_tril=tril
+        locs,
+        u,
+        z,
+        _shard(mesh, v),
+        gv,
+        weights=weights,
+        metric=metric,
+        coord=metric is not None,
+        scale_tril=tril,
+        quarantine=quarantine,
     )
+    bad = est.bad
     grad = MixtureGradient(
         est.gbar,
         est.lam,
@@ -351,39 +360,34 @@ def step(
     if quarantine:
         log_ratios = jnp.where(bad[:, None], -jnp.inf, log_ratios)
         tracking = track(tracking, est.f, ~info.rejected, log_ratios if settings.balance else None)
+        tracking = set_ceiling(tracking, jnp.where(bad[:, None], jnp.nan, v))
         # keys of their own (folded, not split) so that the noise and model keys stay as without relocation
         shape = {"metric": None if new.log_metric is None else jnp.exp(new.log_metric), "scale_tril": new.metric_tril}
         new_locs, new_u, tracking, moved = relocate(
-            jax.random.fold_in(rng_key, 1), new.locs, new.log_scales, tracking, gap=settings.relocate_gap,
-            force=bad, **shape,
+            jax.random.fold_in(rng_key, 1),
+            new.locs,
+            new.log_scales,
+            tracking,
+            gap=settings.relocate_gap,
+            force=bad,
+            **shape,
         )
         if settings.balance:
-            new_locs, new_u, tracking, split = balance(jax.random.fold_in(rng_key, 2), new_locs, new_u, tracking, **shape)
+            new_locs, new_u, tracking, split = balance(
+                jax.random.fold_in(rng_key, 2), new_locs, new_u, tracking, **shape
+            )
             moved = moved + split
         if settings.explore and tracking.origin_loc is not None:
             k_scout = jax.random.fold_in(rng_key, 3)
+            values = jax.vmap(potential_fn, (0, None))
             new_locs, new_u, tracking, sent = scout(
-                k_scout, new_locs, new_u, tracking, lambda x: potential_fn(x, k_model), **shape
+                k_scout, new_locs, new_u, tracking, lambda x: values(x, k_model), **shape
             )
             moved = moved + sent
         new = new._replace(locs=new_locs, log_scales=new_u)
     new = new._replace(locs=unflatten(new.locs))
     info = MixtureVIInfo(est.loss, info.step_size, info.num_clipped, info.rejected, moved, log_ratios)
     return MixtureVIState(new, step_state, tracking), info
-
-
-def _quarantine(v: jax.Array, gv: jax.Array | tuple) -> tuple[jax.Array, Any, jax.Array]:
-    """Components whose draws hit a non-finite V or grad V (N,) bool, and V, grad V with those
-    components' values zeroed: the step goes on for the others, and relocation restarts the bad ones
-    on the best component (all bad: nothing is zeroed, and the step is rejected as before)."""
-    parts = gv if isinstance(gv, tuple) else (gv,)
-    bad = ~jnp.all(jnp.isfinite(v), 1)
-    for g in parts:
-        bad = bad | ~jnp.all(jnp.isfinite(g), (1, 2))
-    bad = bad & ~jnp.all(bad)
-    v = jnp.where(bad[:, None], 0.0, v)
-    parts = tuple(jnp.where(bad[:, None, None], 0.0, g) for g in parts)
-    return v, (parts if isinstance(gv, tuple) else parts[0]), bad
 
 
 def explore_until(state: MixtureVIState, step: int) -> MixtureVIState:
@@ -493,8 +497,17 @@ def mixture_vi(
         raise ValueError(BAD_WEIGHTS.format(weights))
     settings = check(
         Settings(
-            method, step_size, num_samples, shared_noise, auto, loss_draws, sample_batch_size, mesh, min_factor,
-            metric_step_size, relocate,
+            method,
+            step_size,
+            num_samples,
+            shared_noise,
+            auto,
+            loss_draws,
+            sample_batch_size,
+            mesh,
+            min_factor,
+            metric_step_size,
+            relocate,
         )
     )
     if mesh is not None and n_components % mesh.size:
@@ -505,7 +518,14 @@ def mixture_vi(
         noise = jax.random.normal(rng_key, (n_components, flat.shape[0]), flat.dtype)
         locs = jax.vmap(unravel)(flat + init_scale * noise)
         return init_state(
-            locs, init_scale, metric=metric, weights=weights, step_size=step_size, auto=auto, mesh=mesh, relocate=relocate
+            locs,
+            init_scale,
+            metric=metric,
+            weights=weights,
+            step_size=step_size,
+            auto=auto,
+            mesh=mesh,
+            relocate=relocate,
         )
 
     def step_fn(rng_key: jax.Array, state: MixtureVIState) -> tuple[MixtureVIState, MixtureVIInfo]:

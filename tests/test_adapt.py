@@ -10,13 +10,26 @@ from jax.scipy.special import logsumexp
 
 import mixvi
 from mixvi import vi
-from mixvi.adapt import RelocationState, balance, dead_components, init_relocation, relocate, scout, track
+from mixvi.adapt import (
+    SCOUT_CANDIDATES,
+    SCOUT_MARGIN,
+    SCOUT_SPREAD,
+    RelocationState,
+    balance,
+    dead_components,
+    init_relocation,
+    relocate,
+    scout,
+    track,
+)
 
 
 def _state(fast, slow, age, log_mass=None):
     mass = jnp.full((len(fast),), jnp.nan) if log_mass is None else log_mass
     return RelocationState(
-        jnp.asarray(fast, jnp.float32), jnp.asarray(slow, jnp.float32), jnp.asarray(age, jnp.int32),
+        jnp.asarray(fast, jnp.float32),
+        jnp.asarray(slow, jnp.float32),
+        jnp.asarray(age, jnp.int32),
         jnp.asarray(mass, jnp.float32),
     )
 
@@ -146,24 +159,30 @@ def test_balancing_gives_the_light_mode_its_share_of_components():
         settings = vi.check(vi.Settings(balance=flag))
         keys = jax.random.split(jax.random.key(3), 3000)
         state, _ = jax.jit(
-            lambda s, st=settings, ks=keys: jax.lax.scan(lambda c, k: vi.step(k, c, lambda x, _: -_two_modes(x), st), s, ks)
+            lambda s, st=settings, ks=keys: jax.lax.scan(
+                lambda c, k: vi.step(k, c, lambda x, _: -_two_modes(x), st), s, ks
+            )
         )(state)
         counts[flag] = int(np.sum(np.asarray(state.params.locs[:, 0]) < 0))
     assert counts == {False: 5, True: 2}, counts
 
 
-def test_scouts_leave_from_a_wide_start_on_schedule_and_only_where_the_target_is_finite():
-    """Due on step 200 (every 50): the least loaded component sharing a basin restarts at a draw around
-    the run's start with the median sigma and a fresh clock; not on other steps, nor after scout_until,
-    nor where V is not finite."""
+def test_scouts_leave_from_a_wide_start_on_schedule_and_only_below_the_ceiling():
+    """Due on step 200 (every 50): the least loaded component sharing a basin restarts at the candidate draw
+    around the run's start with the lowest V, with the median sigma and a fresh clock; not on other steps,
+    nor after scout_until, nor where V is not finite or above the first step's highest V."""
     locs = jnp.array([[0.0, 0.0], [0.1, 0.0], [8.0, 0.0]])
     state = init_relocation(3, locs=jnp.array([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]]))
-    state = state._replace(age=jnp.array([300, 300, 300]), log_mass=jnp.log(jnp.array([0.4, 0.2, 0.4])),
-                           loss_fast=jnp.zeros(3), loss_slow=jnp.zeros(3))
+    state = state._replace(
+        age=jnp.array([300, 300, 300]),
+        log_mass=jnp.log(jnp.array([0.4, 0.2, 0.4])),
+        loss_fast=jnp.zeros(3),
+        loss_slow=jnp.zeros(3),
+    )
     u = jnp.log(jnp.array([1.0, 2.0, 3.0]))
 
-    def run(steps, potential=lambda x: jnp.sum(x**2), until=1000):
-        s = state._replace(steps=jnp.asarray(steps), scout_until=jnp.asarray(until))
+    def run(steps, until=1000, potential=lambda x: jnp.sum(x**2, -1), ceiling=1e6):
+        s = state._replace(steps=jnp.asarray(steps), scout_until=jnp.asarray(until), ceiling=jnp.asarray(ceiling))
         return scout(jax.random.key(0), locs, u, s, potential)
 
     new_locs, new_u, new_state, sent = run(200)
@@ -174,7 +193,13 @@ def test_scouts_leave_from_a_wide_start_on_schedule_and_only_where_the_target_is
     assert int(new_state.age[1]) == 0 and bool(jnp.isnan(new_state.log_mass[1]))
     assert int(run(225)[3]) == 0 and int(run(150)[3]) == 0 and int(run(1200)[3]) == 0
     assert int(run(200, until=100)[3]) == 0
-    assert int(run(200, potential=lambda x: jnp.inf)[3]) == 0
+    assert int(run(200, potential=lambda x: jnp.full(x.shape[0], jnp.inf))[3]) == 0
+    assert int(run(200, ceiling=-2 * SCOUT_MARGIN)[3]) == 0  # every candidate has V > 0 = this ceiling + margin (d=2)
+    # the candidate with the lowest V: the one nearest the origin of the eight draws
+    z = jax.random.normal(jax.random.key(0), (SCOUT_CANDIDATES, 2))
+    candidates = state.origin_loc + SCOUT_SPREAD * state.origin_scale * z
+    nearest = candidates[jnp.argmin(jnp.sum(candidates**2, -1))]
+    np.testing.assert_allclose(new_locs[1], nearest, rtol=1e-6)
 
 
 def test_scouts_find_a_mode_the_start_missed():

@@ -164,6 +164,9 @@ def test_gradient_given_in_parts_equals_whole(shared):
         whole = stein_estimate(locs, u, z, v[:, :1], gv, metric=metric, coord=True)
         parts = stein_estimate(locs, u, z, v[:, :1], (gv[:, :1], gv[:, 1:]), metric=metric, coord=True)
         for a, b in zip(whole, parts):
+            if a is None:
+                assert b is None
+                continue
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 

@@ -129,7 +129,9 @@ def test_initialisation_rules_are_seedable():
     locs = p["auto_locs"]
     # init_to_uniform: independent draws in (-2, 2) in unconstrained space, all distinct
     assert bool(jnp.all(jnp.abs(locs) < 2)) and len({tuple(np.round(r, 6)) for r in np.asarray(locs)}) == 4
-    np.testing.assert_array_equal(locs, mixvi.AutoIsotropicMixture(regression, n_components=4).setup(jax.random.PRNGKey(0), X, Y)["auto_locs"])
+    np.testing.assert_array_equal(
+        locs, mixvi.AutoIsotropicMixture(regression, n_components=4).setup(jax.random.PRNGKey(0), X, Y)["auto_locs"]
+    )
     g2 = mixvi.AutoIsotropicMixture(regression, n_components=500, init_loc_fn=init_to_median, init_scale=0.5)
     locs2 = g2.setup(jax.random.PRNGKey(1), X, Y)["auto_locs"]
     centre = g2._init_latent
@@ -187,7 +189,8 @@ def test_setup_returns_the_params_of_a_guide_call(options):
 
 
 def test_component_draws_compile_once_per_model_structure():
-    """The random initial means of a second guide on the same model and shapes reuse one compiled draw."""
+    """The random initial means of a second guide on the same model and shapes reuse one compiled program:
+    the check of the uniform draws (the default init) and NumPyro's search (init_to_sample)."""
     from mixvi import guide as guide_module
 
     def model(x, y=None):
@@ -195,8 +198,27 @@ def test_component_draws_compile_once_per_model_structure():
 
     for seed in (0, 1):
         mixvi.AutoIsotropicMixture(model, n_components=4).setup(jax.random.PRNGKey(seed), X, Y)
+        mixvi.AutoIsotropicMixture(model, n_components=4, init_loc_fn=init_to_sample).setup(
+            jax.random.PRNGKey(seed), X, Y
+        )
+    checks = [fn for key, fn in guide_module._VALUES.items() if key[0][0] is model]
+    assert len(checks) == 1 and checks[0]._cache_size() == 1
     draws = [fn for key, fn in guide_module._DRAWS.items() if key[0] is model]
     assert len(draws) == 1 and draws[0]._cache_size() == 1
+
+
+def test_uniform_init_redraws_components_whose_start_is_not_finite():
+    """init_to_uniform(radius=2) on a target that is -inf for x > 1: every component starts inside (-2, 1],
+    drawn again where the first draw was not finite, and the draws are uniform (both halves are hit)."""
+
+    def half_line():
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0).expand([1]).to_event(1))
+        numpyro.factor("cut", jnp.where(x[0] > 1.0, -jnp.inf, 0.0))
+
+    params = mixvi.AutoIsotropicMixture(half_line, n_components=40).setup(jax.random.PRNGKey(0))
+    locs = np.asarray(params["auto_locs"])[:, 0]
+    assert np.all((locs > -2.0) & (locs <= 1.0)), locs
+    assert np.sum(locs < -0.5) >= 8 and np.sum(locs > -0.5) >= 8, locs
 
 
 def test_sample_posterior_reads_num_samples_as_sample_shape(fitted):
@@ -223,7 +245,6 @@ def test_setup_is_pure_under_jit_and_vmap():
     batched = jax.vmap(lambda k: mixvi.AutoIsotropicMixture(regression, n_components=4).setup(k, X, Y))(keys)
     assert batched["auto_locs"].shape == (3, 4, eager["auto_locs"].shape[1])
     assert len({tuple(np.round(np.asarray(b).ravel(), 5)) for b in batched["auto_locs"]}) == 3
-
 
 
 def test_init_to_sample_draws_every_component_from_the_prior():
