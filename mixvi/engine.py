@@ -291,8 +291,7 @@ class MixVI:
         g = self.guide
         if g.prototype_trace is None:
             g.potential_fn()  # raises: the guide is not set up
-        sites = tuple((name, tuple(np.shape(v)), str(jnp.result_type(v))) for name, v in g._init_locs.items())
-        structure = (g.model, type(g), sites, static)
+        structure = (g._structure_key(), static)
         return (
             kind,
             structure,

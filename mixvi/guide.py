@@ -51,7 +51,7 @@ def _is_random_init(init_loc_fn: Callable) -> bool:
         return True
     if fn is init_to_value:
         return True  # the sites without a value are random; the given ones are fixed (see _given_mask)
-    return fn is init_to_uniform and kw.get("radius", 2) > 0
+    return _uniform_radius(init_loc_fn) is not None
 
 
 @partial(jax.jit, static_argnums=(1, 2, 3, 4))
@@ -558,8 +558,7 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         arguments): everything its trace depends on besides the shapes of its array inputs."""
         if static is None:
             return jax.jit(draw)
-        sites = tuple((name, tuple(jnp.shape(v)), str(jnp.result_type(v))) for name, v in self._init_locs.items())
-        key = (self.model, type(self), self.init_loc_fn, self.n_components, sites, static)
+        key = (self._structure_key(), self.init_loc_fn, self.n_components, static)
         return remember(_DRAWS, key, _DRAWS[key] if key in _DRAWS else jax.jit(draw))
 
     def __call__(self, *args, **kwargs) -> dict:
@@ -600,27 +599,23 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
 
     # --- the variational family ---------------------------------------------------------------
     def _get_posterior(self) -> IsotropicMixture:
-        dtype = jnp.result_type(self._init_component_locs)
-        locs = numpyro.param(f"{self.prefix}_locs", self._init_component_locs)
-        scales = numpyro.param(
-            f"{self.prefix}_scales",
-            jnp.full(self.n_components, self._init_scale, dtype=dtype),
-            constraint=self.scale_constraint,
-        )
+        init = _initial_params(self._init_component_locs, self.prefix, self.metric, self.weights, self._init_scale)
+        locs = numpyro.param(f"{self.prefix}_locs", init[f"{self.prefix}_locs"])
+        scales = numpyro.param(f"{self.prefix}_scales", init[f"{self.prefix}_scales"], constraint=self.scale_constraint)
         metric = weights = tril = None
         if self.metric == "diagonal":
             metric = numpyro.param(
-                f"{self.prefix}_metric", jnp.ones(self.latent_dim, dtype=dtype), constraint=constraints.positive
+                f"{self.prefix}_metric", init[f"{self.prefix}_metric"], constraint=constraints.positive
             )
         if self.metric == "dense":
             self._check_dense_size()
             tril = numpyro.param(
-                f"{self.prefix}_metric_tril",
-                jnp.eye(self.latent_dim, dtype=dtype),
-                constraint=constraints.lower_cholesky,
+                f"{self.prefix}_metric_tril", init[f"{self.prefix}_metric_tril"], constraint=constraints.lower_cholesky
             )
         if self.weights == "fisher-rao":
-            weights = jax.nn.softmax(numpyro.param(f"{self.prefix}_weight_logits", jnp.zeros(self.n_components, dtype)))
+            weights = jax.nn.softmax(
+                numpyro.param(f"{self.prefix}_weight_logits", init[f"{self.prefix}_weight_logits"])
+            )
         return IsotropicMixture(locs, scales, weights, metric, tril)
 
     def param_names(self) -> tuple[str, ...]:

@@ -203,7 +203,7 @@ def test_component_draws_compile_once_per_model_structure():
         )
     checks = [fn for key, fn in guide_module._VALUES.items() if key[0][0] is model]
     assert len(checks) == 1 and checks[0]._cache_size() == 1
-    draws = [fn for key, fn in guide_module._DRAWS.items() if key[0] is model]
+    draws = [fn for key, fn in guide_module._DRAWS.items() if key[0][0] is model]
     assert len(draws) == 1 and draws[0]._cache_size() == 1
 
 
