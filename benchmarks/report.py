@@ -4,11 +4,14 @@ and their command-line helpers."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as _dt
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -177,3 +180,63 @@ def compile_timed(fn: Callable, args: tuple) -> tuple[Any, float, int | None]:
     except Exception:  # noqa: BLE001 - memory_analysis is optional per backend
         temp = None
     return compiled, compile_s, temp
+
+
+# --- suites measured in fresh processes (startup, time_to_elbo) ----------------------------------
+
+CHILD_FAILED = "{}: the child process for {} / {} failed:\n{}"
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()`` (blocked until its arrays are ready) and the wall seconds it took."""
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return out, time.perf_counter() - t0
+
+
+def run_child(module: str, model_name: str, method: str, steps: int) -> dict:
+    """Run ``python -m module --child MODEL METHOD --steps N`` in a fresh process from the repository root;
+    its last line of output read as JSON, with the process's wall seconds as ``process_s``."""
+    cmd = [sys.executable, "-m", module, "--child", model_name, method, "--steps", str(steps)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_path("."))
+    if proc.returncode != 0:
+        raise RuntimeError(CHILD_FAILED.format(module, model_name, method, proc.stderr[-3000:]))
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["process_s"] = time.perf_counter() - t0
+    return out
+
+
+def fresh_process_cli(
+    module: str,
+    description: str,
+    models: tuple[str, ...],
+    methods: tuple[str, ...],
+    *,
+    json_path: str,
+    steps: int,
+    quick_steps: int,
+    repeats: int,
+    argv: list[str] | None = None,
+) -> tuple[argparse.Namespace, int, int, list[str], list[str]]:
+    """The command line of a suite measured per (model, method) cell in fresh processes: parsed arguments,
+    steps, repeats and the chosen models and methods (checked against ``models`` and ``methods``)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument("--quick", action="store_true", help=f"{quick_steps} steps, one process per cell")
+    parser.add_argument("--steps", type=int, default=None, help=f"steps per run (default {steps}, quick {quick_steps})")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help=f"fresh processes per cell (default {repeats}, quick 1)"
+    )
+    parser.add_argument("--models", default=",".join(models), help="comma-separated subset of " + ", ".join(models))
+    parser.add_argument("--methods", default=",".join(methods), help="comma-separated subset of " + ", ".join(methods))
+    parser.add_argument("--out", default=repo_path(json_path), help="JSON output ('' to skip)")
+    parser.add_argument("--md", default=repo_path("docs/benchmarks.md"), help="markdown page ('' to skip)")
+    parser.add_argument("--child", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    chosen_models, chosen_methods = args.models.split(","), args.methods.split(",")
+    for chosen, allowed in ((chosen_models, models), (chosen_methods, methods)):
+        bad = [v for v in chosen if v not in allowed]
+        if bad:
+            parser.error(f"unknown {bad}; choose from {', '.join(allowed)}")
+    count = args.steps or (quick_steps if args.quick else steps)
+    return args, count, args.repeats or (1 if args.quick else repeats), chosen_models, chosen_methods

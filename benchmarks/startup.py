@@ -25,24 +25,29 @@ Writes ``docs/benchmarks/startup.json`` and the ``startup`` section of ``docs/be
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from typing import Any
 
-from benchmarks.report import display_path, machine_info, measured_line, replace_section, repo_path, write_json
+from benchmarks.report import (
+    display_path,
+    fresh_process_cli,
+    machine_info,
+    measured_line,
+    replace_section,
+    run_child,
+    timed,
+    write_json,
+)
 
 MODELS = ("eight_schools", "hier_logistic_50", "label_switching")
 METHODS = ("mixvi", "autonormal", "automvn")
 ADAM_LR = 0.01
-CHILD_FAILED = "benchmarks.startup: the child process for {} / {} failed:\n{}"
 
 
 # --- the models ---------------------------------------------------------------------------------
@@ -96,19 +101,6 @@ def model_and_data(name: str) -> tuple[Any, tuple]:
 # --- one fresh process ----------------------------------------------------------------------------
 
 
-def _block(tree: Any) -> None:
-    import jax
-
-    jax.block_until_ready(tree)
-
-
-def _timed(fn) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn()
-    _block(out)
-    return out, time.perf_counter() - t0
-
-
 def child(model_name: str, method: str, steps: int) -> dict:
     """Measure one (model, method) cell in this (fresh) process; see the module docstring."""
     import jax
@@ -122,7 +114,7 @@ def child(model_name: str, method: str, steps: int) -> dict:
             return mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model))
 
         engine = build()
-        _, setup_s = _timed(lambda: engine.init(key, *data))
+        _, setup_s = timed(lambda: engine.init(key, *data))
 
         def run(n):
             return engine.run(key, n, *data, progress_bar=False).params
@@ -135,14 +127,14 @@ def child(model_name: str, method: str, steps: int) -> dict:
 
         guide = (AutoNormal if method == "autonormal" else AutoMultivariateNormal)(model)
         svi = SVI(model, guide, optax.adam(ADAM_LR), Trace_ELBO())
-        _, setup_s = _timed(lambda: svi.init(key, *data))
+        _, setup_s = timed(lambda: svi.init(key, *data))
 
         def run(n):
             return svi.run(key, n, *data, progress_bar=False).params
 
         state, update = svi.init(key, *data), svi.update
 
-    _, first_s = _timed(lambda: run(steps))
+    _, first_s = timed(lambda: run(steps))
     steady_s = steady_step(update, state, data, steps)
     out = {
         "setup_s": setup_s,
@@ -161,8 +153,8 @@ def steady_step(update, state: Any, data: tuple, steps: int) -> float:
     import jax
 
     loop = jax.jit(lambda s, *d: jax.lax.scan(lambda c, _: update(c, *d), s, None, length=steps))
-    _block(loop(state, *data))
-    return statistics.median(_timed(lambda: loop(state, *data))[1] for _ in range(3)) / steps
+    jax.block_until_ready(loop(state, *data))
+    return statistics.median(timed(lambda: loop(state, *data))[1] for _ in range(3)) / steps
 
 
 def warm_table(model: Any, data: tuple, build, steps: int, steady_s: float) -> dict:
@@ -173,12 +165,12 @@ def warm_table(model: Any, data: tuple, build, steps: int, steady_s: float) -> d
     key = jax.random.PRNGKey(1)
     engine.run(key, steps, *data, progress_bar=False)
     beyond = {}
-    _, wall = _timed(lambda: engine.run(key, steps, *data, progress_bar=False).params)
+    _, wall = timed(lambda: engine.run(key, steps, *data, progress_bar=False).params)
     beyond["second_run"] = wall - steps * steady_s
     other = steps // 2 + 7
-    _, wall = _timed(lambda: engine.run(key, other, *data, progress_bar=False).params)
+    _, wall = timed(lambda: engine.run(key, other, *data, progress_bar=False).params)
     beyond["new_num_steps"] = wall - other * steady_s
-    _, wall = _timed(lambda: build().run(key, steps, *data, progress_bar=False).params)
+    _, wall = timed(lambda: build().run(key, steps, *data, progress_bar=False).params)
     beyond["new_guide_and_engine"] = wall - steps * steady_s
     half = steps // 2
     with tempfile.TemporaryDirectory() as folder:
@@ -191,20 +183,9 @@ def warm_table(model: Any, data: tuple, build, steps: int, steady_s: float) -> d
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             build().run(key, steps, *data, progress_bar=False, checkpoint=path, checkpoint_every=half, callback=stop)
-        _, wall = _timed(lambda: build().resume(path, *data, progress_bar=False).params)
+        _, wall = timed(lambda: build().resume(path, *data, progress_bar=False).params)
     beyond["resume"] = wall - (steps - half) * steady_s
     return beyond
-
-
-def _run_child(model_name: str, method: str, steps: int) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.startup", "--child", model_name, method, "--steps", str(steps)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_path("."))
-    if proc.returncode != 0:
-        raise RuntimeError(CHILD_FAILED.format(model_name, method, proc.stderr[-3000:]))
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["process_s"] = time.perf_counter() - t0
-    return out
 
 
 # --- the suite ----------------------------------------------------------------------------------
@@ -222,7 +203,7 @@ def run_benchmark(models: list[str], methods: list[str], steps: int, repeats: in
         for method in methods:
             runs = []
             for _ in range(repeats):
-                runs.append(_run_child(model_name, method, steps))
+                runs.append(run_child("benchmarks.startup", model_name, method, steps))
                 print(f"  {model_name:18s} {method:11s} e2e {runs[-1]['e2e_s']:6.2f} s", flush=True)
             row = {"model": model_name, "method": method, "runs": runs}
             for field in ("setup_s", "first_s", "steady_ms", "compile_s", "e2e_s", "process_s"):
@@ -250,7 +231,9 @@ def run_benchmark(models: list[str], methods: list[str], steps: int, repeats: in
 def format_table(report: dict) -> str:
     """The two tables as text."""
     steps = report["settings"]["steps"]
-    lines = [f"{'model':18s} {'method':11s} {'set-up s':>9s} {'compile s':>10s} {'ms/step':>8s} {f'e2e {steps} s':>11s}"]
+    lines = [
+        f"{'model':18s} {'method':11s} {'set-up s':>9s} {'compile s':>10s} {'ms/step':>8s} {f'e2e {steps} s':>11s}"
+    ]
     for r in report["results"]:
         lines.append(
             f"{r['model']:18s} {r['method']:11s} {r['setup_s']:9.2f} {r['compile_s']:10.2f} "
@@ -272,7 +255,9 @@ def render_markdown(report: dict) -> str:
     s = report["settings"]
     steps = s["steps"]
     head = measured_line(
-        report["machine"]["date"], report["machine"], "python -m benchmarks.startup" + (" --quick" if steps < 2000 else ""),
+        report["machine"]["date"],
+        report["machine"],
+        "python -m benchmarks.startup" + (" --quick" if steps < 2000 else ""),
         f"{s['repeats']} fresh processes per cell, medians",
     )
     out = [
@@ -317,26 +302,20 @@ def render_markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.startup``: measure, print the tables, write the JSON (``--out``) and the docs
     section (``--md``; an empty string skips either). Returns 0."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.startup", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="500 steps, one process per cell")
-    parser.add_argument("--steps", type=int, default=None, help="steps per run (default 2000, quick 500)")
-    parser.add_argument("--repeats", type=int, default=None, help="fresh processes per cell (default 3, quick 1)")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
-    parser.add_argument("--out", default=repo_path("docs/benchmarks/startup.json"), help="JSON output ('' to skip)")
-    parser.add_argument("--md", default=repo_path("docs/benchmarks.md"), help="markdown page ('' to skip)")
-    parser.add_argument("--child", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    steps = args.steps or (500 if args.quick else 2000)
+    args, steps, repeats, models, methods = fresh_process_cli(
+        "benchmarks.startup",
+        __doc__.splitlines()[0],
+        MODELS,
+        METHODS,
+        json_path="docs/benchmarks/startup.json",
+        steps=2000,
+        quick_steps=500,
+        repeats=3,
+        argv=argv,
+    )
     if args.child:
         print(json.dumps(child(args.child[0], args.child[1], steps)))
         return 0
-    repeats = args.repeats or (1 if args.quick else 3)
-    models, methods = args.models.split(","), args.methods.split(",")
-    for name, allowed in ((models, MODELS), (methods, METHODS)):
-        bad = [v for v in name if v not in allowed]
-        if bad:
-            parser.error(f"unknown {bad}; choose from {', '.join(allowed)}")
     print(f"benchmarks.startup: {steps} steps, {repeats} fresh process(es) per cell")
     report = run_benchmark(models, methods, steps, repeats)
     print()
@@ -346,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {display_path(args.out)}")
     if args.md:
         replace_section(
-            args.md, "startup", render_markdown(report),
+            args.md,
+            "startup",
+            render_markdown(report),
             heading="## Start-up: set-up, compilation, steady state (`python -m benchmarks.startup`)",
         )
         print(f"updated {display_path(args.md)}")

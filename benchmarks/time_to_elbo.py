@@ -35,7 +35,6 @@ Entry point: ``main(argv) -> int``.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -47,7 +46,17 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.report import display_path, machine_info, measured_line, replace_section, repo_path, write_json
+from benchmarks.report import (
+    display_path,
+    fresh_process_cli,
+    machine_info,
+    measured_line,
+    replace_section,
+    repo_path,
+    run_child,
+    timed,
+    write_json,
+)
 
 MODELS = ("eight_schools", "hier_logistic_50", "label_switching", "logreg_breast")
 DIMS = {"eight_schools": 10, "hier_logistic_50": 50, "label_switching": 2, "logreg_breast": 30}
@@ -58,7 +67,6 @@ LEARNING_RATES = {"autonormal": 0.01, "automvn": 0.01, "bnaf": 0.01, "iaf": 0.01
 TOLERANCE = 0.5
 FINAL_FRACTION = 0.1
 CURVE_POINTS = 60
-CHILD_FAILED = "benchmarks.time_to_elbo: the child process for {} / {} failed:\n{}"
 BAD_WINDOW = "window must be a positive integer, got {!r}"
 BAD_FRACTION = "fraction must lie in (0, 1], got {!r}"
 BAD_RULE = "rule must be 'stays' or 'reaches', got {!r}"
@@ -175,25 +183,17 @@ def model_and_data(name: str) -> tuple[Any, tuple]:
     return startup_model(name)
 
 
-def _timed(fn) -> tuple[Any, float]:
-    import jax
-
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return out, time.perf_counter() - t0
-
-
 def _mixvi_child(model: Any, data: tuple, method: str, steps: int, key: Any) -> dict:
     import mixvi
 
     t0 = time.perf_counter()
     guide = mixvi.AutoIsotropicMixture(model)
     engine = mixvi.MixVI(model, guide, **MIXVI_OPTIONS[method])
-    _timed(lambda: engine.init(key, *data))
+    timed(lambda: engine.init(key, *data))
     setup_s = time.perf_counter() - t0
-    result, first_s = _timed(lambda: engine.run(key, steps, *data, progress_bar=False))
-    warm_init_s = statistics.median(_timed(lambda: engine.init(key, *data))[1] for _ in range(3))
-    rerun = [_timed(lambda: engine.run(key, steps, *data, progress_bar=False).losses)[1] for _ in range(2)]
+    result, first_s = timed(lambda: engine.run(key, steps, *data, progress_bar=False))
+    warm_init_s = statistics.median(timed(lambda: engine.init(key, *data))[1] for _ in range(3))
+    rerun = [timed(lambda: engine.run(key, steps, *data, progress_bar=False).losses)[1] for _ in range(2)]
     steady_s = max(statistics.median(rerun) - warm_init_s, 0.0) / steps
     names = ("method", "step_size", "num_samples", "loss_draws", "shared_noise")
     settings = {"engine": "MixVI", "guide": "AutoIsotropicMixture", "n_components": guide.n_components}
@@ -214,9 +214,9 @@ def _svi_child(model: Any, data: tuple, method: str, steps: int, key: Any) -> di
     t0 = time.perf_counter()
     guide, loss = getattr(autoguide, GUIDES[method])(model), Trace_ELBO()
     svi = SVI(model, guide, optax.adam(lr), loss)
-    state, _ = _timed(lambda: svi.init(key, *data))
+    state, _ = timed(lambda: svi.init(key, *data))
     setup_s = time.perf_counter() - t0
-    result, first_s = _timed(lambda: svi.run(key, steps, *data, progress_bar=False, init_state=state))
+    result, first_s = timed(lambda: svi.run(key, steps, *data, progress_bar=False, init_state=state))
     steady_s = steady_step(svi.update, state, data, steps)
     settings = {"engine": "SVI", "guide": type(guide).__name__, "optimizer": f"optax.adam({lr})", "lr": lr}
     settings |= {"elbo": type(loss).__name__, "num_particles": loss.num_particles}
@@ -246,13 +246,7 @@ def child(model_name: str, method: str, steps: int) -> dict:
 
 
 def _run_child(model_name: str, method: str, steps: int) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.time_to_elbo", "--child", model_name, method, "--steps", str(steps)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_path("."))
-    if proc.returncode != 0:
-        raise RuntimeError(CHILD_FAILED.format(model_name, method, proc.stderr[-3000:]))
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["process_s"] = time.perf_counter() - t0
+    out = run_child("benchmarks.time_to_elbo", model_name, method, steps)
     out["losses"] = np.array([np.nan if v is None else v for v in out["losses"]], np.float64)
     out["steady_ms"] = 1e3 * out["steady_s"]
     out.update(summarize(out["losses"], out["setup_s"], out["compile_s"], out["steady_s"]))
@@ -387,26 +381,20 @@ def render_markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.time_to_elbo``: measure, print the table, write the JSON (``--out``) and the
     docs section (``--md``; an empty string skips either). Returns 0."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.time_to_elbo", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="600 steps, one process per cell")
-    parser.add_argument("--steps", type=int, default=None, help="steps per run (default 3000, quick 600)")
-    parser.add_argument("--repeats", type=int, default=None, help="fresh processes per cell (default 2, quick 1)")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
-    parser.add_argument("--out", default=repo_path(JSON_PATH), help="JSON output ('' to skip)")
-    parser.add_argument("--md", default=repo_path("docs/benchmarks.md"), help="markdown page ('' to skip)")
-    parser.add_argument("--child", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    steps = args.steps or (600 if args.quick else 3000)
+    args, steps, repeats, models, methods = fresh_process_cli(
+        "benchmarks.time_to_elbo",
+        __doc__.splitlines()[0],
+        MODELS,
+        METHODS,
+        json_path=JSON_PATH,
+        steps=3000,
+        quick_steps=600,
+        repeats=2,
+        argv=argv,
+    )
     if args.child:
         print(json.dumps(child(args.child[0], args.child[1], steps)))
         return 0
-    repeats = args.repeats or (1 if args.quick else 2)
-    models, methods = args.models.split(","), args.methods.split(",")
-    for chosen, allowed in ((models, MODELS), (methods, METHODS)):
-        bad = [v for v in chosen if v not in allowed]
-        if bad:
-            parser.error(f"unknown {bad}; choose from {', '.join(allowed)}")
     print(f"benchmarks.time_to_elbo: {steps} steps, {repeats} fresh process(es) per cell")
     report = run_benchmark(models, methods, steps, repeats)
     print("\n" + format_table(report))
