@@ -39,6 +39,7 @@ from mixvi.loop import (
     split_operands,
     tree_all_finite,
 )
+from mixvi.potential_cost import choose_loss_draws
 
 NOT_A_MIXTURE_GUIDE = (
     "MixVI trains an AutoIsotropicMixture, got {}. For an AutoGuideList use numpyro's SVI with "
@@ -168,9 +169,12 @@ class MixVI:
     mesh : jax.sharding.Mesh, 'auto' or None
         Split the components along the mesh's one axis; 'auto' uses all devices when there are
         several and they divide N.
-    loss_draws : int or None
+    loss_draws : 'auto', int or None
         The per-step loss uses V at the first ``loss_draws`` draws of every component (an unbiased
-        estimate at ~1/B of the forward cost); None uses all draws.
+        estimate; with 1, V's value is computed at N of the N B points); None uses all draws. 'auto'
+        (default) uses all draws when V is cheap (one compiled copy of V instead of two: a faster
+        compilation where a run is mostly compilation) and one otherwise
+        (:mod:`mixvi.potential_cost`); the choice is ``self.loss_draws`` after :meth:`init`.
     relocate : bool
         Restart components that carry no posterior mass on the best one (:mod:`mixvi.adapt`);
         False (with ``metric='isotropic'``) is the paper's method exactly.
@@ -189,7 +193,7 @@ class MixVI:
         max_rejected: int = 50,
         sample_batch_size: int | None = None,
         mesh: Mesh | str | None = "auto",
-        loss_draws: int | None = 1,
+        loss_draws: int | str | None = "auto",
         relocate: bool = True,
     ):
         if not isinstance(guide, AutoIsotropicMixture):
@@ -210,14 +214,17 @@ class MixVI:
                 num_samples,
                 shared_noise,
                 auto,
-                loss_draws,
+                1 if loss_draws == "auto" else loss_draws,
                 sample_batch_size,
                 self.mesh,
                 relocate=relocate,
             )
         )
-        # learned weights use every draw for the loss (their step needs f_i from all of them)
-        self.loss_draws = None if guide.weights != "uniform" else self.settings.loss_draws
+        # learned weights use every draw for the loss (their step needs f_i from all of them); 'auto' is
+        # settled on the model's cost when its arguments are first seen (_settle_loss_draws)
+        self.loss_draws: int | str | None = (
+            None if guide.weights != "uniform" else "auto" if loss_draws == "auto" else self.settings.loss_draws
+        )
         self._is_auto = isinstance(step_size, str)
         self._locs, self._scales = f"{guide.prefix}_locs", f"{guide.prefix}_scales"
         self._metric, self._logits = f"{guide.prefix}_metric", f"{guide.prefix}_weight_logits"
@@ -259,6 +266,7 @@ class MixVI:
         """
         k_setup, k_run = jax.random.split(rng_key)
         params = self.guide.setup(k_setup, *args, **kwargs)
+        self._settle_loss_draws(args, kwargs)
         extra = self.guide.model_param_names()
         if extra:
             raise ValueError(MODEL_PARAMS.format(extra))
@@ -280,7 +288,19 @@ class MixVI:
             raise ValueError(NOT_FINITE_AT_INIT.format([int(i) for i in jnp.nonzero(~jnp.isfinite(v))[0]]))
         return MixVIState(core, k_run, jnp.zeros((), jnp.int32))
 
+    def _settle_loss_draws(self, args: tuple, kwargs: dict) -> None:
+        """Resolve ``loss_draws='auto'`` from V's cost on these model arguments (once; the guide is set up)."""
+        if self.loss_draws != "auto":
+            return
+        g = self.guide
+        locs = g._init_component_locs
+        self.loss_draws = choose_loss_draws(
+            (g._structure_key(), self.num_samples), g.potential_fn, g.latent_dim, locs.dtype, args, kwargs
+        )
+
     def _settings(self) -> vi.Settings:
+        if self.loss_draws == "auto":
+            raise RuntimeError("MixVI: loss_draws='auto' is settled by init, run or update on the model's arguments")
         return self.settings._replace(loss_draws=self.loss_draws)
 
     # --- compile once: the cache key and the jitted helpers --------------------------------------
@@ -339,6 +359,7 @@ class MixVI:
 
     def update(self, state: MixVIState, *args, **kwargs) -> tuple[MixVIState, jax.Array]:
         """One step; returns (new state, loss at the old params). Pure: jit it if called in a loop."""
+        self._settle_loss_draws(args, kwargs)
         new, info = self._step(state, args, kwargs)
         return new, info.loss
 
@@ -346,6 +367,7 @@ class MixVI:
         """The -ELBO estimate at ``state``: the loss the next :meth:`update` reports (same estimator,
         draws and key), from V's values alone (no gradients, no update; compiled once per model
         structure). Unlike the step it is not NaN when the step's gradients are not finite."""
+        self._settle_loss_draws(args, kwargs)
         return self._call_jitted("evaluate", self._loss, (state,), args, kwargs)
 
     def get_params(self, state: MixVIState) -> dict:
@@ -565,6 +587,7 @@ class MixVI:
         total: int | None = None,
     ) -> MixVIRunResult:
         total = num_steps + len(prev_losses) if total is None else total
+        self._settle_loss_draws(args, kwargs)
         if checkpoint is not None:
             if checkpoint_every is None:
                 checkpoint_every = max(1, total // 10)
