@@ -17,6 +17,7 @@ LABELS = {
     "log_sd_ratio_median": "med abs log sd ratio",
     "log_sd_ratio_max": "max abs log sd ratio",
     "mean_err_max": "max mean err (sds)",
+    "mean_err_median": "median mean err (sds)",
     "modes_found": "modes found (of 4)",
     "mass_error": "max mode-mass err",
     "test_lpd": "test lpd/row",
@@ -29,6 +30,8 @@ COLUMNS = {
     "logistic_breast_cancer": ("test_lpd", "test_lpd_vs_ref", "mean_err_max", "log_sd_ratio_median"),
     "sharp_linear_regression": ("mean_err_max", "log_sd_ratio_max", "sigma_min_over_median"),
     "banana": ("kl", "mean_err_max", "log_sd_ratio_median"),
+    "horseshoe_regression": ("mean_err_max", "mean_err_median", "log_sd_ratio_median", "log_sd_ratio_max"),
+    "baseball_logit": ("mean_err_max", "mean_err_median", "log_sd_ratio_median", "log_sd_ratio_max"),
 }
 NOTES = {
     "rotated_gaussian_d100": "A dense covariance (AutoMultivariateNormal, mixvi's metric='dense') can represent "
@@ -43,6 +46,11 @@ NOTES = {
     "sharp_linear_regression": "The posterior is Gaussian and exact, with sds near 0.002 (Adam's step, 1e-2, "
     "is about five posterior sds); a collapsed mixture component would show as min/median sigma far below 1.",
     "banana": "No Gaussian family is exact here; a mixture or a flow can bend along the curve.",
+    "horseshoe_regression": "Compared on the unconstrained latent (log tau, log sigma, log lambda, z) against "
+    "NUTS's draws mapped there; the NUTS row is an independent run scored against the reference. The posterior "
+    "is funnel-like (the null coefficients' spread depends on tau), which Gaussian families under-cover.",
+    "baseball_logit": "Compared on the unconstrained latent (mu, log sigma, theta) against NUTS's draws mapped "
+    "there; centred, so log sigma and the theta_j form a funnel at small sigma.",
 }
 
 
@@ -149,7 +157,9 @@ def render_markdown(report: dict[str, Any], command: str) -> str:
         f"one execution of an ahead-of-time compiled scan of {s['timing_steps']} update steps (first seed; for NUTS, "
         "wall / iterations, compilation included). Cells are medians over seeds; the last column is the "
         "seed-to-seed range of the main metric. Full settings and per-seed numbers: "
-        "`docs/benchmarks/quality.json`; figure: `docs/figures/quality_summary.png`. The machine is shared "
+        f"`{report.get('json_path', 'docs/benchmarks/quality.json')}`"
+        + (f"; figure: `{fig}`" if (fig := report.get("figure_path", "docs/figures/quality_summary.png")) else "")
+        + ". The machine is shared "
         "with other processes (load averages above): single wall times and ms/step can move by 2x and more "
         "between seeds and methods; the quality metrics do not depend on load.",
     ]
@@ -206,8 +216,13 @@ def write_outputs(report: dict[str, Any], a: argparse.Namespace) -> None:
     argv = ["--quick"] if a.quick else []
     argv += ["--targets", ",".join(a.targets), "--metrics", ",".join(a.metrics), "--steps", str(a.steps),
              "--seeds", str(a.seeds)] + (["--nuts-all"] if a.nuts_all else [])
+    section = getattr(a, "section", "quality")
+    if section != "quality":
+        argv += ["--section", section]
     command = "python -m benchmarks.quality " + " ".join(argv)
     report["command"] = command
+    report["json_path"] = display_path(a.out) if a.out else None
+    report["figure_path"] = display_path(a.figure) if a.figure else None
     if a.out:
         write_json(a.out, report)
         print(f"wrote {display_path(a.out)}")
@@ -216,8 +231,9 @@ def write_outputs(report: dict[str, Any], a: argparse.Namespace) -> None:
         plot(report, a.figure)
         print(f"wrote {display_path(a.figure)}")
     if a.md:
-        replace_section(a.md, "quality", render_markdown(report, command), heading=HEADING)
-        print(f"wrote the quality section of {display_path(a.md)}")
+        heading = HEADING if section == "quality" else f"### {section} (`{command}`)"
+        replace_section(a.md, section, render_markdown(report, command), heading=heading)
+        print(f"wrote the {section} section of {display_path(a.md)}")
 
 
 def main(argv: list[str] | None = None) -> int:

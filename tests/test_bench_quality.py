@@ -164,3 +164,28 @@ def test_quick_mode_smoke(tmp_path):
     assert {"mixvi-isotropic", "AutoNormal", "AutoMultivariateNormal", "AutoBNAFNormal", "AutoIAFNormal"} <= set(rows)
     assert rows["mixvi-isotropic"]["status"] == "ok" and rows["mixvi-isotropic"]["settings"]["n_components"] == 10
     assert "<!-- bench quality start -->" in md.read_text() and fig.exists()
+
+
+def test_hierarchical_targets_have_the_guides_latent():
+    """The horseshoe (log tau, log sigma, 20 log lambda, 20 z) and baseball (mu, log sigma, 18 theta)
+    targets state the dimension of the unconstrained latent that the guides fit."""
+    import mixvi
+
+    for target, d in ((QT.BUILDERS["horseshoe_regression"](), 42), (QT.BUILDERS["baseball_logit"](), 20)):
+        guide = mixvi.AutoIsotropicMixture(target.model, n_components=2)
+        guide.setup(jax.random.PRNGKey(0), *target.args)
+        assert target.dim == guide.latent_dim == d
+        assert target.sample is None and target.info["main"] == "mean_err_max"
+
+
+def test_nuts_draws_are_mapped_to_the_unconstrained_latent():
+    """Constrained draws {mu, sigma > 0, theta} map to (mu, log sigma, theta) in sorted site order, the
+    coordinates of the guides' q."""
+    target = QT.BUILDERS["baseball_logit"]()
+    draws = {"mu": jnp.array([0.5, -1.0]), "sigma": jnp.array([2.0, 0.25]),
+             "theta": jnp.arange(36.0).reshape(2, 18)}
+    z = Q.unconstrained_draws(target, draws)
+    assert z.shape == (2, 20)
+    np.testing.assert_allclose(z[:, 0], [0.5, -1.0])
+    np.testing.assert_allclose(z[:, 1], np.log([2.0, 0.25]), rtol=1e-6)
+    np.testing.assert_allclose(z[:, 2:], np.arange(36.0).reshape(2, 18))
