@@ -6,8 +6,11 @@ value at one draw per component (``loss_draws=1``) puts two copies of V in the c
 puts one, but every point then pays for V's value as well as its gradient. Which is cheaper depends on V:
 
 * a small model (eight schools: a few hundred flops per point) costs next to nothing per point, its step is
-  the mixture's own work, and a run is mostly compilation: one copy of V compiles 1-1.5 s faster
-  (measured on eight schools, 2-core CPU, 2026-12-03) for +0.02 ms per step;
+  the mixture's own work, and a run is mostly compilation: with one copy of V the first run compiles
+  faster. Measured on eight schools in fresh processes (2-core CPU, 2026-12-03): at N = 20 the first
+  200-step run took a median 4.28 s with one loss draw and 3.20 s with all (3 processes each); at
+  N = 10, set-up plus a first 500-step run took a median 7.11 s and 6.76 s (5 each; the machine's
+  noise spread single runs over 5.5-8.4 s). Each step costs +0.01-0.03 ms;
 * a data-heavy model (logistic regression, n = 2000 rows, d = 1000) pays for the value's extra
   transcendentals (the log-sigmoid of every row, which the gradient alone does not need): +10 % per step
   at N = 20 and +23 % at N = 100, for no compile saving worth the name (its V is one matrix product).
