@@ -37,19 +37,60 @@ def test_score_divergence_of_a_gaussian_is_the_mean_squared_variance_error():
 
 def test_verdict_separates_a_good_fit_from_a_bad_one():
     """A stretched Gaussian (sds 0.5 to 4): the diagonal metric fits it exactly ('good', and run stays
-    quiet); the paper's isotropic components cannot ('poor': k-hat and D both large; run warns)."""
+    quiet); the paper's isotropic components cannot ('poor': k-hat and D both large).
+
+    Whether ``run`` warns on the isotropic fit is not asserted: q is narrower than p along the wide axes,
+    so p/q has a tail of index near 1 (P(w > t) ~ t^-1 up to logs) and the k-hat of the run's pooled
+    draws falls on either side of the warning's threshold 1 by seed (0.47-1.36 measured); the warning
+    itself is tested on weights of known tail below."""
     verdicts = {}
     for metric in ("diagonal", "isotropic"):
         guide = mixvi.AutoIsotropicMixture(stretched, n_components=2, metric=metric)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             r = mixvi.MixVI(stretched, guide).run(jax.random.PRNGKey(0), 1500, progress_bar=False)
-        warned = any("fit looks poor" in str(w.message) for w in caught)
-        assert warned == (metric == "isotropic"), [str(w.message) for w in caught]
+        if metric == "diagonal":
+            assert not any("fit looks poor" in str(w.message) for w in caught), [str(w.message) for w in caught]
         verdicts[metric] = mixvi.fit_check(guide, r.params, rng_key=jax.random.PRNGKey(1))
     good, bad = verdicts["diagonal"], verdicts["isotropic"]
     assert good.verdict == "good" and not good.reasons, good
     assert bad.verdict == "poor" and bad.score_divergence > 10 * good.score_divergence and bad.reasons, bad
+
+
+def _info(log_weights):
+    n = log_weights.shape[0]
+    zeros = jnp.zeros((n,))
+    return mixvi.MixtureVIInfo(zeros, zeros, zeros, jnp.zeros((n,), bool), zeros, jnp.asarray(log_weights))
+
+
+def test_run_khat_reads_the_tail_of_the_pooled_weights():
+    """Weights with a Pareto tail of index 1.5 (log w = 1.5 E, E ~ Exp(1)) give k-hat near 1.5; flat
+    ones give None (their k-hat would be fitted to rounding); too few finite ones give None."""
+    from mixvi.engine import run_khat
+
+    e = np.random.default_rng(0).exponential(size=(200, 4, 10))
+    assert abs(run_khat(_info(1.5 * e)) - 1.5) < 0.25
+    assert abs(run_khat(_info(0.3 * e)) - 0.3) < 0.15
+    assert run_khat(_info(np.zeros((200, 4, 10)))) is None
+    few = np.full((200, 4, 10), -np.inf)
+    few[:, 0, 0] = 0.0
+    assert run_khat(_info(few[:20])) is None
+
+
+def test_run_warns_when_the_pooled_k_hat_is_past_the_threshold(monkeypatch):
+    """``run`` warns, naming k-hat and fit_check, exactly when its pooled k-hat exceeds POOR_KHAT."""
+    import mixvi.engine as engine
+
+    for khat, warns in ((engine.POOR_KHAT + 0.5, True), (engine.POOR_KHAT - 0.5, False)):
+        monkeypatch.setattr(engine, "run_khat", lambda info, steps=engine.FIT_CHECK_STEPS, k=khat: k)
+        guide = mixvi.AutoIsotropicMixture(stretched, n_components=2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mixvi.MixVI(stretched, guide).run(jax.random.PRNGKey(0), 20, progress_bar=False)
+        poor = [str(w.message) for w in caught if "fit looks poor" in str(w.message)]
+        assert bool(poor) == warns, poor
+        if warns:
+            assert f"k-hat {khat:.2f}" in poor[0] and "mixvi.fit_check" in poor[0]
 
 
 def test_fit_check_refuses_too_few_draws():
