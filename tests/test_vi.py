@@ -172,7 +172,10 @@ def test_mixvi_and_mixture_vi_agree_on_a_numpyro_model():
         state = engine.init(jax.random.PRNGKey(0), y)
         setup = initialize_model(jax.random.PRNGKey(0), model, model_args=(y,))
         _, unravel = ravel_pytree(setup.param_info.z)
-        algo = mixvi.mixture_vi(lambda p: -setup.potential_fn(p), n_components=4, step_size=0.05, num_samples=8)
+        # the same loss draws as the engine settled on for this model (its loss_draws='auto')
+        algo = mixvi.mixture_vi(
+            lambda p: -setup.potential_fn(p), n_components=4, step_size=0.05, num_samples=8, loss_draws=engine.loss_draws
+        )
         core = vi.init_state(
             jax.vmap(unravel)(state.core.params.locs), jnp.exp(state.core.params.log_scales), metric="dense", step_size=0.05
         )
