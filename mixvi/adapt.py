@@ -127,6 +127,34 @@ def init_relocation(n_components: int, dtype=jnp.float32, locs: jax.Array | None
     return RelocationState(nan, nan, jnp.zeros((n_components,), jnp.int32), nan, zero, *origin, zero, ceiling)
 
 
+def noise_rows(noise: jax.Array, count: int) -> jax.Array | None:
+    """``count`` distinct rows of standard normals (count, d) taken from a step's noise z ((B, d) shared or
+    (N, B, d)), or None when z has too few to give distinct rows (then the caller draws its own).
+
+    The moves below restart components at normal draws. Drawing them anew puts a random-number generator
+    in the compiled step for each move (about 0.2 s of XLA compilation apiece on a 2-core CPU); the step's
+    own noise, already drawn, serves as well: a restart at m_j + sigma_j L z_b is a draw from component j,
+    and which component moves, and when, does not depend on z. Rows beyond the first B are the
+    noise rows with their coordinates rolled by r and sign-flipped for odd r (still independent standard
+    normals in every coordinate, and different rows)."""
+    rows = noise.reshape(-1, noise.shape[-1])
+    copies = -(-count // rows.shape[0])
+    if copies > (2 if rows.shape[1] == 1 else rows.shape[1]):
+        return None  # a roll of a 1-d row is the row itself: not enough distinct rows
+    shifted = [jnp.roll(rows, r, axis=1) * (-1.0) ** r for r in range(copies)]
+    return jnp.concatenate(shifted, 0)[:count]
+
+
+def _rows_or_draw(noise: jax.Array | None, start: int, count: int, rng_key: jax.Array | None, shape, dtype):
+    """Rows ``start .. start + count`` of :func:`noise_rows` in ``shape``, or a fresh normal draw."""
+    rows = None if noise is None else noise_rows(noise, start + count)
+    if rows is None:
+        if rng_key is None:
+            raise ValueError("a move needs either the step's noise or a key for its own draw")
+        return jax.random.normal(rng_key, shape, dtype)
+    return rows[start : start + count].reshape(shape).astype(dtype)
+
+
 def set_ceiling(state: RelocationState, potential: jax.Array) -> RelocationState:
     """On the first step, record the largest finite V at the draws (around the initial means): scouts
     start no worse than where the run itself started (:func:`scout`)."""
@@ -187,13 +215,14 @@ def relocate(
     metric: jax.Array | None = None,
     scale_tril: jax.Array | None = None,
     force: jax.Array | None = None,
+    noise: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, RelocationState, jax.Array]:
     """Restart every dead component as a draw from the best one (see the module docstring).
 
     Parameters
     ----------
-    rng_key : jax.Array
-        Key of the restart draws.
+    rng_key : jax.Array or None
+        Key of the restart draws (unused, and may be None, when ``noise`` gives them).
     locs, log_scales : jax.Array
         m (N, d) and log sigma (N,).
     state : RelocationState
@@ -211,6 +240,9 @@ def relocate(
     force : jax.Array, optional
         (N,) bool: components to restart whatever their loss (their draws hit a non-finite target);
         the best is then chosen among the others.
+    noise : jax.Array, optional
+        The step's standard-normal noise z: component i restarts at row i of :func:`noise_rows`
+        instead of a fresh draw.
 
     Returns
     -------
@@ -230,7 +262,7 @@ def relocate(
     dead = dead | forced
 
     def restart(_):
-        z = jax.random.normal(rng_key, (n, d), locs.dtype)
+        z = _rows_or_draw(noise, 0, n, rng_key, (n, d), locs.dtype)
         fresh = draw_points(locs[best][None], log_scales[best][None], z[None], metric, scale_tril)[0]
         return jnp.where(dead[:, None], fresh, locs), jnp.where(dead, log_scales[best], log_scales)
 
@@ -267,14 +299,15 @@ def balance(
     patience: int = 500,
     metric: jax.Array | None = None,
     scale_tril: jax.Array | None = None,
+    noise: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, RelocationState, jax.Array]:
     """Split the most loaded component onto the least loaded one when their masses differ by more
     than ``ratio`` (see the module docstring).
 
     Parameters
     ----------
-    rng_key : jax.Array
-        Key of the restart draw.
+    rng_key : jax.Array or None
+        Key of the restart draw (unused, and may be None, when ``noise`` gives it).
     locs, log_scales : jax.Array
         m (N, d) and log sigma (N,).
     state : RelocationState
@@ -288,6 +321,8 @@ def balance(
         this many steps.
     metric, scale_tril : jax.Array, optional
         The shared diagonal (D) or dense (L) metric, as in :func:`relocate`.
+    noise : jax.Array, optional
+        The step's noise z: the split restarts at row N of :func:`noise_rows` (after relocation's N).
 
     Returns
     -------
@@ -315,7 +350,7 @@ def balance(
     pair = moved | ((jnp.arange(locs.shape[0]) == hi) & move)
 
     def split(_):
-        z = jax.random.normal(rng_key, locs.shape[1:], locs.dtype)
+        z = _rows_or_draw(noise, locs.shape[0], 1, rng_key, locs.shape[1:], locs.dtype)
         fresh = draw_points(locs[hi][None], log_scales[hi][None], z[None, None], metric, scale_tril)[0, 0]
         return jnp.where(moved[:, None], fresh, locs), jnp.where(moved, log_scales[hi], log_scales)
 
@@ -340,6 +375,7 @@ def scout(
     start: int = SCOUT_START,
     metric: jax.Array | None = None,
     scale_tril: jax.Array | None = None,
+    noise: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, RelocationState, jax.Array]:
     """Send the least loaded component that shares its basin to a fresh start (see the module docstring).
 
@@ -354,8 +390,8 @@ def scout(
 
     Parameters
     ----------
-    rng_key : jax.Array
-        Key of the scout's start.
+    rng_key : jax.Array or None
+        Key of the scout's start (unused, and may be None, when ``noise`` gives the candidates).
     locs, log_scales : jax.Array
         m (N, d) and log sigma (N,).
     state : RelocationState
@@ -366,6 +402,9 @@ def scout(
         The scouting period and first step.
     metric, scale_tril : jax.Array, optional
         The shared metric, for telling which components share a basin.
+    noise : jax.Array, optional
+        The step's noise z: the candidates are rows N + 1 .. N + SCOUT_CANDIDATES of :func:`noise_rows`
+        (after relocation's and balancing's).
 
     Returns
     -------
@@ -387,7 +426,9 @@ def scout(
 
     def candidate(_):
         # V only on the steps a scout is due
-        z = jax.random.normal(rng_key, (SCOUT_CANDIDATES,) + locs.shape[1:], locs.dtype)
+        z = _rows_or_draw(
+            noise, locs.shape[0] + 1, SCOUT_CANDIDATES, rng_key, (SCOUT_CANDIDATES,) + locs.shape[1:], locs.dtype
+        )
         points = state.origin_loc + SCOUT_SPREAD * state.origin_scale * z
         v = potential_fn(points)
         v = jnp.where(jnp.isfinite(v), v, jnp.inf)

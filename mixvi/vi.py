@@ -38,7 +38,17 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mixvi.adapt import RelocationState, balance, init_relocation, relocate, scout, set_ceiling, track
+from mixvi.adapt import (
+    SCOUT_CANDIDATES,
+    RelocationState,
+    balance,
+    init_relocation,
+    noise_rows,
+    relocate,
+    scout,
+    set_ceiling,
+    track,
+)
 from mixvi.estimators import draw_noise, draw_points, potential_and_grad, stein_estimate
 from mixvi.geometry import (
     AutoStep,
@@ -363,25 +373,27 @@ def step(
         tracking = set_ceiling(tracking, jnp.where(bad[:, None], jnp.nan, v))
         # keys of their own (folded, not split) so that the noise and model keys stay as without relocation
         shape = {"metric": None if new.log_metric is None else jnp.exp(new.log_metric), "scale_tril": new.metric_tril}
+        # restarts at rows of this step's noise (no generator of their own in the compiled step: each costs
+        # ~0.2 s of compilation), with keys of their own only where the noise has too few rows
+        enough = noise_rows(z, n + 1 + SCOUT_CANDIDATES) is not None
+        keys = (None, None, None) if enough else [jax.random.fold_in(rng_key, i) for i in (1, 2, 3)]
         new_locs, new_u, tracking, moved = relocate(
-            jax.random.fold_in(rng_key, 1),
+            keys[0],
             new.locs,
             new.log_scales,
             tracking,
             gap=settings.relocate_gap,
             force=bad,
+            noise=z,
             **shape,
         )
         if settings.balance:
-            new_locs, new_u, tracking, split = balance(
-                jax.random.fold_in(rng_key, 2), new_locs, new_u, tracking, **shape
-            )
+            new_locs, new_u, tracking, split = balance(keys[1], new_locs, new_u, tracking, noise=z, **shape)
             moved = moved + split
         if settings.explore and tracking.origin_loc is not None:
-            k_scout = jax.random.fold_in(rng_key, 3)
             values = jax.vmap(potential_fn, (0, None))
             new_locs, new_u, tracking, sent = scout(
-                k_scout, new_locs, new_u, tracking, lambda x: values(x, k_model), **shape
+                keys[2], new_locs, new_u, tracking, lambda x: values(x, k_model), noise=z, **shape
             )
             moved = moved + sent
         new = new._replace(locs=new_locs, log_scales=new_u)
