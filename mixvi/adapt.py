@@ -145,14 +145,13 @@ def noise_rows(noise: jax.Array, count: int) -> jax.Array | None:
     return jnp.concatenate(shifted, 0)[:count]
 
 
-def _rows_or_draw(noise: jax.Array | None, start: int, count: int, rng_key: jax.Array | None, shape, dtype):
-    """Rows ``start .. start + count`` of :func:`noise_rows` in ``shape``, or a fresh normal draw."""
-    rows = None if noise is None else noise_rows(noise, start + count)
-    if rows is None:
-        if rng_key is None:
-            raise ValueError("a move needs either the step's noise or a key for its own draw")
-        return jax.random.normal(rng_key, shape, dtype)
-    return rows[start : start + count].reshape(shape).astype(dtype)
+def _normal(rows: jax.Array | None, rng_key: jax.Array | None, shape: tuple, dtype) -> jax.Array:
+    """Standard normals of ``shape``: the given ``rows`` (from :func:`noise_rows`), or a fresh draw."""
+    if rows is not None:
+        return rows.reshape(shape).astype(dtype)
+    if rng_key is None:
+        raise ValueError("a move needs either rows of the step's noise or a key for its own draw")
+    return jax.random.normal(rng_key, shape, dtype)
 
 
 def set_ceiling(state: RelocationState, potential: jax.Array) -> RelocationState:
@@ -241,8 +240,8 @@ def relocate(
         (N,) bool: components to restart whatever their loss (their draws hit a non-finite target);
         the best is then chosen among the others.
     noise : jax.Array, optional
-        The step's standard-normal noise z: component i restarts at row i of :func:`noise_rows`
-        instead of a fresh draw.
+        (N, d) standard-normal rows (of the step's noise, :func:`noise_rows`): component i restarts at
+        row i instead of a fresh draw.
 
     Returns
     -------
@@ -262,7 +261,7 @@ def relocate(
     dead = dead | forced
 
     def restart(_):
-        z = _rows_or_draw(noise, 0, n, rng_key, (n, d), locs.dtype)
+        z = _normal(noise, rng_key, (n, d), locs.dtype)
         fresh = draw_points(locs[best][None], log_scales[best][None], z[None], metric, scale_tril)[0]
         return jnp.where(dead[:, None], fresh, locs), jnp.where(dead, log_scales[best], log_scales)
 
@@ -322,7 +321,8 @@ def balance(
     metric, scale_tril : jax.Array, optional
         The shared diagonal (D) or dense (L) metric, as in :func:`relocate`.
     noise : jax.Array, optional
-        The step's noise z: the split restarts at row N of :func:`noise_rows` (after relocation's N).
+        One standard-normal row (d,) (of the step's noise, :func:`noise_rows`) for the split's restart
+        instead of a fresh draw.
 
     Returns
     -------
@@ -350,7 +350,7 @@ def balance(
     pair = moved | ((jnp.arange(locs.shape[0]) == hi) & move)
 
     def split(_):
-        z = _rows_or_draw(noise, locs.shape[0], 1, rng_key, locs.shape[1:], locs.dtype)
+        z = _normal(noise, rng_key, locs.shape[1:], locs.dtype)
         fresh = draw_points(locs[hi][None], log_scales[hi][None], z[None, None], metric, scale_tril)[0, 0]
         return jnp.where(moved[:, None], fresh, locs), jnp.where(moved, log_scales[hi], log_scales)
 
@@ -403,8 +403,8 @@ def scout(
     metric, scale_tril : jax.Array, optional
         The shared metric, for telling which components share a basin.
     noise : jax.Array, optional
-        The step's noise z: the candidates are rows N + 1 .. N + SCOUT_CANDIDATES of :func:`noise_rows`
-        (after relocation's and balancing's).
+        (SCOUT_CANDIDATES, d) standard-normal rows (of the step's noise, :func:`noise_rows`) for the
+        candidates instead of a fresh draw.
 
     Returns
     -------
@@ -426,9 +426,7 @@ def scout(
 
     def candidate(_):
         # V only on the steps a scout is due
-        z = _rows_or_draw(
-            noise, locs.shape[0] + 1, SCOUT_CANDIDATES, rng_key, (SCOUT_CANDIDATES,) + locs.shape[1:], locs.dtype
-        )
+        z = _normal(noise, rng_key, (SCOUT_CANDIDATES,) + locs.shape[1:], locs.dtype)
         points = state.origin_loc + SCOUT_SPREAD * state.origin_scale * z
         v = potential_fn(points)
         v = jnp.where(jnp.isfinite(v), v, jnp.inf)

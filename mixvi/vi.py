@@ -374,9 +374,13 @@ def step(
         # keys of their own (folded, not split) so that the noise and model keys stay as without relocation
         shape = {"metric": None if new.log_metric is None else jnp.exp(new.log_metric), "scale_tril": new.metric_tril}
         # restarts at rows of this step's noise (no generator of their own in the compiled step: each costs
-        # ~0.2 s of compilation), with keys of their own only where the noise has too few rows
-        enough = noise_rows(z, n + 1 + SCOUT_CANDIDATES) is not None
-        keys = (None, None, None) if enough else [jax.random.fold_in(rng_key, i) for i in (1, 2, 3)]
+        # ~0.2 s of compilation): rows 0..N-1 for relocation, N for a split, the rest for scout candidates;
+        # keys of their own only where the noise has too few distinct rows
+        rows = noise_rows(z, n + 1 + SCOUT_CANDIDATES)
+        if rows is None:
+            keys, parts = [jax.random.fold_in(rng_key, i) for i in (1, 2, 3)], (None, None, None)
+        else:
+            keys, parts = (None, None, None), (rows[:n], rows[n], rows[n + 1 :])
         new_locs, new_u, tracking, moved = relocate(
             keys[0],
             new.locs,
@@ -384,16 +388,16 @@ def step(
             tracking,
             gap=settings.relocate_gap,
             force=bad,
-            noise=z,
+            noise=parts[0],
             **shape,
         )
         if settings.balance:
-            new_locs, new_u, tracking, split = balance(keys[1], new_locs, new_u, tracking, noise=z, **shape)
+            new_locs, new_u, tracking, split = balance(keys[1], new_locs, new_u, tracking, noise=parts[1], **shape)
             moved = moved + split
         if settings.explore and tracking.origin_loc is not None:
             values = jax.vmap(potential_fn, (0, None))
             new_locs, new_u, tracking, sent = scout(
-                keys[2], new_locs, new_u, tracking, lambda x: values(x, k_model), noise=z, **shape
+                keys[2], new_locs, new_u, tracking, lambda x: values(x, k_model), noise=parts[2], **shape
             )
             moved = moved + sent
         new = new._replace(locs=new_locs, log_scales=new_u)
