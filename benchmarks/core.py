@@ -46,14 +46,12 @@ from numpyro.infer.autoguide import AutoNormal
 
 from benchmarks.report import (
     compile_timed,
-    display_path,
     int_list,
     machine_info,
     measured_line,
-    replace_section,
+    publish,
     repo_path,
     scan_steps,
-    write_json,
 )
 from benchmarks.targets.logistic import logistic_regression, make_data
 from mixvi import vi as vi_core
@@ -447,13 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(report["results"]))
     for line in goal_lines(report["results"], _goal(args.step_size)):
         print(line)
-    if args.out:
-        write_json(args.out, report)
-        print(f"wrote {display_path(args.out)}")
-    if args.md:
-        heading = None if args.section == "core" else f"### {args.section} (MixVI step_size={args.step_size})"
-        replace_section(args.md, args.section, render_markdown(report), heading=heading)
-        print(f"updated {display_path(args.md)}")
+    heading = None if args.section == "core" else f"### {args.section} (MixVI step_size={args.step_size})"
+    publish(report, args.out, args.md, args.section, render_markdown(report), heading)
     return 0
 
 

@@ -51,10 +51,9 @@ from benchmarks.report import (
     limit_blas_threads,
     machine_info,
     measured_line,
-    replace_section,
+    publish,
     repo_path,
     scan_steps,
-    write_json,
 )
 from mixvi.engine import MixVI
 from mixvi.guide import AutoIsotropicMixture
@@ -475,15 +474,10 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(report))
     for line in slope_lines(report):
         print(line)
-    if args.out:
-        write_json(args.out, report)
-        print(f"wrote {display_path(args.out)}")
     if args.figure:
         plot(report, args.figure)
         print(f"wrote {display_path(args.figure)}")
-    if args.md:
-        replace_section(args.md, "dimension", render_markdown(report), heading=MD_HEADING)
-        print(f"updated {display_path(args.md)}")
+    publish(report, args.out, args.md, "dimension", render_markdown(report), MD_HEADING)
     return 0
 
 

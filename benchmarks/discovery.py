@@ -28,7 +28,7 @@ import numpy as np
 import mixvi
 from benchmarks import quality_targets as QT
 from benchmarks.quality import reference, score
-from benchmarks.report import machine_info, measured_line, replace_section, repo_path, write_json
+from benchmarks.report import machine_info, measured_line, publish, repo_path
 
 VARIANTS = {
     "paper": {"relocate": False, "balance": False, "explore": False},
@@ -129,10 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     report = run_benchmark(a)
     command = "python -m benchmarks.discovery" + (" --quick" if a.quick else "")
-    if a.out:
-        write_json(a.out, report)
-    if a.md:
-        replace_section(a.md, "discovery", render_markdown(report, command), heading="## Mode discovery and mass balancing (`python -m benchmarks.discovery`)")
+    heading = "## Mode discovery and mass balancing (`python -m benchmarks.discovery`)"
+    publish(report, a.out, a.md, "discovery", render_markdown(report, command), heading)
     print(render_markdown(report, command))
     return 0
 

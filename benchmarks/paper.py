@@ -46,10 +46,9 @@ from benchmarks.report import (
     machine_info,
     markers,
     measured_line,
-    replace_section,
+    publish,
     repo_path,
     scan_steps,
-    write_json,
 )
 from benchmarks.targets import Target, get_target
 from mixvi.engine import MixVI
@@ -795,11 +794,8 @@ def main(argv: list[str] | None = None) -> int:
     report["figures"] = figures
     for line in report["claims"]:
         print(line)
-    if a.out:
-        write_json(a.out, report)
-    if a.md:
-        name, heading = (FULL_SECTION, FULL_HEADING) if a.full else ("paper", MD_HEADING)
-        replace_section(a.md, name, render_markdown(report, figures), heading=heading)
+    name, heading = (FULL_SECTION, FULL_HEADING) if a.full else ("paper", MD_HEADING)
+    publish(report, a.out, a.md, name, render_markdown(report, figures), heading)
     print(f"paper benchmark: {len(report['targets'])} targets in {report['wall_s']:.0f} s", file=sys.stderr)
     return 0
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import display_path, measured_line, replace_section, repo_path, write_json
+from benchmarks.report import display_path, measured_line, publish, replace_section, repo_path
 
 LABELS = {
     "kl": "KL(q‖p)",
@@ -223,17 +223,12 @@ def write_outputs(report: dict[str, Any], a: argparse.Namespace) -> None:
     report["command"] = command
     report["json_path"] = display_path(a.out) if a.out else None
     report["figure_path"] = display_path(a.figure) if a.figure else None
-    if a.out:
-        write_json(a.out, report)
-        print(f"wrote {display_path(a.out)}")
     if a.figure:
         Path(a.figure).parent.mkdir(parents=True, exist_ok=True)
         plot(report, a.figure)
         print(f"wrote {display_path(a.figure)}")
-    if a.md:
-        heading = HEADING if section == "quality" else f"### {section} (`{command}`)"
-        replace_section(a.md, section, render_markdown(report, command), heading=heading)
-        print(f"wrote the {section} section of {display_path(a.md)}")
+    heading = HEADING if section == "quality" else f"### {section} (`{command}`)"
+    publish(report, a.out, a.md, section, render_markdown(report, command), heading)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,6 +142,21 @@ def write_json(path: str | os.PathLike, report: dict) -> None:
     path.write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
 
 
+def publish(
+    report: dict, out: str | os.PathLike | None, md: str | os.PathLike | None, section: str, markdown: str,
+    heading: str | None = None,
+) -> None:
+    """A suite's outputs: ``report`` as JSON at ``out`` and ``markdown`` as its ``section`` of the page
+    ``md`` (:func:`replace_section`, under ``heading`` when the section is new); each is skipped when its
+    path is empty or None, and each file written is named on stdout."""
+    if out:
+        write_json(out, report)
+        print(f"wrote {display_path(out)}")
+    if md:
+        replace_section(md, section, markdown, heading=heading)
+        print(f"updated the {section} section of {display_path(md)}")
+
+
 def limit_blas_threads(threads: int) -> contextlib.AbstractContextManager:
     """A context in which the BLAS / LAPACK libraries loaded in this process (scipy's OpenBLAS, which
     JAX's CPU linear-algebra kernels call: Cholesky, triangular solves) use ``threads`` threads; a no-op

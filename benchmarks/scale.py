@@ -33,7 +33,7 @@ import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import logsumexp
 
-from benchmarks.report import machine_info, replace_section, repo_path, write_json
+from benchmarks.report import machine_info, publish, repo_path
 from benchmarks.targets.logistic import logistic_regression, make_data
 from mixvi.engine import MixVI, MixVIState
 from mixvi.estimators import draw_noise, draw_points
@@ -227,11 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name:8s} d={d:>8d} N={n:>4d}: {msg}", flush=True)
     report = {"machine": machine_info(), "budget_s": a.budget, "cells": cells, "largest": largest(cells)}
     print(format_table(cells))
-    if a.out:
-        write_json(a.out, report)
-    if a.md:
-        heading = None if a.section == "scale" else f"### `python -m benchmarks.scale` on {report['machine'].get('backend', '?')} ({a.section})"
-        replace_section(a.md, a.section, render_markdown(report), heading=heading)
+    heading = None if a.section == "scale" else f"### `python -m benchmarks.scale` on {report['machine'].get('backend', '?')} ({a.section})"
+    publish(report, a.out, a.md, a.section, render_markdown(report), heading)
     return 0
 
 

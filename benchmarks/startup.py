@@ -35,14 +35,12 @@ import warnings
 from typing import Any
 
 from benchmarks.report import (
-    display_path,
     fresh_process_cli,
     machine_info,
     measured_line,
-    replace_section,
+    publish,
     run_child,
     timed,
-    write_json,
 )
 
 MODELS = ("eight_schools", "hier_logistic_50", "label_switching")
@@ -320,17 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     report = run_benchmark(models, methods, steps, repeats)
     print()
     print(format_table(report))
-    if args.out:
-        write_json(args.out, report)
-        print(f"wrote {display_path(args.out)}")
-    if args.md:
-        replace_section(
-            args.md,
-            "startup",
-            render_markdown(report),
-            heading="## Start-up: set-up, compilation, steady state (`python -m benchmarks.startup`)",
-        )
-        print(f"updated {display_path(args.md)}")
+    heading = "## Start-up: set-up, compilation, steady state (`python -m benchmarks.startup`)"
+    publish(report, args.out, args.md, "startup", render_markdown(report), heading)
     return 0
 
 

@@ -47,15 +47,13 @@ from typing import Any
 import numpy as np
 
 from benchmarks.report import (
-    display_path,
     fresh_process_cli,
     machine_info,
     measured_line,
-    replace_section,
+    publish,
     repo_path,
     run_child,
     timed,
-    write_json,
 )
 
 MODELS = ("eight_schools", "hier_logistic_50", "label_switching", "logreg_breast")
@@ -398,12 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"benchmarks.time_to_elbo: {steps} steps, {repeats} fresh process(es) per cell")
     report = run_benchmark(models, methods, steps, repeats)
     print("\n" + format_table(report))
-    if args.out:
-        write_json(args.out, report)
-        print(f"wrote {display_path(args.out)}")
-    if args.md:
-        replace_section(args.md, "time_to_elbo", render_markdown(report), heading=HEADING)
-        print(f"updated {display_path(args.md)}")
+    publish(report, args.out, args.md, "time_to_elbo", render_markdown(report), HEADING)
     return 0
 
 
