@@ -29,6 +29,11 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
+from mixvi import lowrank as lr
+from mixvi.lowrank import LowRankMetric
+
+LOWRANK_SHARED = "metric='lowrank' needs noise shared by the components (shared_noise=True)"
+
 
 class SteinEstimate(NamedTuple):
     """The estimates of one step.
@@ -72,9 +77,11 @@ def draw_points(
     metric: jax.Array | None = None,
     scale_tril: jax.Array | None = None,
 ) -> jax.Array:
-    """x_ib = m_i + sigma_i D^(1/2) z_(i)b (diagonal metric D) or m_i + sigma_i L z_(i)b (dense metric
-    L L^T), shape (N, B, d)."""
-    if metric is not None:
+    """x_ib = m_i + sigma_i D^(1/2) z_(i)b (diagonal metric D), m_i + sigma_i L z_(i)b (dense metric
+    L L^T) or m_i + sigma_i T z_(i)b (a :class:`~mixvi.lowrank.LowRankMetric` with root T), shape (N, B, d)."""
+    if isinstance(metric, LowRankMetric):
+        z = lr.root_apply(metric, z)
+    elif metric is not None:
         z = z * jnp.sqrt(metric)
     if scale_tril is not None:
         z = z @ scale_tril.T
@@ -87,6 +94,8 @@ def whiten(
     """The means in the whitened coordinates where every component is isotropic (L^(-1) m_i, or
     D^(-1/2) m_i for a diagonal metric, or m_i), and the log-determinant of the metric's square root
     (log abs(det L), or (1/2) sum log D, else 0) that log q loses there."""
+    if isinstance(metric, LowRankMetric):
+        return lr.root_solve(metric, locs), lr.log_det_root(metric)
     if scale_tril is not None:
         return solve_triangular(scale_tril, locs.T, lower=True).T, jnp.sum(jnp.log(jnp.abs(jnp.diag(scale_tril))))
     if metric is not None:
@@ -109,13 +118,15 @@ def mixture_terms(
     *,
     coord: bool = False,
     full: bool = False,
+    factor: bool = False,
 ) -> MixtureTerms:
     """The log q part of the estimates at x_ib = m_i + sigma_i z, in whitened coordinates.
 
     Returns log q (N, B); the mean score (1/B) sum_b grad log q(x_ib) (N, d); the Stein score
     (1/B) sum_b <x_ib - m_i, grad log q(x_ib)> (N,); and with ``coord`` the per-coordinate
     sum_i w_i (1/B) sum_b (x_ibk - m_ik) d_k log q(x_ib) (d,), or with ``full`` the whole matrix
-    sum_i w_i (1/B) sum_b (x_ib - m_i) grad log q(x_ib)^T (d, d) (the dense metric's Stein term).
+    sum_i w_i (1/B) sum_b (x_ib - m_i) grad log q(x_ib)^T (d, d) (the dense metric's Stein term), or with
+    ``factor`` (shared noise) the (B, d) right factor R of that matrix, which is z^T R.
 
     The logits are shifted per (i, b) by ``|z|^2 / 2 + d u_i`` so that the O(d) parts cancel
     analytically::
@@ -165,12 +176,12 @@ def mixture_terms(
         else:
             cross_term = jnp.einsum("i,ibk,ibj,jk->k", ws, z, w, mc) / b
         coord_score = -jnp.sum(ws[:, None] * mc * az, 0) - jnp.sum((ws * sig)[:, None] * a2, 0) + cross_term
-    if full:
-        coord_score = _full_score_term(mc, sig, z, jnp.exp(log_weights) * sig, a, w)
+    if full or factor:
+        coord_score = _full_score_term(mc, sig, z, jnp.exp(log_weights) * sig, a, w, factor)
     return MixtureTerms(log_q, mean_score, stein_score, coord_score)
 
 
-def _full_score_term(mc, sig, z, ws, a, w) -> jax.Array:
+def _full_score_term(mc, sig, z, ws, a, w, factor: bool = False) -> jax.Array:
     """sum_i ws_i (1/B) sum_b z_(i)b score_ib^T with score_ib = -a_ib (mc_i + sigma_i z_b) + sum_j w_ibj mc_j
     (the score of the mixture at the draw, centred coordinates), without forming the (N, B, d) scores
     when the noise is shared: O(B d^2 + N B d + N^2 B)."""
@@ -179,6 +190,8 @@ def _full_score_term(mc, sig, z, ws, a, w) -> jax.Array:
         pull = (ws[:, None] * a).T @ mc  # (B, d): sum_i ws_i a_ib mc_i
         beta = (ws * sig) @ a  # (B,): sum_i ws_i sigma_i a_ib
         push = jnp.einsum("i,ibj->bj", ws, w) @ mc  # (B, d): sum_i ws_i sum_j w_ibj mc_j
+        if factor:
+            return (push - pull - beta[:, None] * z) / b
         return (z.T @ (push - pull) - (z * beta[:, None]).T @ z) / b
     pull = (ws[:, None] * jnp.einsum("ib,ibd->id", a, z)).T @ mc
     square = jnp.einsum("ib,ibk,ibl->kl", ws[:, None] * a * sig[:, None], z, z)
@@ -251,12 +264,14 @@ def stein_estimate(
     SteinEstimate
     """
     parts = grad_potential if isinstance(grad_potential, tuple) else (grad_potential,)
-    if scale_tril is not None:
+    if scale_tril is not None or isinstance(metric, LowRankMetric):
         bad = None
         if quarantine:  # d <= DENSE_MAX_DIM: zeroing the (N, B, d) gradients is cheap
             bad = _only_some(~jnp.all(jnp.isfinite(potential), 1) | _any_non_finite_rows(parts))
             potential = jnp.where(bad[:, None], 0.0, potential)
             parts = tuple(jnp.where(bad[:, None, None], 0.0, g) for g in parts)
+        if scale_tril is None:
+            return _lowrank_estimate(locs, log_scales, z, potential, parts, weights, metric)._replace(bad=bad)
         return _dense_estimate(locs, log_scales, z, potential, parts, weights, scale_tril)._replace(bad=bad)
     if metric is not None:
         root = jnp.sqrt(metric)
@@ -331,6 +346,27 @@ def _dense_estimate(locs, log_scales, z, potential, parts, weights, tril) -> Ste
     w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
     stein = terms.coord_score + _weighted_outer(z, parts, w * sig, tril) / b
     return SteinEstimate(gbar, lam, jnp.sum(w * f), log_q, f, stein)
+
+
+def _lowrank_estimate(locs, log_scales, z, potential, parts, weights, metric: LowRankMetric) -> SteinEstimate:
+    """:func:`stein_estimate` with a low-rank metric (root T = D^(1/2) P): as :func:`_dense_estimate` with
+    T for L, and the Stein matrix kept as its factors (z, R), S = z^T R (shared noise only)."""
+    if z.ndim != 2:
+        raise ValueError(LOWRANK_SHARED)
+    mu, shift = whiten(locs, metric)
+    log_w = None if weights is None else jnp.log(weights)
+    terms = mixture_terms(mu, log_scales, z, log_w, factor=True)
+    log_q = terms.log_q - shift
+    sig = jnp.exp(log_scales)
+    b = z.shape[-2]
+    g_sum, zg, _ = _gradient_moments(lr.root_apply(metric, z), parts, False)  # <T z_b, grad_x V>
+    gbar = lr.root_transpose_solve(metric, lr.root_transpose_apply(metric, g_sum / b) + terms.mean_score)
+    lam = (sig * jnp.mean(zg, 1) + terms.stein_score) / sig**2
+    f = jnp.mean(log_q[:, : potential.shape[1]] + potential, 1)
+    w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
+    pooled = jnp.concatenate([jnp.einsum("i,ibd->bd", w * sig, g) for g in parts], axis=0)  # (B, d)
+    right = terms.coord_score + lr.root_transpose_apply(metric, pooled) / b
+    return SteinEstimate(gbar, lam, jnp.sum(w * f), log_q, f, (z, right))
 
 
 def loss_estimate(

@@ -34,10 +34,13 @@ Everything here is a pure function of JAX arrays: this module depends on JAX onl
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from mixvi import lowrank as lr
+from mixvi.lowrank import LowRankMetric, lowrank_metric_step
 
 METHODS = ("ibw", "md", "ngd", "means")
 UNKNOWN_METHOD = "unknown method {!r}; choose one of " + ", ".join(repr(m) for m in METHODS)
@@ -61,7 +64,10 @@ class MixtureParams(NamedTuple):
     metric_tril : jax.Array or None
         L, lower triangular (d, d) with a positive diagonal and det L = 1: the dense metric L L^T
         shared by the components (component i has covariance exp(2 u_i) L L^T); None means no
-        dense metric. At most one of ``log_metric`` and ``metric_tril`` is set.
+        dense metric. At most one of ``log_metric``, ``metric_tril`` and ``metric_lowrank`` is set.
+    metric_lowrank : LowRankMetric or None
+        A low-rank-plus-diagonal metric A = D^(1/2) P^2 D^(1/2) (:mod:`mixvi.lowrank`) with det of its
+        root 1: component i has covariance exp(2 u_i) A; None means no such metric.
     """
 
     locs: jax.Array
@@ -69,6 +75,7 @@ class MixtureParams(NamedTuple):
     log_metric: jax.Array | None = None
     logits: jax.Array | None = None
     metric_tril: jax.Array | None = None
+    metric_lowrank: LowRankMetric | None = None
 
 
 class MixtureGradient(NamedTuple):
@@ -83,7 +90,8 @@ class MixtureGradient(NamedTuple):
     metric_term : jax.Array or None
         With a diagonal metric t_k = sum_i w_i E_{N_i}[(x_k - m_ik) d_k psi], shape (d,); with a dense
         metric the Stein matrix S = sum_i w_i E_{N_i}[(y - mu_i) grad_y psi^T] in whitened coordinates
-        y = L^(-1) x, shape (d, d); None with a dense metric keeps it fixed.
+        y = L^(-1) x, shape (d, d); with a low-rank metric that matrix as its factors (Z, R), S = Z^T R
+        (two (B, d) arrays); None with a dense or low-rank metric keeps it fixed.
     weight_excess : jax.Array or None
         f_i - sum_j w_j f_j with f_i = E_{N_i}[psi], shape (N,); needed with learned weights.
     """
@@ -212,7 +220,8 @@ def component_step(
         is measured in y.
     metric_tril : jax.Array, optional
         L (d, d) of a dense metric L L^T: as ``metric`` with y = L^(-1) x, the mean step
-        m_i <- m_i - gamma L L^T gbar_i.
+        m_i <- m_i - gamma L L^T gbar_i. ``metric`` may instead be a
+        :class:`~mixvi.lowrank.LowRankMetric` with root T: then y = T^(-1) x and the step is -gamma T T^T gbar_i.
 
     Returns
     -------
@@ -248,7 +257,9 @@ def component_step(
     mean_gamma = gamma * jnp.exp(2.0 * new_log_scales) if method == "ngd" else gamma
     # the step in whitened coordinates y: -gamma E[grad_y psi], mapped back to x below
     dy = -mean_gamma[:, None] * mean_grad
-    if metric is not None:
+    if isinstance(metric, LowRankMetric):
+        dy = lr.root_transpose_apply(metric, dy)
+    elif metric is not None:
         dy = dy * jnp.sqrt(metric)
     elif metric_tril is not None:
         dy = dy @ metric_tril
@@ -258,7 +269,9 @@ def component_step(
         too_far = norm > radius
         clipped = clipped | too_far
         dy = dy * jnp.where(too_far, radius / jnp.maximum(norm, 1e-30), 1.0)[:, None]
-    if metric is not None:
+    if isinstance(metric, LowRankMetric):
+        dy = lr.root_apply(metric, dy)
+    elif metric is not None:
         dy = dy * jnp.sqrt(metric)
     elif metric_tril is not None:
         dy = dy @ metric_tril.T
@@ -293,11 +306,10 @@ def dense_metric_step(tril: jax.Array, stein: jax.Array, eta: jax.Array, auto: A
     return new * jnp.exp(-shift), shift
 
 
-def _all_finite(*arrays: jax.Array | None) -> jax.Array:
+def _all_finite(*arrays: Any) -> jax.Array:
     ok = jnp.array(True)
-    for a in arrays:
-        if a is not None:
-            ok = ok & jnp.all(jnp.isfinite(a))
+    for a in jax.tree.leaves(arrays):
+        ok = ok & jnp.all(jnp.isfinite(a))
     return ok
 
 
@@ -361,6 +373,8 @@ def update(
     ok = _all_finite(grad.mean_grad, grad.lam, grad.metric_term, grad.weight_excess, loss)
     eps = jnp.exp(2.0 * u)
     metric = None if params.log_metric is None else jnp.exp(params.log_metric)
+    if params.metric_lowrank is not None:
+        metric = params.metric_lowrank
     if is_auto:
         gamma = state.eta if method == "ngd" else state.eta * eps
         trust = auto.trust
@@ -370,7 +384,16 @@ def update(
         method, locs, u, grad.mean_grad, grad.lam, gamma.astype(dtype), trust=trust, min_factor=min_factor,
         metric=metric, metric_tril=params.metric_tril,
     )
-    new_log_metric = new_logits = new_tril = None
+    new_log_metric = new_logits = new_tril = new_lowrank = None
+    if params.metric_lowrank is not None and grad.metric_term is None:
+        new_lowrank = params.metric_lowrank  # the SVI path: no Stein matrix, the metric stays
+    elif params.metric_lowrank is not None:
+        eta_d = state.eta if is_auto else metric_step_size
+        cap = jnp.log1p(rule.trust) if rule is not None else 0.5
+        left, right = grad.metric_term
+        lowrank, shift = lowrank_metric_step(params.metric_lowrank, left, right, jnp.asarray(eta_d, dtype), cap)
+        new_u = new_u + shift
+        new_lowrank = jax.tree.map(lambda a, b: jnp.where(ok, a, b), lowrank, params.metric_lowrank)
     if params.metric_tril is not None and grad.metric_term is None:
         new_tril = params.metric_tril  # no Stein matrix (the SVI path): the dense metric stays as it is
     elif params.metric_tril is not None:
@@ -390,7 +413,7 @@ def update(
         logits = params.logits + _bounded(-eta_w * grad.weight_excess, rule)
         new_logits = jnp.where(ok, logits - jax.scipy.special.logsumexp(logits), params.logits)
     new_params = MixtureParams(
-        jnp.where(ok, new_locs, locs), jnp.where(ok, new_u, u), new_log_metric, new_logits, new_tril
+        jnp.where(ok, new_locs, locs), jnp.where(ok, new_u, u), new_log_metric, new_logits, new_tril, new_lowrank
     )
     new_state = _adapt_eta(state, loss, ok, auto) if is_auto else state
     new_state = new_state._replace(num_rejected=jnp.where(ok, 0, state.num_rejected + 1).astype(jnp.int32))

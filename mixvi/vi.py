@@ -59,8 +59,9 @@ from mixvi.geometry import (
     init_step_size,
 )
 from mixvi.geometry import update as geometry_update
+from mixvi.lowrank import init_lowrank, root_apply
 
-METRICS = ("isotropic", "diagonal", "dense", "auto")
+METRICS = ("isotropic", "diagonal", "dense", "lowrank", "auto")
 # a dense metric keeps L (d, d) and costs O(d^3) per step: past this dimension it is refused
 DENSE_MAX_DIM = 4096
 # metric="auto" is dense up to this dimension (its O(B d^2 + d^3) step stays within a small multiple of
@@ -70,11 +71,17 @@ WEIGHTS = ("uniform", "fisher-rao")
 BAD_COMPONENTS = "n_components must be an integer >= 1, got {!r}"
 BAD_NUM_SAMPLES = "num_samples must be an integer >= 1, got {!r}"
 BAD_INIT_SCALE = "init_scale must be a positive float, got {!r}"
-BAD_METRIC = "metric must be 'auto', 'isotropic', 'diagonal' or 'dense', got {!r}"
+BAD_METRIC = "metric must be 'auto', 'isotropic', 'diagonal', 'dense' or 'lowrank', got {!r}"
 DENSE_TOO_BIG = (
     "metric='dense' at d={} would keep a {}x{} factor and cost O(d^3) per step (limit d <= {}); "
-    "use metric='diagonal' for a latent this large"
+    "use metric='lowrank' (memory O(d r)) or 'diagonal' for a latent this large"
 )
+# the rank of metric='lowrank' when none is given (capped at d - 1)
+DEFAULT_RANK = 10
+BAD_RANK_TYPE = "metric_rank must be None or an integer >= 1, got {!r}"
+BAD_RANK = "metric_rank={} must be below the latent dimension d={} (at rank d use metric='dense')"
+LOWRANK_ONE_DIM = "metric='lowrank' needs a latent of dimension >= 2, got d=1; use metric='diagonal'"
+LOWRANK_UNSHARED = "metric='lowrank' needs shared_noise=True (its Stein matrix is then of rank <= 2B)"
 BAD_WEIGHTS = "weights must be 'uniform' or 'fisher-rao', got {!r}"
 BAD_LOSS_DRAWS = "loss_draws must be None or an integer in [1, num_samples={}], got {!r}"
 BAD_BATCH = "sample_batch_size must be a positive integer or None, got {!r}"
@@ -97,6 +104,24 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def check_rank(rank: int | None) -> None:
+    """Raise if ``metric_rank`` is neither None nor a positive integer."""
+    if rank is not None and not _is_count(rank):
+        raise ValueError(BAD_RANK_TYPE.format(rank))
+
+
+def resolve_rank(rank: int | None, dim: int) -> int:
+    """The rank of a low-rank metric at dimension ``dim``: ``rank``, or ``min(DEFAULT_RANK, dim - 1)``."""
+    check_rank(rank)
+    if dim < 2:
+        raise ValueError(LOWRANK_ONE_DIM)
+    if rank is None:
+        return min(DEFAULT_RANK, dim - 1)
+    if rank >= dim:
+        raise ValueError(BAD_RANK.format(rank, dim))
+    return rank
+
+
 class MixtureVIState(NamedTuple):
     """State of mixture VI.
 
@@ -105,7 +130,8 @@ class MixtureVIState(NamedTuple):
     params : MixtureParams
         ``locs`` (a pytree like the position, every leaf with a leading axis of N components),
         ``log_scales`` (N,), ``log_metric`` (d,) over the flattened position or None, ``logits`` (N,)
-        or None, ``metric_tril`` (d, d) or None.
+        or None, ``metric_tril`` (d, d) or None, ``metric_lowrank`` (a
+        :class:`~mixvi.lowrank.LowRankMetric`) or None.
     step_size : StepSizeState
         The step size's state (:mod:`mixvi.geometry`).
     relocation : RelocationState or None
@@ -224,6 +250,7 @@ def init_state(
     auto: AutoStep = AutoStep(),
     mesh: Mesh | None = None,
     relocate: bool = True,
+    metric_rank: int | None = None,
 ) -> MixtureVIState:
     """The state whose components have the given means and standard deviations.
 
@@ -235,7 +262,8 @@ def init_state(
         sigma_i, shape (N,) or a scalar for all.
     metric : str
         'isotropic' (the paper), 'diagonal' (a learned shared diagonal D), 'dense' (a learned
-        shared covariance L L^T; both start at the identity) or 'auto' (dense up to d = 128,
+        shared covariance L L^T), 'lowrank' (a learned low-rank-plus-diagonal metric,
+        :mod:`mixvi.lowrank`; all three start at the identity) or 'auto' (dense up to d = 128,
         diagonal beyond).
     weights : str
         'uniform' (the paper) or 'fisher-rao' (learned weights, starting uniform).
@@ -245,6 +273,8 @@ def init_state(
         Place the components along the mesh's one axis.
     relocate : bool
         Keep the running losses that relocation needs (ignored with learned weights).
+    metric_rank : int, optional
+        The rank r of metric='lowrank' (below d; default ``min(DEFAULT_RANK, d - 1)``); ignored otherwise.
     """
     if weights not in WEIGHTS:
         raise ValueError(BAD_WEIGHTS.format(weights))
@@ -258,7 +288,9 @@ def init_state(
     log_metric = jnp.zeros((d,), dtype) if metric == "diagonal" else None
     logits = jnp.full((n,), -jnp.log(n), dtype) if weights == "fisher-rao" else None
     tril = jnp.eye(d, dtype=dtype) if metric == "dense" else None
-    params = MixtureParams(locs, log_scales, log_metric, logits, tril)
+    check_rank(metric_rank)
+    lowrank = init_lowrank(d, resolve_rank(metric_rank, d), dtype) if metric == "lowrank" else None
+    params = MixtureParams(locs, log_scales, log_metric, logits, tril, lowrank)
     if mesh is not None:
         if n % mesh.size:
             raise ValueError(BAD_MESH_SIZE.format(n, mesh.size))
@@ -269,9 +301,17 @@ def init_state(
             None if log_metric is None else jax.device_put(log_metric, NamedSharding(mesh, P())),
             None if logits is None else jax.device_put(logits, NamedSharding(mesh, P())),
             None if tril is None else jax.device_put(tril, NamedSharding(mesh, P())),
+            None if lowrank is None else jax.device_put(lowrank, NamedSharding(mesh, P())),
         )
     tracking = init_relocation(n, dtype, flat) if relocate and weights == "uniform" else None
     return MixtureVIState(params, init_step_size(step_size, auto, dtype), tracking)
+
+
+def _metric_of(params: MixtureParams) -> Any:
+    """The ``metric`` argument of the estimators and moves: D (d,), a LowRankMetric, or None."""
+    if params.metric_lowrank is not None:
+        return params.metric_lowrank
+    return None if params.log_metric is None else jnp.exp(params.log_metric)
 
 
 def _shard(mesh: Mesh | None, x: jax.Array) -> jax.Array:
@@ -311,7 +351,7 @@ def step(
     params = state.params
     locs, unflatten = flatten_locs(params.locs)
     u = params.log_scales
-    metric = None if params.log_metric is None else jnp.exp(params.log_metric)
+    metric = _metric_of(params)
     weights = None if params.logits is None else jax.nn.softmax(params.logits)
     n, d = locs.shape
     mesh = settings.mesh
@@ -372,7 +412,7 @@ def step(
         tracking = track(tracking, est.f, ~info.rejected, log_ratios if settings.balance else None)
         tracking = set_ceiling(tracking, jnp.where(bad[:, None], jnp.nan, v))
         # keys of their own (folded, not split) so that the noise and model keys stay as without relocation
-        shape = {"metric": None if new.log_metric is None else jnp.exp(new.log_metric), "scale_tril": new.metric_tril}
+        shape = {"metric": _metric_of(new), "scale_tril": new.metric_tril}
         # restarts at rows of this step's noise (no generator of their own in the compiled step: each costs
         # ~0.2 s of compilation): rows 0..N-1 for relocation, N for a split, the rest for scout candidates;
         # keys of their own only where the noise has too few distinct rows
@@ -429,6 +469,8 @@ def sample(rng_key: jax.Array, state: MixtureVIState, num_samples: int) -> Any:
         z = z * jnp.exp(0.5 * params.log_metric)
     if params.metric_tril is not None:
         z = z @ params.metric_tril.T
+    if params.metric_lowrank is not None:
+        z = root_apply(params.metric_lowrank, z)
     return unflatten(locs[idx] + jnp.exp(params.log_scales)[idx][:, None] * z)
 
 
@@ -451,6 +493,7 @@ def mixture_vi(
     metric_step_size: float = 0.1,
     logdensity_takes_key: bool = False,
     relocate: bool = True,
+    metric_rank: int | None = None,
 ) -> MixtureVI:
     """Mixture VI for a log-density over any pytree.
 
@@ -473,8 +516,9 @@ def mixture_vi(
         at ``init_scale``.
     metric : str
         'auto' (default: 'dense' up to d = 128, 'diagonal' beyond), 'isotropic' (the paper),
-        'diagonal' (a learned diagonal metric D shared by the components) or 'dense' (a learned shared
-        covariance L L^T: every component is isotropic in L^(-1) x).
+        'diagonal' (a learned diagonal metric D shared by the components), 'dense' (a learned shared
+        covariance L L^T: every component is isotropic in L^(-1) x) or 'lowrank' (a learned
+        low-rank-plus-diagonal metric, memory O(d r): :mod:`mixvi.lowrank`).
     weights : str
         'uniform' (the paper) or 'fisher-rao' (learned weights).
     shared_noise : bool
@@ -496,6 +540,8 @@ def mixture_vi(
     relocate : bool
         Restart components that carry no posterior mass on the best one (:mod:`mixvi.adapt`);
         False is the paper's method exactly.
+    metric_rank : int, optional
+        The rank r of metric='lowrank' (below d; by default ``min(DEFAULT_RANK, d - 1)``).
 
     Returns
     -------
@@ -511,6 +557,9 @@ def mixture_vi(
         raise ValueError(BAD_METRIC.format(metric))
     if weights not in WEIGHTS:
         raise ValueError(BAD_WEIGHTS.format(weights))
+    check_rank(metric_rank)
+    if metric == "lowrank" and not shared_noise:
+        raise ValueError(LOWRANK_UNSHARED)
     settings = check(
         Settings(
             method,
@@ -542,6 +591,7 @@ def mixture_vi(
             auto=auto,
             mesh=mesh,
             relocate=relocate,
+            metric_rank=metric_rank,
         )
 
     def step_fn(rng_key: jax.Array, state: MixtureVIState) -> tuple[MixtureVIState, MixtureVIInfo]:
