@@ -261,13 +261,17 @@ def run_demo(
     exact_summary = _summary(_samples_tree(exact_samples(axis, density, keys[6], num_draws)))
 
     say("mixvi demo: label switching in a two-group mixture")
-    say(f"  data  : {NUM_OBS} synthetic measurements from two groups (true means {TRUE_MEANS[0]:g} and "
-        f"{TRUE_MEANS[1]:g}, unit spread)")
+    say(
+        f"  data  : {NUM_OBS} synthetic measurements from two groups (true means {TRUE_MEANS[0]:g} and "
+        f"{TRUE_MEANS[1]:g}, unit spread)"
+    )
     say(f"  model : mu[0], mu[1] ~ N(0, {PRIOR_SCALE:g}^2);  y_i ~ 1/2 N(mu[0], 1) + 1/2 N(mu[1], 1)")
     say("  The group labels are exchangeable, so the exact posterior has two mirror-image modes with")
     say("  exactly 50% of the mass each:")
-    say(f"    mode A: mu[0] < mu[1], peak at ({mode_a[0]:.2f}, {mode_a[1]:.2f})"
-        f"      mode B: mu[0] > mu[1], peak at ({mode_a[1]:.2f}, {mode_a[0]:.2f})")
+    say(
+        f"    mode A: mu[0] < mu[1], peak at ({mode_a[0]:.2f}, {mode_a[1]:.2f})"
+        f"      mode B: mu[0] > mu[1], peak at ({mode_a[1]:.2f}, {mode_a[0]:.2f})"
+    )
     say()
 
     # mixvi: the drop-in replacement of the autoguide, trained by the paper's engine
@@ -278,8 +282,10 @@ def run_demo(
     )
     jax.block_until_ready(res.params)
     t_mix = time.perf_counter() - t0
-    say(f"  {'mixvi':<11s} {f'AutoIsotropicMixture({components}) + MixVI(ibw, auto step), {steps} steps':<64s}"
-        f"{t_mix:5.1f} s")
+    say(
+        f"  {'mixvi':<11s} {f'AutoIsotropicMixture({components}) + MixVI(ibw, auto step), {steps} steps':<64s}"
+        f"{t_mix:5.1f} s"
+    )
 
     # the baseline: one diagonal Gaussian, NumPyro's usual SVI recipe
     t0 = time.perf_counter()
@@ -299,8 +305,15 @@ def run_demo(
         warnings.filterwarnings("ignore", message="Pareto k-hat", category=RuntimeWarning)
         comp = mixvi.component_summary(guide, res.params, y, rng_key=keys[4], num_samples=num_draws)
     mix = Fit(
-        "mixvi", mix_mu, mode_fractions(mix_mu), mode_fractions(mix_mu, np.exp(lw - lw.max())),
-        float(khat_mix), _rel_ess(lw), float(np.mean(lw)), _summary(tree), t_mix,
+        "mixvi",
+        mix_mu,
+        mode_fractions(mix_mu),
+        mode_fractions(mix_mu, np.exp(lw - lw.max())),
+        float(khat_mix),
+        _rel_ess(lw),
+        float(np.mean(lw)),
+        _summary(tree),
+        t_mix,
         {k: np.asarray(v) for k, v in res.params.items()},
     )
     spread_mix = float(np.max(lw) - np.median(lw))
@@ -310,8 +323,15 @@ def run_demo(
     an_mu = np.asarray(lat["mu"])
     lw = np.asarray(log_p - log_q, float)
     an = Fit(
-        "AutoNormal", an_mu, mode_fractions(an_mu), mode_fractions(an_mu, np.exp(lw - lw.max())),
-        khat_from_log_weights(lw), _rel_ess(lw), float(np.mean(lw)), _summary(_samples_tree(an_mu)), t_an,
+        "AutoNormal",
+        an_mu,
+        mode_fractions(an_mu),
+        mode_fractions(an_mu, np.exp(lw - lw.max())),
+        khat_from_log_weights(lw),
+        _rel_ess(lw),
+        float(np.mean(lw)),
+        _summary(_samples_tree(an_mu)),
+        t_an,
         {k: np.asarray(v) for k, v in an_res.params.items()},
     )
 
@@ -335,7 +355,9 @@ def run_demo(
         ("share of draws in mode A / B", mix.fraction, an.fraction),
         ("importance-weighted mass A / B", mix.mass, an.mass),
     ):
-        say(f"  {label:36s}{_pct(m[0]) + ' /' + _pct(m[1]):>16s}{_pct(a[0]) + ' /' + _pct(a[1]):>16s}{'50% / 50%':>12s}")
+        say(
+            f"  {label:36s}{_pct(m[0]) + ' /' + _pct(m[1]):>16s}{_pct(a[0]) + ' /' + _pct(a[1]):>16s}{'50% / 50%':>12s}"
+        )
     say(f"  {'ELBO (Monte Carlo, higher = better)':36s}{mix.elbo:16.2f}{an.elbo:16.2f}")
     say(f"  {'Pareto k-hat of p/q (< 0.7 = usable)':36s}{mix.khat:16.2f}{an.khat:16.2f}")
     say(f"  {'importance-sampling ESS / draws':36s}{mix.ess:16.2f}{an.ess:16.2f}")
@@ -400,14 +422,27 @@ def draw_figure(
     ax.scatter(locs[:, 0], locs[:, 1], marker="x", s=36, color=blue, lw=1.5, zorder=5)
     ax.plot(axis, axis, ls=":", color=grey, lw=1)
     mid = 0.5 * (axis[0] + axis[-1])
-    ax.text(mid + 0.25, mid + 0.25, "mu[0] = mu[1]", rotation=45, rotation_mode="anchor",
-            ha="center", va="bottom", color=grey, fontsize=8.5)
+    ax.text(
+        mid + 0.25,
+        mid + 0.25,
+        "mu[0] = mu[1]",
+        rotation=45,
+        rotation_mode="anchor",
+        ha="center",
+        va="bottom",
+        color=grey,
+        fontsize=8.5,
+    )
     for i, (x, y) in enumerate((mode_a, mode_a[::-1])):
         ax.text(
-            x, y + (0.75 if i == 0 else -0.75),
+            x,
+            y + (0.75 if i == 0 else -0.75),
             f"mode {MODES[i]} (exact: 50% of the mass)\nmixvi: {100 * mix.fraction[i]:.0f}% of q, "
             f"{100 * mix.mass[i]:.0f}% reweighted\nAutoNormal: {100 * an.fraction[i]:.0f}%",
-            ha="center", va="bottom" if i == 0 else "top", fontsize=8, linespacing=1.3,
+            ha="center",
+            va="bottom" if i == 0 else "top",
+            fontsize=8,
+            linespacing=1.3,
         )
     ax.set_xlabel("mu[0]")
     ax.set_ylabel("mu[1]")
@@ -422,7 +457,10 @@ def draw_figure(
             Line2D([], [], color=blue, marker="x", ls="", label="component means"),
             Line2D([], [], color=orange, ls="--", label="AutoNormal"),
         ],
-        loc="lower center", ncol=4, fontsize=9, frameon=False,
+        loc="lower center",
+        ncol=4,
+        fontsize=9,
+        frameon=False,
     )
 
     marg = exact.sum(0) * (axis[1] - axis[0])

@@ -39,6 +39,7 @@ from mixvi.loop import (
     split_operands,
     tree_all_finite,
 )
+from mixvi.lowrank import LowRankMetric, normalise
 from mixvi.potential_cost import choose_loss_draws
 
 NOT_A_MIXTURE_GUIDE = (
@@ -73,8 +74,8 @@ def _core_state(params: dict, names: tuple, options: tuple, mesh: Mesh | None = 
     """The functional core's state from the guide's constrained params (``names``: the locs, scales,
     metric, metric factor and weight logits param names; ``options``: metric, weights, step size, auto
     step, relocate)."""
-    locs, scales, metric_name, tril_name, logits_name = names
-    metric, weights, step_size, auto, relocate = options
+    locs, scales, metric_name, tril_name, logits_name, basis_name, stretch_name = names
+    metric, weights, step_size, auto, relocate, rank = options
     core = vi.init_state(
         params[locs],
         params[scales],
@@ -84,9 +85,16 @@ def _core_state(params: dict, names: tuple, options: tuple, mesh: Mesh | None = 
         auto=auto,
         mesh=mesh,
         relocate=relocate,
+        metric_rank=rank,
     )
     p = core.params
-    if metric_name in params:
+    if basis_name in params:
+        # the core keeps det T = 1: the metric's scale goes into the sigmas
+        lowrank, shift = normalise(
+            LowRankMetric(jnp.log(params[metric_name]), params[basis_name], params[stretch_name])
+        )
+        p = p._replace(metric_lowrank=lowrank, log_scales=p.log_scales + shift)
+    elif metric_name in params:
         p = p._replace(log_metric=jnp.log(params[metric_name]))
     if tril_name in params:
         tril = params[tril_name]
@@ -229,6 +237,7 @@ class MixVI:
         self._locs, self._scales = f"{guide.prefix}_locs", f"{guide.prefix}_scales"
         self._metric, self._logits = f"{guide.prefix}_metric", f"{guide.prefix}_weight_logits"
         self._tril = f"{guide.prefix}_metric_tril"
+        self._basis, self._stretch = f"{guide.prefix}_metric_basis", f"{guide.prefix}_metric_log_stretch"
 
     @staticmethod
     def _resolve_mesh(mesh: Mesh | str | None, n_components: int) -> Mesh | None:
@@ -273,8 +282,15 @@ class MixVI:
         if init_params is not None:
             params = dict(params)
             params.update({k: jnp.asarray(init_params[k]) for k in self.guide.param_names() if k in init_params})
-        options = (self.guide.metric, self.guide.weights, self.step_size, self.settings.auto, self.settings.relocate)
-        names = (self._locs, self._scales, self._metric, self._tril, self._logits)
+        options = (
+            self.guide.metric,
+            self.guide.weights,
+            self.step_size,
+            self.settings.auto,
+            self.settings.relocate,
+            self.guide.metric_rank,
+        )
+        names = (self._locs, self._scales, self._metric, self._tril, self._logits, self._basis, self._stretch)
         params = {k: jnp.asarray(v) for k, v in params.items()}
         if self.mesh is None:  # one small compiled program instead of op-by-op dispatch (and its compilations)
             core = _core_state_jit(params, names, options)
@@ -334,7 +350,13 @@ class MixVI:
         p = state.core.params
         locs, _ = vi.flatten_locs(p.locs)
         n, d = locs.shape
-        metric = None if p.log_metric is None else jnp.exp(p.log_metric)
+        metric = (
+            p.metric_lowrank
+            if p.metric_lowrank is not None
+            else None
+            if p.log_metric is None
+            else jnp.exp(p.log_metric)
+        )
         weights = None if p.logits is None else jax.nn.softmax(p.logits)
         z = draw_noise(k_noise, n, settings.num_samples, d, shared=settings.shared_noise, dtype=locs.dtype)
         x = draw_points(locs, p.log_scales, z, metric, p.metric_tril)
@@ -378,6 +400,10 @@ class MixVI:
             out[self._metric] = jnp.exp(p.log_metric)
         if p.metric_tril is not None:
             out[self._tril] = p.metric_tril
+        if p.metric_lowrank is not None:
+            out[self._metric] = jnp.exp(p.metric_lowrank.log_diag)
+            out[self._basis] = p.metric_lowrank.basis
+            out[self._stretch] = p.metric_lowrank.log_stretch
         if p.logits is not None:
             out[self._logits] = p.logits
         return out

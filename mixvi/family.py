@@ -20,6 +20,9 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp, ndtr
 from numpyro.distributions import Distribution, constraints
 
+from mixvi import lowrank as lr
+from mixvi.lowrank import LowRankMetric
+
 
 def component_logits(
     x: jax.Array,
@@ -41,8 +44,9 @@ def component_logits(
         Component standard deviations sigma_j, shape (N,).
     weights : jax.Array or None
         Mixture weights w_j, shape (N,); None for uniform weights 1/N.
-    metric : jax.Array or None
-        Shared diagonal metric D, shape (d,); None for the identity.
+    metric : jax.Array or LowRankMetric or None
+        Shared diagonal metric D, shape (d,), or a low-rank-plus-diagonal metric
+        (:class:`~mixvi.lowrank.LowRankMetric`); None for the identity.
     scale_tril : jax.Array or None
         Lower-triangular factor L (d, d) of a shared dense metric L L^T; None for the identity.
 
@@ -52,6 +56,9 @@ def component_logits(
         The component log-densities, shape (..., N); their logsumexp over the last axis is log q(x).
     """
     d = locs.shape[-1]
+    lowrank = metric if isinstance(metric, LowRankMetric) else None
+    if lowrank is not None:
+        x, locs, metric = lr.root_solve(lowrank, x), lr.root_solve(lowrank, locs), None
     if metric is not None:
         root = jnp.sqrt(metric)
         x, locs = x / root, locs / root
@@ -67,6 +74,8 @@ def component_logits(
         out = out - 0.5 * jnp.sum(jnp.log(metric))
     if scale_tril is not None:
         out = out - jnp.sum(jnp.log(jnp.abs(jnp.diag(scale_tril))))
+    if lowrank is not None:
+        out = out - lr.log_det_root(lowrank)
     if weights is None:
         return out - jnp.log(locs.shape[0])
     return out + jnp.log(weights)
@@ -107,6 +116,8 @@ def mixture_score(
         s = _whiten(scale_tril, s)
         flat = s.reshape(-1, s.shape[-1])
         s = solve_triangular(scale_tril, flat.T, lower=True, trans="T").T.reshape(s.shape)
+    if isinstance(metric, LowRankMetric):  # A^(-1) s = T^(-T) T^(-1) s
+        return lr.root_transpose_solve(metric, lr.root_solve(metric, s))
     return s if metric is None else s / metric
 
 
@@ -118,7 +129,9 @@ def _sample(key, locs, scales, weights, metric, scale_tril, sample_shape: tuple)
     else:
         idx = jax.random.categorical(k_idx, jnp.log(weights), shape=sample_shape)
     z = jax.random.normal(k_z, sample_shape + locs.shape[1:], dtype=locs.dtype)
-    if metric is not None:
+    if isinstance(metric, LowRankMetric):
+        z = lr.root_apply(metric, z)
+    elif metric is not None:
         z = z * jnp.sqrt(metric)
     if scale_tril is not None:
         z = z @ scale_tril.T
@@ -141,8 +154,10 @@ class IsotropicMixture(Distribution):
         Component standard deviations sigma_i, shape (N,), positive.
     weights : jax.Array or None, optional
         Mixture weights, shape (N,), summing to one; None (the default) for uniform weights 1/N.
-    metric : jax.Array or None, optional
-        Shared diagonal metric D, shape (d,), positive; None (the default) for the identity.
+    metric : jax.Array or LowRankMetric or None, optional
+        Shared diagonal metric D, shape (d,), positive, or a low-rank-plus-diagonal metric A
+        (:class:`~mixvi.lowrank.LowRankMetric`: component i is N(locs_i, scales_i^2 A)); None (the
+        default) for the identity.
     scale_tril : jax.Array or None, optional
         Lower-triangular factor L (d, d) of a shared dense metric: component i is
         N(locs_i, scales_i^2 L L^T). At most one of ``metric`` and ``scale_tril``.
@@ -178,7 +193,10 @@ class IsotropicMixture(Distribution):
             raise ValueError(f"scales must have shape ({jnp.shape(locs)[0]},), got {jnp.shape(scales)}")
         if weights is not None and jnp.shape(weights) != jnp.shape(locs)[:1]:
             raise ValueError(f"weights must have shape ({jnp.shape(locs)[0]},), got {jnp.shape(weights)}")
-        if metric is not None and jnp.shape(metric) != jnp.shape(locs)[1:]:
+        if isinstance(metric, LowRankMetric):
+            if jnp.shape(metric.log_diag) != jnp.shape(locs)[1:] or jnp.ndim(metric.basis) != 2:
+                raise ValueError(f"a low-rank metric must have log_diag ({jnp.shape(locs)[1]},) and basis (d, r)")
+        elif metric is not None and jnp.shape(metric) != jnp.shape(locs)[1:]:
             raise ValueError(f"metric must have shape ({jnp.shape(locs)[1]},), got {jnp.shape(metric)}")
         d = jnp.shape(locs)[1]
         if scale_tril is not None and jnp.shape(scale_tril) != (d, d):
@@ -204,6 +222,8 @@ class IsotropicMixture(Distribution):
         """The diagonal of the shared metric, shape (d,): D, or diag(L L^T) for a dense one (ones unless learned)."""
         if self.scale_tril is not None:
             return jnp.sum(self.scale_tril**2, axis=-1)
+        if isinstance(self.metric, LowRankMetric):
+            return lr.variance(self.metric)
         return jnp.ones(self.locs.shape[1:], self.locs.dtype) if self.metric is None else self.metric
 
     @property

@@ -381,8 +381,16 @@ def update(
     else:
         gamma, trust = jnp.asarray(step_size, dtype), None
     new_locs, new_u, clipped = component_step(
-        method, locs, u, grad.mean_grad, grad.lam, gamma.astype(dtype), trust=trust, min_factor=min_factor,
-        metric=metric, metric_tril=params.metric_tril,
+        method,
+        locs,
+        u,
+        grad.mean_grad,
+        grad.lam,
+        gamma.astype(dtype),
+        trust=trust,
+        min_factor=min_factor,
+        metric=metric,
+        metric_tril=params.metric_tril,
     )
     new_log_metric = new_logits = new_tril = new_lowrank = None
     if params.metric_lowrank is not None and grad.metric_term is None:

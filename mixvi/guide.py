@@ -31,7 +31,8 @@ from numpyro.primitives import Messenger
 
 from mixvi.family import IsotropicMixture
 from mixvi.loop import call_compiled, new_cache, remember, split_operands
-from mixvi.vi import BAD_METRIC, DENSE_MAX_DIM, DENSE_TOO_BIG, METRICS, resolve_metric
+from mixvi.lowrank import LowRankMetric, init_lowrank
+from mixvi.vi import BAD_METRIC, DENSE_MAX_DIM, DENSE_TOO_BIG, METRICS, check_rank, resolve_metric, resolve_rank
 
 # the jitted draws of the component means, per model and structure (AutoIsotropicMixture._compiled_draw)
 _DRAWS: OrderedDict[Any, Callable] = new_cache()
@@ -54,11 +55,18 @@ def _is_random_init(init_loc_fn: Callable) -> bool:
     return _uniform_radius(init_loc_fn) is not None
 
 
-@partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _initial_params(locs: jax.Array, prefix: str, metric: str, weights: str, init_scale: float) -> dict:
+@partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
+def _initial_params(
+    locs: jax.Array, prefix: str, metric: str, weights: str, init_scale: float, rank: int | None = None
+) -> dict:
     """The initial values of the guide's params (those ``_get_posterior`` registers) given the component means."""
     n, d = locs.shape
     values = {f"{prefix}_locs": locs, f"{prefix}_scales": jnp.full(n, init_scale, locs.dtype)}
+    if metric == "lowrank":
+        start = init_lowrank(d, resolve_rank(rank, d), locs.dtype)
+        values[f"{prefix}_metric"] = jnp.exp(start.log_diag)
+        values[f"{prefix}_metric_basis"] = start.basis
+        values[f"{prefix}_metric_log_stretch"] = start.log_stretch
     if metric == "diagonal":
         values[f"{prefix}_metric"] = jnp.ones(d, locs.dtype)
     if metric == "dense":
@@ -254,12 +262,18 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         Initial sigma_i of every component (> 0).
     create_plates : callable or None, optional
         As in NumPyro's autoguides.
-    metric : {'isotropic', 'diagonal', 'dense'}, optional
+    metric : {'auto', 'isotropic', 'diagonal', 'dense', 'lowrank'}, optional
         'isotropic' (the paper: covariances sigma_i^2 I), 'diagonal' (mixvi's extension:
         sigma_i^2 D with one diagonal D shared by all components, param ``{prefix}_metric`` (d,),
-        memory O(N d + d); components are isotropic in whitened coordinates D^(-1/2) x) or 'dense'
+        memory O(N d + d); components are isotropic in whitened coordinates D^(-1/2) x), 'dense'
         (sigma_i^2 L L^T with one lower-triangular L shared by all components, det L = 1, param
-        ``{prefix}_metric_tril`` (d, d), memory O(N d + d^2); trained by ``MixVI``).
+        ``{prefix}_metric_tril`` (d, d), memory O(N d + d^2); trained by ``MixVI``), 'lowrank'
+        (sigma_i^2 A with A = D^(1/2) P^2 D^(1/2), P = I + Q diag(exp(kappa) - 1) Q^T of rank
+        ``metric_rank``, params ``{prefix}_metric`` (d,), ``{prefix}_metric_basis`` Q (d, r) and
+        ``{prefix}_metric_log_stretch`` kappa (r,), memory O(N d + d r); trained by ``MixVI``,
+        :mod:`mixvi.lowrank`) or 'auto' (the default: 'dense' up to d = 128, 'diagonal' beyond).
+    metric_rank : int, optional
+        r, the rank of metric='lowrank' (1 <= r < d; by default min(10, d - 1)); ignored by the others.
     weights : {'uniform', 'fisher-rao'}, optional
         'uniform' (the paper) or 'fisher-rao' (learned weights, param ``{prefix}_weight_logits``
         (N,), trained by MixVI's Wasserstein-Fisher-Rao weight step).
@@ -291,7 +305,9 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         create_plates: Callable | None = None,
         metric: str = "auto",
         weights: str = "uniform",
+        metric_rank: int | None = None,
     ):
+        check_rank(metric_rank)
         if not isinstance(n_components, (int, jnp.integer)) or isinstance(n_components, bool) or n_components < 1:
             raise ValueError(f"n_components must be an integer >= 1, got {n_components!r}")
         if not init_scale > 0:
@@ -301,6 +317,7 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         if weights not in ("uniform", "fisher-rao"):
             raise ValueError(f"weights must be 'uniform' or 'fisher-rao', got {weights!r}")
         self._metric_option = metric
+        self.metric_rank = metric_rank
         self.weights = weights
         self.n_components = int(n_components)
         self._init_scale = float(init_scale)
@@ -599,7 +616,9 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
 
     # --- the variational family ---------------------------------------------------------------
     def _get_posterior(self) -> IsotropicMixture:
-        init = _initial_params(self._init_component_locs, self.prefix, self.metric, self.weights, self._init_scale)
+        init = _initial_params(
+            self._init_component_locs, self.prefix, self.metric, self.weights, self._init_scale, self.metric_rank
+        )
         locs = numpyro.param(f"{self.prefix}_locs", init[f"{self.prefix}_locs"])
         scales = numpyro.param(f"{self.prefix}_scales", init[f"{self.prefix}_scales"], constraint=self.scale_constraint)
         metric = weights = tril = None
@@ -611,6 +630,16 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
             self._check_dense_size()
             tril = numpyro.param(
                 f"{self.prefix}_metric_tril", init[f"{self.prefix}_metric_tril"], constraint=constraints.lower_cholesky
+            )
+        if self.metric == "lowrank":
+            metric = LowRankMetric(
+                jnp.log(
+                    numpyro.param(
+                        f"{self.prefix}_metric", init[f"{self.prefix}_metric"], constraint=constraints.positive
+                    )
+                ),
+                numpyro.param(f"{self.prefix}_metric_basis", init[f"{self.prefix}_metric_basis"]),
+                numpyro.param(f"{self.prefix}_metric_log_stretch", init[f"{self.prefix}_metric_log_stretch"]),
             )
         if self.weights == "fisher-rao":
             weights = jax.nn.softmax(
@@ -625,11 +654,14 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         -------
         tuple of str
             ``{prefix}_locs``, ``{prefix}_scales``, and ``{prefix}_metric`` /
-            ``{prefix}_metric_tril`` / ``{prefix}_weight_logits`` when those are learned.
+            ``{prefix}_metric_tril`` / ``{prefix}_metric_basis`` and ``{prefix}_metric_log_stretch`` /
+            ``{prefix}_weight_logits`` when those are learned.
         """
         names = [f"{self.prefix}_locs", f"{self.prefix}_scales"]
-        if self.metric == "diagonal":
+        if self.metric in ("diagonal", "lowrank"):
             names.append(f"{self.prefix}_metric")
+        if self.metric == "lowrank":
+            names += [f"{self.prefix}_metric_basis", f"{self.prefix}_metric_log_stretch"]
         if self.metric == "dense":
             names.append(f"{self.prefix}_metric_tril")
         if self.weights == "fisher-rao":
@@ -651,12 +683,11 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         """
         p = self.prefix
         weights = jax.nn.softmax(params[f"{p}_weight_logits"]) if f"{p}_weight_logits" in params else None
+        metric = params.get(f"{p}_metric")
+        if f"{p}_metric_basis" in params:
+            metric = LowRankMetric(jnp.log(metric), params[f"{p}_metric_basis"], params[f"{p}_metric_log_stretch"])
         return IsotropicMixture(
-            params[f"{p}_locs"],
-            params[f"{p}_scales"],
-            weights,
-            params.get(f"{p}_metric"),
-            params.get(f"{p}_metric_tril"),
+            params[f"{p}_locs"], params[f"{p}_scales"], weights, metric, params.get(f"{p}_metric_tril")
         )
 
     def get_base_dist(self):
@@ -799,11 +830,15 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
                 self._setup_prototype(*args, **kwargs)
         self._check_dense_size()
         # the params' initial values (those of _get_posterior) in one small compiled program
-        return _initial_params(self._init_component_locs, self.prefix, self.metric, self.weights, self._init_scale)
+        return _initial_params(
+            self._init_component_locs, self.prefix, self.metric, self.weights, self._init_scale, self.metric_rank
+        )
 
     def _check_dense_size(self) -> None:
         if self.metric == "dense" and self.latent_dim > DENSE_MAX_DIM:
             raise ValueError(DENSE_TOO_BIG.format(*(3 * (self.latent_dim,)), DENSE_MAX_DIM))
+        if self.metric == "lowrank":
+            resolve_rank(self.metric_rank, self.latent_dim)  # raises on a rank >= d or d = 1
 
     def model_param_names(self) -> list[str]:
         """Names of the ``numpyro.param`` sites in the model (MixVI does not fit them).

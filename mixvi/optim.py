@@ -38,14 +38,19 @@ from mixvi.geometry import (
     init_step_size,
     update,
 )
+from mixvi.lowrank import LowRankMetric
 
 LOCS_SUFFIX = "_locs"
 SCALES_SUFFIX = "_scales"
 METRIC_SUFFIX = "_metric"
 WEIGHTS_SUFFIX = "_weight_logits"
 METRIC_TRIL_SUFFIX = "_metric_tril"
+METRIC_BASIS_SUFFIX = "_metric_basis"
+METRIC_STRETCH_SUFFIX = "_metric_log_stretch"
 # in the order of MixtureParams' fields
 SUFFIXES = (LOCS_SUFFIX, SCALES_SUFFIX, METRIC_SUFFIX, WEIGHTS_SUFFIX, METRIC_TRIL_SUFFIX)
+# a low-rank metric's params: they stay as they are on this path (no Stein matrix), like a dense one's
+LOWRANK_SUFFIXES = (METRIC_SUFFIX, METRIC_BASIS_SUFFIX, METRIC_STRETCH_SUFFIX)
 
 NOT_A_DICT = (
     "mixvi.optim transforms expect the params dict NumPyro's SVI passes "
@@ -116,9 +121,11 @@ def mixture_pairs(tree: Any) -> list[str]:
         raise TypeError(NOT_A_DICT.format(type(tree).__name__))
     live = _live(tree)
     prefixes = sorted(
-        k[: -len(LOCS_SUFFIX)] for k in live if k.endswith(LOCS_SUFFIX) and k[: -len(LOCS_SUFFIX)] + SCALES_SUFFIX in live
+        k[: -len(LOCS_SUFFIX)]
+        for k in live
+        if k.endswith(LOCS_SUFFIX) and k[: -len(LOCS_SUFFIX)] + SCALES_SUFFIX in live
     )
-    stray = sorted(live - {p + s for p in prefixes for s in SUFFIXES})
+    stray = sorted(live - {p + s for p in prefixes for s in SUFFIXES + LOWRANK_SUFFIXES})
     if stray:
         raise ValueError(STRAY_PARAMS.format(stray))
     if not prefixes:
@@ -134,7 +141,10 @@ def _typed(params: dict, grads: dict, prefix: str, stratified: bool) -> tuple[Mi
         tril = biject_to(constraints.lower_cholesky)(params[prefix + METRIC_TRIL_SUFFIX])
     locs, u = params[prefix + LOCS_SUFFIX], params[prefix + SCALES_SUFFIX]
     n = locs.shape[0]
-    log_metric = params[prefix + METRIC_SUFFIX] if prefix + METRIC_SUFFIX in live else None
+    lowrank = None
+    if prefix + METRIC_BASIS_SUFFIX in live:  # unconstrained: log D, Q, kappa
+        lowrank = LowRankMetric(*(params[prefix + suffix] for suffix in LOWRANK_SUFFIXES))
+    log_metric = params[prefix + METRIC_SUFFIX] if prefix + METRIC_SUFFIX in live and lowrank is None else None
     logits = params[prefix + WEIGHTS_SUFFIX] if prefix + WEIGHTS_SUFFIX in live else None
     if logits is not None and not stratified:
         raise ValueError(UNSTRATIFIED_WEIGHTS.format(prefix + WEIGHTS_SUFFIX))
@@ -145,7 +155,7 @@ def _typed(params: dict, grads: dict, prefix: str, stratified: bool) -> tuple[Mi
         None if log_metric is None else 2.0 * grads[prefix + METRIC_SUFFIX],
         None if logits is None else grads[prefix + WEIGHTS_SUFFIX] / w,
     )
-    return MixtureParams(locs, u, log_metric, logits, tril), grad
+    return MixtureParams(locs, u, log_metric, logits, tril, lowrank), grad
 
 
 def mixture_step(
@@ -178,7 +188,9 @@ def mixture_step(
         auto step, and a non-finite gradient or loss gives a zero update.
     """
     check_settings(method, step_size, auto)
-    settings = dict(method=method, step_size=step_size, auto=auto, min_factor=min_factor, metric_step_size=metric_step_size)
+    settings = dict(
+        method=method, step_size=step_size, auto=auto, min_factor=min_factor, metric_step_size=metric_step_size
+    )
 
     def init_fn(params: Any) -> MixtureStepState:
         prefixes = mixture_pairs(params)
@@ -189,7 +201,9 @@ def mixture_step(
         zero = jnp.zeros((), jnp.int32)
         return MixtureStepState(init_step_size(step_size, auto, dtype), zero, zero)
 
-    def update_fn(grads: Any, state: MixtureStepState, params: Any = None, *, value: Any = None, stratified: bool = False, **extra):
+    def update_fn(
+        grads: Any, state: MixtureStepState, params: Any = None, *, value: Any = None, stratified: bool = False, **extra
+    ):
         del extra
         if params is None:
             raise ValueError(NEEDS_PARAMS)
@@ -205,6 +219,9 @@ def mixture_step(
                     updates[p + suffix] = new_leaf - old_leaf
             if typed.metric_tril is not None:  # the dense metric stays fixed
                 updates[p + METRIC_TRIL_SUFFIX] = jnp.zeros_like(grads[p + METRIC_TRIL_SUFFIX])
+            if typed.metric_lowrank is not None:  # so does a low-rank one
+                for suffix in LOWRANK_SUFFIXES:
+                    updates[p + suffix] = jnp.zeros_like(grads[p + suffix])
         return updates, MixtureStepState(new_step_state, state.count + 1, clipped)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -239,7 +256,9 @@ def mixture_labels(params: dict) -> dict:
     return {k: ("mixture" if k in paired else "other") for k in params}
 
 
-def for_mixture(mixture: optax.GradientTransformation, other: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+def for_mixture(
+    mixture: optax.GradientTransformation, other: optax.GradientTransformation
+) -> optax.GradientTransformationExtraArgs:
     """Route mixture-guide params to ``mixture`` and every other param (e.g. an AutoNormal inside an
     AutoGuideList, or model params) to ``other``: ``optax.multi_transform`` with :func:`mixture_labels`."""
     return optax.multi_transform({"mixture": mixture, "other": other}, mixture_labels)

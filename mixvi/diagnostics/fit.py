@@ -38,6 +38,7 @@ import numpy as np
 
 from mixvi.diagnostics._draws import check_full_data, check_key, check_num_samples, draw_and_weigh, potential, resolve
 from mixvi.diagnostics.psis import FLAT_ESS, psis_from_log_densities
+from mixvi.lowrank import LowRankMetric, root_transpose_apply
 
 GOOD = {"khat": 0.7, "score_divergence": 0.1}
 """Below both: the fit's means, sds and masses can be used as they are."""
@@ -46,8 +47,7 @@ USABLE = {"khat": 1.0, "score_divergence": 1.0}
 MIN_DRAWS = 100
 TOO_FEW = "fit_check needs num_samples >= {}, got {}: k-hat needs a tail of at least a few dozen draws"
 LIST_SCORE = (
-    "the score divergence of an AutoGuideList is not computed (its parts have no joint score); "
-    "only k-hat is reported"
+    "the score divergence of an AutoGuideList is not computed (its parts have no joint score); only k-hat is reported"
 )
 
 
@@ -81,6 +81,8 @@ def relative_score_divergence(q: Any, z: jax.Array, grad_log_p: jax.Array) -> ja
     sigma2 = q.responsibilities(z) @ (q.scales**2)
     if q.scale_tril is not None:
         g = g @ q.scale_tril  # L^T g for every row
+    elif isinstance(q.metric, LowRankMetric):
+        g = root_transpose_apply(q.metric, g)
     elif q.metric is not None:
         g = g * jnp.sqrt(q.metric)
     return jnp.mean(sigma2 * jnp.sum(g**2, -1)) / z.shape[-1]
