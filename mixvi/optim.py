@@ -64,7 +64,7 @@ STRAY_PARAMS = (
 NO_PAIR = "no '{prefix}_locs'/'{prefix}_scales' pair found in the params"
 NEEDS_PARAMS = "mixvi.optim transforms need params: call update(grads, state, params)"
 DENSE_FIXED_IN_SVI = (
-    "'{}': SVI keeps a dense metric fixed at its current value (the identity for a new guide) and trains the "
+    "'{}': SVI keeps a dense or low-rank metric fixed at its current value (the identity for a new guide) and trains the "
     "components in it: the shared covariance's step needs the Stein matrix, which SVI's gradients do not carry. "
     "Train with mixvi.MixVI to learn it, or build the guide with metric='isotropic' or 'diagonal' for SVI."
 )
@@ -195,8 +195,9 @@ def mixture_step(
     def init_fn(params: Any) -> MixtureStepState:
         prefixes = mixture_pairs(params)
         for p in prefixes:
-            if p + METRIC_TRIL_SUFFIX in _live(params):
-                warnings.warn(DENSE_FIXED_IN_SVI.format(p + METRIC_TRIL_SUFFIX), UserWarning, stacklevel=2)
+            for suffix in (METRIC_TRIL_SUFFIX, METRIC_BASIS_SUFFIX):
+                if p + suffix in _live(params):
+                    warnings.warn(DENSE_FIXED_IN_SVI.format(p + suffix), UserWarning, stacklevel=2)
         dtype = params[prefixes[0] + LOCS_SUFFIX].dtype
         zero = jnp.zeros((), jnp.int32)
         return MixtureStepState(init_step_size(step_size, auto, dtype), zero, zero)

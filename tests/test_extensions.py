@@ -184,7 +184,7 @@ def test_dense_metric_stays_fixed_under_svi_and_is_refused_past_its_dimension_li
     d x d factor names the alternative."""
     guide = mixvi.AutoIsotropicMixture(correlated, n_components=2, metric="dense")
     svi = SVI(correlated, guide, optax_to_numpyro(mixvi.optim.ibw()), Trace_ELBO())
-    with pytest.warns(UserWarning, match="SVI keeps a dense metric fixed"):
+    with pytest.warns(UserWarning, match="SVI keeps a dense or low-rank metric fixed"):
         res = svi.run(jax.random.PRNGKey(0), 50, progress_bar=False)
     np.testing.assert_allclose(res.params["auto_metric_tril"], jnp.eye(3), atol=1e-6)
     assert float(jnp.max(jnp.abs(res.params["auto_locs"] - guide.setup(jax.random.PRNGKey(0))["auto_locs"]))) > 0
