@@ -188,7 +188,7 @@ def test_dense_metric_stays_fixed_under_svi_and_is_refused_past_its_dimension_li
         res = svi.run(jax.random.PRNGKey(0), 50, progress_bar=False)
     np.testing.assert_allclose(res.params["auto_metric_tril"], jnp.eye(3), atol=1e-6)
     assert float(jnp.max(jnp.abs(res.params["auto_locs"] - guide.setup(jax.random.PRNGKey(0))["auto_locs"]))) > 0
-    with pytest.raises(ValueError, match="metric='diagonal'"):
+    with pytest.raises(ValueError, match="metric='lowrank'"):
         mixvi.vi.init_state(jnp.zeros((2, mixvi.vi.DENSE_MAX_DIM + 1)), metric="dense")
 
 
