@@ -1,7 +1,7 @@
 """Posterior quality and time to get it: mixvi's ``AutoIsotropicMixture`` (trained by ``MixVI`` with its
 defaults, from "Variational Inference with Mixtures of Isotropic Gaussians", arXiv 2506.13613) against
-NumPyro's AutoNormal, AutoMultivariateNormal, AutoBNAFNormal and AutoIAFNormal (SVI, Adam, Trace_ELBO)
-and NUTS, on the five targets of ``benchmarks.quality_targets``.
+NumPyro's AutoNormal, AutoMultivariateNormal, AutoLowRankMultivariateNormal, AutoBNAFNormal and AutoIAFNormal
+(SVI, Adam, Trace_ELBO) and NUTS, on the targets of ``benchmarks.quality_targets``.
 
     python -m benchmarks.quality --quick           # 300 steps, 1 seed, NUTS 300 + 300, two targets
     python -m benchmarks.quality --metrics isotropic,diagonal --seeds 2 --steps 2000
@@ -31,7 +31,13 @@ import numpy as np
 import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
-from numpyro.infer.autoguide import AutoBNAFNormal, AutoIAFNormal, AutoMultivariateNormal, AutoNormal
+from numpyro.infer.autoguide import (
+    AutoBNAFNormal,
+    AutoIAFNormal,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+    AutoNormal,
+)
 from numpyro.infer.util import unconstrain_fn
 from numpyro.optim import Adam
 
@@ -42,6 +48,7 @@ from benchmarks.metrics import kl_monte_carlo, predictive_metrics, summarise
 from benchmarks.report import compile_timed, machine_info, repo_path, scan_steps
 
 AUTOGUIDES = {"AutoNormal": AutoNormal, "AutoMultivariateNormal": AutoMultivariateNormal,
+              "AutoLowRankMultivariateNormal": AutoLowRankMultivariateNormal,
               "AutoBNAFNormal": AutoBNAFNormal, "AutoIAFNormal": AutoIAFNormal}
 ADAM_STEP = 1e-2
 QUICK_TARGETS = ("banana", "logistic_breast_cancer")
@@ -120,7 +127,7 @@ def fit_svi(target: QT.Target, name: str, steps: int, key: jax.Array, timing_ste
     wall = time.perf_counter() - t0
     settings = {"steps": steps, "guide": name, "optimizer": "Adam", "step_size": ADAM_STEP, "elbo": type(elbo).__name__,
                 "num_particles": elbo.num_particles}
-    for attr in ("_init_scale", "num_flows", "_hidden_factors", "_hidden_dims", "_skip_connections"):
+    for attr in ("_init_scale", "rank", "num_flows", "_hidden_factors", "_hidden_dims", "_skip_connections"):
         if hasattr(guide, attr):
             settings[attr.lstrip("_")] = getattr(guide, attr)
     ms = None

@@ -13,6 +13,9 @@ Five NumPyro models whose latents are unconstrained, so the flattened latent z t
 - ``sharp_linear_regression``: 500 rows, 5 predictors, known noise sd 0.05, N(0, 10^2) priors; the
   posterior is Gaussian and computed in closed form.
 - ``banana``: x0 ~ N(0, 10^2), x1 | x0 ~ N(0.03 (x0^2 - 100), 1); exact draws and moments.
+- ``factor_gaussian_d300``: N(mu, D0^(1/2) (I + W W^T) D0^(1/2)), d = 300, D0's sds log-uniform on
+  [0.3, 3], W five random directions with stretches of 5 to 40; exact (the large-d correlated posterior
+  the low-rank metric is for).
 - ``horseshoe_regression`` and ``baseball_logit``: a non-centred horseshoe regression and a centred
   hierarchical logit (``benchmarks.targets.hierarchical``); the reference is NUTS.
 
@@ -42,6 +45,7 @@ TARGET_NAMES = (
     "logistic_breast_cancer",
     "sharp_linear_regression",
     "banana",
+    "factor_gaussian_d300",
     "horseshoe_regression",
     "baseball_logit",
 )
@@ -83,6 +87,38 @@ def make_rotated_gaussian(d: int = 100, seed: int = 1) -> Target:
         gaussian_cov=g["cov"],
         info={"seed": seed, "sd_range": [0.5, 50.0], "n_components": 10, "main": "kl",
               "description": f"d = {d} Gaussian, random rotation, coordinate sds log-uniform on [0.5, 50]"},
+    )
+
+
+def factor_gaussian(d: int = 300, rank: int = 5, seed: int = 4) -> dict[str, np.ndarray]:
+    """Mean, covariance D0^(1/2) (I + W W^T) D0^(1/2) with W (d, rank) of orthogonal columns of norms
+    log-spaced on [5, 40]."""
+    rng = np.random.default_rng(seed)
+    diag_sd = np.exp(rng.uniform(np.log(0.3), np.log(3.0), d))
+    directions = rotation(rng, d)[:, :rank]
+    w = directions * np.exp(np.linspace(np.log(5.0), np.log(40.0), rank))
+    inner = np.eye(d) + w @ w.T
+    cov = diag_sd[:, None] * inner * diag_sd[None, :]
+    return {"mean": rng.normal(0.0, 3.0, d), "cov": cov}
+
+
+def make_factor_gaussian(d: int = 300, rank: int = 5, seed: int = 4) -> Target:
+    """The factor-structured Gaussian as a model with one site ``x``; exact reference."""
+    g = factor_gaussian(d, rank, seed)
+    loc = jnp.asarray(g["mean"], jnp.float32)
+    tril = jnp.asarray(np.linalg.cholesky(g["cov"]), jnp.float32)
+    p = dist.MultivariateNormal(loc, scale_tril=tril)
+
+    def model() -> None:
+        numpyro.sample("x", dist.MultivariateNormal(loc, scale_tril=tril))
+
+    return Target(
+        name="factor_gaussian_d300", family="gaussian", model=model, dim=d, log_prob=p.log_prob,
+        sample=lambda key, n: p.sample(key, (n,)), ref_mean=g["mean"], ref_sd=np.sqrt(np.diag(g["cov"])),
+        gaussian_cov=g["cov"],
+        info={"seed": seed, "rank": rank, "n_components": 10, "main": "kl",
+              "description": f"d = {d} Gaussian, diagonal sds log-uniform on [0.3, 3] times (I + W W^T) with "
+                             f"{rank} random directions stretched 5 to 40 times"},
     )
 
 
@@ -306,6 +342,7 @@ BUILDERS: dict[str, Callable[[], Target]] = {
     "logistic_breast_cancer": make_logistic,
     "sharp_linear_regression": make_sharp_regression,
     "banana": make_banana,
+    "factor_gaussian_d300": make_factor_gaussian,
     "horseshoe_regression": make_horseshoe,
     "baseball_logit": make_baseball,
 }

@@ -19,6 +19,7 @@ per target.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import statistics
@@ -38,6 +39,7 @@ from benchmarks.targets.logistic import logistic_regression, make_data
 from mixvi.engine import MixVI, MixVIState
 from mixvi.estimators import draw_noise, draw_points
 from mixvi.guide import AutoIsotropicMixture
+from mixvi.vi import DEFAULT_RANK, DENSE_MAX_DIM
 
 DIMS = (1_000, 10_000, 100_000, 1_000_000)
 COMPONENTS = (10, 100)
@@ -61,11 +63,12 @@ def _target(name: str, d: int, key: jax.Array) -> tuple[Callable, tuple]:
     return mixture_target, (means,)
 
 
-def _estimated_bytes(name: str, d: int, n: int) -> int:
+def _estimated_bytes(name: str, d: int, n: int, metric: str = "isotropic") -> int:
     points = n * NUM_SAMPLES * d * 4
     data = ROWS * d * 4 if name == "logistic" else TARGET_COMPONENTS * d * 4
-    # points, their gradients, the reverse-mode residuals of the likelihood (~2 more), noise, params
-    return 4 * points + data + 4 * NUM_SAMPLES * d + 8 * n * d
+    shared = {"dense": 3 * d * d, "lowrank": 4 * d * (DEFAULT_RANK + 2 * NUM_SAMPLES), "diagonal": d}.get(metric, 0)
+    # points, their gradients, the reverse-mode residuals of the likelihood (~2 more), noise, params, metric
+    return 4 * points + data + 4 * NUM_SAMPLES * d + 8 * n * d + 4 * shared
 
 
 def _memory_limit() -> int:
@@ -89,10 +92,12 @@ def _device_peak() -> int | None:
     return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
-def _loops(name: str, d: int, n: int, key: jax.Array) -> tuple[Callable, tuple, Callable, tuple]:
+def _loops(
+    name: str, d: int, n: int, key: jax.Array, metric: str = "isotropic"
+) -> tuple[Callable, tuple, Callable, tuple]:
     k_data, k_init, k_pts = jax.random.split(key, 3)
     model, args = _target(name, d, k_data)
-    guide = AutoIsotropicMixture(model, n_components=n, init_scale=0.5, metric="isotropic")
+    guide = AutoIsotropicMixture(model, n_components=n, init_scale=0.5, metric=metric)
     vi = MixVI(model, guide, num_samples=NUM_SAMPLES)
     state = vi.init(k_init, *args)
     params = vi.get_params(state)  # public: constrained locs and scales
@@ -129,14 +134,18 @@ def _time(fn: Callable, args: tuple, steps: int, repeats: int) -> tuple[float, f
     return statistics.median(times), compile_s, _compiled_bytes(compiled)
 
 
-def run_cell(name: str, d: int, n: int, *, repeats: int, budget_s: float, key: jax.Array) -> dict[str, Any]:
+def run_cell(
+    name: str, d: int, n: int, *, repeats: int, budget_s: float, key: jax.Array, metric: str = "isotropic"
+) -> dict[str, Any]:
     """Time one cell (or report why it was skipped)."""
-    record: dict[str, Any] = {"target": name, "d": d, "N": n, "B": NUM_SAMPLES}
-    need, limit = _estimated_bytes(name, d, n), _memory_limit()
+    record: dict[str, Any] = {"target": name, "d": d, "N": n, "B": NUM_SAMPLES, "metric": metric}
+    need, limit = _estimated_bytes(name, d, n, metric), _memory_limit()
     record["estimated_bytes"] = need
+    if metric == "dense" and d > DENSE_MAX_DIM:
+        return {**record, "skipped": f"metric='dense' is refused past d = {DENSE_MAX_DIM}"}
     if need > limit // 2:
         return {**record, "skipped": f"estimated {need / 2**30:.1f} GiB > half of {limit / 2**30:.0f} GiB"}
-    mixvi_loop, mixvi_args, floor_loop, floor_args = _loops(name, d, n, key)
+    mixvi_loop, mixvi_args, floor_loop, floor_args = _loops(name, d, n, key, metric)
     t0 = time.perf_counter()
     probe, _, _ = _time(floor_loop, floor_args, 1, 1)
     if (time.perf_counter() - t0) > budget_s / 3 or probe * 1e-3 * (2 + repeats) * 4 > budget_s:
@@ -162,14 +171,15 @@ def _fmt_bytes(b: int | None) -> str:
 
 
 def format_table(cells: list[dict[str, Any]]) -> str:
-    head = "| target | d | N | ms/iter MixVI | ms/iter floor | ratio | peak memory (XLA) | device peak |"
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    head = "| target | d | N | metric | ms/iter MixVI | ms/iter floor | ratio | peak memory (XLA) | device peak |"
+    lines = [head, "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for c in cells:
+        metric = c.get("metric", "isotropic")
         if "skipped" in c:
-            lines.append(f"| {c['target']} | {c['d']:.0e} | {c['N']} | skipped: {c['skipped']} | | | | |")
+            lines.append(f"| {c['target']} | {c['d']:.0e} | {c['N']} | {metric} | skipped: {c['skipped']} | | | | |")
         else:
             lines.append(
-                f"| {c['target']} | {c['d']:.0e} | {c['N']} | {c['mixvi_ms']:.1f} | {c['floor_ms']:.1f} | "
+                f"| {c['target']} | {c['d']:.0e} | {c['N']} | {metric} | {c['mixvi_ms']:.1f} | {c['floor_ms']:.1f} | "
                 f"{c['ratio']:.2f} | {_fmt_bytes(c['mixvi_bytes'])} | {_fmt_bytes(c['device_peak_bytes'])} |"
             )
     return "\n".join(lines)
@@ -202,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dims", type=lambda s: [int(float(v)) for v in s.split(",")], default=list(DIMS))
     p.add_argument("--components", type=lambda s: [int(v) for v in s.split(",")], default=list(COMPONENTS))
     p.add_argument("--targets", type=lambda s: s.split(","), default=["logistic", "mixture"])
+    p.add_argument("--metrics", type=lambda s: s.split(","), default=["isotropic"],
+                   help="shared metrics to time (isotropic, diagonal, dense, lowrank), every cell each")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--budget", type=float, default=540.0, help="seconds for the whole run (cells past it are skipped)")
     p.add_argument("--out", default=repo_path("docs/benchmarks/scale.json"),
@@ -216,16 +228,21 @@ def main(argv: list[str] | None = None) -> int:
     key = jax.random.PRNGKey(0)
     for name in a.targets:
         for d in sorted(a.dims):
-            for n in sorted(a.components):
+            for n, metric in itertools.product(sorted(a.components), a.metrics):
                 left = a.budget - (time.perf_counter() - start)
                 if left < 5:
-                    cells.append({"target": name, "d": d, "N": n, "B": NUM_SAMPLES, "skipped": "run's time budget spent"})
+                    cells.append(
+                        {"target": name, "d": d, "N": n, "B": NUM_SAMPLES, "metric": metric,
+                         "skipped": "run's time budget spent"}
+                    )
                     continue
-                cell = run_cell(name, d, n, repeats=a.repeats, budget_s=min(left, a.budget / 4), key=key)
+                cell = run_cell(name, d, n, repeats=a.repeats, budget_s=min(left, a.budget / 4), key=key, metric=metric)
                 cells.append(cell)
                 msg = cell.get("skipped") or f"{cell['mixvi_ms']:.1f} ms vs floor {cell['floor_ms']:.1f} ms ({cell['ratio']:.2f}x)"
-                print(f"  {name:8s} d={d:>8d} N={n:>4d}: {msg}", flush=True)
-    report = {"machine": machine_info(), "budget_s": a.budget, "cells": cells, "largest": largest(cells)}
+                print(f"  {name:8s} d={d:>8d} N={n:>4d} {metric:9s}: {msg}", flush=True)
+    report = {
+        "machine": machine_info(), "budget_s": a.budget, "metrics": a.metrics, "cells": cells, "largest": largest(cells)
+    }
     print(format_table(cells))
     heading = None if a.section == "scale" else f"### `python -m benchmarks.scale` on {report['machine'].get('backend', '?')} ({a.section})"
     publish(report, a.out, a.md, a.section, render_markdown(report), heading)
