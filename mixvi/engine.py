@@ -282,6 +282,8 @@ class MixVI:
         if init_params is not None:
             params = dict(params)
             params.update({k: jnp.asarray(init_params[k]) for k in self.guide.param_names() if k in init_params})
+        if self.guide.metric == "lowrank" and not self.shared_noise:
+            raise ValueError(vi.LOWRANK_UNSHARED)
         options = (
             self.guide.metric,
             self.guide.weights,

@@ -65,7 +65,7 @@ METRICS = ("isotropic", "diagonal", "dense", "lowrank", "auto")
 # a dense metric keeps L (d, d) and costs O(d^3) per step: past this dimension it is refused
 DENSE_MAX_DIM = 4096
 # metric="auto" is dense up to this dimension (its O(B d^2 + d^3) step stays within a small multiple of
-# the isotropic step there) and diagonal beyond
+# the isotropic step there) and low-rank beyond (diagonal with independent noise)
 AUTO_DENSE_MAX_DIM = 128
 WEIGHTS = ("uniform", "fisher-rao")
 BAD_COMPONENTS = "n_components must be an integer >= 1, got {!r}"
@@ -81,7 +81,10 @@ DEFAULT_RANK = 10
 BAD_RANK_TYPE = "metric_rank must be None or an integer >= 1, got {!r}"
 BAD_RANK = "metric_rank={} must be below the latent dimension d={} (at rank d use metric='dense')"
 LOWRANK_ONE_DIM = "metric='lowrank' needs a latent of dimension >= 2, got d=1; use metric='diagonal'"
-LOWRANK_UNSHARED = "metric='lowrank' needs shared_noise=True (its Stein matrix is then of rank <= 2B)"
+LOWRANK_UNSHARED = (
+    "metric='lowrank' (what metric='auto' means past d = 128) needs shared_noise=True, under which its Stein "
+    "matrix has rank <= 2B; pass shared_noise=True, or metric='diagonal' to the guide"
+)
 BAD_WEIGHTS = "weights must be 'uniform' or 'fisher-rao', got {!r}"
 BAD_LOSS_DRAWS = "loss_draws must be None or an integer in [1, num_samples={}], got {!r}"
 BAD_BATCH = "sample_batch_size must be a positive integer or None, got {!r}"
@@ -90,14 +93,17 @@ BAD_MESH_SIZE = "n_components={} is not divisible by the mesh size {}"
 BAD_LOCS = "locs must have shape (n_components, d) = {}, got {}"
 
 
-def resolve_metric(metric: str, dim: int) -> str:
+def resolve_metric(metric: str, dim: int, shared_noise: bool = True) -> str:
     """The metric a setting means at latent dimension ``dim``: 'auto' is 'dense' up to
-    ``AUTO_DENSE_MAX_DIM`` and 'diagonal' beyond; the others are themselves."""
+    ``AUTO_DENSE_MAX_DIM`` and 'lowrank' beyond ('diagonal' without shared noise, which the low-rank
+    step needs); the others are themselves."""
     if metric not in METRICS:
         raise ValueError(BAD_METRIC.format(metric))
     if metric != "auto":
         return metric
-    return "dense" if dim <= AUTO_DENSE_MAX_DIM else "diagonal"
+    if dim <= AUTO_DENSE_MAX_DIM:
+        return "dense"
+    return "lowrank" if shared_noise else "diagonal"
 
 
 def _is_count(value: Any) -> bool:
@@ -264,7 +270,7 @@ def init_state(
         'isotropic' (the paper), 'diagonal' (a learned shared diagonal D), 'dense' (a learned
         shared covariance L L^T), 'lowrank' (a learned low-rank-plus-diagonal metric,
         :mod:`mixvi.lowrank`; all three start at the identity) or 'auto' (dense up to d = 128,
-        diagonal beyond).
+        low-rank beyond).
     weights : str
         'uniform' (the paper) or 'fisher-rao' (learned weights, starting uniform).
     step_size, auto
@@ -515,7 +521,8 @@ def mixture_vi(
         ``init`` puts the component means at ``position + init_scale * N(0, I)`` and every sigma_i
         at ``init_scale``.
     metric : str
-        'auto' (default: 'dense' up to d = 128, 'diagonal' beyond), 'isotropic' (the paper),
+        'auto' (default: 'dense' up to d = 128, 'lowrank' beyond, 'diagonal' there without
+        shared noise), 'isotropic' (the paper),
         'diagonal' (a learned diagonal metric D shared by the components), 'dense' (a learned shared
         covariance L L^T: every component is isotropic in L^(-1) x) or 'lowrank' (a learned
         low-rank-plus-diagonal metric, memory O(d r): :mod:`mixvi.lowrank`).
@@ -582,10 +589,11 @@ def mixture_vi(
         flat, unravel = ravel_pytree(position)
         noise = jax.random.normal(rng_key, (n_components, flat.shape[0]), flat.dtype)
         locs = jax.vmap(unravel)(flat + init_scale * noise)
+        resolved = resolve_metric(metric, flat.shape[0], shared_noise)
         return init_state(
             locs,
             init_scale,
-            metric=metric,
+            metric=resolved,
             weights=weights,
             step_size=step_size,
             auto=auto,

@@ -46,3 +46,10 @@ def test_mixture_target_density():
     lp, _ = log_density(scale.mixture_target, (means,), {}, {"x": x})
     ref = jnp.log(0.5 * jnp.exp(-0.5 * jnp.sum((x - means[0]) ** 2)) + 0.5 * jnp.exp(-0.5 * jnp.sum((x - means[1]) ** 2)))
     np.testing.assert_allclose(lp, ref, rtol=1e-5)
+
+
+def test_scale_bench_skips_a_dense_metric_past_its_limit_before_any_work():
+    cell = scale.run_cell("logistic", scale.DENSE_MAX_DIM + 1, 2, repeats=1, budget_s=10.0,
+                          key=jax.random.PRNGKey(0), metric="dense")
+    assert cell["metric"] == "dense" and "refused past d" in cell["skipped"]
+    assert "| dense | skipped: metric='dense' is refused" in scale.format_table([cell])

@@ -199,3 +199,20 @@ def test_svi_keeps_a_lowrank_metric_fixed():
         res = svi.run(jax.random.PRNGKey(0), 30, progress_bar=False)
     np.testing.assert_allclose(res.params["auto_metric_basis"], start["auto_metric_basis"], atol=1e-6)
     assert float(jnp.max(jnp.abs(res.params["auto_locs"] - start["auto_locs"]))) > 0
+
+
+def test_auto_is_lowrank_past_the_dense_limit_and_diagonal_without_shared_noise():
+    """metric='auto': dense up to AUTO_DENSE_MAX_DIM, low-rank beyond, diagonal there when the noise is not
+    shared (the low-rank step needs it); MixVI refuses a low-rank guide with independent noise at init."""
+    limit = mixvi.vi.AUTO_DENSE_MAX_DIM
+    assert mixvi.vi.resolve_metric("auto", limit) == "dense"
+    assert mixvi.vi.resolve_metric("auto", limit + 1) == "lowrank"
+    assert mixvi.vi.resolve_metric("auto", limit + 1, shared_noise=False) == "diagonal"
+    algo = mixvi.mixture_vi(lambda x: -0.5 * jnp.sum(x**2), n_components=2, shared_noise=False)
+    state = algo.init(jax.random.PRNGKey(0), jnp.zeros(limit + 1))
+    assert state.params.metric_lowrank is None and state.params.log_metric.shape == (limit + 1,)
+    state, info = jax.jit(algo.step)(jax.random.PRNGKey(1), state)
+    assert np.isfinite(float(info.loss))
+    guide = mixvi.AutoIsotropicMixture(stretched, n_components=2, metric="lowrank", metric_rank=1)
+    with pytest.raises(ValueError, match="shared_noise=True"):
+        mixvi.MixVI(stretched, guide, shared_noise=False).init(jax.random.PRNGKey(0))
