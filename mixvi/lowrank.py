@@ -27,6 +27,8 @@ import jax.numpy as jnp
 
 # smallest factor a step may apply to a diagonal entry of D (keeps A positive definite under noisy steps)
 MIN_EIGEN_FACTOR = 0.1
+# every coordinate keeps at least this share of its variance in D (see lowrank_metric_step)
+MIN_DIAG_SHARE = 1e-4
 # every column of the factor keeps at least this log-stretch: a column at exactly zero would get no
 # first-order change from the step and could never grow again
 MIN_STRETCH = 0.02
@@ -179,11 +181,20 @@ def lowrank_metric_step(
     p_s_pu = s_pu + q @ (stretch[:, None] * (q.T @ s_pu))
     delta_u = -eta * (p_s_pu - c * q * (jnp.exp(2.0 * kappa) * length))
     new_u = u + 0.5 * delta_u / (1.0 + length**2)  # (I + U^T U)^(-1) = diag(1 / (1 + length^2))
-    # diag(Delta) = -eta (diag(P S_sym P) - c diag(P^2)); D takes what U' does not
-    delta_diag = -eta * (jnp.sum(lp * rp, 0) - c * (1.0 + q**2 @ length**2))
-    factor = 1.0 + delta_diag - (jnp.sum(new_u**2, 1) - jnp.sum(u**2, 1))
-    factor = jnp.maximum(factor, MIN_EIGEN_FACTOR)
-    basis, sq = principal_directions(new_u / jnp.sqrt(factor)[:, None])
+    # diag(Delta) = -eta (diag(P S_sym P) - c diag(P^2)); D takes what U' does not, so that every marginal
+    # variance is the dense step's: diag(P^2) + diag(Delta) = factor + |U'_k|^2
+    marginal = 1.0 + q**2 @ length**2
+    target = marginal - eta * (jnp.sum(lp * rp, 0) - c * marginal)
+    # D keeps at least MIN_DIAG_SHARE of every coordinate's variance and loses at most 1 - MIN_EIGEN_FACTOR of
+    # itself per step: a column along one axis stands for what D could hold, the split between D and kappa
+    # there is free (factor analysis's Heywood case), and without the floor noise walked D to 0 and kappa
+    # to infinity (float32 overflowed on a centred hierarchical logit within 400 steps)
+    room = target - jnp.maximum(MIN_EIGEN_FACTOR, MIN_DIAG_SHARE * target)
+    rows = jnp.sum(new_u**2, 1)
+    new_u = new_u * jnp.sqrt(jnp.minimum(1.0, room / jnp.maximum(rows, 1e-30)))[:, None]
+    factor = target - jnp.sum(new_u**2, 1)
+    scaled = new_u / jnp.sqrt(factor)[:, None]
+    basis, sq = principal_directions(scaled)
     sq = jnp.maximum(sq, jnp.expm1(2.0 * MIN_STRETCH))
     new = LowRankMetric(
         (metric.log_diag + jnp.log(factor)).astype(dtype), basis.astype(dtype), (0.5 * jnp.log1p(sq)).astype(dtype)
