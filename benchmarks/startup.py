@@ -1,8 +1,9 @@
 """``python -m benchmarks.startup [--quick]``: what a fit costs before and around its steps.
 
-For three models (eight schools, non-centred, d = 10; a hierarchical logistic regression with 48 group
-intercepts, d = 50, 500 rows; the label-switching model of ``mixvi demo``, d = 2) and three methods
-(mixvi: ``AutoIsotropicMixture`` + ``MixVI`` with its defaults; NumPyro ``SVI`` with ``AutoNormal`` and
+For five models (eight schools, non-centred, d = 10; a hierarchical logistic regression with 48 group
+intercepts, d = 50, 500 rows; the label-switching model of ``mixvi demo``, d = 2; the paper suite's
+Gaussian mixtures with full covariances at d = 10 and d = 100, where mixvi uses N = 20 as there) and three
+methods (mixvi: ``AutoIsotropicMixture`` + ``MixVI`` with its defaults; NumPyro ``SVI`` with ``AutoNormal`` and
 with ``AutoMultivariateNormal``, optax Adam(0.01), ``Trace_ELBO``), each measured in a fresh Python
 process (``--repeats`` processes per cell, medians reported):
 
@@ -43,7 +44,10 @@ from benchmarks.report import (
     timed,
 )
 
-MODELS = ("eight_schools", "hier_logistic_50", "label_switching")
+MODELS = ("eight_schools", "hier_logistic_50", "label_switching", "gmm_d10", "gmm_d100")
+DIMS = {"eight_schools": 10, "hier_logistic_50": 50, "label_switching": 2, "gmm_d10": 10, "gmm_d100": 100}
+# mixvi's components per model: its default, and N = 20 on the paper suite's Gaussian mixtures (as there)
+N_COMPONENTS = {"gmm_d10": 20, "gmm_d100": 20}
 METHODS = ("mixvi", "autonormal", "automvn")
 ADAM_LR = 0.01
 
@@ -91,6 +95,11 @@ def model_and_data(name: str) -> tuple[Any, tuple]:
         x = jax.random.normal(k[1], (500,))
         y = (jax.random.uniform(k[2], (500,)) < jax.nn.sigmoid(0.3 + x)).astype(jnp.float32)
         return hier_logistic, (x, group, y)
+    if name.startswith("gmm_d"):
+        from benchmarks.targets.synthetic import make_gmm
+
+        target = make_gmm(dim=int(name[len("gmm_d") :]), covariance="full")
+        return target.model, tuple(target.args)
     from mixvi._demo_model import label_switching_model, make_data
 
     return label_switching_model, (make_data(),)
@@ -109,7 +118,7 @@ def child(model_name: str, method: str, steps: int) -> dict:
         import mixvi
 
         def build():
-            return mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model))
+            return mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model, n_components=N_COMPONENTS.get(model_name, 10)))
 
         engine = build()
         _, setup_s = timed(lambda: engine.init(key, *data))
@@ -220,7 +229,8 @@ def run_benchmark(models: list[str], methods: list[str], steps: int, repeats: in
             "repeats": repeats,
             "mixvi": "AutoIsotropicMixture defaults + MixVI defaults",
             "svi": f"optax.adam({ADAM_LR}), Trace_ELBO(num_particles=1)",
-            "models": {"eight_schools": 10, "hier_logistic_50": 50, "label_switching": 2},
+            "models": {m: DIMS[m] for m in models},
+            "mixvi_components": {m: N_COMPONENTS.get(m, 10) for m in models},
         },
         "results": results,
     }
@@ -274,8 +284,10 @@ def render_markdown(report: dict) -> str:
     ]
     for r in report["results"]:
         d = s["models"][r["model"]]
+        n = s.get("mixvi_components", {}).get(r["model"], 10)
+        label = f"{r['model']} ({d}{'' if n == 10 else f'; mixvi N = {n}'})"
         out.append(
-            f"| {r['model']} ({d}) | {r['method']} | {r['setup_s']:.2f} | {r['compile_s']:.2f} | "
+            f"| {label} | {r['method']} | {r['setup_s']:.2f} | {r['compile_s']:.2f} | "
             f"{r['steady_ms']:.3f} | {r['e2e_s']:.2f} |"
         )
     out += [
