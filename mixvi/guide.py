@@ -271,7 +271,7 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         (sigma_i^2 A with A = D^(1/2) P^2 D^(1/2), P = I + Q diag(exp(kappa) - 1) Q^T of rank
         ``metric_rank``, params ``{prefix}_metric`` (d,), ``{prefix}_metric_basis`` Q (d, r) and
         ``{prefix}_metric_log_stretch`` kappa (r,), memory O(N d + d r); trained by ``MixVI``,
-        :mod:`mixvi.lowrank`) or 'auto' (the default: 'dense' up to d = 128, 'lowrank' beyond).
+        :mod:`mixvi.lowrank`) or 'auto' (the default: 'dense' up to d = 256, 'lowrank' beyond).
     metric_rank : int, optional
         r, the rank of metric='lowrank' (1 <= r < d; by default min(10, d - 1)); ignored by the others.
     weights : {'uniform', 'fisher-rao'}, optional
@@ -326,7 +326,7 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
     @property
     def metric(self) -> str:
         """The shared metric: the ``metric`` option, with 'auto' resolved by the latent dimension once the
-        guide is set up ('dense' up to d = 128, 'lowrank' beyond)."""
+        guide is set up ('dense' up to d = 256, 'lowrank' beyond)."""
         dim = getattr(self, "latent_dim", None)
         return self._metric_option if dim is None else resolve_metric(self._metric_option, dim)
 

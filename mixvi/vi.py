@@ -64,9 +64,11 @@ from mixvi.lowrank import init_lowrank, root_apply
 METRICS = ("isotropic", "diagonal", "dense", "lowrank", "auto")
 # a dense metric keeps L (d, d) and costs O(d^3) per step: past this dimension it is refused
 DENSE_MAX_DIM = 4096
-# metric="auto" is dense up to this dimension (its O(B d^2 + d^3) step stays within a small multiple of
-# the isotropic step there) and low-rank beyond (diagonal with independent noise)
-AUTO_DENSE_MAX_DIM = 128
+# metric="auto" is dense up to this dimension and low-rank beyond (diagonal with independent noise): on a
+# d = 200 logistic regression the dense metric's answer is within 0.07 NUTS sds where the low-rank one is
+# 1.0 off (2x the wall time); its O(d^3) step costs 4 ms at d = 256, 15 ms at 512 and 57 ms at 1000,
+# against 0.6-0.9 ms low-rank (docs/benchmarks.md)
+AUTO_DENSE_MAX_DIM = 256
 WEIGHTS = ("uniform", "fisher-rao")
 BAD_COMPONENTS = "n_components must be an integer >= 1, got {!r}"
 BAD_NUM_SAMPLES = "num_samples must be an integer >= 1, got {!r}"
@@ -82,7 +84,7 @@ BAD_RANK_TYPE = "metric_rank must be None or an integer >= 1, got {!r}"
 BAD_RANK = "metric_rank={} must be below the latent dimension d={} (at rank d use metric='dense')"
 LOWRANK_ONE_DIM = "metric='lowrank' needs a latent of dimension >= 2, got d=1; use metric='diagonal'"
 LOWRANK_UNSHARED = (
-    "metric='lowrank' (what metric='auto' means past d = 128) needs shared_noise=True, under which its Stein "
+    "metric='lowrank' (what metric='auto' means past d = 256) needs shared_noise=True, under which its Stein "
     "matrix has rank <= 2B; pass shared_noise=True, or metric='diagonal' to the guide"
 )
 BAD_WEIGHTS = "weights must be 'uniform' or 'fisher-rao', got {!r}"
@@ -269,7 +271,7 @@ def init_state(
     metric : str
         'isotropic' (the paper), 'diagonal' (a learned shared diagonal D), 'dense' (a learned
         shared covariance L L^T), 'lowrank' (a learned low-rank-plus-diagonal metric,
-        :mod:`mixvi.lowrank`; all three start at the identity) or 'auto' (dense up to d = 128,
+        :mod:`mixvi.lowrank`; all three start at the identity) or 'auto' (dense up to d = 256,
         low-rank beyond).
     weights : str
         'uniform' (the paper) or 'fisher-rao' (learned weights, starting uniform).
@@ -521,7 +523,7 @@ def mixture_vi(
         ``init`` puts the component means at ``position + init_scale * N(0, I)`` and every sigma_i
         at ``init_scale``.
     metric : str
-        'auto' (default: 'dense' up to d = 128, 'lowrank' beyond, 'diagonal' there without
+        'auto' (default: 'dense' up to d = 256, 'lowrank' beyond, 'diagonal' there without
         shared noise), 'isotropic' (the paper),
         'diagonal' (a learned diagonal metric D shared by the components), 'dense' (a learned shared
         covariance L L^T: every component is isotropic in L^(-1) x) or 'lowrank' (a learned
