@@ -71,22 +71,29 @@ def rotated_gaussian(d: int = 100, seed: int = 1) -> dict[str, np.ndarray]:
     return {"mean": mean, "sds": sds, "rotation": q, "cov": (q * sds**2) @ q.T}
 
 
-def make_rotated_gaussian(d: int = 100, seed: int = 1) -> Target:
-    """The rotated Gaussian as a model with one site ``x`` ~ MultivariateNormal; exact reference."""
-    g = rotated_gaussian(d, seed)
-    loc = jnp.asarray(g["mean"], jnp.float32)
-    tril = jnp.asarray(np.linalg.cholesky(g["cov"]), jnp.float32)
+def gaussian_target(name: str, mean: np.ndarray, cov: np.ndarray, info: dict) -> Target:
+    """A Gaussian N(mean, cov) as a model with one site ``x`` ~ MultivariateNormal; exact reference."""
+    loc = jnp.asarray(mean, jnp.float32)
+    tril = jnp.asarray(np.linalg.cholesky(cov), jnp.float32)
     p = dist.MultivariateNormal(loc, scale_tril=tril)
 
     def model() -> None:
         numpyro.sample("x", dist.MultivariateNormal(loc, scale_tril=tril))
 
     return Target(
-        name="rotated_gaussian_d100", family="gaussian", model=model, dim=d, log_prob=p.log_prob,
-        sample=lambda key, n: p.sample(key, (n,)), ref_mean=g["mean"], ref_sd=np.sqrt(np.diag(g["cov"])),
-        gaussian_cov=g["cov"],
-        info={"seed": seed, "sd_range": [0.5, 50.0], "n_components": 10, "main": "kl",
-              "description": f"d = {d} Gaussian, random rotation, coordinate sds log-uniform on [0.5, 50]"},
+        name=name, family="gaussian", model=model, dim=len(mean), log_prob=p.log_prob,
+        sample=lambda key, n: p.sample(key, (n,)), ref_mean=mean, ref_sd=np.sqrt(np.diag(cov)), gaussian_cov=cov,
+        info=info,
+    )
+
+
+def make_rotated_gaussian(d: int = 100, seed: int = 1) -> Target:
+    """The rotated Gaussian as a :func:`gaussian_target`."""
+    g = rotated_gaussian(d, seed)
+    return gaussian_target(
+        "rotated_gaussian_d100", g["mean"], g["cov"],
+        {"seed": seed, "sd_range": [0.5, 50.0], "n_components": 10, "main": "kl",
+         "description": f"d = {d} Gaussian, random rotation, coordinate sds log-uniform on [0.5, 50]"},
     )
 
 
@@ -103,22 +110,13 @@ def factor_gaussian(d: int = 300, rank: int = 5, seed: int = 4) -> dict[str, np.
 
 
 def make_factor_gaussian(d: int = 300, rank: int = 5, seed: int = 4) -> Target:
-    """The factor-structured Gaussian as a model with one site ``x``; exact reference."""
+    """The factor-structured Gaussian as a :func:`gaussian_target`."""
     g = factor_gaussian(d, rank, seed)
-    loc = jnp.asarray(g["mean"], jnp.float32)
-    tril = jnp.asarray(np.linalg.cholesky(g["cov"]), jnp.float32)
-    p = dist.MultivariateNormal(loc, scale_tril=tril)
-
-    def model() -> None:
-        numpyro.sample("x", dist.MultivariateNormal(loc, scale_tril=tril))
-
-    return Target(
-        name="factor_gaussian_d300", family="gaussian", model=model, dim=d, log_prob=p.log_prob,
-        sample=lambda key, n: p.sample(key, (n,)), ref_mean=g["mean"], ref_sd=np.sqrt(np.diag(g["cov"])),
-        gaussian_cov=g["cov"],
-        info={"seed": seed, "rank": rank, "n_components": 10, "main": "kl",
-              "description": f"d = {d} Gaussian, diagonal sds log-uniform on [0.3, 3] times (I + W W^T) with "
-                             f"{rank} random directions stretched 5 to 40 times"},
+    return gaussian_target(
+        "factor_gaussian_d300", g["mean"], g["cov"],
+        {"seed": seed, "rank": rank, "n_components": 10, "main": "kl",
+         "description": f"d = {d} Gaussian, diagonal sds log-uniform on [0.3, 3] times (I + W W^T) with "
+                        f"{rank} random directions stretched 5 to 40 times"},
     )
 
 
