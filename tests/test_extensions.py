@@ -192,14 +192,15 @@ def test_dense_metric_stays_fixed_under_svi_and_is_refused_past_its_dimension_li
         mixvi.vi.init_state(jnp.zeros((2, mixvi.vi.DENSE_MAX_DIM + 1)), metric="dense")
 
 
-def test_dense_metric_checkpoint_resume_is_bit_exact(tmp_path):
-    """A dense run saved half-way and resumed equals the uninterrupted run bit for bit."""
+@pytest.mark.parametrize(("metric", "options"), [("dense", {}), ("lowrank", {"metric_rank": 1})])
+def test_shared_metric_checkpoint_resume_is_bit_exact(tmp_path, metric, options):
+    """A dense or low-rank run saved half-way and resumed equals the uninterrupted run bit for bit."""
     def fresh():
-        guide = mixvi.AutoIsotropicMixture(correlated, n_components=2, metric="dense")
+        guide = mixvi.AutoIsotropicMixture(correlated, n_components=2, metric=metric, **options)
         return mixvi.MixVI(correlated, guide, num_samples=4)
 
     whole = fresh().run(jax.random.PRNGKey(0), 40, progress_bar=False, chunk_size=20)
-    path = tmp_path / "dense.npz"
+    path = tmp_path / f"{metric}.npz"
     fresh().run(jax.random.PRNGKey(0), 20, progress_bar=False, checkpoint=path, checkpoint_every=20)
     resumed = fresh().resume(path, num_steps=40, progress_bar=False)
     for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(resumed.state)):
