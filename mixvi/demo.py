@@ -175,6 +175,22 @@ def _verdict(mix: Fit, an: Fit) -> str:
     )
 
 
+def _fit(name: str, mu: np.ndarray, log_w: np.ndarray, khat: float, summary: Any, seconds: float, params: dict) -> Fit:
+    """A method's :class:`Fit` from its draws of mu and their log importance weights log p - log q."""
+    return Fit(
+        name,
+        mu,
+        mode_fractions(mu),
+        mode_fractions(mu, np.exp(log_w - log_w.max())),
+        khat,
+        _rel_ess(log_w),
+        float(np.mean(log_w)),
+        summary,
+        seconds,
+        {k: np.asarray(v) for k, v in params.items()},
+    )
+
+
 def _rel_ess(log_w: np.ndarray) -> float:
     """Relative effective sample size 1 / (S sum wbar^2) of self-normalised importance weights."""
     w = np.exp(log_w - np.max(log_w))
@@ -304,36 +320,14 @@ def run_demo(
     with warnings.catch_warnings():  # its k-hat warning: the report below discusses k-hat itself
         warnings.filterwarnings("ignore", message="Pareto k-hat", category=RuntimeWarning)
         comp = mixvi.component_summary(guide, res.params, y, rng_key=keys[4], num_samples=num_draws)
-    mix = Fit(
-        "mixvi",
-        mix_mu,
-        mode_fractions(mix_mu),
-        mode_fractions(mix_mu, np.exp(lw - lw.max())),
-        float(khat_mix),
-        _rel_ess(lw),
-        float(np.mean(lw)),
-        _summary(tree),
-        t_mix,
-        {k: np.asarray(v) for k, v in res.params.items()},
-    )
+    mix = _fit("mixvi", mix_mu, lw, float(khat_mix), _summary(tree), t_mix, res.params)
     spread_mix = float(np.max(lw) - np.median(lw))
 
     # the same quantities for AutoNormal, from draws of its guide
     lat, log_p, log_q = guide_log_weights(an_guide, an_res.params, (y,), keys[5], num_draws)
     an_mu = np.asarray(lat["mu"])
     lw = np.asarray(log_p - log_q, float)
-    an = Fit(
-        "AutoNormal",
-        an_mu,
-        mode_fractions(an_mu),
-        mode_fractions(an_mu, np.exp(lw - lw.max())),
-        khat_from_log_weights(lw),
-        _rel_ess(lw),
-        float(np.mean(lw)),
-        _summary(_samples_tree(an_mu)),
-        t_an,
-        {k: np.asarray(v) for k, v in an_res.params.items()},
-    )
+    an = _fit("AutoNormal", an_mu, lw, khat_from_log_weights(lw), _summary(_samples_tree(an_mu)), t_an, an_res.params)
 
     # report --------------------------------------------------------------------------------------
     say(_header("posterior of mu (az.summary of the draws; exact = gridded true posterior)"))
