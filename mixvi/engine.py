@@ -27,7 +27,7 @@ from mixvi import vi
 from mixvi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mixvi.diagnostics.psis import FLAT_ESS, psis_log_weights
 from mixvi.estimators import draw_noise, draw_points, loss_estimate
-from mixvi.geometry import AutoStep
+from mixvi.geometry import AutoStep, metric_of
 from mixvi.guide import AutoIsotropicMixture
 from mixvi.loop import (
     NEEDS_CONSTANTS,
@@ -39,7 +39,7 @@ from mixvi.loop import (
     split_operands,
     tree_all_finite,
 )
-from mixvi.lowrank import LowRankMetric, normalise
+from mixvi.lowrank import SHARED_NOISE_NEEDED, LowRankMetric, normalise
 from mixvi.potential_cost import choose_loss_draws
 
 NOT_A_MIXTURE_GUIDE = (
@@ -283,7 +283,7 @@ class MixVI:
             params = dict(params)
             params.update({k: jnp.asarray(init_params[k]) for k in self.guide.param_names() if k in init_params})
         if self.guide.metric == "lowrank" and not self.shared_noise:
-            raise ValueError(vi.LOWRANK_UNSHARED)
+            raise ValueError(SHARED_NOISE_NEEDED)
         options = (
             self.guide.metric,
             self.guide.weights,
@@ -352,13 +352,7 @@ class MixVI:
         p = state.core.params
         locs, _ = vi.flatten_locs(p.locs)
         n, d = locs.shape
-        metric = (
-            p.metric_lowrank
-            if p.metric_lowrank is not None
-            else None
-            if p.log_metric is None
-            else jnp.exp(p.log_metric)
-        )
+        metric = metric_of(p)
         weights = None if p.logits is None else jax.nn.softmax(p.logits)
         z = draw_noise(k_noise, n, settings.num_samples, d, shared=settings.shared_noise, dtype=locs.dtype)
         x = draw_points(locs, p.log_scales, z, metric, p.metric_tril)

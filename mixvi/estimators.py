@@ -30,9 +30,7 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
 from mixvi import lowrank as lr
-from mixvi.lowrank import LowRankMetric
-
-LOWRANK_SHARED = "metric='lowrank' needs noise shared by the components (shared_noise=True)"
+from mixvi.lowrank import SHARED_NOISE_NEEDED, LowRankMetric
 
 
 class SteinEstimate(NamedTuple):
@@ -352,7 +350,7 @@ def _lowrank_estimate(locs, log_scales, z, potential, parts, weights, metric: Lo
     """:func:`stein_estimate` with a low-rank metric (root T = D^(1/2) P): as :func:`_dense_estimate` with
     T for L, and the Stein matrix kept as its factors (z, R), S = z^T R (shared noise only)."""
     if z.ndim != 2:
-        raise ValueError(LOWRANK_SHARED)
+        raise ValueError(SHARED_NOISE_NEEDED)
     mu, shift = whiten(locs, metric)
     log_w = None if weights is None else jnp.log(weights)
     terms = mixture_terms(mu, log_scales, z, log_w, factor=True)

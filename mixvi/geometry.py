@@ -78,6 +78,13 @@ class MixtureParams(NamedTuple):
     metric_lowrank: LowRankMetric | None = None
 
 
+def metric_of(params: MixtureParams) -> Any:
+    """The ``metric`` argument of the estimators, steps and moves: D (d,), a LowRankMetric, or None."""
+    if params.metric_lowrank is not None:
+        return params.metric_lowrank
+    return None if params.log_metric is None else jnp.exp(params.log_metric)
+
+
 class MixtureGradient(NamedTuple):
     """The per-component expectations a step needs (estimated by :func:`mixvi.estimators.stein_estimate`).
 
@@ -372,9 +379,7 @@ def update(
     dtype = locs.dtype
     ok = _all_finite(grad.mean_grad, grad.lam, grad.metric_term, grad.weight_excess, loss)
     eps = jnp.exp(2.0 * u)
-    metric = None if params.log_metric is None else jnp.exp(params.log_metric)
-    if params.metric_lowrank is not None:
-        metric = params.metric_lowrank
+    metric = metric_of(params)
     if is_auto:
         gamma = state.eta if method == "ngd" else state.eta * eps
         trust = auto.trust

@@ -25,6 +25,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+SHARED_NOISE_NEEDED = (
+    "metric='lowrank' (what metric='auto' means at large d) needs shared_noise=True, under which its Stein "
+    "matrix has rank <= 2B; pass shared_noise=True, or metric='diagonal' to the guide"
+)
 # smallest factor a step may apply to a diagonal entry of D (keeps A positive definite under noisy steps)
 MIN_EIGEN_FACTOR = 0.1
 # every coordinate keeps at least this share of its variance in D (see lowrank_metric_step)

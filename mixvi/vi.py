@@ -57,9 +57,10 @@ from mixvi.geometry import (
     StepSizeState,
     check_settings,
     init_step_size,
+    metric_of,
 )
 from mixvi.geometry import update as geometry_update
-from mixvi.lowrank import init_lowrank, root_apply
+from mixvi.lowrank import SHARED_NOISE_NEEDED, init_lowrank, root_apply
 
 METRICS = ("isotropic", "diagonal", "dense", "lowrank", "auto")
 # a dense metric keeps L (d, d) and costs O(d^3) per step: past this dimension it is refused
@@ -83,10 +84,6 @@ DEFAULT_RANK = 10
 BAD_RANK_TYPE = "metric_rank must be None or an integer >= 1, got {!r}"
 BAD_RANK = "metric_rank={} must be below the latent dimension d={} (at rank d use metric='dense')"
 LOWRANK_ONE_DIM = "metric='lowrank' needs a latent of dimension >= 2, got d=1; use metric='diagonal'"
-LOWRANK_UNSHARED = (
-    "metric='lowrank' (what metric='auto' means past d = 256) needs shared_noise=True, under which its Stein "
-    "matrix has rank <= 2B; pass shared_noise=True, or metric='diagonal' to the guide"
-)
 BAD_WEIGHTS = "weights must be 'uniform' or 'fisher-rao', got {!r}"
 BAD_LOSS_DRAWS = "loss_draws must be None or an integer in [1, num_samples={}], got {!r}"
 BAD_BATCH = "sample_batch_size must be a positive integer or None, got {!r}"
@@ -315,13 +312,6 @@ def init_state(
     return MixtureVIState(params, init_step_size(step_size, auto, dtype), tracking)
 
 
-def _metric_of(params: MixtureParams) -> Any:
-    """The ``metric`` argument of the estimators and moves: D (d,), a LowRankMetric, or None."""
-    if params.metric_lowrank is not None:
-        return params.metric_lowrank
-    return None if params.log_metric is None else jnp.exp(params.log_metric)
-
-
 def _shard(mesh: Mesh | None, x: jax.Array) -> jax.Array:
     """Place x's leading (component) axis along the mesh; identity without one."""
     if mesh is None:
@@ -359,7 +349,7 @@ def step(
     params = state.params
     locs, unflatten = flatten_locs(params.locs)
     u = params.log_scales
-    metric = _metric_of(params)
+    metric = metric_of(params)
     weights = None if params.logits is None else jax.nn.softmax(params.logits)
     n, d = locs.shape
     mesh = settings.mesh
@@ -420,7 +410,7 @@ def step(
         tracking = track(tracking, est.f, ~info.rejected, log_ratios if settings.balance else None)
         tracking = set_ceiling(tracking, jnp.where(bad[:, None], jnp.nan, v))
         # keys of their own (folded, not split) so that the noise and model keys stay as without relocation
-        shape = {"metric": _metric_of(new), "scale_tril": new.metric_tril}
+        shape = {"metric": metric_of(new), "scale_tril": new.metric_tril}
         # restarts at rows of this step's noise (no generator of their own in the compiled step: each costs
         # ~0.2 s of compilation): rows 0..N-1 for relocation, N for a split, the rest for scout candidates;
         # keys of their own only where the noise has too few distinct rows
@@ -568,7 +558,7 @@ def mixture_vi(
         raise ValueError(BAD_WEIGHTS.format(weights))
     check_rank(metric_rank)
     if metric == "lowrank" and not shared_noise:
-        raise ValueError(LOWRANK_UNSHARED)
+        raise ValueError(SHARED_NOISE_NEEDED)
     settings = check(
         Settings(
             method,
