@@ -264,7 +264,7 @@ def stein_estimate(
     parts = grad_potential if isinstance(grad_potential, tuple) else (grad_potential,)
     if scale_tril is not None or isinstance(metric, LowRankMetric):
         bad = None
-        if quarantine:  # d <= DENSE_MAX_DIM: zeroing the (N, B, d) gradients is cheap
+        if quarantine:  # one pass over the (N, B, d) gradients: both metrics sum them over the components
             bad = _only_some(~jnp.all(jnp.isfinite(potential), 1) | _any_non_finite_rows(parts))
             potential = jnp.where(bad[:, None], 0.0, potential)
             parts = tuple(jnp.where(bad[:, None, None], 0.0, g) for g in parts)

@@ -292,6 +292,12 @@ def _bounded(delta: jax.Array, auto: AutoStep | None) -> jax.Array:
     return jnp.clip(delta, -bound, bound)
 
 
+def _metric_cap(auto: AutoStep | None) -> jax.Array | float:
+    """Largest Frobenius norm of a shared metric's step eta S0: log(1 + trust) under the auto rule, 1/2 under
+    a fixed step (the dense and the low-rank metric alike)."""
+    return jnp.log1p(auto.trust) if auto is not None else 0.5
+
+
 def dense_metric_step(tril: jax.Array, stein: jax.Array, eta: jax.Array, auto: AutoStep | None):
     """The shape-only step of a dense metric A = L L^T: A <- L exp(-eta S0) L^T with S0 the trace-free
     symmetric part of the Stein matrix S, exp(-eta S0) replaced by I - eta S0 with the step's
@@ -304,7 +310,7 @@ def dense_metric_step(tril: jax.Array, stein: jax.Array, eta: jax.Array, auto: A
     d = tril.shape[0]
     sym = 0.5 * (stein + stein.T)
     delta = -eta * (sym - jnp.trace(sym) / d * jnp.eye(d, dtype=sym.dtype))
-    cap = jnp.log1p(auto.trust) if auto is not None else 0.5
+    cap = _metric_cap(auto)
     norm = jnp.linalg.norm(delta)
     delta = delta * jnp.minimum(1.0, cap / jnp.maximum(norm, 1e-30))
     factor = jnp.linalg.cholesky(jnp.eye(d, dtype=sym.dtype) + delta)
@@ -398,24 +404,21 @@ def update(
         metric_tril=params.metric_tril,
     )
     new_log_metric = new_logits = new_tril = new_lowrank = None
+    eta_d = jnp.asarray(state.eta if is_auto else metric_step_size, dtype)  # the metric's step, every kind
     if params.metric_lowrank is not None and grad.metric_term is None:
         new_lowrank = params.metric_lowrank  # the SVI path: no Stein matrix, the metric stays
     elif params.metric_lowrank is not None:
-        eta_d = state.eta if is_auto else metric_step_size
-        cap = jnp.log1p(rule.trust) if rule is not None else 0.5
         left, right = grad.metric_term
-        lowrank, shift = lowrank_metric_step(params.metric_lowrank, left, right, jnp.asarray(eta_d, dtype), cap)
+        lowrank, shift = lowrank_metric_step(params.metric_lowrank, left, right, eta_d, _metric_cap(rule))
         new_u = new_u + shift
         new_lowrank = jax.tree.map(lambda a, b: jnp.where(ok, a, b), lowrank, params.metric_lowrank)
     if params.metric_tril is not None and grad.metric_term is None:
         new_tril = params.metric_tril  # no Stein matrix (the SVI path): the dense metric stays as it is
     elif params.metric_tril is not None:
-        eta_d = state.eta if is_auto else metric_step_size
-        tril, shift = dense_metric_step(params.metric_tril, grad.metric_term, jnp.asarray(eta_d, dtype), rule)
+        tril, shift = dense_metric_step(params.metric_tril, grad.metric_term, eta_d, rule)
         new_u = new_u + shift
         new_tril = jnp.where(ok, tril, params.metric_tril)
     if params.log_metric is not None:
-        eta_d = state.eta if is_auto else metric_step_size
         t = grad.metric_term
         log_d = params.log_metric + _bounded(-eta_d * (t - jnp.mean(t)), rule)
         shift = jnp.mean(log_d)

@@ -169,7 +169,7 @@ def lowrank_metric_step(
         The new metric with det T = 1 and the shift of log sigma that keeps every covariance what the
         step made it.
     """
-    d, r = metric.basis.shape
+    d = metric.log_diag.shape[0]
     dtype = metric.log_diag.dtype
     q, kappa = metric.basis, metric.log_stretch
     trace, norm = stein_norm(left, right)
