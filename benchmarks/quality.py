@@ -38,6 +38,7 @@ from numpyro.infer.autoguide import (
     AutoMultivariateNormal,
     AutoNormal,
 )
+from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import unconstrain_fn
 from numpyro.optim import Adam
 
@@ -54,9 +55,20 @@ ADAM_STEP = 1e-2
 QUICK_TARGETS = ("banana", "logistic_breast_cancer")
 
 
-def flat_draws(samples: dict[str, Any]) -> np.ndarray:
-    """Site draws {name: (S, ...)} -> (S, d), sites in sorted order (``ravel_pytree``'s order of a dict)."""
-    return np.concatenate([np.asarray(samples[k]).reshape(len(samples[k]), -1) for k in sorted(samples)], 1)
+def flat_draws(samples: dict[str, Any], order: list[str] | None = None) -> np.ndarray:
+    """Site draws {name: (S, ...)} -> (S, d), sites in ``order`` (default: sorted)."""
+    names = sorted(samples) if order is None else order
+    return np.concatenate([np.asarray(samples[k]).reshape(len(samples[k]), -1) for k in names], 1)
+
+
+def latent_sites(model: Callable, args: tuple) -> list[str]:
+    """The model's continuous latent sites in the order the model samples them: the order of the flattened
+    latent of NumPyro's ``AutoContinuous`` guides and ``AutoIsotropicMixture`` (``initialize_model`` keeps
+    it), so that every guide's q and the reference share coordinates."""
+    # substituted: a site without a sampler (ImproperUniform) still gives the trace its structure
+    seeded = handlers.substitute(handlers.seed(model, 0), substitute_fn=init_to_uniform)
+    trace = handlers.trace(seeded).get_trace(*args)
+    return [k for k, s in trace.items() if s["type"] == "sample" and not s["is_observed"]]
 
 
 def _draws_and_log_q(q: dist.Distribution, key: jax.Array, num: int) -> tuple[jax.Array, jax.Array]:
@@ -70,9 +82,9 @@ def _draws_and_log_q(q: dist.Distribution, key: jax.Array, num: int) -> tuple[ja
 
 def posterior_q(guide: Any, params: dict) -> dist.Distribution:
     """q on the flattened unconstrained latent: ``get_posterior`` for mixvi and AutoContinuous guides,
-    the product of AutoNormal's per-site normals (sites sorted) for AutoNormal."""
+    the product of AutoNormal's per-site normals (sites in the model's order, as the others) for AutoNormal."""
     if isinstance(guide, AutoNormal):
-        names = sorted(n for n, s in guide.prototype_trace.items() if s["type"] == "sample" and not s["is_observed"])
+        names = [n for n, s in guide.prototype_trace.items() if s["type"] == "sample" and not s["is_observed"]]
         loc = jnp.concatenate([jnp.ravel(params[f"{n}_{guide.prefix}_loc"]) for n in names])
         scale = jnp.concatenate([jnp.ravel(params[f"{n}_{guide.prefix}_scale"]) for n in names])
         return dist.Normal(loc, scale).to_event(1)
@@ -141,11 +153,12 @@ def fit_svi(target: QT.Target, name: str, steps: int, key: jax.Array, timing_ste
 
 def unconstrained_draws(target: QT.Target, draws: dict[str, Any]) -> np.ndarray:
     """NUTS's draws of the latent sites (constrained, as ``get_samples`` gives them) mapped to the flattened
-    unconstrained latent that the guides' q lives on (NumPyro's ``unconstrain_fn``; sites sorted)."""
-    trace = handlers.trace(handlers.seed(target.model, 0)).get_trace(*target.args)
-    latent = {k: draws[k] for k, s in trace.items() if s["type"] == "sample" and not s["is_observed"]}
+    unconstrained latent that the guides' q lives on (NumPyro's ``unconstrain_fn``; sites in
+    :func:`latent_sites` order)."""
+    order = latent_sites(target.model, target.args)
+    latent = {k: draws[k] for k in order}
     unconstrained = jax.vmap(lambda site: unconstrain_fn(target.model, target.args, {}, site))(latent)
-    return flat_draws(unconstrained)
+    return flat_draws(unconstrained, order)
 
 
 def run_nuts(target: QT.Target, key: jax.Array, warmup: int, samples: int, chains: int = 2) -> dict[str, Any]:
@@ -189,7 +202,8 @@ def score(target: QT.Target, z: np.ndarray, log_q: np.ndarray | None, ref: dict[
 
 
 def reference(target: QT.Target, a: argparse.Namespace) -> dict[str, Any]:
-    """Exact moments where known (from exact draws otherwise), else a NUTS run with seed ``a.nuts_seed``."""
+    """Exact moments where known (from exact draws otherwise), the moments of a target's published reference
+    draws (posteriordb), else a NUTS run with seed ``a.nuts_seed``."""
     if target.sample is not None:
         z = np.asarray(target.sample(jax.random.PRNGKey(10_000), a.draws))
         mean = target.ref_mean if target.ref_mean is not None else z.mean(0)
@@ -198,6 +212,8 @@ def reference(target: QT.Target, a: argparse.Namespace) -> dict[str, Any]:
         if target.ref_mean is None:
             ref["moments_from"] = f"{a.draws} exact draws"
         return ref
+    if target.ref_mean is not None:  # moments of published reference draws (posteriordb)
+        return {"kind": "draws", "mean": target.ref_mean, "sd": target.ref_sd, "source": target.info["reference"]}
     run = run_nuts(target, jax.random.PRNGKey(a.nuts_seed), a.nuts_warmup, a.nuts_samples)
     z = run["z"]
     ref = {"kind": "NUTS", "mean": z.mean(0), "sd": z.std(0), "seed": a.nuts_seed, "wall_s": run["wall_s"],

@@ -2,7 +2,7 @@
 
 Five NumPyro models whose latents are unconstrained, so the flattened latent z that NumPyro's
 ``AutoContinuous`` guides and ``mixvi.AutoIsotropicMixture`` work on is the model's own variables
-(sites in sorted order, as ``jax.flatten_util.ravel_pytree`` orders a dict):
+(sites in the order the model samples them, as NumPyro's flattened latent has them):
 
 - ``rotated_gaussian_d100``: N(mu, Q diag(s^2) Q^T), d = 100, s log-uniform on [0.5, 50], Q a random
   rotation; exact.
@@ -18,6 +18,8 @@ Five NumPyro models whose latents are unconstrained, so the flattened latent z t
   the low-rank metric is for).
 - ``horseshoe_regression`` and ``baseball_logit``: a non-centred horseshoe regression and a centred
   hierarchical logit (``benchmarks.targets.hierarchical``); the reference is NUTS.
+- ``eight_schools_noncentered``, ``arK``, ``garch11``, ``gp_pois_regr``, ``diamonds``: five posteriors of
+  posteriordb (``benchmarks.targets.posteriordb``); the reference is posteriordb's reference draws.
 
 Each is a ``benchmarks.targets.Target``; ``info`` carries the suite's extras (``n_components`` of
 mixvi, the ``main`` metric, the mode parameters of the mixture). The metric functions below take plain
@@ -36,6 +38,7 @@ import numpyro.distributions as dist
 from jax.scipy.special import logsumexp
 
 from benchmarks.metrics import mode_masses
+from benchmarks.targets import posteriordb
 from benchmarks.targets.base import Target, flat_model
 from benchmarks.targets.hierarchical import make_baseball, make_horseshoe
 
@@ -48,6 +51,7 @@ TARGET_NAMES = (
     "factor_gaussian_d300",
     "horseshoe_regression",
     "baseball_logit",
+    *posteriordb.NAMES,
 )
 MODE_THRESHOLD = 0.02
 """A mode counts as found when q puts at least this much mass on its basin."""
@@ -343,6 +347,7 @@ BUILDERS: dict[str, Callable[[], Target]] = {
     "factor_gaussian_d300": make_factor_gaussian,
     "horseshoe_regression": make_horseshoe,
     "baseball_logit": make_baseball,
+    **{name: (lambda name=name: posteriordb.make_target(name)) for name in posteriordb.NAMES},
 }
 
 

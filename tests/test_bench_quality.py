@@ -140,8 +140,9 @@ def test_moment_metrics_on_known_draws():
     assert out["log_sd_ratio_median"] == pytest.approx(np.log(2)) and out["log_sd_ratio_max"] == pytest.approx(np.log(2))
 
 
-def test_autonormal_q_is_the_sites_in_sorted_order():
-    """AutoNormal's flat q stacks the per-site locs in the sorted site order of the flat latent."""
+def test_autonormal_q_is_the_sites_in_the_models_order():
+    """AutoNormal's flat q stacks the per-site locs in the order the model samples the sites (the flat
+    latent's order of the AutoContinuous guides), here x0 then x1."""
     from numpyro.infer.autoguide import AutoNormal
 
     guide = AutoNormal(QT.banana_model)
@@ -151,6 +152,33 @@ def test_autonormal_q_is_the_sites_in_sorted_order():
     q = Q.posterior_q(guide, params)
     np.testing.assert_allclose(q.mean, [1.0, -3.0])
     np.testing.assert_allclose(q.variance, [4.0, 0.25])
+
+
+def test_reference_and_every_guide_share_coordinates_when_sites_are_not_sorted():
+    """On the horseshoe the model samples tau, sigma, lambda, z (not sorted): reference draws mapped to the
+    flat latent unpack, in mixvi's guide (as in every AutoContinuous guide), to the sites they came from,
+    and AutoNormal's flat q puts each site's loc in the same coordinates."""
+    from numpyro.infer.autoguide import AutoNormal
+
+    import mixvi
+
+    target = QT.BUILDERS["horseshoe_regression"]()
+    assert Q.latent_sites(target.model, target.args) == ["tau", "sigma", "lambda", "z"]
+    draws = {"tau": jnp.array([2.0]), "sigma": jnp.array([3.0]),
+             "lambda": jnp.full((1, 20), 5.0), "z": jnp.full((1, 20), -7.0)}
+    z = Q.unconstrained_draws(target, draws)
+    guide = mixvi.AutoIsotropicMixture(target.model, n_components=2)
+    guide.setup(jax.random.PRNGKey(0), *target.args)
+    sites = guide._unpack_latent(jnp.asarray(z[0]))
+    np.testing.assert_allclose(sites["tau"], np.log(2.0), rtol=1e-6)
+    np.testing.assert_allclose(sites["sigma"], np.log(3.0), rtol=1e-6)
+    np.testing.assert_allclose(sites["lambda"], np.log(5.0), rtol=1e-6)
+    np.testing.assert_allclose(sites["z"], -7.0)
+    normal = AutoNormal(target.model)
+    handlers.seed(normal, rng_seed=0)(*target.args)
+    params = {f"{n}_auto_loc": jnp.log(draws[n][0]) if n != "z" else draws[n][0] for n in draws}
+    params |= {f"{n}_auto_scale": jnp.ones_like(params[f"{n}_auto_loc"]) for n in draws}
+    np.testing.assert_allclose(Q.posterior_q(normal, params).mean, z[0], rtol=1e-6)
 
 
 @pytest.mark.slow
@@ -179,7 +207,7 @@ def test_hierarchical_targets_have_the_guides_latent():
 
 
 def test_nuts_draws_are_mapped_to_the_unconstrained_latent():
-    """Constrained draws {mu, sigma > 0, theta} map to (mu, log sigma, theta) in sorted site order, the
+    """Constrained draws {mu, sigma > 0, theta} map to (mu, log sigma, theta) in the model's site order, the
     coordinates of the guides' q."""
     target = QT.BUILDERS["baseball_logit"]()
     draws = {"mu": jnp.array([0.5, -1.0]), "sigma": jnp.array([2.0, 0.25]),
@@ -189,3 +217,41 @@ def test_nuts_draws_are_mapped_to_the_unconstrained_latent():
     np.testing.assert_allclose(z[:, 0], [0.5, -1.0])
     np.testing.assert_allclose(z[:, 1], np.log([2.0, 0.25]), rtol=1e-6)
     np.testing.assert_allclose(z[:, 2:], np.arange(36.0).reshape(2, 18))
+
+
+def test_posteriordb_targets_state_the_guides_latent_and_a_finite_reference():
+    """Each posteriordb target's dimension is the guide's latent dimension, and its model's potential is
+    finite at the reference mean (the reference is on the latent the guides fit)."""
+    import mixvi
+    from benchmarks.targets import posteriordb
+
+    for name in posteriordb.NAMES:
+        target = QT.BUILDERS[name]()
+        guide = mixvi.AutoIsotropicMixture(target.model, n_components=2)
+        guide.setup(jax.random.PRNGKey(0), *target.args)
+        assert target.dim == guide.latent_dim == target.ref_mean.shape[0] == target.ref_sd.shape[0], name
+        v = guide.potential_fn(*target.args)(jnp.asarray(target.ref_mean, jnp.float32), jax.random.PRNGKey(0))
+        assert np.isfinite(float(v)) and np.all(target.ref_sd > 0), name
+
+
+def test_ark_reference_mean_is_the_least_squares_fit_of_the_lags():
+    """With N(0, 10) priors on 195 rows the AR(5) posterior mean of (alpha, beta) is the least-squares fit
+    of y_t on (1, y_{t-1}, ..., y_{t-5}): posteriordb's reference agrees with our lag matrix to 0.05 sd."""
+    from benchmarks.targets import posteriordb
+
+    target = QT.BUILDERS["arK"]()
+    y = np.asarray(target.args[0], np.float64)
+    design = np.column_stack([np.ones(len(y) - 5), np.asarray(posteriordb.ar_lags(jnp.asarray(y)))])
+    coef = np.linalg.lstsq(design, y[5:], rcond=None)[0]
+    err = np.abs(coef - target.ref_mean[:6]) / target.ref_sd[:6]
+    assert err.max() < 0.05, err
+
+
+@pytest.mark.slow
+def test_nuts_on_garch11_agrees_with_the_posteriordb_reference():
+    """NumPyro's NUTS on our GARCH(1, 1) (beta1 written as (1 - alpha1) u with the flat density kept) lands
+    on posteriordb's reference: every mean within 0.25 sd, every sd within 25 %."""
+    target = QT.BUILDERS["garch11"]()
+    run = Q.run_nuts(target, jax.random.PRNGKey(1), 500, 500, chains=2)
+    m = QT.moment_metrics(run["z"], target.ref_mean, target.ref_sd)
+    assert m["mean_err_max"] < 0.25 and m["log_sd_ratio_max"] < np.log(1.25), m

@@ -11,7 +11,8 @@
   d = 20 (mu, log sigma, theta (18)), centred.
 
 Both are stated on the flattened unconstrained latent that NumPyro's autoguides and
-``AutoIsotropicMixture`` share (sites in sorted order), where the suite compares means and sds.
+``AutoIsotropicMixture`` share (sites in the order the model samples them), where the suite compares means
+and sds.
 """
 
 from __future__ import annotations
