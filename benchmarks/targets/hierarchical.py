@@ -59,7 +59,7 @@ def make_horseshoe() -> Target:
         args=(jnp.asarray(x), jnp.asarray(y)), log_prob=None, log_z=None,
         info={"n_components": 10, "main": "mean_err_max", "rows": x.shape[0], "predictors": x.shape[1],
               "description": f"horseshoe regression, non-centred, {x.shape[0]} rows, {x.shape[1]} predictors "
-                             "(3 non-zero); sites lambda, sigma, tau, z on the unconstrained latent"},
+                             "(3 non-zero); sites tau, sigma, lambda, z on the unconstrained latent"},
     )
 
 
