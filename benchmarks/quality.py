@@ -166,7 +166,7 @@ def run_nuts(target: QT.Target, key: jax.Array, warmup: int, samples: int, chain
     from numpyro.diagnostics import summary
 
     t0 = time.perf_counter()
-    kernel = NUTS(target.model)
+    kernel = NUTS(target.model if target.nuts_model is None else target.nuts_model)
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, num_chains=chains, chain_method="vectorized",
                 progress_bar=False)
     mcmc.run(key, *target.args, extra_fields=("diverging", "num_steps"))

@@ -92,6 +92,9 @@ class Target:
         The covariance ((d, d), or (d,) for a diagonal one) when the target is Gaussian (exact KL).
     mass_right
         The exact P(z_0 > 0), where the suite measures mode mass by the sign of the first coordinate.
+    nuts_model
+        The same posterior reparameterised for NUTS (its draws keep ``model``'s latent sites, e.g. as
+        deterministic sites of a non-centred version), or None to run NUTS on ``model``.
     """
 
     name: str
@@ -114,6 +117,7 @@ class Target:
     ref_sd: np.ndarray | None = None
     gaussian_cov: np.ndarray | None = None
     mass_right: float | None = None
+    nuts_model: Callable | None = None
 
     def reference_samples(self, key: jax.Array, num: int) -> np.ndarray:
         """Reference draws (num, d): the exact sampler where there is one, else ``reference_fn`` (NUTS)."""
