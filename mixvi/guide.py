@@ -26,7 +26,15 @@ from numpyro.distributions import biject_to, constraints
 from numpyro.distributions.util import sum_rightmost
 from numpyro.infer.autoguide import AutoContinuous, AutoGuide
 from numpyro.infer.initialization import init_to_median, init_to_sample, init_to_uniform, init_to_value
-from numpyro.infer.util import find_valid_initial_params, initialize_model, potential_energy
+from numpyro.infer.util import (
+    _get_model_transforms,
+    _prepare_model_for_potential,
+    find_valid_initial_params,
+    get_potential_fn,
+    initialize_model,
+    potential_energy,
+    transform_fn,
+)
 from numpyro.primitives import Messenger
 
 from mixvi.family import IsotropicMixture
@@ -180,6 +188,36 @@ def _describe(value: Any) -> str:
     return f"an array of shape {value.shape}"
 
 
+def _model_structure(rng_key: jax.Array, model: Callable, init_strategy: Callable, args: tuple, kwargs: dict):
+    """What NumPyro's ``initialize_model(..., dynamic_args=True)`` returns (the prototype's unconstrained
+    values, the potential and postprocess builders, the model's trace), from its steps without the search
+    for a valid initial point: the prototype is the init strategy's first draw, finite or not."""
+    substituted = handlers.substitute(handlers.seed(model, rng_key), substitute_fn=init_strategy)
+    inv_transforms, replay_model, has_enumerate_support, trace = _get_model_transforms(substituted, args, kwargs)
+    for name, site in trace.items():
+        if site["type"] == "sample" and isinstance(site["fn"], dist.Delta) and not site["is_observed"]:
+            raise ValueError(
+                f"Sample site '{name}' has a delta distribution; use `numpyro.deterministic` to add this value "
+                "to the trace instead."
+            )
+    potential_model = _prepare_model_for_potential(model, trace, enum=has_enumerate_support)
+    potential_fn_gen, postprocess_fn_gen = get_potential_fn(
+        potential_model,
+        inv_transforms,
+        replay_model=replay_model,
+        enum=has_enumerate_support,
+        dynamic_args=True,
+        model_args=args,
+        model_kwargs=kwargs,
+    )
+    constrained = {
+        k: v["value"]
+        for k, v in trace.items()
+        if v["type"] == "sample" and not v["is_observed"] and not v["fn"].support.is_discrete
+    }
+    return transform_fn(inv_transforms, constrained, invert=True), potential_fn_gen, postprocess_fn_gen, trace
+
+
 class _EnumeratedSitesStayWithTheModel(AutoGuide):
     """The set-up of NumPyro's autoguides, except that discrete sites marked for enumeration are left to the
     model (``TraceEnum_ELBO`` sums them out) instead of refused (they are not in the prototype trace), and
@@ -189,22 +227,30 @@ class _EnumeratedSitesStayWithTheModel(AutoGuide):
 
     def _setup_prototype(self, *args, **kwargs) -> None:
         rng_key = numpyro.prng_key()
+        # when several components draw their own uniform starts (checked, and redrawn, by one compiled
+        # evaluation of V), the prototype's point only fixes the latent's structure: NumPyro's search for a
+        # valid point (V and its gradient evaluated op by op, each primitive compiled anew in a fresh
+        # process: about 1 s on eight schools) is skipped there
+        structure_only = _uniform_radius(self.init_loc_fn) is not None and getattr(self, "n_components", 1) > 1
         with handlers.block():
-            init_params, self._potential_fn_gen, postprocess_fn_gen, trace = initialize_model(
-                rng_key,
-                self.model,
-                init_strategy=self.init_loc_fn,
-                dynamic_args=True,
-                model_args=args,
-                model_kwargs=kwargs,
-                # the prototype's point only fixes the latent's structure when the components draw their own
-                # uniform starts: its gradient (NumPyro evaluates it op by op, compiling every primitive of
-                # the backward pass in a fresh process) is not needed there
-                validate_grad=_uniform_radius(self.init_loc_fn) is None,
-            )
+            if structure_only:
+                prototype, self._potential_fn_gen, postprocess_fn_gen, trace = _model_structure(
+                    rng_key, self.model, self.init_loc_fn, args, kwargs
+                )
+            else:
+                init_params, self._potential_fn_gen, postprocess_fn_gen, trace = initialize_model(
+                    rng_key,
+                    self.model,
+                    init_strategy=self.init_loc_fn,
+                    dynamic_args=True,
+                    model_args=args,
+                    model_kwargs=kwargs,
+                    validate_grad=_uniform_radius(self.init_loc_fn) is None,
+                )
+                prototype = init_params[0]
         self._potential_fn = self._potential_fn_gen(*args, **kwargs)
         self._postprocess_fn = handlers.seed(postprocess_fn_gen(*args, **kwargs), rng_seed=0)
-        self._init_locs = init_params[0]
+        self._init_locs = prototype
         self._max_plate_nesting = _max_plate_nesting(trace)
         self.prototype_trace = OrderedDict((n, s) for n, s in trace.items() if n not in self._enumerated)
         self._prototype_frames = {}
@@ -398,9 +444,10 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         nesting = self._max_plate_nesting if max_plate_nesting is None else max_plate_nesting
         return enum(config_enumerate(model), -nesting - 1)
 
-    def _init_failure(self, key: jax.Array, args: tuple, kwargs: dict) -> str:
-        """The message of a set-up stopped at the initial point: the sites whose log density (or the latents
-        whose gradient) is not finite there, and the initial values."""
+    def _init_failure(self, key: jax.Array, args: tuple, kwargs: dict, gradients: bool = True) -> str | None:
+        """The message of a set-up stopped at the initial point: the sites whose log density (or, with
+        ``gradients``, the latents whose gradient) is not finite there, and the initial values; None when
+        ``gradients`` is False and every site's log density is finite there."""
         key = jax.random.PRNGKey(0) if key is None else key
         model = handlers.substitute(handlers.seed(self.model, key), substitute_fn=self.init_loc_fn)
         with numpyro.validation_enabled(False), handlers.block(), handlers.trace() as tr:
@@ -432,6 +479,8 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
             bad.append(f"{kind} site {name!r} ({type(fn).__name__}: {cause})")
         if bad:
             return INIT_NOT_FINITE.format("; ".join(bad), values, strategy)
+        if not gradients:
+            return None
         unconstrained = {n: biject_to(s["fn"].support).inv(s["value"]) for n, s in latents.items()}
         grads = jax.grad(
             lambda u: potential_energy(
@@ -536,7 +585,8 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
             if not bool(jnp.any(bad)):
                 return locs
             locs = jnp.where(bad[:, None], draw(jax.random.fold_in(k_draw, attempt)), locs)
-        raise ValueError(DRAW_FAILED)
+        # name the site that fails, as the set-up does at a deterministic initial point, where it can
+        raise ValueError(self._init_failure(k_draw, args, kwargs, gradients=False) or DRAW_FAILED)
 
     def potential_values(self, locs: jax.Array, rng_key: jax.Array, *args, **kwargs) -> jax.Array:
         """V (the model's potential energy, :meth:`potential_fn`) at each row of ``locs`` (N, d).

@@ -261,3 +261,30 @@ def test_init_to_sample_draws_every_component_from_the_prior():
     np.testing.assert_allclose(draws["a"], -5.0, atol=0.05)
     np.testing.assert_allclose(draws["b"], 5.0, atol=0.05)
     assert len({float(a) for a in draws["a"]}) == 6
+
+
+def test_uniform_starts_skip_numpyros_search_and_keep_its_structure(monkeypatch):
+    """With several components drawing uniform starts, the set-up takes the model's structure without
+    NumPyro's search for a valid initial point (which evaluates V op by op); the latent layout, V and the
+    constraining map are those of NumPyro's own set-up (the one-component guide, which still uses it)."""
+    x, y = X, Y
+    numpyro_setup = mixvi.guide.initialize_model
+    monkeypatch.setattr(mixvi.guide, "initialize_model", lambda *a, **k: pytest.fail("NumPyro's search was run"))
+    fast = mixvi.AutoIsotropicMixture(regression, n_components=4)
+    fast.setup(jax.random.PRNGKey(0), x, y)
+    monkeypatch.setattr(mixvi.guide, "initialize_model", numpyro_setup)
+    reference = mixvi.AutoIsotropicMixture(regression, n_components=1)
+    reference.setup(jax.random.PRNGKey(0), x, y)
+
+    assert fast.latent_dim == reference.latent_dim
+    assert list(fast._init_locs) == list(reference._init_locs)
+    assert list(fast.prototype_trace) == list(reference.prototype_trace)
+    z = jax.random.normal(jax.random.PRNGKey(1), (5, fast.latent_dim))
+    key = jax.random.PRNGKey(2)
+    np.testing.assert_allclose(
+        jax.vmap(fast.potential_fn(x, y), (0, None))(z, key),
+        jax.vmap(reference.potential_fn(x, y), (0, None))(z, key),
+        rtol=1e-6,
+    )
+    for name, value in fast._unpack_latent(z).items():
+        np.testing.assert_array_equal(value, reference._unpack_latent(z)[name])
