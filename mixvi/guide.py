@@ -24,17 +24,10 @@ import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.distributions import biject_to, constraints
 from numpyro.distributions.util import sum_rightmost
+from numpyro.infer import util as numpyro_util
 from numpyro.infer.autoguide import AutoContinuous, AutoGuide
 from numpyro.infer.initialization import init_to_median, init_to_sample, init_to_uniform, init_to_value
-from numpyro.infer.util import (
-    _get_model_transforms,
-    _prepare_model_for_potential,
-    find_valid_initial_params,
-    get_potential_fn,
-    initialize_model,
-    potential_energy,
-    transform_fn,
-)
+from numpyro.infer.util import find_valid_initial_params, initialize_model, potential_energy
 from numpyro.primitives import Messenger
 
 from mixvi.family import IsotropicMixture
@@ -191,17 +184,23 @@ def _describe(value: Any) -> str:
 def _model_structure(rng_key: jax.Array, model: Callable, init_strategy: Callable, args: tuple, kwargs: dict):
     """What NumPyro's ``initialize_model(..., dynamic_args=True)`` returns (the prototype's unconstrained
     values, the potential and postprocess builders, the model's trace), from its steps without the search
-    for a valid initial point: the prototype is the init strategy's first draw, finite or not."""
+    for a valid initial point: the prototype is the init strategy's first draw, finite or not.
+
+    Those steps are NumPyro's private helpers (numpyro 0.22): where a NumPyro version lacks them or
+    changed their signatures this raises AttributeError or TypeError, and the caller uses
+    ``initialize_model`` itself."""
     substituted = handlers.substitute(handlers.seed(model, rng_key), substitute_fn=init_strategy)
-    inv_transforms, replay_model, has_enumerate_support, trace = _get_model_transforms(substituted, args, kwargs)
+    inv_transforms, replay_model, has_enumerate_support, trace = numpyro_util._get_model_transforms(
+        substituted, args, kwargs
+    )
     for name, site in trace.items():
         if site["type"] == "sample" and isinstance(site["fn"], dist.Delta) and not site["is_observed"]:
             raise ValueError(
                 f"Sample site '{name}' has a delta distribution; use `numpyro.deterministic` to add this value "
                 "to the trace instead."
             )
-    potential_model = _prepare_model_for_potential(model, trace, enum=has_enumerate_support)
-    potential_fn_gen, postprocess_fn_gen = get_potential_fn(
+    potential_model = numpyro_util._prepare_model_for_potential(model, trace, enum=has_enumerate_support)
+    potential_fn_gen, postprocess_fn_gen = numpyro_util.get_potential_fn(
         potential_model,
         inv_transforms,
         replay_model=replay_model,
@@ -215,7 +214,8 @@ def _model_structure(rng_key: jax.Array, model: Callable, init_strategy: Callabl
         for k, v in trace.items()
         if v["type"] == "sample" and not v["is_observed"] and not v["fn"].support.is_discrete
     }
-    return transform_fn(inv_transforms, constrained, invert=True), potential_fn_gen, postprocess_fn_gen, trace
+    prototype = numpyro_util.transform_fn(inv_transforms, constrained, invert=True)
+    return prototype, potential_fn_gen, postprocess_fn_gen, trace
 
 
 class _EnumeratedSitesStayWithTheModel(AutoGuide):
@@ -234,10 +234,15 @@ class _EnumeratedSitesStayWithTheModel(AutoGuide):
         structure_only = _uniform_radius(self.init_loc_fn) is not None and getattr(self, "n_components", 1) > 1
         with handlers.block():
             if structure_only:
-                prototype, self._potential_fn_gen, postprocess_fn_gen, trace = _model_structure(
-                    rng_key, self.model, self.init_loc_fn, args, kwargs
-                )
-            else:
+                try:
+                    prototype, self._potential_fn_gen, postprocess_fn_gen, trace = _model_structure(
+                        rng_key, self.model, self.init_loc_fn, args, kwargs
+                    )
+                except (AttributeError, TypeError):
+                    # NumPyro's private steps differ in this version (or the model itself raised: NumPyro's
+                    # set-up below meets the same error and raises it)
+                    structure_only = False
+            if not structure_only:
                 init_params, self._potential_fn_gen, postprocess_fn_gen, trace = initialize_model(
                     rng_key,
                     self.model,

@@ -288,3 +288,17 @@ def test_uniform_starts_skip_numpyros_search_and_keep_its_structure(monkeypatch)
     )
     for name, value in fast._unpack_latent(z).items():
         np.testing.assert_array_equal(value, reference._unpack_latent(z)[name])
+
+
+def test_set_up_falls_back_to_numpyros_own_when_its_private_steps_differ(monkeypatch):
+    """A NumPyro without the private set-up steps the guide uses: it sets up through ``initialize_model``
+    and fits the same latent."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(mixvi.guide, "numpyro_util", SimpleNamespace())
+    calls = []
+    numpyro_setup = mixvi.guide.initialize_model
+    monkeypatch.setattr(mixvi.guide, "initialize_model", lambda *a, **k: calls.append(1) or numpyro_setup(*a, **k))
+    guide = mixvi.AutoIsotropicMixture(regression, n_components=3)
+    params = guide.setup(jax.random.PRNGKey(0), X, Y)
+    assert calls and guide.latent_dim == 3 and params["auto_locs"].shape == (3, 3)
