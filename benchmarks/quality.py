@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
-from numpyro import handlers
 from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
 from numpyro.infer.autoguide import (
     AutoBNAFNormal,
@@ -38,7 +37,6 @@ from numpyro.infer.autoguide import (
     AutoMultivariateNormal,
     AutoNormal,
 )
-from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import unconstrain_fn
 from numpyro.optim import Adam
 
@@ -47,6 +45,7 @@ from benchmarks import quality_report as R
 from benchmarks import quality_targets as QT
 from benchmarks.metrics import kl_monte_carlo, predictive_metrics, summarise
 from benchmarks.report import compile_timed, machine_info, repo_path, scan_steps
+from benchmarks.targets.base import latent_sites
 
 AUTOGUIDES = {"AutoNormal": AutoNormal, "AutoMultivariateNormal": AutoMultivariateNormal,
               "AutoLowRankMultivariateNormal": AutoLowRankMultivariateNormal,
@@ -59,16 +58,6 @@ def flat_draws(samples: dict[str, Any], order: list[str] | None = None) -> np.nd
     """Site draws {name: (S, ...)} -> (S, d), sites in ``order`` (default: sorted)."""
     names = sorted(samples) if order is None else order
     return np.concatenate([np.asarray(samples[k]).reshape(len(samples[k]), -1) for k in names], 1)
-
-
-def latent_sites(model: Callable, args: tuple) -> list[str]:
-    """The model's continuous latent sites in the order the model samples them: the order of the flattened
-    latent of NumPyro's ``AutoContinuous`` guides and ``AutoIsotropicMixture`` (``initialize_model`` keeps
-    it), so that every guide's q and the reference share coordinates."""
-    # substituted: a site without a sampler (ImproperUniform) still gives the trace its structure
-    seeded = handlers.substitute(handlers.seed(model, 0), substitute_fn=init_to_uniform)
-    trace = handlers.trace(seeded).get_trace(*args)
-    return [k for k, s in trace.items() if s["type"] == "sample" and not s["is_observed"]]
 
 
 def _draws_and_log_q(q: dist.Distribution, key: jax.Array, num: int) -> tuple[jax.Array, jax.Array]:
@@ -153,9 +142,9 @@ def fit_svi(target: QT.Target, name: str, steps: int, key: jax.Array, timing_ste
 
 def unconstrained_draws(target: QT.Target, draws: dict[str, Any]) -> np.ndarray:
     """NUTS's draws of the latent sites (constrained, as ``get_samples`` gives them) mapped to the flattened
-    unconstrained latent that the guides' q lives on (NumPyro's ``unconstrain_fn``; sites in
-    :func:`latent_sites` order)."""
-    order = latent_sites(target.model, target.args)
+    unconstrained latent that the guides' q lives on (NumPyro's ``unconstrain_fn``; sites in the model's
+    order, :func:`benchmarks.targets.base.latent_sites`)."""
+    order = list(latent_sites(target.model, target.args))
     latent = {k: draws[k] for k in order}
     unconstrained = jax.vmap(lambda site: unconstrain_fn(target.model, target.args, {}, site))(latent)
     return flat_draws(unconstrained, order)

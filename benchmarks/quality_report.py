@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import display_path, measured_line, publish, replace_section, repo_path
+from benchmarks.targets import posteriordb
 
 LABELS = {
     "kl": "KL(q‖p)",
@@ -33,10 +34,7 @@ COLUMNS = {
     "factor_gaussian_d300": ("kl", "log_sd_ratio_median", "mean_err_max"),
     "horseshoe_regression": ("mean_err_max", "mean_err_median", "log_sd_ratio_median", "log_sd_ratio_max"),
     "baseball_logit": ("mean_err_max", "mean_err_median", "log_sd_ratio_median", "log_sd_ratio_max"),
-    **dict.fromkeys(
-        ("eight_schools_noncentered", "arK", "garch11", "gp_pois_regr", "diamonds"),
-        ("mean_err_max", "mean_err_median", "log_sd_ratio_median", "log_sd_ratio_max"),
-    ),
+    **dict.fromkeys(posteriordb.NAMES, ("mean_err_max", "mean_err_median", "log_sd_ratio_median", "log_sd_ratio_max")),
 }
 NOTES = {
     "rotated_gaussian_d100": "A dense covariance (AutoMultivariateNormal, mixvi's metric='dense') can represent "
@@ -59,7 +57,7 @@ NOTES = {
     "baseball_logit": "Compared on the unconstrained latent (mu, log sigma, theta) against NUTS's draws mapped "
     "there; centred, so log sigma and the theta_j form a funnel at small sigma.",
     **dict.fromkeys(
-        ("eight_schools_noncentered", "arK", "garch11", "gp_pois_regr", "diamonds"),
+        posteriordb.NAMES,
         "posteriordb's reference posterior (Stan, 10 chains of 1000 draws) mapped to the unconstrained latent "
         "the guides fit; the NUTS row is NumPyro's NUTS scored against it.",
     ),

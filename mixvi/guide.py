@@ -231,7 +231,8 @@ class _EnumeratedSitesStayWithTheModel(AutoGuide):
         # evaluation of V), the prototype's point only fixes the latent's structure: NumPyro's search for a
         # valid point (V and its gradient evaluated op by op, each primitive compiled anew in a fresh
         # process: about 1 s on eight schools) is skipped there
-        structure_only = _uniform_radius(self.init_loc_fn) is not None and getattr(self, "n_components", 1) > 1
+        uniform = _uniform_radius(self.init_loc_fn) is not None
+        structure_only = uniform and getattr(self, "n_components", 1) > 1
         with handlers.block():
             if structure_only:
                 try:
@@ -250,7 +251,7 @@ class _EnumeratedSitesStayWithTheModel(AutoGuide):
                     dynamic_args=True,
                     model_args=args,
                     model_kwargs=kwargs,
-                    validate_grad=_uniform_radius(self.init_loc_fn) is None,
+                    validate_grad=not uniform,
                 )
                 prototype = init_params[0]
         self._potential_fn = self._potential_fn_gen(*args, **kwargs)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 from numpyro.distributions import Distribution, constraints
+from numpyro.infer.initialization import init_to_uniform
 
 
 class FlatDensity(Distribution):
@@ -35,6 +36,16 @@ class FlatDensity(Distribution):
         if self._sample_fn is None:
             raise ValueError("this target has no exact sampler; use its NUTS reference (Target.reference_samples)")
         return self._sample_fn(key, tuple(sample_shape))
+
+
+def latent_sites(model: Callable, args: tuple) -> dict[str, dict]:
+    """The model's latent sample sites (name: trace site), in the order the model samples them: the order of
+    the flattened latent of NumPyro's ``AutoContinuous`` guides and ``AutoIsotropicMixture``
+    (``initialize_model`` keeps it), so that every guide's q and a reference share coordinates."""
+    # substituted: a site without a sampler (ImproperUniform) still gives the trace its structure
+    seeded = numpyro.handlers.substitute(numpyro.handlers.seed(model, 0), substitute_fn=init_to_uniform)
+    trace = numpyro.handlers.trace(seeded).get_trace(*args)
+    return {k: s for k, s in trace.items() if s["type"] == "sample" and not s["is_observed"]}
 
 
 def flat_model(log_prob_fn: Callable, sample_fn: Callable | None, dim: int) -> Callable[[], None]:

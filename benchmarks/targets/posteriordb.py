@@ -35,9 +35,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
-from numpyro.infer.initialization import init_to_uniform
 
-from benchmarks.targets.base import Target
+from benchmarks.targets.base import Target, latent_sites
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "posteriordb"
 MOMENTS_FILE = DATA_DIR / "reference_moments.json"
@@ -142,21 +141,24 @@ def diamonds(xc: jax.Array, y: jax.Array | None = None) -> None:
         numpyro.sample("y", dist.Normal(intercept + xc @ b, sigma), obs=y)
 
 
+def _f32(values) -> jax.Array:
+    return jnp.asarray(np.asarray(values, np.float64), jnp.float32)
+
+
 def model_and_args(name: str) -> tuple:
     """The NumPyro model of posterior ``name`` and its arguments (float32 arrays)."""
     data = load_data(SOURCES[name][0])
-    f32 = lambda v: jnp.asarray(np.asarray(v, np.float64), jnp.float32)  # noqa: E731
     if name == "eight_schools_noncentered":
-        return eight_schools_noncentered, (f32(data["sigma"]), f32(data["y"]))
+        return eight_schools_noncentered, (_f32(data["sigma"]), _f32(data["y"]))
     if name == "arK":
-        return ark, (f32(data["y"]),)
+        return ark, (_f32(data["y"]),)
     if name == "garch11":
-        return garch11, (f32(data["y"]), f32(data["sigma1"]))
+        return garch11, (_f32(data["y"]), _f32(data["sigma1"]))
     if name == "gp_pois_regr":
-        return gp_pois_regr, (f32(data["x"]), f32(data["k"]))
+        return gp_pois_regr, (_f32(data["x"]), _f32(data["k"]))
     if name == "diamonds":
         x = np.asarray(data["X"], np.float64)[:, 1:]  # without the intercept column, centred as brms does
-        return diamonds, (f32(x - x.mean(0)), f32(data["Y"]))
+        return diamonds, (_f32(x - x.mean(0)), _f32(data["Y"]))
     raise ValueError(f"unknown posteriordb posterior {name!r}; choose one of {', '.join(NAMES)}")
 
 
@@ -224,10 +226,7 @@ DESCRIPTIONS = {
 def make_target(name: str, with_reference: bool = True) -> Target:
     """The posterior ``name`` as a quality-suite target, with posteriordb's reference moments."""
     model, args = model_and_args(name)
-    # substituted: an ImproperUniform site (garch11's flat priors) has no sampler
-    seeded = numpyro.handlers.substitute(numpyro.handlers.seed(model, 0), substitute_fn=init_to_uniform)
-    trace = numpyro.handlers.trace(seeded).get_trace(*args)
-    dim = sum(int(np.size(s["value"])) for s in trace.values() if s["type"] == "sample" and not s["is_observed"])
+    dim = sum(int(np.size(site["value"])) for site in latent_sites(model, args).values())
     ref_mean = ref_sd = None
     info = {"n_components": 10, "main": "mean_err_max", "posteriordb": SOURCES[name][1],
             "description": f"posteriordb {SOURCES[name][1]}: {DESCRIPTIONS[name]}"}
