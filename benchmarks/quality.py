@@ -91,9 +91,11 @@ def _timed_loop(step: Callable, state: Any, num_steps: int) -> float:
 
 def fit_mixvi(target: QT.Target, metric: str, steps: int, key: jax.Array, timing_steps: int) -> dict[str, Any]:
     """Build the guide and run ``MixVI`` with its defaults; None params when the metric is refused."""
+    metric, _, count = metric.partition("@")  # "auto@20": the metric with 20 components
     t0 = time.perf_counter()
     try:
-        guide = mixvi.AutoIsotropicMixture(target.model, n_components=target.info["n_components"], metric=metric)
+        n = int(count) if count else target.info["n_components"]
+        guide = mixvi.AutoIsotropicMixture(target.model, n_components=n, metric=metric)
         vi = mixvi.MixVI(target.model, guide)
     except ValueError as err:
         return {"status": "unavailable", "reason": str(err)}
@@ -291,7 +293,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="300 steps, 1 seed, NUTS 300 + 300, two targets")
     p.add_argument("--targets", type=lambda s: s.split(","), default=None, help=f"comma-separated, of {QT.TARGET_NAMES}")
-    p.add_argument("--metrics", type=lambda s: s.split(","), default=["isotropic", "diagonal"], help="mixvi guide metrics")
+    p.add_argument("--metrics", type=lambda s: s.split(","), default=["isotropic", "diagonal"], help="mixvi guide metrics; METRIC@N sets N components (default: the target's)")
     p.add_argument("--methods", type=lambda s: s.split(","), default=None, help="only these rows (e.g. mixvi-isotropic,AutoNormal)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default 2000; quick 300)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per method (default 2; quick 1)")

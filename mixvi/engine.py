@@ -475,9 +475,12 @@ class MixVI:
         if init_state is None:
             state = self.init(rng_key, *args, init_params=init_params, **kwargs)
             # scouts leave during the first half of a fresh run, so that the second half settles
-            state = state._replace(core=vi.explore_until(state.core, num_steps // 2))
+            state = state._replace(core=vi.explore_until(state.core, num_steps // 2, num_steps))
         else:
             state = init_state
+            rel = state.core.relocation
+            if rel is not None and rel.end is not None:  # a continued run ends num_steps from here
+                state = state._replace(core=vi.explore_until(state.core, rel.scout_until, rel.steps + num_steps))
         return self._run_from(
             state,
             num_steps,
@@ -557,7 +560,7 @@ class MixVI:
         total = meta["num_steps"] if num_steps is None else num_steps
         if num_steps is not None:
             # scouts leave during the first half of the total, as run(total) would have set
-            state = state._replace(core=vi.explore_until(state.core, total // 2))
+            state = state._replace(core=vi.explore_until(state.core, total // 2, total))
         done = int(meta["done"])
         if total <= done:
             return MixVIRunResult(self.get_params(state), state, jnp.asarray(losses))

@@ -117,6 +117,7 @@ def mixture_terms(
     coord: bool = False,
     full: bool = False,
     factor: bool = False,
+    score_weights: jax.Array | None = None,
 ) -> MixtureTerms:
     """The log q part of the estimates at x_ib = m_i + sigma_i z, in whitened coordinates.
 
@@ -124,7 +125,8 @@ def mixture_terms(
     (1/B) sum_b <x_ib - m_i, grad log q(x_ib)> (N,); and with ``coord`` the per-coordinate
     sum_i w_i (1/B) sum_b (x_ibk - m_ik) d_k log q(x_ib) (d,), or with ``full`` the whole matrix
     sum_i w_i (1/B) sum_b (x_ib - m_i) grad log q(x_ib)^T (d, d) (the dense metric's Stein term), or with
-    ``factor`` (shared noise) the (B, d) right factor R of that matrix, which is z^T R.
+    ``factor`` (shared noise) the (B, d) right factor R of that matrix, which is z^T R. ``score_weights``
+    (N,) replaces w_i in those sums over i (the shared metric's weights, :func:`stein_estimate`).
 
     The logits are shifted per (i, b) by ``|z|^2 / 2 + d u_i`` so that the O(d) parts cancel
     analytically::
@@ -167,7 +169,7 @@ def mixture_terms(
     stein_score = sig * jnp.mean(inner, 1)
     coord_score = None
     if coord:
-        ws = jnp.exp(log_weights) * sig
+        ws = (jnp.exp(log_weights) if score_weights is None else score_weights) * sig
         a2 = a @ z**2 / b if shared else jnp.einsum("ib,ibd->id", a, z**2) / b
         if shared:
             cross_term = jnp.sum(mc * (jnp.einsum("i,ibj->bj", ws, w).T @ z), 0) / b
@@ -175,7 +177,8 @@ def mixture_terms(
             cross_term = jnp.einsum("i,ibk,ibj,jk->k", ws, z, w, mc) / b
         coord_score = -jnp.sum(ws[:, None] * mc * az, 0) - jnp.sum((ws * sig)[:, None] * a2, 0) + cross_term
     if full or factor:
-        coord_score = _full_score_term(mc, sig, z, jnp.exp(log_weights) * sig, a, w, factor)
+        shares = jnp.exp(log_weights) if score_weights is None else score_weights
+        coord_score = _full_score_term(mc, sig, z, shares * sig, a, w, factor)
     return MixtureTerms(log_q, mean_score, stein_score, coord_score)
 
 
@@ -226,6 +229,7 @@ def stein_estimate(
     coord: bool = False,
     scale_tril: jax.Array | None = None,
     quarantine: bool = False,
+    metric_weights: jax.Array | None = None,
 ) -> SteinEstimate:
     """Combine the closed-form mixture terms with V and grad V evaluated at the draws x_ib.
 
@@ -250,6 +254,9 @@ def stein_estimate(
         The lower-triangular factor L (d, d) of a dense metric L L^T: the estimates are computed in
         whitened coordinates y = L^(-1) x, ``gbar`` is returned in x coordinates (E[grad_x psi]) and
         ``t`` is the (d, d) Stein matrix sum_i w_i E_{N_i}[(y - L^(-1) m_i) grad_y psi^T].
+    metric_weights : jax.Array, optional
+        (N,) weights, summing to 1, of the components in the shared metric's Stein term (``t``) in place
+        of w: :func:`mixvi.adapt.metric_shares` leaves out components far from the posterior's mass.
     quarantine : bool
         Treat the components whose draws hit a non-finite V or grad V as if V and grad V were 0 there
         (their estimates are then finite, and the others' and the shared terms are untouched), and
@@ -269,13 +276,15 @@ def stein_estimate(
             potential = jnp.where(bad[:, None], 0.0, potential)
             parts = tuple(jnp.where(bad[:, None, None], 0.0, g) for g in parts)
         if scale_tril is None:
-            return _lowrank_estimate(locs, log_scales, z, potential, parts, weights, metric)._replace(bad=bad)
-        return _dense_estimate(locs, log_scales, z, potential, parts, weights, scale_tril)._replace(bad=bad)
+            estimate = _lowrank_estimate(locs, log_scales, z, potential, parts, weights, metric, metric_weights)
+        else:
+            estimate = _dense_estimate(locs, log_scales, z, potential, parts, weights, scale_tril, metric_weights)
+        return estimate._replace(bad=bad)
     if metric is not None:
         root = jnp.sqrt(metric)
         locs, parts = locs / root, tuple(g * root for g in parts)
     log_w = None if weights is None else jnp.log(weights)
-    terms = mixture_terms(locs, log_scales, z, log_w, coord=coord)
+    terms = mixture_terms(locs, log_scales, z, log_w, coord=coord, score_weights=metric_weights)
     log_q = terms.log_q if metric is None else terms.log_q - 0.5 * jnp.sum(jnp.log(metric))
     sig = jnp.exp(log_scales)
     b = z.shape[-2]
@@ -297,7 +306,8 @@ def stein_estimate(
     loss = jnp.sum(w * f)
     t = None
     if coord:
-        t = jnp.einsum("i,ik->k", w * sig, zgk) / b + terms.coord_score
+        shares = w if metric_weights is None else metric_weights
+        t = jnp.einsum("i,ik->k", shares * sig, zgk) / b + terms.coord_score
     return SteinEstimate(gbar, lam, loss, log_q, f, t, bad)
 
 
@@ -326,13 +336,13 @@ def _weighted_outer(z: jax.Array, parts: tuple[jax.Array, ...], ws: jax.Array, t
     return total
 
 
-def _dense_estimate(locs, log_scales, z, potential, parts, weights, tril) -> SteinEstimate:
+def _dense_estimate(locs, log_scales, z, potential, parts, weights, tril, metric_weights=None) -> SteinEstimate:
     """:func:`stein_estimate` with a dense metric L L^T: the mixture part in y = L^(-1) x, where every
     component is isotropic; grad_y V = L^T grad_x V enters only through products with L z and L, so
     no (N, B, d) array is transformed."""
     mu, shift = whiten(locs, scale_tril=tril)
     log_w = None if weights is None else jnp.log(weights)
-    terms = mixture_terms(mu, log_scales, z, log_w, full=True)
+    terms = mixture_terms(mu, log_scales, z, log_w, full=True, score_weights=metric_weights)
     log_q = terms.log_q - shift
     sig = jnp.exp(log_scales)
     b = z.shape[-2]
@@ -342,18 +352,21 @@ def _dense_estimate(locs, log_scales, z, potential, parts, weights, tril) -> Ste
     lam = (sig * jnp.mean(zg, 1) + terms.stein_score) / sig**2
     f = jnp.mean(log_q[:, : potential.shape[1]] + potential, 1)
     w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
-    stein = terms.coord_score + _weighted_outer(z, parts, w * sig, tril) / b
+    shares = w if metric_weights is None else metric_weights
+    stein = terms.coord_score + _weighted_outer(z, parts, shares * sig, tril) / b
     return SteinEstimate(gbar, lam, jnp.sum(w * f), log_q, f, stein)
 
 
-def _lowrank_estimate(locs, log_scales, z, potential, parts, weights, metric: LowRankMetric) -> SteinEstimate:
+def _lowrank_estimate(
+    locs, log_scales, z, potential, parts, weights, metric: LowRankMetric, metric_weights=None
+) -> SteinEstimate:
     """:func:`stein_estimate` with a low-rank metric (root T = D^(1/2) P): as :func:`_dense_estimate` with
     T for L, and the Stein matrix kept as its factors (z, R), S = z^T R (shared noise only)."""
     if z.ndim != 2:
         raise ValueError(SHARED_NOISE_NEEDED)
     mu, shift = whiten(locs, metric)
     log_w = None if weights is None else jnp.log(weights)
-    terms = mixture_terms(mu, log_scales, z, log_w, factor=True)
+    terms = mixture_terms(mu, log_scales, z, log_w, factor=True, score_weights=metric_weights)
     log_q = terms.log_q - shift
     sig = jnp.exp(log_scales)
     b = z.shape[-2]
@@ -362,7 +375,8 @@ def _lowrank_estimate(locs, log_scales, z, potential, parts, weights, metric: Lo
     lam = (sig * jnp.mean(zg, 1) + terms.stein_score) / sig**2
     f = jnp.mean(log_q[:, : potential.shape[1]] + potential, 1)
     w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
-    pooled = jnp.concatenate([jnp.einsum("i,ibd->bd", w * sig, g) for g in parts], axis=0)  # (B, d)
+    shares = w if metric_weights is None else metric_weights
+    pooled = jnp.concatenate([jnp.einsum("i,ibd->bd", shares * sig, g) for g in parts], axis=0)  # (B, d)
     right = terms.coord_score + lr.root_transpose_apply(metric, pooled) / b
     return SteinEstimate(gbar, lam, jnp.sum(w * f), log_q, f, (z, right))
 

@@ -43,8 +43,10 @@ from mixvi.adapt import (
     RelocationState,
     balance,
     init_relocation,
+    metric_shares,
     noise_rows,
     relocate,
+    relocation_gap,
     scout,
     set_ceiling,
     track,
@@ -371,6 +373,10 @@ def step(
         gv = (_shard(mesh, g_head), _shard(mesh, g_tail))
     tracking = state.relocation
     quarantine = settings.relocate and tracking is not None
+    # the shared metric is learned from the components near q's mass (not from scouts still travelling)
+    metric_weights = None
+    if quarantine and (metric is not None or tril is not None):
+        metric_weights = metric_shares(tracking, relocation_gap(d, settings.relocate_gap))
 
     est = stein_estimate(
         locs,
@@ -383,6 +389,7 @@ def step(
         coord=metric is not None,
         scale_tril=tril,
         quarantine=quarantine,
+        metric_weights=metric_weights,
     )
     bad = est.bad
     grad = MixtureGradient(
@@ -444,13 +451,18 @@ def step(
     return MixtureVIState(new, step_state, tracking), info
 
 
-def explore_until(state: MixtureVIState, step: int) -> MixtureVIState:
+def explore_until(state: MixtureVIState, step: int, end: int | None = None) -> MixtureVIState:
     """The state with scouts allowed to leave until ``step`` (counted from the state's first step;
-    :func:`mixvi.adapt.scout`). ``MixVI.run`` uses half its steps; a loop of one's own sends none
-    unless it calls this (e.g. ``explore_until(state, num_steps // 2)``)."""
+    :func:`mixvi.adapt.scout`), and, given ``end``, the step the run ends at: a component that at its
+    rate of improvement cannot come within the relocation gap of the best one by then is relocated
+    (:func:`mixvi.adapt.relocate`). ``MixVI.run`` uses half its steps and its last step; a loop of one's
+    own sends none and sets no end unless it calls this (e.g. ``explore_until(state, n // 2, n)``)."""
     if state.relocation is None or state.relocation.scout_until is None:
         return state
-    return state._replace(relocation=state.relocation._replace(scout_until=jnp.asarray(step, jnp.int32)))
+    changes = {"scout_until": jnp.asarray(step, jnp.int32)}
+    if end is not None and state.relocation.end is not None:
+        changes["end"] = jnp.asarray(end, jnp.int32)
+    return state._replace(relocation=state.relocation._replace(**changes))
 
 
 def sample(rng_key: jax.Array, state: MixtureVIState, num_samples: int) -> Any:

@@ -18,6 +18,7 @@ from mixvi.adapt import (
     balance,
     dead_components,
     init_relocation,
+    metric_shares,
     noise_rows,
     relocate,
     scout,
@@ -41,6 +42,30 @@ def test_only_stalled_mature_components_far_above_the_best_die():
     dead, best = dead_components(state, gap=30.0, patience=500, min_age=100)
     assert int(best) == 0
     np.testing.assert_array_equal(dead, [False, False, True, False, False])
+
+
+def test_a_component_that_cannot_arrive_before_the_run_ends_dies():
+    """1000 nats above the best and closing the gap at ~2.2 nats per step: alive with 500 steps of patience,
+    dead when the run ends in 100 steps, alive again once past the end (a run continued from the state)."""
+    state = _state([0.0, 1000.0], [0.0, 1200.0], [200, 200])
+
+    def dead_at(steps, end):
+        s = state._replace(steps=jnp.asarray(steps, jnp.int32), end=jnp.asarray(end, jnp.int32))
+        return np.asarray(dead_components(s, gap=30.0, patience=500, min_age=100)[0])
+
+    np.testing.assert_array_equal(dead_components(state, gap=30.0, patience=500, min_age=100)[0], [False, False])
+    np.testing.assert_array_equal(dead_at(1900, 0), [False, False])  # end 0: not known
+    np.testing.assert_array_equal(dead_at(1000, 2000), [False, False])  # 1000 steps left: patience rules
+    np.testing.assert_array_equal(dead_at(1900, 2000), [False, True])
+    np.testing.assert_array_equal(dead_at(2100, 2000), [False, False])
+
+
+def test_the_shared_metric_leaves_out_components_far_above_the_best():
+    """Equal shares among the components within the gap of the best (and those not yet measured), 0 beyond."""
+    state = _state([3.0, 8.0, 1000.0, jnp.nan], [3.0, 8.0, 1000.0, jnp.nan], [200, 200, 200, 0])
+    np.testing.assert_allclose(metric_shares(state, 30.0), [1 / 3, 1 / 3, 0.0, 1 / 3], rtol=1e-6)
+    fresh = init_relocation(4)
+    np.testing.assert_allclose(metric_shares(fresh, 30.0), [0.25] * 4, rtol=1e-6)
 
 
 def test_relocated_components_restart_as_draws_from_the_best():
@@ -263,6 +288,7 @@ def test_noise_rows_are_distinct_standard_normal_rows_of_the_step_noise():
 
 def _random_draws(settings, n=20, d=5):
     """The number of random-bit generations in one compiled step of mixture_vi with these settings."""
+
     def log_density(x):
         return -0.5 * jnp.sum(x**2)
 

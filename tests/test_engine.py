@@ -144,6 +144,9 @@ def test_resume_from_state_equals_one_run():
     rest = vi.run(None, 30, progress_bar=False, init_state=half.state)
     np.testing.assert_array_equal(full.params["auto_locs"], rest.params["auto_locs"])
     np.testing.assert_array_equal(full.losses[30:], rest.losses)
+    # the run's end (relocation's horizon): where the steps stop, also for the continued run
+    assert int(full.state.core.relocation.end) == 60 == int(rest.state.core.relocation.end)
+    assert int(half.state.core.relocation.end) == 30
 
 
 def test_independent_noise_option_and_update_api():

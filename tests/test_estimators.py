@@ -75,7 +75,10 @@ def test_gradients_equal_finite_differences_with_common_random_numbers(shared):
                 e = jnp.zeros((N, D)).at[i, k].set(h)
                 fd_m[i, k] = (objective(locs + e, u) - objective(locs - e, u)) / (2 * h)
         fd_u = np.array(
-            [(objective(locs, u + h * jnp.eye(N)[i]) - objective(locs, u - h * jnp.eye(N)[i])) / (2 * h) for i in range(N)]
+            [
+                (objective(locs, u + h * jnp.eye(N)[i]) - objective(locs, u - h * jnp.eye(N)[i])) / (2 * h)
+                for i in range(N)
+            ]
         )
         np.testing.assert_allclose(est.gbar / N, fd_m, rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(jnp.exp(2 * u) * est.lam / N, fd_u, rtol=1e-6, atol=1e-8)
@@ -209,3 +212,37 @@ def test_dense_stein_matrix_diagonal_equals_the_diagonal_metric_term():
         np.testing.assert_allclose(jnp.diag(dense.t), diag.t, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(dense.gbar, diag.gbar, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(dense.lam, diag.lam, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "dense", "lowrank"])
+def test_metric_weights_take_each_components_stein_term_in_their_proportion(kind):
+    """The shared metric's term with weights s is sum_i s_i T_i (T_i: component i's term alone), the
+    gradients at the draws of a component with s_i = 0 do not enter it, and s = 1/N is the unweighted term."""
+    from mixvi.lowrank import LowRankMetric
+
+    with jax.enable_x64(True):
+        locs, u, z = _setup(True)
+        metric = tril = None
+        if kind == "diagonal":
+            metric = jnp.array([0.5, 2.0, 1.0, 3.0])
+        elif kind == "dense":
+            tril = jnp.tril(0.3 * jax.random.normal(jax.random.PRNGKey(3), (D, D), jnp.float64)) + jnp.eye(D)
+        else:
+            basis, _ = jnp.linalg.qr(jax.random.normal(jax.random.PRNGKey(4), (D, 2), jnp.float64))
+            metric = LowRankMetric(jnp.array([0.1, -0.2, 0.3, 0.0]), basis, jnp.array([0.7, -0.4]))
+        x = draw_points(locs, u, z, metric, tril)
+        gv = jax.vmap(jax.vmap(jax.grad(potential)))(x)
+
+        def term(shares, grads=gv):
+            est = stein_estimate(
+                locs, u, z, potential(x), grads, metric=metric, coord=True, scale_tril=tril, metric_weights=shares
+            )
+            return est.t[1] if kind == "lowrank" else est.t  # the low-rank term comes as factors (z, R)
+
+        shares = jnp.array([0.25, 0.75, 0.0])
+        alone = [term(jnp.eye(N)[i]) for i in range(N)]
+        np.testing.assert_allclose(term(shares), 0.25 * alone[0] + 0.75 * alone[1], rtol=1e-10, atol=1e-12)
+        garbage = gv.at[2].set(1e6 * jnp.ones_like(gv[2]))
+        np.testing.assert_allclose(term(shares, garbage), term(shares), rtol=1e-10, atol=1e-12)
+        assert not np.allclose(term(jnp.full(N, 1.0 / N), garbage), term(jnp.full(N, 1.0 / N)))
+        np.testing.assert_allclose(term(jnp.full(N, 1.0 / N)), term(None), rtol=1e-10, atol=1e-12)
