@@ -8,7 +8,7 @@ logit model of the hits,
 
     mu ~ N(-1, 1),   sigma ~ HalfNormal(1),   theta_j ~ N(mu, sigma),   hits_j ~ Binomial(45, logit⁻¹ theta_j),
 
-with mixvi (defaults: 10 components, 2000 steps), NumPyro's ``AutoNormal`` (SVI, Adam 0.01, 2000 steps)
+with mixvi (defaults: 20 components, 2000 steps), NumPyro's ``AutoNormal`` (SVI, Adam 0.01, 2000 steps)
 and NUTS (1000 warm-up + 1000 draws), and compare each player's chance of a hit ``p_j = logit⁻¹ theta_j``,
 ``mu`` and ``sigma``.
 

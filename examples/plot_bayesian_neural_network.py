@@ -11,7 +11,7 @@ weights scaled by 1/√8), a half-normal prior on the noise sd:
 The weights are not identifiable (swapping two hidden units or flipping the signs of one unit's weights gives
 the same function), so the posterior has many equivalent modes and the weights themselves cannot be compared
 between fits; the table compares the prediction ``f(x)`` on a grid of inputs, inside the data, in the gap between
-the clusters and outside them, and ``sigma``. Fitted by mixvi (defaults: 10 components, 2000 steps), NumPyro's
+the clusters and outside them, and ``sigma``. Fitted by mixvi (defaults: 20 components, 2000 steps), NumPyro's
 ``AutoNormal`` (SVI, Adam 0.01, 2000 steps) and NUTS (1000 warm-up + 1000 draws).
 
 **Measured in full mode** (2-core CPU shared with other jobs, 2026-12-03; one run, seed 0). Both VI methods lose

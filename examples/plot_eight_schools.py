@@ -9,7 +9,7 @@ and its standard error ``sigma_j``. The hierarchical model
 
 is written twice: **centred** (``theta_j`` sampled directly; the posterior is a funnel in ``(log tau,
 theta)``) and **non-centred** (``theta_j = mu + tau * theta_raw_j`` with ``theta_raw_j ~ N(0, 1)``; the same
-posterior, a friendlier geometry). Each form is fitted by mixvi (defaults: 10 components, 2000 steps), NumPyro's
+posterior, a friendlier geometry). Each form is fitted by mixvi (defaults: 20 components, 2000 steps), NumPyro's
 ``AutoNormal`` (SVI, Adam 0.01, 2000 steps) and NUTS (1000 warm-up + 1000 draws). The reference for both tables
 is NUTS on the non-centred form; NUTS on the centred form is compared to it as well, since it has divergent
 transitions there.

@@ -13,7 +13,7 @@ reach. The **reparameterised** form, ``numpyro.handlers.reparam`` with ``LocScal
 ``x_decentered ~ N(0, 1)`` and sets ``x = exp(v / 2) x_decentered``: an isotropic Gaussian in ``(v,
 x_decentered)``.
 
-Both forms are fitted by mixvi (defaults: 10 components, 2000 steps), NumPyro's ``AutoNormal`` (SVI, Adam
+Both forms are fitted by mixvi (defaults: 20 components, 2000 steps), NumPyro's ``AutoNormal`` (SVI, Adam
 0.01, 2000 steps) and NUTS (1000 warm-up + 1000 draws); the reference of the tables is the exact answer.
 
 **Measured in full mode** (2-core CPU shared with other jobs, 2026-12-03; one run, seed 0). Centred: mixvi gets the

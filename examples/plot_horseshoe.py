@@ -10,7 +10,7 @@ horseshoe prior shrinks each coefficient by its own heavy-tailed local scale ``l
     y_i ~ N(x_iᵀ beta, sigma²).
 
 The posterior of each null coefficient is a spike at zero with heavy tails; that of each signal is pulled
-towards zero a little. Fitted by mixvi (defaults: 10 components, 2000 steps), NumPyro's ``AutoNormal`` (SVI,
+towards zero a little. Fitted by mixvi (defaults: 20 components, 2000 steps), NumPyro's ``AutoNormal`` (SVI,
 Adam 0.01, 2000 steps) and NUTS (1000 warm-up + 1000 draws); the table compares ``beta``, ``tau`` and
 ``sigma``.
 

@@ -8,7 +8,7 @@ A covariance matrix with an LKJ prior
     y_i ~ N(mu, diag(scale) L_omega L_omegaᵀ diag(scale)).
 
 The Cholesky factor of the correlation matrix lives on a constrained space (NumPyro maps it to three
-unconstrained numbers); both VI methods work there. Fitted by mixvi (defaults: 10 components, 2000 steps),
+unconstrained numbers); both VI methods work there. Fitted by mixvi (defaults: 20 components, 2000 steps),
 NumPyro's ``AutoNormal`` (SVI, Adam 0.01, 2000 steps) and NUTS (1000 warm-up + 1000 draws); the table compares
 the means, the scales and the three correlations ``rho``.
 

@@ -9,7 +9,7 @@ it runs on the full data (the same model with ``subsample_size=None``).
 
     alpha ~ N(0, 2²),   beta_k ~ N(0, 1),   y_i ~ Bernoulli(logit⁻¹(alpha + x_iᵀ beta)).
 
-Fitted by mixvi (defaults: 10 components, 2000 steps), NumPyro's ``AutoNormal`` (SVI, Adam 0.01, 2000 steps)
+Fitted by mixvi (defaults: 20 components, 2000 steps), NumPyro's ``AutoNormal`` (SVI, Adam 0.01, 2000 steps)
 and NUTS (1000 warm-up + 1000 draws, full data).
 
 **Measured in full mode** (2-core CPU shared with other jobs, 2026-12-03; one run, seed 0). Neither VI method beats
