@@ -14,7 +14,8 @@ best one. A component is relocated when
   (default 20 + sqrt(d): 20 nats is a mass ratio of e^-20; sqrt(d) covers the Monte-Carlo noise
   of the running average, whose sd is about 0.16 sqrt(d) for a Gaussian fit), and
 * it is not closing that gap: at its current rate of improvement (the fast running average below
-  the slow one) it would need more than ``patience`` steps, and
+  the slow one) it would need more than ``patience`` steps, or more than are left before the run ends
+  (``state.end``, which ``MixVI.run`` sets), and
 * both it and the best component have lived ``min_age`` steps since their last relocation.
 
 It then restarts as a draw from the best component (the one whose region q under-serves most):
@@ -41,15 +42,15 @@ mode. Moves inside one basin would not change its count and are not made. One mo
 This moves components from over-served to under-served modes until the counts follow the masses to
 within the ratio; on a unimodal target nothing moves.
 
-Scouts find modes that no component started near. During the first half of a run (``MixVI.run``
-sets ``scout_until``; :func:`mixvi.vi.explore_until` does it for a loop of one's own, where it is 0,
-no scouts, by default), from step 200 and every 50 steps the least loaded component that has
-company in its basin restarts at a wide draw around where the run started (:func:`scout`). It
-drains into some basin; an unserved one then gets its share from mass balancing, and a served one
-gives it back.
+Scouts (:mod:`mixvi.scout`) find the basins that no component started near; balancing then gives
+them their share.
 
 A component whose sigma falls below :data:`COLLAPSE_RATIO` of the median, or whose draws hit a
 non-finite target, also restarts on the best component (the run goes on for the others).
+
+The shared metric (diagonal, dense or low-rank) is learned only from the components within the gap of
+the best (:func:`metric_shares`): one far away, still travelling, would pull the shape every component
+uses towards its own region's.
 
 N, the parameter shapes and the uniform weights never change, so ``get_params``, ``Predictive`` and
 checkpoints are unaffected. Learned weights have their own remedy (the weight step sends them to
@@ -60,7 +61,6 @@ This module depends on JAX and :mod:`mixvi.estimators` only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -80,19 +80,6 @@ MASS_DECAY = 0.995
 """Decay of the running importance-mass estimates (an average over about 200 steps)."""
 NEIGHBOUR_REACH = 2.0
 """Two components share a basin when their means are within this many sqrt(d) sigma (whitened)."""
-SCOUT_EVERY = 50
-"""Steps between two scouts."""
-SCOUT_START = 200
-"""No scout before this step (the components first settle where they started)."""
-SCOUT_MIN_AGE = 100
-SCOUT_SPREAD = 4.0
-"""Scouts start at a normal draw with this many times the initial means' per-coordinate spread."""
-SCOUT_CANDIDATES = 8
-"""Draws a scout's start is chosen from (the one with the lowest potential)."""
-SCOUT_MARGIN = 20.0
-"""A scout's start may have V up to this many nats per dimension above the highest V of the first step's
-draws (wide enough for the wide draws that find the 20-d benchmark mixture's modes, whose best of eight
-lies ~200 nats above; it keeps out starts with V ~ 1e9 deep in a hierarchical model's tails)."""
 BALANCE_RATIO = 1.5
 """A split moves the least loaded component onto the most loaded one when their mass estimates differ
 by more than this factor (1.5 does not oscillate between two basins served by three or more components)."""
@@ -117,7 +104,7 @@ class RelocationState(NamedTuple):
 
 def init_relocation(n_components: int, dtype=jnp.float32, locs: jax.Array | None = None) -> RelocationState:
     """The state before the first step; given the initial means ``locs`` (N, d), it also keeps where
-    the run started (their mean and per-coordinate spread), where scouts are sent (:func:`scout`)."""
+    the run started (their mean and per-coordinate spread), where scouts are sent (:func:`mixvi.scout.scout`)."""
     nan = jnp.full((n_components,), jnp.nan, dtype)
     origin = (None, None)
     if locs is not None:
@@ -146,23 +133,13 @@ def noise_rows(noise: jax.Array, count: int) -> jax.Array | None:
     return jnp.concatenate(shifted, 0)[:count]
 
 
-def _normal(rows: jax.Array | None, rng_key: jax.Array | None, shape: tuple, dtype) -> jax.Array:
+def standard_normal(rows: jax.Array | None, rng_key: jax.Array | None, shape: tuple, dtype) -> jax.Array:
     """Standard normals of ``shape``: the given ``rows`` (from :func:`noise_rows`), or a fresh draw."""
     if rows is not None:
         return rows.reshape(shape).astype(dtype)
     if rng_key is None:
         raise ValueError("a move needs either rows of the step's noise or a key for its own draw")
     return jax.random.normal(rng_key, shape, dtype)
-
-
-def set_ceiling(state: RelocationState, potential: jax.Array) -> RelocationState:
-    """On the first step, record the largest finite V at the draws (around the initial means): scouts
-    start no worse than where the run itself started (:func:`scout`)."""
-    if state.ceiling is None:
-        return state
-    v = jnp.asarray(potential, state.ceiling.dtype)
-    worst = jnp.max(jnp.where(jnp.isfinite(v), v, -jnp.inf))
-    return state._replace(ceiling=jnp.where(jnp.isnan(state.ceiling) & jnp.isfinite(worst), worst, state.ceiling))
 
 
 def track(
@@ -294,7 +271,7 @@ def relocate(
     dead = dead | forced
 
     def restart(_):
-        z = _normal(noise, rng_key, (n, d), locs.dtype)
+        z = standard_normal(noise, rng_key, (n, d), locs.dtype)
         fresh = draw_points(locs[best][None], log_scales[best][None], z[None], metric, scale_tril)[0]
         return jnp.where(dead[:, None], fresh, locs), jnp.where(dead, log_scales[best], log_scales)
 
@@ -309,7 +286,7 @@ def relocate(
     return new_locs, new_log_scales, new_state, jnp.sum(dead).astype(jnp.int32)
 
 
-def _closeness(locs, log_scales, metric, scale_tril, reach) -> jax.Array:
+def basin_neighbours(locs, log_scales, metric, scale_tril, reach) -> jax.Array:
     """(N, N) bool: component j's mean lies within reach sqrt(d) max(sigma_i, sigma_j) of component
     i's in the metric's whitened coordinates (the two share a basin); False on the diagonal."""
     white, _ = whiten(locs, metric, scale_tril)
@@ -372,7 +349,7 @@ def balance(
     # which components share a basin (O(N^2 d)) only on steps where a split could happen at all
 
     def movable_fn(_):
-        close = _closeness(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH)
+        close = basin_neighbours(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH)
         # from another basin, where it has company: moves inside one basin would not change its count
         return others & jnp.any(close, 1) & ~close[hi]
 
@@ -383,7 +360,7 @@ def balance(
     pair = moved | ((jnp.arange(locs.shape[0]) == hi) & move)
 
     def split(_):
-        z = _normal(noise, rng_key, locs.shape[1:], locs.dtype)
+        z = standard_normal(noise, rng_key, locs.shape[1:], locs.dtype)
         fresh = draw_points(locs[hi][None], log_scales[hi][None], z[None, None], metric, scale_tril)[0, 0]
         return jnp.where(moved[:, None], fresh, locs), jnp.where(moved, log_scales[hi], log_scales)
 
@@ -395,86 +372,3 @@ def balance(
         log_mass=jnp.where(pair, state.log_mass[hi] - jnp.log(2.0), state.log_mass),  # the two share one's mass
     )
     return new_locs, new_log_scales, new_state, move.astype(jnp.int32)
-
-
-def scout(
-    rng_key: jax.Array,
-    locs: jax.Array,
-    log_scales: jax.Array,
-    state: RelocationState,
-    potential_fn: Callable[[jax.Array], jax.Array],
-    *,
-    every: int = SCOUT_EVERY,
-    start: int = SCOUT_START,
-    metric: jax.Array | None = None,
-    scale_tril: jax.Array | None = None,
-    noise: jax.Array | None = None,
-) -> tuple[jax.Array, jax.Array, RelocationState, jax.Array]:
-    """Send the least loaded component that shares its basin to a fresh start (see the module docstring).
-
-    Every ``every`` steps from step ``start`` to step ``state.scout_until``, that component restarts at
-    the best of :data:`SCOUT_CANDIDATES` draws from a normal around where the run started (the initial
-    means' mean, :data:`SCOUT_SPREAD` times their per-coordinate spread) with the median sigma: the draw
-    with the lowest potential V, and only if V there is finite and no higher than the highest V met at
-    the draws of the first step plus :data:`SCOUT_MARGIN` nats per dimension (``state.ceiling``: a scout
-    starts not much worse than the run itself did, so a wide draw deep in a tail, where V can be
-    astronomically large and the scout would take hundreds of steps to come back, is not sent). It finds whichever basin that start drains into; if that basin
-    was unserved, mass balancing then gives it its share, and otherwise balancing takes the scout back.
-
-    Parameters
-    ----------
-    rng_key : jax.Array or None
-        Key of the scout's start (unused, and may be None, when ``noise`` gives the candidates).
-    locs, log_scales : jax.Array
-        m (N, d) and log sigma (N,).
-    state : RelocationState
-        The running averages, with the step count and the run's start.
-    potential_fn : callable
-        V at a batch of points (K, d) -> (K,); evaluated at the candidates on the steps a scout is due.
-    every, start : int
-        The scouting period and first step.
-    metric, scale_tril : jax.Array, optional
-        The shared metric, for telling which components share a basin.
-    noise : jax.Array, optional
-        (SCOUT_CANDIDATES, d) standard-normal rows (of the step's noise, :func:`noise_rows`) for the
-        candidates instead of a fresh draw.
-
-    Returns
-    -------
-    tuple
-        New locs, new log scales, the new state and the number of scouts sent (0 or 1).
-    """
-    t = state.steps
-    due = (t >= start) & (t <= state.scout_until) & (jnp.mod(t, every) == 0)
-    # which components have company in their basin (O(N^2 d)) only on the steps a scout is due
-    shared = jax.lax.cond(
-        due,
-        lambda _: jnp.any(_closeness(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH), 1),
-        lambda _: jnp.zeros(locs.shape[:1], bool),
-        None,
-    )
-    ready = shared & jnp.isfinite(state.log_mass) & (state.age >= SCOUT_MIN_AGE)
-    lo = jnp.argmin(jnp.where(ready, state.log_mass, jnp.inf))
-    ceiling = jnp.inf if state.ceiling is None else state.ceiling + SCOUT_MARGIN * locs.shape[1]
-
-    def candidate(_):
-        # V only on the steps a scout is due
-        z = _normal(noise, rng_key, (SCOUT_CANDIDATES,) + locs.shape[1:], locs.dtype)
-        points = state.origin_loc + SCOUT_SPREAD * state.origin_scale * z
-        v = potential_fn(points)
-        v = jnp.where(jnp.isfinite(v), v, jnp.inf)
-        best = jnp.argmin(v)
-        return points[best], v[best] <= ceiling
-
-    fresh, acceptable = jax.lax.cond(due & ready[lo], candidate, lambda _: (locs[0], jnp.array(False)), None)
-    go = due & ready[lo] & acceptable
-    sent = (jnp.arange(locs.shape[0]) == lo) & go
-    new_locs = jnp.where(sent[:, None], fresh, locs)
-    new_log_scales = jnp.where(sent, jnp.median(log_scales), log_scales)
-    new_state = state._replace(
-        loss_fast=jnp.where(sent, jnp.nan, state.loss_fast),
-        loss_slow=jnp.where(sent, jnp.nan, state.loss_slow),
-        age=jnp.where(sent, 0, state.age),
-        log_mass=jnp.where(sent, jnp.nan, state.log_mass),
-    )
-    return new_locs, new_log_scales, new_state, go.astype(jnp.int32)

@@ -39,7 +39,6 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mixvi.adapt import (
-    SCOUT_CANDIDATES,
     RelocationState,
     balance,
     init_relocation,
@@ -47,8 +46,6 @@ from mixvi.adapt import (
     noise_rows,
     relocate,
     relocation_gap,
-    scout,
-    set_ceiling,
     track,
 )
 from mixvi.estimators import draw_noise, draw_points, potential_and_grad, stein_estimate
@@ -63,6 +60,7 @@ from mixvi.geometry import (
 )
 from mixvi.geometry import update as geometry_update
 from mixvi.lowrank import SHARED_NOISE_NEEDED, init_lowrank, root_apply
+from mixvi.scout import SCOUT_CANDIDATES, scout, set_ceiling
 
 METRICS = ("isotropic", "diagonal", "dense", "lowrank", "auto")
 # a dense metric keeps L (d, d) and costs O(d^3) per step: past this dimension it is refused
@@ -457,7 +455,7 @@ def step(
 
 def explore_until(state: MixtureVIState, step: int, end: int | None = None) -> MixtureVIState:
     """The state with scouts allowed to leave until ``step`` (counted from the state's first step;
-    :func:`mixvi.adapt.scout`), and, given ``end``, the step the run ends at: a component that at its
+    :func:`mixvi.scout.scout`), and, given ``end``, the step the run ends at: a component that at its
     rate of improvement cannot come within the relocation gap of the best one by then is relocated
     (:func:`mixvi.adapt.relocate`). ``MixVI.run`` uses half its steps and its last step; a loop of one's
     own sends none and sets no end unless it calls this (e.g. ``explore_until(state, n // 2, n)``)."""

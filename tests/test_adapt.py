@@ -11,9 +11,6 @@ from jax.scipy.special import logsumexp
 import mixvi
 from mixvi import vi
 from mixvi.adapt import (
-    SCOUT_CANDIDATES,
-    SCOUT_MARGIN,
-    SCOUT_SPREAD,
     RelocationState,
     balance,
     dead_components,
@@ -21,9 +18,9 @@ from mixvi.adapt import (
     metric_shares,
     noise_rows,
     relocate,
-    scout,
     track,
 )
+from mixvi.scout import SCOUT_CANDIDATES, SCOUT_MARGIN, SCOUT_SPREAD, scout
 
 
 def _state(fast, slow, age, log_mass=None):
