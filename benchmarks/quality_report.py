@@ -189,8 +189,9 @@ def render_markdown(report: dict[str, Any], command: str) -> str:
             f"{ref['settings']['num_samples']} draws), {ref['wall_s']:.0f} s, max R-hat "
             f"{ref['diagnostics']['max_rhat']:.3f}, min ESS {ref['diagnostics']['min_ess']:.0f}, "
             f"{ref['diagnostics']['divergences']} divergences")
+        counts = "" if not any("@" in m["method"] for m in t["methods"]) else " (a row `mixvi-M@K`: K components)"
         lines += ["", f"### {name}", "", f"{t['info']['description']}; d = {t['dim']}, mixvi N = "
-                  f"{t['info']['n_components']}; reference: {ref_txt}.", "", format_table(name, t), "",
+                  f"{t['info']['n_components']}{counts}; reference: {ref_txt}.", "", format_table(name, t), "",
                   paragraph(name, t)]
     return "\n".join(lines)
 

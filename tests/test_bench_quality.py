@@ -13,6 +13,7 @@ import pytest
 from numpyro import handlers
 from numpyro.infer.util import potential_energy
 
+import mixvi.vi
 from benchmarks import quality as Q
 from benchmarks import quality_targets as QT
 from benchmarks.metrics import gaussian_kl
@@ -187,12 +188,15 @@ def test_quick_mode_smoke(tmp_path):
     """The quick mode on the banana with tiny steps writes a JSON report with every method's row."""
     out, md, fig = tmp_path / "q.json", tmp_path / "b.md", tmp_path / "f.png"
     Q.main(["--quick", "--targets", "banana", "--steps", "20", "--draws", "2000", "--timing-steps", "0",
-            "--out", str(out), "--md", str(md), "--figure", str(fig)])
+            "--metrics", "isotropic,isotropic@3", "--out", str(out), "--md", str(md), "--figure", str(fig)])
     report = json.loads(out.read_text())
     rows = {m["method"]: m for m in report["targets"]["banana"]["methods"]}
     assert {"mixvi-isotropic", "AutoNormal", "AutoMultivariateNormal", "AutoBNAFNormal", "AutoIAFNormal"} <= set(rows)
-    assert rows["mixvi-isotropic"]["status"] == "ok" and rows["mixvi-isotropic"]["settings"]["n_components"] == 10
+    assert rows["mixvi-isotropic"]["status"] == "ok"
+    assert rows["mixvi-isotropic"]["settings"]["n_components"] == mixvi.vi.DEFAULT_COMPONENTS
+    assert rows["mixvi-isotropic@3"]["settings"]["n_components"] == 3  # METRIC@N: N components
     assert "<!-- bench quality start -->" in md.read_text() and fig.exists()
+    assert "`mixvi-M@K`: K components" in md.read_text()
 
 
 def test_hierarchical_targets_have_the_guides_latent():
