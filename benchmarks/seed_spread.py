@@ -37,8 +37,9 @@ ADAM_STEP = 0.01
 DRAWS = 20_000
 
 
-def final_means(target: QT.Target, method: str, steps: int, seed: int) -> tuple[np.ndarray, float]:
-    """The mean of q (from DRAWS draws) after ``steps`` steps of ``method`` with ``seed``, and the wall time."""
+def final_means(target: QT.Target, method: str, steps: int, seed: int) -> tuple[np.ndarray | None, float]:
+    """The mean of q (from DRAWS draws) after ``steps`` steps of ``method`` with ``seed``, and the wall time;
+    None for the mean when MixVI's run diverged (it stops with ``mixvi.DivergenceError``)."""
     key = jax.random.PRNGKey(seed)
     t0 = time.perf_counter()
     if method == "AutoNormal":
@@ -49,7 +50,12 @@ def final_means(target: QT.Target, method: str, steps: int, seed: int) -> tuple[
     else:
         guide = mixvi.AutoIsotropicMixture(target.model, n_components=target.info["n_components"])
         step = "auto" if method == "mixvi-auto-step" else FIXED_STEP
-        params = mixvi.MixVI(target.model, guide, step_size=step).run(key, steps, *target.args, progress_bar=False).params
+        try:
+            params = mixvi.MixVI(target.model, guide, step_size=step).run(
+                key, steps, *target.args, progress_bar=False
+            ).params
+        except mixvi.DivergenceError:
+            return None, time.perf_counter() - t0
     params = jax.block_until_ready(params)
     wall = time.perf_counter() - t0
     z = np.asarray(posterior_q(guide, params).sample(jax.random.PRNGKey(10_000 + seed), (DRAWS,)), np.float64)
@@ -59,12 +65,15 @@ def final_means(target: QT.Target, method: str, steps: int, seed: int) -> tuple[
 def spread_row(target: QT.Target, method: str, steps: int, seeds: int) -> dict[str, Any]:
     """Every seed of one cell, with the spread and the errors in reference sds."""
     means, walls = zip(*(final_means(target, method, steps, s) for s in range(seeds)), strict=True)
-    scaled = [m / target.ref_sd for m in means]
-    spread = max(float(np.max(np.abs(a - b))) for a, b in itertools.combinations(scaled, 2))
-    errors = [float(np.max(np.abs(m - target.ref_mean) / target.ref_sd)) for m in means]
+    finished = [m for m in means if m is not None]
+    scaled = [m / target.ref_sd for m in finished]
+    pairs = list(itertools.combinations(scaled, 2))
+    spread = max(float(np.max(np.abs(a - b))) for a, b in pairs) if pairs else float("nan")
+    errors = [float(np.max(np.abs(m - target.ref_mean) / target.ref_sd)) for m in finished]
     return {"target": target.name, "method": method, "steps": steps, "seeds": seeds, "spread": spread,
-            "err_median": float(np.median(errors)), "err_max": float(np.max(errors)), "errors": errors,
-            "wall_s": list(walls)}
+            "err_median": float(np.median(errors)) if errors else float("nan"),
+            "err_max": float(np.max(errors)) if errors else float("nan"), "errors": errors,
+            "diverged": len(means) - len(finished), "wall_s": list(walls)}
 
 
 def render(report: dict[str, Any], command: str) -> str:
@@ -73,15 +82,18 @@ def render(report: dict[str, Any], command: str) -> str:
         "",
         "Seed spread: the largest |mean_a - mean_b| / reference sd over pairs of seeds and coordinates; error: "
         "the largest |mean - reference mean| / reference sd (median and worst seed). mixvi: "
-        "`AutoIsotropicMixture` (N = 10) + `MixVI` defaults, with `step_size='auto'` (the default) or the fixed "
-        f"step {FIXED_STEP}; AutoNormal: SVI, Adam({ADAM_STEP}), Trace_ELBO.",
+        f"`AutoIsotropicMixture` (N = {report.get('settings', {}).get('n_components', '?')}) + `MixVI` defaults, with "
+        f"`step_size='auto'` (the default) or the fixed step {FIXED_STEP}; AutoNormal: SVI, Adam({ADAM_STEP}), "
+        "Trace_ELBO. A run that diverges stops with `mixvi.DivergenceError`: such seeds are counted, and the "
+        "spread and errors are over the others.",
         "",
         "| posterior | method | steps | seed spread (sds) | error, median seed | error, worst seed |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
-        lines.append(f"| {r['target']} | {r['method']} | {r['steps']} | {r['spread']:.3f} | {r['err_median']:.3f} | "
-                     f"{r['err_max']:.3f} |")
+        diverged = f" ({r['diverged']} of {r['seeds']} seeds diverged)" if r.get("diverged") else ""
+        lines.append(f"| {r['target']} | {r['method']} | {r['steps']} | {r['spread']:.3f}{diverged} | "
+                     f"{r['err_median']:.3f} | {r['err_max']:.3f} |")
     return "\n".join(lines)
 
 
@@ -97,9 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     targets = a.targets or (["eight_schools_noncentered"] if a.quick else list(TARGETS))
     steps = a.steps or ([300] if a.quick else [500, 2000])
     seeds = a.seeds or (2 if a.quick else 4)
-    rows = []
+    rows, components = [], set()
     for name in targets:
         target = QT.BUILDERS[name]()
+        components.add(target.info["n_components"])
         for n, method in itertools.product(steps, ("mixvi-auto-step", "mixvi-fixed-step", "AutoNormal")):
             row = spread_row(target, method, n, seeds)
             rows.append(row)
@@ -108,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.seed_spread" + (" --quick" if a.quick else "")
     report = {"suite": "seed-spread", "machine": machine_info(), "command": command,
               "settings": {"targets": targets, "steps": steps, "seeds": seeds, "fixed_step": FIXED_STEP,
-                           "adam_step": ADAM_STEP, "draws": DRAWS}, "rows": rows}
+                           "adam_step": ADAM_STEP, "draws": DRAWS,
+                           "n_components": "/".join(str(n) for n in sorted(components))}, "rows": rows}
     heading = ("## Seed-to-seed spread of the final answer (`python -m benchmarks.seed_spread`)" if not a.quick
                else None)
     publish(report, a.out, a.md, "seed-spread", render(report, command), heading)
