@@ -48,6 +48,8 @@ MODELS = ("eight_schools", "hier_logistic_50", "label_switching", "gmm_d10", "gm
 DIMS = {"eight_schools": 10, "hier_logistic_50": 50, "label_switching": 2, "gmm_d10": 10, "gmm_d100": 100}
 # mixvi's components per model: its default, and N = 20 on the paper suite's Gaussian mixtures (as there)
 N_COMPONENTS = {"gmm_d10": 20, "gmm_d100": 20}
+METHODS = ("mixvi", "autonormal", "automvn")
+ADAM_LR = 0.01
 
 
 def components(model_name: str) -> int:
@@ -55,8 +57,6 @@ def components(model_name: str) -> int:
     from mixvi.vi import DEFAULT_COMPONENTS  # imported here: the parent process stays free of JAX
 
     return N_COMPONENTS.get(model_name, DEFAULT_COMPONENTS)
-METHODS = ("mixvi", "autonormal", "automvn")
-ADAM_LR = 0.01
 
 
 # --- the models ---------------------------------------------------------------------------------

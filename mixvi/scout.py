@@ -86,7 +86,7 @@ def scout(
     metric, scale_tril : jax.Array, optional
         The shared metric, for telling which components share a basin.
     noise : jax.Array, optional
-        (SCOUT_CANDIDATES, d) standard-normal rows (of the step's noise, :func:`noise_rows`) for the
+        (SCOUT_CANDIDATES, d) standard-normal rows (of the step's noise, :func:`mixvi.adapt.noise_rows`) for the
         candidates instead of a fresh draw.
 
     Returns
