@@ -9,7 +9,9 @@ NumPyro's AutoNormal, AutoMultivariateNormal, AutoLowRankMultivariateNormal, Aut
 Per fit: the settings read from the objects built, the wall time from building the guide to having
 its params (compilation included, ``jax.block_until_ready``), the steady ms/step (a ``lax.scan`` of
 ``--timing-steps`` update steps compiled ahead with ``report.compile_timed`` and timed on one execution,
-first seed only) and the metrics from ``--draws`` draws of q on the flattened unconstrained latent.
+first seed only) and the metrics from ``--draws`` draws of q on the flattened unconstrained latent;
+for a mixvi fit also ``mixvi.fit_check``'s verdict, k-hat and score divergence and whether ``run`` warned
+(with its own k-hat), which ``--section fit-check`` tabulates.
 The reference is exact where the target has one, else NUTS (``--nuts-warmup`` + ``--nuts-samples``,
 two chains); NUTS rows are independent runs (other seeds) scored against it. Tables, JSON
 (``--out``), the ``quality`` section of ``--md`` and a figure (``--figure``) come out of
@@ -20,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import jax
@@ -41,17 +45,24 @@ from numpyro.infer.util import unconstrain_fn
 from numpyro.optim import Adam
 
 import mixvi
+import mixvi.engine
 from benchmarks import quality_report as R
 from benchmarks import quality_targets as QT
 from benchmarks.metrics import kl_monte_carlo, predictive_metrics, summarise
 from benchmarks.report import compile_timed, machine_info, repo_path, scan_steps
 from benchmarks.targets.base import latent_sites
 
-AUTOGUIDES = {"AutoNormal": AutoNormal, "AutoMultivariateNormal": AutoMultivariateNormal,
-              "AutoLowRankMultivariateNormal": AutoLowRankMultivariateNormal,
-              "AutoBNAFNormal": AutoBNAFNormal, "AutoIAFNormal": AutoIAFNormal}
+AUTOGUIDES = {
+    "AutoNormal": AutoNormal,
+    "AutoMultivariateNormal": AutoMultivariateNormal,
+    "AutoLowRankMultivariateNormal": AutoLowRankMultivariateNormal,
+    "AutoBNAFNormal": AutoBNAFNormal,
+    "AutoIAFNormal": AutoIAFNormal,
+}
 ADAM_STEP = 1e-2
 QUICK_TARGETS = ("banana", "logistic_breast_cancer")
+RUN_WARNING = "fit_check"
+"""A warning of ``MixVI.run`` whose text names this is its poor-fit warning (k-hat of its last steps' weights)."""
 
 
 def flat_draws(samples: dict[str, Any], order: list[str] | None = None) -> np.ndarray:
@@ -89,8 +100,97 @@ def _timed_loop(step: Callable, state: Any, num_steps: int) -> float:
     return 1e3 * (time.perf_counter() - t0) / num_steps
 
 
+@contextmanager
+def recorded_run_khat() -> Iterator[list[float | None]]:
+    """Record the k-hat that ``MixVI.run`` computes from its last steps' importance log weights.
+
+    ``run`` decides its poor-fit warning on ``mixvi.engine.run_khat(info)`` and returns only params, state
+    and losses; within this context every call of that function is recorded, unchanged, in the list
+    yielded (None where ``run`` had no usable weights, or nearly flat ones). The list stays empty when
+    the engine has no such function.
+
+    Yields
+    ------
+    list of float or None
+        The values returned, in call order.
+    """
+    seen: list[float | None] = []
+    original = getattr(mixvi.engine, "run_khat", None)
+    if original is None:
+        yield seen
+        return
+
+    def recording(*args: Any, **kwargs: Any) -> float | None:
+        value = original(*args, **kwargs)
+        seen.append(value)
+        return value
+
+    mixvi.engine.run_khat = recording
+    try:
+        yield seen
+    finally:
+        mixvi.engine.run_khat = original
+
+
+def _khat_in_warning(messages: list[str]) -> float | None:
+    """The k-hat quoted by ``run``'s poor-fit warning ('k-hat 1.23 > 1 ...'), None when none is there."""
+    for text in messages:
+        found = re.search(r"k-hat (\S+) >", text) if RUN_WARNING in text else None
+        if found:
+            try:
+                return float(found.group(1))
+            except ValueError:
+                return None
+    return None
+
+
+def fit_check_metrics(
+    guide: Any, params: dict, args: tuple, key: jax.Array, run_messages: list[str], run_khats: list[float | None]
+) -> dict[str, Any]:
+    """``mixvi.fit_check`` of a fitted mixture and what ``run`` said about it, as per-seed metrics.
+
+    Parameters
+    ----------
+    guide : mixvi.AutoIsotropicMixture
+        The fitted (set-up) guide.
+    params : dict
+        Its constrained params (``run``'s result).
+    args : tuple
+        The model's positional arguments.
+    key : jax.Array
+        The fit's key; ``fit_check`` draws with ``fold_in(key, quality_report.FIT_CHECK_KEY)``, as many
+        draws as its default.
+    run_messages : list of str
+        The texts of the warnings ``run`` emitted.
+    run_khats : list of float or None
+        What :func:`recorded_run_khat` recorded during ``run``.
+
+    Returns
+    -------
+    dict
+        ``fit_check_verdict`` ('good', 'usable' or 'poor'), ``fit_check_khat``, ``fit_check_score_divergence``
+        (D), ``fit_check_relative_ess`` (when ``fit_check`` raised: verdict 'failed' and ``fit_check_reason``
+        instead); ``run_warned`` (whether ``run`` warned, naming ``fit_check``) and
+        ``run_khat`` (the k-hat ``run`` compared with its threshold; None when it had none to give).
+    """
+    warned = any(RUN_WARNING in text for text in run_messages)
+    run_khat = run_khats[-1] if run_khats else _khat_in_warning(run_messages)
+    out = {"run_warned": warned, "run_khat": None if run_khat is None else float(run_khat)}
+    try:
+        check = mixvi.fit_check(guide, params, *args, rng_key=jax.random.fold_in(key, R.FIT_CHECK_KEY))
+    except Exception as err:  # noqa: BLE001 - the fit's own numbers stay; the failure is recorded
+        return {"fit_check_verdict": "failed", "fit_check_reason": f"{type(err).__name__}: {str(err)[:200]}"} | out
+    return {
+        "fit_check_verdict": check.verdict,
+        "fit_check_khat": float(check.khat),
+        "fit_check_score_divergence": float(check.score_divergence),
+        "fit_check_relative_ess": float(check.relative_ess),
+    } | out
+
+
 def fit_mixvi(target: QT.Target, metric: str, steps: int, key: jax.Array, timing_steps: int) -> dict[str, Any]:
-    """Build the guide and run ``MixVI`` with its defaults; None params when the metric is refused."""
+    """Build the guide and run ``MixVI`` with its defaults (unavailable when the metric is refused), then
+    :func:`fit_check_metrics` of the fit (not in the wall time)."""
     metric, _, count = metric.partition("@")  # "auto@20": the metric with 20 components
     t0 = time.perf_counter()
     try:
@@ -99,24 +199,42 @@ def fit_mixvi(target: QT.Target, metric: str, steps: int, key: jax.Array, timing
         vi = mixvi.MixVI(target.model, guide)
     except ValueError as err:
         return {"status": "unavailable", "reason": str(err)}
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, recorded_run_khat() as run_khats:
         warnings.simplefilter("always")
         result = vi.run(key, steps, *target.args, progress_bar=False)
         params = jax.block_until_ready(result.params)
     wall = time.perf_counter() - t0
+    messages = [str(w.message) for w in caught]
+    check = fit_check_metrics(guide, params, target.args, key, messages, run_khats)  # after the wall time
     s = vi.settings
-    settings = {"steps": steps, "n_components": guide.n_components, "metric": guide.metric, "weights": guide.weights,
-                "init_scale": guide._init_scale, "method": vi.method, "step_size": vi.step_size,
-                "num_samples": vi.num_samples, "shared_noise": vi.shared_noise, "loss_draws": vi.loss_draws,
-                "auto": s.auto._asdict() if hasattr(s.auto, "_asdict") else str(s.auto)}
+    settings = {
+        "steps": steps,
+        "n_components": guide.n_components,
+        "metric": guide.metric,
+        "weights": guide.weights,
+        "init_scale": guide._init_scale,
+        "method": vi.method,
+        "step_size": vi.step_size,
+        "num_samples": vi.num_samples,
+        "shared_noise": vi.shared_noise,
+        "loss_draws": vi.loss_draws,
+        "auto": s.auto._asdict() if hasattr(s.auto, "_asdict") else str(s.auto),
+    }
     ms = None
     if timing_steps:
         state = vi.init(key, *target.args)
         ms = _timed_loop(lambda st: vi.update(st, *target.args), state, timing_steps)
     sig = np.asarray(params[f"{guide.prefix}_scales"], np.float64)
-    return {"status": "ok", "guide": guide, "params": params, "wall_s": wall, "ms_per_step": ms, "settings": settings,
-            "warnings": sorted({str(w.message)[:200] for w in caught}),
-            "extra": {"sigma_min_over_median": float(sig.min() / np.median(sig))}}
+    return {
+        "status": "ok",
+        "guide": guide,
+        "params": params,
+        "wall_s": wall,
+        "ms_per_step": ms,
+        "settings": settings,
+        "warnings": sorted({text[:200] for text in messages}),
+        "extra": {"sigma_min_over_median": float(sig.min() / np.median(sig)), **check},
+    }
 
 
 def fit_svi(target: QT.Target, name: str, steps: int, key: jax.Array, timing_steps: int) -> dict[str, Any]:
@@ -128,8 +246,14 @@ def fit_svi(target: QT.Target, name: str, steps: int, key: jax.Array, timing_ste
     result = svi.run(key, steps, *target.args, progress_bar=False)
     params = jax.block_until_ready(result.params)
     wall = time.perf_counter() - t0
-    settings = {"steps": steps, "guide": name, "optimizer": "Adam", "step_size": ADAM_STEP, "elbo": type(elbo).__name__,
-                "num_particles": elbo.num_particles}
+    settings = {
+        "steps": steps,
+        "guide": name,
+        "optimizer": "Adam",
+        "step_size": ADAM_STEP,
+        "elbo": type(elbo).__name__,
+        "num_particles": elbo.num_particles,
+    }
     for attr in ("_init_scale", "rank", "num_flows", "_hidden_factors", "_hidden_dims", "_skip_connections"):
         if hasattr(guide, attr):
             settings[attr.lstrip("_")] = getattr(guide, attr)
@@ -138,8 +262,16 @@ def fit_svi(target: QT.Target, name: str, steps: int, key: jax.Array, timing_ste
         state = svi.init(key, *target.args)
         ms = _timed_loop(lambda st: svi.update(st, *target.args), state, timing_steps)
     losses = np.asarray(result.losses)
-    return {"status": "ok", "guide": guide, "params": params, "wall_s": wall, "ms_per_step": ms, "settings": settings,
-            "warnings": [] if np.all(np.isfinite(losses)) else ["non-finite losses"], "extra": {}}
+    return {
+        "status": "ok",
+        "guide": guide,
+        "params": params,
+        "wall_s": wall,
+        "ms_per_step": ms,
+        "settings": settings,
+        "warnings": [] if np.all(np.isfinite(losses)) else ["non-finite losses"],
+        "extra": {},
+    }
 
 
 def unconstrained_draws(target: QT.Target, draws: dict[str, Any]) -> np.ndarray:
@@ -158,21 +290,38 @@ def run_nuts(target: QT.Target, key: jax.Array, warmup: int, samples: int, chain
 
     t0 = time.perf_counter()
     kernel = NUTS(target.model if target.nuts_model is None else target.nuts_model)
-    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, num_chains=chains, chain_method="vectorized",
-                progress_bar=False)
+    mcmc = MCMC(
+        kernel, num_warmup=warmup, num_samples=samples, num_chains=chains, chain_method="vectorized", progress_bar=False
+    )
     mcmc.run(key, *target.args, extra_fields=("diverging", "num_steps"))
     draws = jax.block_until_ready(mcmc.get_samples())
     wall = time.perf_counter() - t0
     summ = summary(mcmc.get_samples(group_by_chain=True))
     extra = mcmc.get_extra_fields()
-    settings = {"num_warmup": mcmc.num_warmup, "num_samples": mcmc.num_samples, "num_chains": mcmc.num_chains,
-                "chain_method": mcmc.chain_method, "target_accept_prob": kernel._target_accept_prob,
-                "max_tree_depth": kernel._max_tree_depth, "dense_mass": kernel._dense_mass}
-    diag = {"max_rhat": float(max(np.nanmax(v["r_hat"]) for v in summ.values())),
-            "min_ess": float(min(np.nanmin(v["n_eff"]) for v in summ.values())),
-            "divergences": int(np.sum(extra["diverging"])), "mean_leapfrogs": float(np.mean(extra["num_steps"]))}
-    return {"status": "ok", "z": unconstrained_draws(target, draws), "wall_s": wall, "settings": settings, "extra": diag,
-            "ms_per_step": 1e3 * wall / (chains * (warmup + samples)), "warnings": []}
+    settings = {
+        "num_warmup": mcmc.num_warmup,
+        "num_samples": mcmc.num_samples,
+        "num_chains": mcmc.num_chains,
+        "chain_method": mcmc.chain_method,
+        "target_accept_prob": kernel._target_accept_prob,
+        "max_tree_depth": kernel._max_tree_depth,
+        "dense_mass": kernel._dense_mass,
+    }
+    diag = {
+        "max_rhat": float(max(np.nanmax(v["r_hat"]) for v in summ.values())),
+        "min_ess": float(min(np.nanmin(v["n_eff"]) for v in summ.values())),
+        "divergences": int(np.sum(extra["diverging"])),
+        "mean_leapfrogs": float(np.mean(extra["num_steps"])),
+    }
+    return {
+        "status": "ok",
+        "z": unconstrained_draws(target, draws),
+        "wall_s": wall,
+        "settings": settings,
+        "extra": diag,
+        "ms_per_step": 1e3 * wall / (chains * (warmup + samples)),
+        "warnings": [],
+    }
 
 
 def score(target: QT.Target, z: np.ndarray, log_q: np.ndarray | None, ref: dict[str, Any]) -> dict[str, Any]:
@@ -207,11 +356,19 @@ def reference(target: QT.Target, a: argparse.Namespace) -> dict[str, Any]:
         return {"kind": "draws", "mean": target.ref_mean, "sd": target.ref_sd, "source": target.info["reference"]}
     run = run_nuts(target, jax.random.PRNGKey(a.nuts_seed), a.nuts_warmup, a.nuts_samples)
     z = run["z"]
-    ref = {"kind": "NUTS", "mean": z.mean(0), "sd": z.std(0), "seed": a.nuts_seed, "wall_s": run["wall_s"],
-           "settings": run["settings"], "diagnostics": run["extra"]}
+    ref = {
+        "kind": "NUTS",
+        "mean": z.mean(0),
+        "sd": z.std(0),
+        "seed": a.nuts_seed,
+        "wall_s": run["wall_s"],
+        "settings": run["settings"],
+        "diagnostics": run["extra"],
+    }
     if target.predict_log_prob is not None:
-        ref["test_lpd"] = predictive_metrics(target.predict_log_prob(jnp.asarray(z, jnp.float32)),
-                                             target.test_labels)["test_loglik"]
+        ref["test_lpd"] = predictive_metrics(target.predict_log_prob(jnp.asarray(z, jnp.float32)), target.test_labels)[
+            "test_loglik"
+        ]
     return ref
 
 
@@ -249,21 +406,39 @@ def run_method(name: str, target: QT.Target, ref: dict, a: argparse.Namespace, l
             q = posterior_q(fit["guide"], fit["params"])
             z, log_q = (np.asarray(v) for v in _draws_and_log_q(q, jax.random.PRNGKey(777 + i), a.draws))
         metrics = score(target, z, log_q, ref) | fit["extra"]
-        rows.append({"seed": i, "status": "ok", "wall_s": fit["wall_s"], "ms_per_step": fit["ms_per_step"],
-                     "settings": fit["settings"], "warnings": fit["warnings"], "metrics": metrics})
-        log(f"  {name:24s} seed {i}: wall {fit['wall_s']:.1f} s, {target.info['main']} "
-            f"{metrics.get(target.info['main'], float('nan')):.4g}")
+        rows.append(
+            {
+                "seed": i,
+                "status": "ok",
+                "wall_s": fit["wall_s"],
+                "ms_per_step": fit["ms_per_step"],
+                "settings": fit["settings"],
+                "warnings": fit["warnings"],
+                "metrics": metrics,
+            }
+        )
+        verdict = f", fit_check {metrics['fit_check_verdict']}" if "fit_check_verdict" in metrics else ""
+        log(
+            f"  {name:24s} seed {i}: wall {fit['wall_s']:.1f} s, {target.info['main']} "
+            f"{metrics.get(target.info['main'], float('nan')):.4g}{verdict}"
+        )
     ok = [r for r in rows if r["status"] == "ok"]
     summary = {}
     if ok:
         for k in ok[0]["metrics"]:
-            if isinstance(ok[0]["metrics"][k], (int, float)):
-                summary[k] = summarise([r["metrics"][k] for r in ok])
+            if any(isinstance(r["metrics"].get(k), (int, float)) for r in ok):  # run_khat may be None on a seed
+                summary[k] = summarise([r["metrics"].get(k) for r in ok])
         summary["wall_s"] = summarise([r["wall_s"] for r in ok])
     status = "ok" if ok else rows[0]["status"] if rows else "skipped"
     ms = next((r["ms_per_step"] for r in ok if r["ms_per_step"] is not None), None)
-    return {"method": name, "status": status, "settings": ok[0]["settings"] if ok else None, "ms_per_step": ms,
-            "summary": summary, "seeds": rows}
+    return {
+        "method": name,
+        "status": status,
+        "settings": ok[0]["settings"] if ok else None,
+        "ms_per_step": ms,
+        "summary": summary,
+        "seeds": rows,
+    }
 
 
 def _log(line: str) -> None:
@@ -273,40 +448,73 @@ def _log(line: str) -> None:
 def run_benchmark(a: argparse.Namespace, log: Callable = _log) -> dict[str, Any]:
     """Every target and method; returns the report (settings, machine, per-target results)."""
     machine = machine_info()
-    report = {"suite": "quality", "date": machine["date"], "machine": machine,
-              "settings": {k: v for k, v in vars(a).items() if k not in ("out", "md", "figure")}, "targets": {}}
+    report = {
+        "suite": "quality",
+        "date": machine["date"],
+        "machine": machine,
+        "settings": {k: v for k, v in vars(a).items() if k not in ("out", "md", "figure")},
+        "fit_check": R.fit_check_settings(),
+        "targets": {},
+    }
     for tname in a.targets:
         target = QT.BUILDERS[tname]()
         log(f"{tname}: {target.info['description']}")
         ref = reference(target, a)
         methods = [run_method(m, target, ref, a, log) for m in method_names(a, target)]
         info = {k: v for k, v in target.info.items() if k != "modes"}
-        report["targets"][tname] = {"info": info, "dim": target.dim, "main": target.info["main"],
-                                    "reference": {k: v for k, v in ref.items() if k not in ("mean", "sd")},
-                                    "methods": methods}
+        report["targets"][tname] = {
+            "info": info,
+            "dim": target.dim,
+            "main": target.info["main"],
+            "reference": {k: v for k, v in ref.items() if k not in ("mean", "sd")},
+            "methods": methods,
+        }
         print(R.format_table(tname, report["targets"][tname]), flush=True)
     machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return report
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="300 steps, 1 seed, NUTS 300 + 300, two targets")
-    p.add_argument("--targets", type=lambda s: s.split(","), default=None, help=f"comma-separated, of {QT.TARGET_NAMES}")
-    p.add_argument("--metrics", type=lambda s: s.split(","), default=["isotropic", "diagonal"], help="mixvi guide metrics; METRIC@N sets N components (default: the target's)")
-    p.add_argument("--methods", type=lambda s: s.split(","), default=None, help="only these rows (e.g. mixvi-isotropic,AutoNormal)")
+    p.add_argument(
+        "--targets", type=lambda s: s.split(","), default=None, help=f"comma-separated, of {QT.TARGET_NAMES}"
+    )
+    p.add_argument(
+        "--metrics",
+        type=lambda s: s.split(","),
+        default=["isotropic", "diagonal"],
+        help="mixvi guide metrics; METRIC@N sets N components (default: the target's)",
+    )
+    p.add_argument(
+        "--methods", type=lambda s: s.split(","), default=None, help="only these rows (e.g. mixvi-isotropic,AutoNormal)"
+    )
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default 2000; quick 300)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per method (default 2; quick 1)")
     p.add_argument("--draws", type=int, default=20_000, help="draws of q per metric evaluation")
-    p.add_argument("--timing-steps", type=int, default=None, help="steps of the steady ms/step loop (default min(steps, 200))")
+    p.add_argument(
+        "--timing-steps", type=int, default=None, help="steps of the steady ms/step loop (default min(steps, 200))"
+    )
     p.add_argument("--nuts-warmup", type=int, default=None, help="default 1000; quick 300")
     p.add_argument("--nuts-samples", type=int, default=None, help="default 1000; quick 300")
-    p.add_argument("--nuts-seed", type=int, default=100, help="seed of the NUTS reference (NUTS rows use the next ones)")
+    p.add_argument(
+        "--nuts-seed", type=int, default=100, help="seed of the NUTS reference (NUTS rows use the next ones)"
+    )
     p.add_argument("--nuts-all", action="store_true", help="NUTS rows on the exact targets too")
     p.add_argument("--out", default=repo_path("docs/benchmarks/quality.json"), help="JSON report ('' for none)")
-    p.add_argument("--md", default=repo_path("docs/benchmarks.md"), help="page whose 'quality' section is rewritten ('' for none)")
-    p.add_argument("--figure", default=repo_path("docs/figures/quality_summary.png"), help="summary figure ('' for none)")
-    p.add_argument("--section", default="quality", help="name of the --md section to rewrite (a new one is appended)")
+    p.add_argument(
+        "--md", default=repo_path("docs/benchmarks.md"), help="page whose 'quality' section is rewritten ('' for none)"
+    )
+    p.add_argument(
+        "--figure", default=repo_path("docs/figures/quality_summary.png"), help="summary figure ('' for none)"
+    )
+    p.add_argument(
+        "--section",
+        default="quality",
+        help="name of the --md section to rewrite (a new one is appended; fit-check: the fit_check table)",
+    )
     a = p.parse_args(argv)
     a.targets = a.targets or list(QUICK_TARGETS if a.quick else QT.TARGET_NAMES)
     unknown = set(a.targets) - set(QT.TARGET_NAMES)

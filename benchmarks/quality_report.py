@@ -1,7 +1,8 @@
 """Output of the posterior-quality suite (``benchmarks.quality``): the per-target tables, a paragraph per
-target generated from the numbers, the ``quality`` section of docs/benchmarks.md, the JSON report and
-the summary figure. ``python -m benchmarks.quality_report [JSON]`` re-renders the section and the
-figure from a saved report without fitting anything."""
+target generated from the numbers, the ``quality`` section of docs/benchmarks.md (or another named by
+``--section``; ``fit-check`` is the table of ``mixvi.fit_check``'s verdicts against the fits' quality),
+the JSON report and the summary figure. ``python -m benchmarks.quality_report [JSON] [--section S]``
+re-renders a section and the figure from a saved report without fitting anything."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 
 from benchmarks.report import display_path, measured_line, publish, replace_section, repo_path
 from benchmarks.targets import posteriordb
+
+DEFAULT_JSON = "docs/benchmarks/quality.json"
 
 LABELS = {
     "kl": "KL(q‖p)",
@@ -97,7 +100,13 @@ def format_table(name: str, t: dict[str, Any]) -> str:
     """The markdown table of one target: method, wall s, ms/step, its metrics (seed medians) and the
     seed-to-seed range of the main metric."""
     cols = COLUMNS[name]
-    head = ["method", "wall s, first seed (incl. compile)", "ms/step", *[LABELS[c] for c in cols], f"{LABELS[t['main']]}: seed range"]
+    head = [
+        "method",
+        "wall s, first seed (incl. compile)",
+        "ms/step",
+        *[LABELS[c] for c in cols],
+        f"{LABELS[t['main']]}: seed range",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in t["methods"]:
         if m["status"] != "ok":
@@ -130,8 +139,11 @@ def paragraph(name: str, t: dict[str, Any]) -> str:
     if name == "mixture20d_4modes":
         out.append("Modes found: " + ", ".join(f"{m['method']} {fmt(_med(m, 'modes_found'))}" for m in ok) + ".")
         first = [(m["method"], next(r for r in m["seeds"] if r["status"] == "ok")["metrics"]["masses"]) for m in mix]
-        out.append("Basin masses of the first seed (true 0.4 / 0.3 / 0.2 / 0.1): "
-                   + "; ".join(f"{n} {' / '.join(f'{v:.2f}' for v in ms)}" for n, ms in first) + ".")
+        out.append(
+            "Basin masses of the first seed (true 0.4 / 0.3 / 0.2 / 0.1): "
+            + "; ".join(f"{n} {' / '.join(f'{v:.2f}' for v in ms)}" for n, ms in first)
+            + "."
+        )
         single = [m for m in ok if not m["method"].startswith("mixvi") and m["method"] != "NUTS"]
         if single and all(_med(m, "modes_found") == 1 for m in single):
             out.append("Every autoguide puts its mass on one mode.")
@@ -139,13 +151,19 @@ def paragraph(name: str, t: dict[str, Any]) -> str:
         for m in mix:
             out.append(f"{m['method']} min/median sigma: {fmt(_med(m, 'sigma_min_over_median'))}.")
     if name == "logistic_breast_cancer":
-        near = [m["method"] for m in ok if _med(m, "test_lpd_vs_ref") is not None and abs(_med(m, "test_lpd_vs_ref")) < 0.005]
+        near = [
+            m["method"]
+            for m in ok
+            if _med(m, "test_lpd_vs_ref") is not None and abs(_med(m, "test_lpd_vs_ref")) < 0.005
+        ]
         out.append(f"Test lpd within 0.005 nats/row of NUTS: {', '.join(near) or 'none'}.")
     fits = [m for m in ok if m["method"] != "NUTS"]
     if fits and mix:
         fastest = min(fits, key=_first_wall)
-        out.append(f"Wall time (first seed): {mix[0]['method']} {fmt(_first_wall(mix[0]))} s, fastest fit "
-                   f"{fastest['method']} {fmt(_first_wall(fastest))} s.")
+        out.append(
+            f"Wall time (first seed): {mix[0]['method']} {fmt(_first_wall(mix[0]))} s, fastest fit "
+            f"{fastest['method']} {fmt(_first_wall(fastest))} s."
+        )
     return " ".join(out)
 
 
@@ -154,8 +172,10 @@ def _mixvi_defaults(report: dict[str, Any]) -> str:
         for m in t["methods"]:
             if m["method"].startswith("mixvi") and m["settings"]:
                 st = m["settings"]
-                return (f" (method {st['method']}, step_size {st['step_size']!r}, B = {st['num_samples']} draws per "
-                        f"component per step, initial sigma {st['init_scale']})")
+                return (
+                    f" (method {st['method']}, step_size {st['step_size']!r}, B = {st['num_samples']} draws per "
+                    f"component per step, initial sigma {st['init_scale']})"
+                )
     return ""
 
 
@@ -163,9 +183,14 @@ def render_markdown(report: dict[str, Any], command: str) -> str:
     """The ``quality`` section: how it was measured, then per target its description, table and paragraph."""
     s = report["settings"]
     lines = [
-        measured_line(report["date"], report["machine"], command,
-                      f"{s['steps']} steps, {s['seeds']} seed(s), {s['draws']} draws of q per metric, "
-                      f"total {report.get('total_wall_s', 0):.0f} s") + ".",
+        measured_line(
+            report["date"],
+            report["machine"],
+            command,
+            f"{s['steps']} steps, {s['seeds']} seed(s), {s['draws']} draws of q per metric, "
+            f"total {report.get('total_wall_s', 0):.0f} s",
+        )
+        + ".",
         "",
         "mixvi rows: `AutoIsotropicMixture(model, n_components=N, metric=M)` trained by `MixVI(model, guide).run` "
         f"with its defaults{_mixvi_defaults(report)}; the autoguides: NumPyro SVI, Adam(1e-2), Trace_ELBO (1 particle), same steps. "
@@ -184,15 +209,30 @@ def render_markdown(report: dict[str, Any], command: str) -> str:
     ]
     for name, t in report["targets"].items():
         ref = t["reference"]
-        ref_txt = "exact" if ref["kind"] == "exact" else ref["source"] if ref["kind"] == "draws" else (
-            f"NUTS, {ref['settings']['num_chains']} chains x ({ref['settings']['num_warmup']} warm-up + "
-            f"{ref['settings']['num_samples']} draws), {ref['wall_s']:.0f} s, max R-hat "
-            f"{ref['diagnostics']['max_rhat']:.3f}, min ESS {ref['diagnostics']['min_ess']:.0f}, "
-            f"{ref['diagnostics']['divergences']} divergences")
+        ref_txt = (
+            "exact"
+            if ref["kind"] == "exact"
+            else ref["source"]
+            if ref["kind"] == "draws"
+            else (
+                f"NUTS, {ref['settings']['num_chains']} chains x ({ref['settings']['num_warmup']} warm-up + "
+                f"{ref['settings']['num_samples']} draws), {ref['wall_s']:.0f} s, max R-hat "
+                f"{ref['diagnostics']['max_rhat']:.3f}, min ESS {ref['diagnostics']['min_ess']:.0f}, "
+                f"{ref['diagnostics']['divergences']} divergences"
+            )
+        )
         counts = "" if not any("@" in m["method"] for m in t["methods"]) else " (a row `mixvi-M@K`: K components)"
-        lines += ["", f"### {name}", "", f"{t['info']['description']}; d = {t['dim']}, mixvi N = "
-                  f"{t['info']['n_components']}{counts}; reference: {ref_txt}.", "", format_table(name, t), "",
-                  paragraph(name, t)]
+        lines += [
+            "",
+            f"### {name}",
+            "",
+            f"{t['info']['description']}; d = {t['dim']}, mixvi N = "
+            f"{t['info']['n_components']}{counts}; reference: {ref_txt}.",
+            "",
+            format_table(name, t),
+            "",
+            paragraph(name, t),
+        ]
     return "\n".join(lines)
 
 
@@ -213,15 +253,19 @@ def plot(report: dict[str, Any], path: str) -> None:
         vals = [_med(m, t["main"]) for m in ok]
         lo = [_med(m, t["main"]) - m["summary"][t["main"]]["min"] for m in ok]
         hi = [m["summary"][t["main"]]["max"] - _med(m, t["main"]) for m in ok]
-        colors = ["tab:red" if m["method"].startswith("mixvi") else "tab:gray" if m["method"] == "NUTS" else "tab:blue"
-                  for m in ok]
+        colors = [
+            "tab:red" if m["method"].startswith("mixvi") else "tab:gray" if m["method"] == "NUTS" else "tab:blue"
+            for m in ok
+        ]
         ax.bar(range(len(ok)), vals, yerr=[lo, hi], color=colors, capsize=3)
-        ax.set_xticks(range(len(ok)), [m["method"].replace("Auto", "") for m in ok], rotation=45, ha="right", fontsize=8)
+        ax.set_xticks(
+            range(len(ok)), [m["method"].replace("Auto", "") for m in ok], rotation=45, ha="right", fontsize=8
+        )
         pos = [v for v in vals if v > 0]
         if pos and max(pos) / min(pos) > 20:
             ax.set_yscale("log")
         ax.set_title(f"{name}\n{LABELS[t['main']]} (lower is better)", fontsize=9)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -229,13 +273,151 @@ def plot(report: dict[str, Any], path: str) -> None:
 
 
 HEADING = "## Posterior quality against NumPyro's autoguides and NUTS (`python -m benchmarks.quality`)"
+FIT_CHECK = "fit-check"
+"""The section that :func:`render_fit_check` fills (the others get :func:`render_markdown`)."""
+FIT_CHECK_HEADING = "## Fit verdicts calibrated (`{}`)"
+FIT_CHECK_KEY = 1
+"""``fit_check``'s key on seed i: ``fold_in(PRNGKey(i), FIT_CHECK_KEY)`` (the fit's own key is ``PRNGKey(i)``)."""
+
+
+def fit_check_settings() -> dict[str, Any]:
+    """The verdict's thresholds and ``run``'s check as this mixvi defines them (stored with a report, so
+    a re-render states the thresholds its verdicts were given under)."""
+    import inspect
+
+    import mixvi
+    from mixvi import engine
+    from mixvi.diagnostics import fit
+
+    return {
+        "good": dict(fit.GOOD),
+        "usable": dict(fit.USABLE),
+        "flat_ess": fit.FLAT_ESS,
+        "num_samples": inspect.signature(mixvi.fit_check).parameters["num_samples"].default,
+        "run_warns_above": engine.POOR_KHAT,
+        "run_steps": engine.FIT_CHECK_STEPS,
+    }
+
+
+def _seed_values(m: dict, key: str) -> list[Any]:
+    return [r["metrics"].get(key) for r in m["seeds"] if r["status"] == "ok"]
+
+
+def fit_check_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One record per (target, mixvi row) with a fit: its main metric, max abs log sd ratio, ``fit_check``'s
+    k-hat, D, relative ESS (seed medians) and verdicts, and ``run``'s k-hat (median) and warnings (per seed)."""
+    rows = []
+    for name, t in report["targets"].items():
+        for m in t["methods"]:
+            if not m["method"].startswith("mixvi") or m["status"] != "ok":
+                continue
+            rows.append(
+                {
+                    "target": name,
+                    "method": m["method"],
+                    "main": t["main"],
+                    "main_value": _med(m, t["main"]),
+                    "log_sd_ratio_max": _med(m, "log_sd_ratio_max"),
+                    "khat": _med(m, "fit_check_khat"),
+                    "score_divergence": _med(m, "fit_check_score_divergence"),
+                    "relative_ess": _med(m, "fit_check_relative_ess"),
+                    "run_khat": _med(m, "run_khat"),
+                    "run_warned": _seed_values(m, "run_warned"),
+                    "verdicts": _seed_values(m, "fit_check_verdict"),
+                }
+            )
+    return rows
+
+
+def _per_seed(values: list[Any], show: Any) -> str:
+    return " / ".join("–" if v is None else show(v) for v in values) or "–"
+
+
+def render_fit_check(report: dict[str, Any], command: str) -> str:
+    """The ``fit-check`` section: how it was measured, the verdict's thresholds (as stored with the report)
+    and one table, a row per (target, mixvi row), of the fit's quality against ``fit_check``'s numbers."""
+    s = report["settings"]
+    fc = report.get("fit_check") or fit_check_settings()
+    good, usable = fc["good"], fc["usable"]
+    lines = [
+        measured_line(
+            report["date"],
+            report["machine"],
+            command,
+            f"{s['steps']} steps, {s['seeds']} seed(s), {s['draws']} draws of q per quality metric, "
+            f"total {report.get('total_wall_s', 0):.0f} s",
+        )
+        + ".",
+        "",
+        "Each mixvi row of the quality suite (`AutoIsotropicMixture(model, n_components=N, metric=M)` trained by "
+        f"`MixVI(model, guide).run` with its defaults{_mixvi_defaults(report)}) is scored twice: by its main "
+        "quality metric against the exact answer or the reference (as in the quality sections), and by "
+        f"`mixvi.fit_check(guide, params, *model_args, rng_key=fold_in(PRNGKey(seed), {FIT_CHECK_KEY}))` on "
+        f"{fc['num_samples']} draws of q: the k-hat of p/q, the relative score divergence D and the verdict. "
+        f"**good**: k-hat ≤ {good['khat']} and D ≤ {good['score_divergence']}; **usable** (with importance "
+        f"correction): k-hat ≤ {usable['khat']} and D ≤ {usable['score_divergence']}; else **poor**; k-hat does "
+        f"not count when the smoothed weights' ESS / S is at least {fc['flat_ess']} (nearly flat weights). "
+        f"`run` k-hat is the k-hat of the importance weights of the run's last {fc['run_steps']} steps' draws, "
+        f"which `run` computes anyway; it warns, naming `fit_check`, when that exceeds {fc['run_warns_above']} "
+        "(– where the run had no usable weights, or nearly flat ones). Cells are seed medians; verdicts and "
+        "warnings are listed per seed. Full numbers: "
+        f"`{report.get('json_path') or 'the JSON report'}`. Whether a fit is good is read from its main "
+        "metric; docs/diagnostics.md sets the verdicts against that reading.",
+        "",
+        "| target | mixvi row | main metric | value | max abs log sd ratio | k-hat | D | ESS / S | `run` k-hat "
+        "| `run` warned | verdict |",
+        "|" + "---|" * 11,
+    ]
+    for r in fit_check_rows(report):
+        cells = [
+            r["target"],
+            r["method"],
+            LABELS[r["main"]],
+            fmt(r["main_value"]),
+            fmt(r["log_sd_ratio_max"]),
+            fmt(r["khat"]),
+            fmt(r["score_divergence"]),
+            fmt(r["relative_ess"]),
+            fmt(r["run_khat"]),
+            _per_seed(r["run_warned"], lambda w: "yes" if w else "no"),
+            _per_seed(r["verdicts"], str),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    verdicts = [v for r in fit_check_rows(report) for v in r["verdicts"]]
+    warned = sum(bool(w) for r in fit_check_rows(report) for w in r["run_warned"])
+    counts = ", ".join(f"{v} {verdicts.count(v)}" for v in ("good", "usable", "poor", "failed") if v in verdicts)
+    lines += ["", f"Verdicts over {len(verdicts)} fits: {counts or 'none'}; `run` warned on {warned}."]
+    return "\n".join(lines)
+
+
+def section_markdown(report: dict[str, Any], section: str, command: str) -> str:
+    """The markdown of ``section`` from a report: :func:`render_fit_check` for the fit-check section,
+    :func:`render_markdown` for every other."""
+    return render_fit_check(report, command) if section == FIT_CHECK else render_markdown(report, command)
+
+
+def section_heading(section: str, command: str) -> str:
+    """The heading a new section gets on the page."""
+    if section == FIT_CHECK:
+        return FIT_CHECK_HEADING.format(command)
+    return HEADING if section == "quality" else f"### {section} (`{command}`)"
 
 
 def write_outputs(report: dict[str, Any], a: argparse.Namespace) -> None:
     """JSON to ``a.out``, the figure to ``a.figure``, the section to ``a.md`` (each skipped when '')."""
     argv = ["--quick"] if a.quick else []
-    argv += ["--targets", ",".join(a.targets), "--metrics", ",".join(a.metrics), "--steps", str(a.steps),
-             "--seeds", str(a.seeds)] + (["--nuts-all"] if a.nuts_all else [])
+    argv += [
+        "--targets",
+        ",".join(a.targets),
+        "--metrics",
+        ",".join(a.metrics),
+        "--steps",
+        str(a.steps),
+        "--seeds",
+        str(a.seeds),
+    ] + (["--nuts-all"] if a.nuts_all else [])
+    if getattr(a, "methods", None):
+        argv += ["--methods", ",".join(a.methods)]
     section = getattr(a, "section", "quality")
     if section != "quality":
         argv += ["--section", section]
@@ -247,23 +429,33 @@ def write_outputs(report: dict[str, Any], a: argparse.Namespace) -> None:
         Path(a.figure).parent.mkdir(parents=True, exist_ok=True)
         plot(report, a.figure)
         print(f"wrote {display_path(a.figure)}")
-    heading = HEADING if section == "quality" else f"### {section} (`{command}`)"
-    publish(report, a.out, a.md, section, render_markdown(report, command), heading)
+    outputs = [f"--out {report['json_path']}"] if a.out and a.out != repo_path(DEFAULT_JSON) else []
+    outputs += [] if a.figure else ["--figure ''"]
+    heading = section_heading(section, " ".join([command, *outputs]))
+    publish(report, a.out, a.md, section, section_markdown(report, section, command), heading)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Re-render the section and the figure from a saved JSON report (no fitting)."""
-    p = argparse.ArgumentParser(description="re-render the quality section and figure from its JSON report")
-    p.add_argument("json", nargs="?", default=repo_path("docs/benchmarks/quality.json"))
+    """Re-render a section and its figure from a saved JSON report (no fitting)."""
+    p = argparse.ArgumentParser(description="re-render a quality section and its figure from its JSON report")
+    p.add_argument("json", nargs="?", default=repo_path(DEFAULT_JSON))
     p.add_argument("--md", default=repo_path("docs/benchmarks.md"))
-    p.add_argument("--figure", default=repo_path("docs/figures/quality_summary.png"))
-    p.add_argument("--section", default="quality", help="the --md section the report fills")
+    p.add_argument(
+        "--figure",
+        default=None,
+        help="figure path (default: the one the report was written with, none if it had none; '' for none)",
+    )
+    p.add_argument(
+        "--section", default="quality", help="the --md section the report fills (fit-check: the verdicts' table)"
+    )
     a = p.parse_args(argv)
     report = json.loads(Path(a.json).read_text())
-    if a.figure:
-        plot(report, a.figure)
+    figure = a.figure if a.figure is not None else report.get("figure_path", "docs/figures/quality_summary.png")
+    if figure:
+        plot(report, repo_path(figure) if not Path(figure).is_absolute() else figure)
     if a.md:
-        replace_section(a.md, a.section, render_markdown(report, report["command"]), heading=HEADING)
+        markdown = section_markdown(report, a.section, report["command"])
+        replace_section(a.md, a.section, markdown, heading=section_heading(a.section, report["command"]))
     return 0
 
 

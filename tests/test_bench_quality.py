@@ -13,6 +13,7 @@ import pytest
 from numpyro import handlers
 from numpyro.infer.util import potential_energy
 
+import mixvi.engine
 import mixvi.vi
 from benchmarks import quality as Q
 from benchmarks import quality_targets as QT
@@ -105,8 +106,9 @@ def test_logistic_split_is_80_20_with_intercept():
 
 def test_kl_of_q_equal_to_p_is_zero(rotated):
     """The suite's KL of q = p (the same Gaussian, built apart) is 0 within its Monte Carlo error."""
-    q = dist.MultivariateNormal(jnp.asarray(rotated.ref_mean, jnp.float32),
-                                jnp.asarray(rotated.gaussian_cov, jnp.float32))
+    q = dist.MultivariateNormal(
+        jnp.asarray(rotated.ref_mean, jnp.float32), jnp.asarray(rotated.gaussian_cov, jnp.float32)
+    )
     z, log_q = Q._draws_and_log_q(q, jax.random.PRNGKey(2), 20_000)
     out = Q.score(rotated, np.asarray(z), np.asarray(log_q), _ref(rotated))
     assert abs(out["kl"]) < 4 * out["kl_se"] + 1e-3
@@ -115,8 +117,9 @@ def test_kl_of_q_equal_to_p_is_zero(rotated):
 def test_kl_of_a_shifted_gaussian_is_the_closed_form(rotated):
     """The suite's KL of p shifted by delta equals the closed form delta^T C^-1 delta / 2."""
     delta = 0.3 * np.sqrt(np.diag(rotated.gaussian_cov))
-    q = dist.MultivariateNormal(jnp.asarray(rotated.ref_mean + delta, jnp.float32),
-                                jnp.asarray(rotated.gaussian_cov, jnp.float32))
+    q = dist.MultivariateNormal(
+        jnp.asarray(rotated.ref_mean + delta, jnp.float32), jnp.asarray(rotated.gaussian_cov, jnp.float32)
+    )
     z, log_q = Q._draws_and_log_q(q, jax.random.PRNGKey(3), 20_000)
     out = Q.score(rotated, np.asarray(z), np.asarray(log_q), _ref(rotated))
     exact = gaussian_kl(rotated.ref_mean + delta, rotated.gaussian_cov, rotated.ref_mean, rotated.gaussian_cov)
@@ -139,7 +142,9 @@ def test_moment_metrics_on_known_draws():
     ref_mean, ref_sd = np.array([3.0, -2.0]), np.array([0.5, 4.0])
     out = QT.moment_metrics(ref_mean + 2 * ref_sd * base, ref_mean, ref_sd)
     assert out["mean_err_max"] == pytest.approx(0.0)
-    assert out["log_sd_ratio_median"] == pytest.approx(np.log(2)) and out["log_sd_ratio_max"] == pytest.approx(np.log(2))
+    assert out["log_sd_ratio_median"] == pytest.approx(np.log(2)) and out["log_sd_ratio_max"] == pytest.approx(
+        np.log(2)
+    )
 
 
 def test_autonormal_q_is_the_sites_in_the_models_order():
@@ -149,8 +154,12 @@ def test_autonormal_q_is_the_sites_in_the_models_order():
 
     guide = AutoNormal(QT.banana_model)
     handlers.seed(guide, rng_seed=0)()
-    params = {"x0_auto_loc": jnp.array(1.0), "x0_auto_scale": jnp.array(2.0),
-              "x1_auto_loc": jnp.array(-3.0), "x1_auto_scale": jnp.array(0.5)}
+    params = {
+        "x0_auto_loc": jnp.array(1.0),
+        "x0_auto_scale": jnp.array(2.0),
+        "x1_auto_loc": jnp.array(-3.0),
+        "x1_auto_scale": jnp.array(0.5),
+    }
     q = Q.posterior_q(guide, params)
     np.testing.assert_allclose(q.mean, [1.0, -3.0])
     np.testing.assert_allclose(q.variance, [4.0, 0.25])
@@ -166,8 +175,12 @@ def test_reference_and_every_guide_share_coordinates_when_sites_are_not_sorted()
 
     target = QT.BUILDERS["horseshoe_regression"]()
     assert list(latent_sites(target.model, target.args)) == ["tau", "sigma", "lambda", "z"]
-    draws = {"tau": jnp.array([2.0]), "sigma": jnp.array([3.0]),
-             "lambda": jnp.full((1, 20), 5.0), "z": jnp.full((1, 20), -7.0)}
+    draws = {
+        "tau": jnp.array([2.0]),
+        "sigma": jnp.array([3.0]),
+        "lambda": jnp.full((1, 20), 5.0),
+        "z": jnp.full((1, 20), -7.0),
+    }
     z = Q.unconstrained_draws(target, draws)
     guide = mixvi.AutoIsotropicMixture(target.model, n_components=2)
     guide.setup(jax.random.PRNGKey(0), *target.args)
@@ -187,8 +200,27 @@ def test_reference_and_every_guide_share_coordinates_when_sites_are_not_sorted()
 def test_quick_mode_smoke(tmp_path):
     """The quick mode on the banana with tiny steps writes a JSON report with every method's row."""
     out, md, fig = tmp_path / "q.json", tmp_path / "b.md", tmp_path / "f.png"
-    Q.main(["--quick", "--targets", "banana", "--steps", "20", "--draws", "2000", "--timing-steps", "0",
-            "--metrics", "isotropic,isotropic@3", "--out", str(out), "--md", str(md), "--figure", str(fig)])
+    Q.main(
+        [
+            "--quick",
+            "--targets",
+            "banana",
+            "--steps",
+            "20",
+            "--draws",
+            "2000",
+            "--timing-steps",
+            "0",
+            "--metrics",
+            "isotropic,isotropic@3",
+            "--out",
+            str(out),
+            "--md",
+            str(md),
+            "--figure",
+            str(fig),
+        ]
+    )
     report = json.loads(out.read_text())
     rows = {m["method"]: m for m in report["targets"]["banana"]["methods"]}
     assert {"mixvi-isotropic", "AutoNormal", "AutoMultivariateNormal", "AutoBNAFNormal", "AutoIAFNormal"} <= set(rows)
@@ -215,8 +247,7 @@ def test_nuts_draws_are_mapped_to_the_unconstrained_latent():
     """Constrained draws {mu, sigma > 0, theta} map to (mu, log sigma, theta) in the model's site order, the
     coordinates of the guides' q."""
     target = QT.BUILDERS["baseball_logit"]()
-    draws = {"mu": jnp.array([0.5, -1.0]), "sigma": jnp.array([2.0, 0.25]),
-             "theta": jnp.arange(36.0).reshape(2, 18)}
+    draws = {"mu": jnp.array([0.5, -1.0]), "sigma": jnp.array([2.0, 0.25]), "theta": jnp.arange(36.0).reshape(2, 18)}
     z = Q.unconstrained_draws(target, draws)
     assert z.shape == (2, 20)
     np.testing.assert_allclose(z[:, 0], [0.5, -1.0])
@@ -260,3 +291,55 @@ def test_nuts_on_garch11_agrees_with_the_posteriordb_reference():
     run = Q.run_nuts(target, jax.random.PRNGKey(1), 500, 500, chains=2)
     m = QT.moment_metrics(run["z"], target.ref_mean, target.ref_sd)
     assert m["mean_err_max"] < 0.25 and m["log_sd_ratio_max"] < np.log(1.25), m
+
+
+def test_fit_check_fields_of_a_tiny_run_and_their_section(tmp_path):
+    """A tiny quality run's mixvi row carries fit_check's verdict, k-hat, D and run's k-hat and warning per
+    seed, and the fit-check section renders them: a row per (target, mixvi row) with the verdict, and the
+    thresholds of mixvi.diagnostics.fit; a re-render from the JSON gives the same section."""
+    from benchmarks import quality_report as R
+    from mixvi.diagnostics import fit
+
+    out, md, md2 = tmp_path / "fc.json", tmp_path / "b.md", tmp_path / "b2.md"
+    argv = "--targets banana --metrics isotropic@3 --methods mixvi-isotropic@3 --steps 30 --seeds 1 --draws 2000"
+    argv += " --timing-steps 0 --section fit-check"
+    Q.main([*argv.split(), "--out", str(out), "--md", str(md), "--figure", ""])
+    report = json.loads(out.read_text())
+    (row,) = report["targets"]["banana"]["methods"]
+    metrics = row["seeds"][0]["metrics"]
+    assert metrics["fit_check_verdict"] in ("good", "usable", "poor")
+    assert np.isfinite(metrics["fit_check_khat"]) and metrics["fit_check_score_divergence"] >= 0
+    assert 0 < metrics["fit_check_relative_ess"] <= 1
+    assert isinstance(metrics["run_warned"], bool) and "run_khat" in metrics
+    assert metrics["run_khat"] is None or np.isfinite(metrics["run_khat"])
+    assert report["fit_check"]["good"] == fit.GOOD and report["fit_check"]["usable"] == fit.USABLE
+    text = md.read_text()
+    assert "<!-- bench fit-check start -->" in text and "## Fit verdicts calibrated (`" in text
+    assert "--methods mixvi-isotropic@3" in text and "--figure ''" in text
+    line = next(x for x in text.splitlines() if x.startswith("| banana | mixvi-isotropic@3 |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2] == R.LABELS["kl"] and cells[-1] == metrics["fit_check_verdict"]
+    assert cells[5] == R.fmt(metrics["fit_check_khat"]) and cells[6] == R.fmt(metrics["fit_check_score_divergence"])
+    assert f"k-hat ≤ {fit.GOOD['khat']} and D ≤ {fit.GOOD['score_divergence']}" in text
+    R.main([str(out), "--md", str(md2), "--section", "fit-check"])
+    assert "## Fit verdicts calibrated (`" in md2.read_text()
+    section = text.split("<!-- bench fit-check start -->")[1]
+    assert section == md2.read_text().split("<!-- bench fit-check start -->")[1]
+
+
+def test_run_khat_is_read_from_runs_warning():
+    """The k-hat that run's poor-fit warning quotes is read back from its text (the fallback when the
+    engine's own k-hat could not be recorded); other warnings give none."""
+    text = mixvi.engine.POOR_FIT.format(1.23, mixvi.engine.POOR_KHAT, mixvi.engine.FIT_CHECK_STEPS)
+    assert Q.RUN_WARNING in text
+    assert Q._khat_in_warning(["unrelated", text]) == pytest.approx(1.23)
+    assert Q._khat_in_warning(["unrelated"]) is None
+
+
+def test_recorded_run_khat_sees_the_value_run_compares():
+    """Within recorded_run_khat, run's call of mixvi.engine.run_khat is recorded unchanged, and the engine's
+    function is restored afterwards."""
+    original = mixvi.engine.run_khat
+    with Q.recorded_run_khat() as seen:
+        assert mixvi.engine.run_khat(None) is None
+    assert seen == [None] and mixvi.engine.run_khat is original
