@@ -179,6 +179,18 @@ def _mixvi_defaults(report: dict[str, Any]) -> str:
     return ""
 
 
+def components_text(t: dict[str, Any]) -> str:
+    """The target's N as asked (``info``) and, for the guide's default 'auto', as its mixvi rows settled it."""
+    asked = t["info"]["n_components"]
+    if asked != "auto":
+        return str(asked)
+    settled = sorted(
+        {m["settings"]["n_components"] for m in t["methods"] if m["method"].startswith("mixvi") and "@" not in
+         m["method"] and isinstance(m.get("settings"), dict) and "n_components" in m["settings"]}
+    )
+    return f"'auto' ({'/'.join(str(n) for n in settled)} on this model)" if settled else "'auto'"
+
+
 def render_markdown(report: dict[str, Any], command: str) -> str:
     """The ``quality`` section: how it was measured, then per target its description, table and paragraph."""
     s = report["settings"]
@@ -227,7 +239,7 @@ def render_markdown(report: dict[str, Any], command: str) -> str:
             f"### {name}",
             "",
             f"{t['info']['description']}; d = {t['dim']}, mixvi N = "
-            f"{t['info']['n_components']}{counts}; reference: {ref_txt}.",
+            f"{components_text(t)}{counts}; reference: {ref_txt}.",
             "",
             format_table(name, t),
             "",

@@ -41,7 +41,6 @@ from benchmarks.metrics import mode_masses
 from benchmarks.targets import posteriordb
 from benchmarks.targets.base import Target, flat_model
 from benchmarks.targets.hierarchical import make_baseball, make_horseshoe
-from mixvi.vi import DEFAULT_COMPONENTS
 
 TARGET_NAMES = (
     "rotated_gaussian_d100",
@@ -97,7 +96,7 @@ def make_rotated_gaussian(d: int = 100, seed: int = 1) -> Target:
     g = rotated_gaussian(d, seed)
     return gaussian_target(
         "rotated_gaussian_d100", g["mean"], g["cov"],
-        {"seed": seed, "sd_range": [0.5, 50.0], "n_components": DEFAULT_COMPONENTS, "main": "kl",
+        {"seed": seed, "sd_range": [0.5, 50.0], "n_components": "auto", "main": "kl",
          "description": f"d = {d} Gaussian, random rotation, coordinate sds log-uniform on [0.5, 50]"},
     )
 
@@ -119,7 +118,7 @@ def make_factor_gaussian(d: int = 300, rank: int = 5, seed: int = 4) -> Target:
     g = factor_gaussian(d, rank, seed)
     return gaussian_target(
         "factor_gaussian_d300", g["mean"], g["cov"],
-        {"seed": seed, "rank": rank, "n_components": DEFAULT_COMPONENTS, "main": "kl",
+        {"seed": seed, "rank": rank, "n_components": "auto", "main": "kl",
          "description": f"d = {d} Gaussian, diagonal sds log-uniform on [0.3, 3] times (I + W W^T) with "
                         f"{rank} random directions stretched 5 to 40 times"},
     )
@@ -211,7 +210,7 @@ def make_mixture(d: int = 20, seed: int = 2) -> Target:
     return Target(
         name="mixture20d_4modes", family="gmm", model=flat_model(log_prob, sample, d), dim=d, log_prob=log_prob,
         sample=sample, mode_of=lambda z: basin_labels(z, m["means"], m["covs"]), num_modes=4,
-        info={"seed": seed, "weights": m["weights"].tolist(), "modes": m, "n_components": DEFAULT_COMPONENTS, "main": "mass_error",
+        info={"seed": seed, "weights": m["weights"].tolist(), "modes": m, "n_components": "auto", "main": "mass_error",
               "description": f"d = {d} mixture of 4 anisotropic Gaussians (sds 0.3..1.2), weights 0.4/0.3/0.2/0.1, "
                              "means 12 apart from the origin"},
     )
@@ -258,7 +257,7 @@ def make_logistic(seed: int = 0) -> Target:
         name="logistic_breast_cancer", family="regression", model=logistic_model, dim=xtr.shape[1],
         args=(jnp.asarray(xtr), jnp.asarray(ytr)), log_prob=None, log_z=None, predict_log_prob=predict_log_prob,
         test_labels=yte,
-        info={"split_seed": seed, "n_train": len(ytr), "n_test": len(yte), "prior_sd": 3.0, "n_components": DEFAULT_COMPONENTS,
+        info={"split_seed": seed, "n_train": len(ytr), "n_test": len(yte), "prior_sd": 3.0, "n_components": "auto",
               "main": "mean_err_max", "description": "logistic regression with intercept on breast cancer "
               f"({len(ytr)} train / {len(yte)} test rows, 30 standardised features), N(0, 3^2) priors"},
     )
@@ -300,7 +299,7 @@ def make_sharp_regression(seed: int = 3) -> Target:
         args=(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)), log_prob=p.log_prob,
         sample=lambda key, n: p.sample(key, (n,)), ref_mean=mean, ref_sd=np.sqrt(np.diag(cov)), gaussian_cov=cov,
         log_z=None,
-        info={"seed": seed, "n": len(y), "noise_sd": 0.05, "prior_sd": 10.0, "true_beta": beta, "n_components": DEFAULT_COMPONENTS,
+        info={"seed": seed, "n": len(y), "noise_sd": 0.05, "prior_sd": 10.0, "true_beta": beta, "n_components": "auto",
               "main": "mean_err_max", "description": "500 rows, 5 predictors, known noise sd 0.05, N(0, 10^2) priors "
               f"(posterior sds {np.sqrt(np.diag(cov)).min():.4f}..{np.sqrt(np.diag(cov)).max():.4f})"},
     )
@@ -334,7 +333,7 @@ def make_banana() -> Target:
     return Target(
         name="banana", family="banana", model=banana_model, dim=2, log_prob=banana_log_prob, sample=banana_sample,
         ref_mean=np.zeros(2), ref_sd=np.array([10.0, np.sqrt(1.0 + 2 * BANANA_B**2 * 1e4)]),
-        info={"n_components": DEFAULT_COMPONENTS, "main": "kl",
+        info={"n_components": "auto", "main": "kl",
               "description": "x0 ~ N(0, 10^2), x1 | x0 ~ N(0.03 (x0^2 - 100), 1) (sites x0, x1)"},
     )
 

@@ -46,17 +46,17 @@ from benchmarks.report import (
 
 MODELS = ("eight_schools", "hier_logistic_50", "label_switching", "gmm_d10", "gmm_d100")
 DIMS = {"eight_schools": 10, "hier_logistic_50": 50, "label_switching": 2, "gmm_d10": 10, "gmm_d100": 100}
-# mixvi's components per model: its default, and N = 20 on the paper suite's Gaussian mixtures (as there)
+# mixvi's components per model: its default ('auto': 20 or 10 by the model's cost), and N = 20 on the paper
+# suite's Gaussian mixtures (as there)
 N_COMPONENTS = {"gmm_d10": 20, "gmm_d100": 20}
 METHODS = ("mixvi", "autonormal", "automvn")
 ADAM_LR = 0.01
 
 
-def components(model_name: str) -> int:
-    """mixvi's N for a model: the paper suite's 20 on its mixtures, the guide's default elsewhere."""
-    from mixvi.vi import DEFAULT_COMPONENTS  # imported here: the parent process stays free of JAX
-
-    return N_COMPONENTS.get(model_name, DEFAULT_COMPONENTS)
+def components(model_name: str) -> int | str:
+    """mixvi's ``n_components`` for a model: the paper suite's 20 on its mixtures, the guide's default
+    ('auto') elsewhere."""
+    return N_COMPONENTS.get(model_name, "auto")
 
 
 # --- the models ---------------------------------------------------------------------------------
@@ -159,6 +159,7 @@ def child(model_name: str, method: str, steps: int) -> dict:
     }
     if method == "mixvi":
         out["warm"] = warm_table(model, data, build, steps, steady_s)
+        out["n_components"] = engine.guide.n_components
     return out
 
 
@@ -224,6 +225,7 @@ def run_benchmark(models: list[str], methods: list[str], steps: int, repeats: in
                 row[field] = _median([r[field] for r in runs])
             if method == "mixvi":
                 row["warm"] = {k: _median([r["warm"][k] for r in runs]) for k in runs[0]["warm"]}
+                row["n_components"] = runs[0].get("n_components")
             results.append(row)
     if hasattr(os, "getloadavg"):
         machine["loadavg_end"] = list(os.getloadavg())
@@ -291,8 +293,8 @@ def render_markdown(report: dict) -> str:
     ]
     for r in report["results"]:
         d = s["models"][r["model"]]
-        n = s.get("mixvi_components", {}).get(r["model"], 10)
-        label = f"{r['model']} ({d}{'' if n == 10 else f'; mixvi N = {n}'})"
+        n = r.get("n_components") or s.get("mixvi_components", {}).get(r["model"], 10)
+        label = f"{r['model']} ({d}{f'; mixvi N = {n}' if r['method'] == 'mixvi' else ''})"
         out.append(
             f"| {label} | {r['method']} | {r['setup_s']:.2f} | {r['compile_s']:.2f} | "
             f"{r['steady_ms']:.3f} | {r['e2e_s']:.2f} |"

@@ -4,7 +4,8 @@ Not an example itself (sphinx-gallery skips files whose name starts with an unde
 import it. Three fits, each timed from the start of the fit to draws in memory, compilation included:
 
 * ``fit_mixvi``: ``mixvi.AutoIsotropicMixture(model)`` trained by ``mixvi.MixVI(model, guide)``, every option
-  at its default (20 components, IBW step, automatic step size, 10 draws per component and step);
+  at its default (20 components on these small models, 10 on a data-heavy one: `n_components="auto"` reads the
+  model's cost; IBW step, automatic step size, 10 draws per component and step);
   ``mixvi_fits`` adds a second run with ``relocate=False`` when the default one diverges;
 * ``fit_autonormal``: NumPyro's ``AutoNormal`` trained by ``SVI`` with ``Adam(0.01)`` and ``Trace_ELBO()``;
 * ``fit_nuts``: NumPyro's ``NUTS`` (one chain unless told otherwise).

@@ -9,10 +9,11 @@ it runs on the full data (the same model with ``subsample_size=None``).
 
     alpha ~ N(0, 2²),   beta_k ~ N(0, 1),   y_i ~ Bernoulli(logit⁻¹(alpha + x_iᵀ beta)).
 
-Fitted by mixvi (defaults: 20 components, 2000 steps), NumPyro's ``AutoNormal`` (SVI, Adam 0.01, 2000 steps)
+Fitted by mixvi (defaults: 2000 steps; ``n_components="auto"`` picks 10 components on this data-heavy model, 20
+before 2026-12-04), NumPyro's ``AutoNormal`` (SVI, Adam 0.01, 2000 steps)
 and NUTS (1000 warm-up + 1000 draws, full data).
 
-**Measured in full mode** (2-core CPU shared with other jobs, 2026-12-03; one run, seed 0). Neither VI method beats
+**Measured in full mode** (2-core CPU shared with other jobs, 2026-12-03; one run, seed 0; mixvi with 20 components). Neither VI method beats
 NUTS here. Both get the sds right (mixvi 0.76-1.32 times NUTS's, ``AutoNormal`` 0.87-1.41), but their means
 carry the noise of the last minibatch steps: mixvi's largest error is 3.0 NUTS sds, ``AutoNormal``'s 3.3 (both on
 ``beta[3]``: 0.07 against 0.02, with a posterior sd of 0.017; the offset changes with the seed). NUTS on all

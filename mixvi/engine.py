@@ -214,7 +214,10 @@ class MixVI:
         self.shared_noise = shared_noise
         self.max_rejected = max_rejected
         self.sample_batch_size = sample_batch_size
+        # with n_components='auto' N is known once the guide is set up: the mesh is settled then (_settle)
+        self._mesh_option = mesh
         self.mesh = self._resolve_mesh(mesh, guide.n_components)
+        self._mesh_settled = not isinstance(guide.n_components, str)
         self.settings = vi.check(
             vi.Settings(
                 method,
@@ -229,7 +232,7 @@ class MixVI:
             )
         )
         # learned weights use every draw for the loss (their step needs f_i from all of them); 'auto' is
-        # settled on the model's cost when its arguments are first seen (_settle_loss_draws)
+        # settled on the model's cost when its arguments are first seen (_settle)
         self.loss_draws: int | str | None = (
             None if guide.weights != "uniform" else "auto" if loss_draws == "auto" else self.settings.loss_draws
         )
@@ -240,17 +243,21 @@ class MixVI:
         self._basis, self._stretch = f"{guide.prefix}_metric_basis", f"{guide.prefix}_metric_log_stretch"
 
     @staticmethod
-    def _resolve_mesh(mesh: Mesh | str | None, n_components: int) -> Mesh | None:
+    def _resolve_mesh(mesh: Mesh | str | None, n_components: int | str) -> Mesh | None:
+        """The mesh the components are split along; None (for now) while N is still 'auto'."""
+        settled = not isinstance(n_components, str)
         if isinstance(mesh, str):
             if mesh != "auto":
                 raise ValueError(BAD_MESH.format(mesh))
             count = jax.device_count()
-            if count > 1 and n_components % count == 0:
+            if settled and count > 1 and n_components % count == 0:
                 return Mesh(np.asarray(jax.devices()), ("components",))
             return None
         if mesh is not None:
             if len(mesh.axis_names) != 1:
                 raise ValueError(vi.BAD_MESH_AXES.format(mesh.axis_names))
+            if not settled:
+                return None
             if n_components % mesh.size:
                 raise ValueError(vi.BAD_MESH_SIZE.format(n_components, mesh.size))
         return mesh
@@ -275,7 +282,7 @@ class MixVI:
         """
         k_setup, k_run = jax.random.split(rng_key)
         params = self.guide.setup(k_setup, *args, **kwargs)
-        self._settle_loss_draws(args, kwargs)
+        self._settle(args, kwargs)
         extra = self.guide.model_param_names()
         if extra:
             raise ValueError(MODEL_PARAMS.format(extra))
@@ -306,15 +313,18 @@ class MixVI:
             raise ValueError(NOT_FINITE_AT_INIT.format([int(i) for i in jnp.nonzero(~jnp.isfinite(v))[0]]))
         return MixVIState(core, k_run, jnp.zeros((), jnp.int32))
 
-    def _settle_loss_draws(self, args: tuple, kwargs: dict) -> None:
-        """Resolve ``loss_draws='auto'`` from V's cost on these model arguments (once; the guide is set up)."""
+    def _settle(self, args: tuple, kwargs: dict) -> None:
+        """Once the guide is set up: resolve ``loss_draws='auto'`` from V's cost on these model arguments
+        (once), and the mesh by the guide's N (settled by then when it was 'auto')."""
+        g = self.guide
+        if not self._mesh_settled:
+            self.mesh = self._resolve_mesh(self._mesh_option, g.n_components)
+            self.settings = self.settings._replace(mesh=self.mesh)
+            self._mesh_settled = True
         if self.loss_draws != "auto":
             return
-        g = self.guide
         locs = g._init_component_locs
-        self.loss_draws = choose_loss_draws(
-            (g._structure_key(), self.num_samples), g.potential_fn, g.latent_dim, locs.dtype, args, kwargs
-        )
+        self.loss_draws = choose_loss_draws(g._structure_key(), g.potential_fn, g.latent_dim, locs.dtype, args, kwargs)
 
     def _settings(self) -> vi.Settings:
         if self.loss_draws == "auto":
@@ -377,7 +387,7 @@ class MixVI:
 
     def update(self, state: MixVIState, *args, **kwargs) -> tuple[MixVIState, jax.Array]:
         """One step; returns (new state, loss at the old params). Pure: jit it if called in a loop."""
-        self._settle_loss_draws(args, kwargs)
+        self._settle(args, kwargs)
         new, info = self._step(state, args, kwargs)
         return new, info.loss
 
@@ -385,7 +395,7 @@ class MixVI:
         """The -ELBO estimate at ``state``: the loss the next :meth:`update` reports (same estimator,
         draws and key), from V's values alone (no gradients, no update; compiled once per model
         structure). Unlike the step it is not NaN when the step's gradients are not finite."""
-        self._settle_loss_draws(args, kwargs)
+        self._settle(args, kwargs)
         return self._call_jitted("evaluate", self._loss, (state,), args, kwargs)
 
     def get_params(self, state: MixVIState) -> dict:
@@ -612,7 +622,7 @@ class MixVI:
         total: int | None = None,
     ) -> MixVIRunResult:
         total = num_steps + len(prev_losses) if total is None else total
-        self._settle_loss_draws(args, kwargs)
+        self._settle(args, kwargs)
         if checkpoint is not None:
             if checkpoint_every is None:
                 checkpoint_every = max(1, total // 10)

@@ -33,9 +33,9 @@ from numpyro.primitives import Messenger
 from mixvi.family import IsotropicMixture
 from mixvi.loop import call_compiled, new_cache, remember, split_operands
 from mixvi.lowrank import LowRankMetric, init_lowrank
+from mixvi.potential_cost import choose_components
 from mixvi.vi import (
     BAD_METRIC,
-    DEFAULT_COMPONENTS,
     DENSE_MAX_DIM,
     DENSE_TOO_BIG,
     METRICS,
@@ -48,6 +48,7 @@ from mixvi.vi import (
 _DRAWS: OrderedDict[Any, Callable] = new_cache()
 # the jitted potential at N points, per model and structure (AutoIsotropicMixture.potential_values)
 _VALUES: OrderedDict[Any, Callable] = new_cache()
+BAD_COMPONENTS = "n_components must be 'auto' or an integer >= 1, got {!r}"
 MAX_INIT_TRIES = 100
 """Draws per component (as NumPyro's find_valid_initial_params) before the set-up gives up on a finite start."""
 
@@ -241,7 +242,7 @@ class _EnumeratedSitesStayWithTheModel(AutoGuide):
         # valid point (V and its gradient evaluated op by op, each primitive compiled anew in a fresh
         # process: about 1 s on eight schools) is skipped there
         uniform = _uniform_radius(self.init_loc_fn) is not None
-        structure_only = uniform and getattr(self, "n_components", 1) > 1
+        structure_only = uniform and getattr(self, "n_components", 1) != 1
         with handlers.block():
             if structure_only:
                 try:
@@ -307,9 +308,14 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         A NumPyro model with continuous latent sites. Discrete sites marked for enumeration
         (``infer={'enumerate': 'parallel'}`` or ``config_enumerate``) stay with the model: ``TraceEnum_ELBO``
         and ``MixVI`` sum them out (NumPyro's enumeration, which needs funsor).
-    n_components : int, optional
-        N, the number of mixture components (>= 1; default 20). A step costs N B evaluations of the
-        gradient: on large models 10 halves it, at some cost in the tails and the curved parts.
+    n_components : int or 'auto', optional
+        N, the number of mixture components (>= 1). A step costs N B evaluations of the gradient.
+        'auto' (the default) settles N when the guide is set up, from XLA's cost estimate of one
+        value-and-gradient of the model's log density: 20 below 3e4 flop equivalents (small models, whose
+        run is mostly compilation, and whose curved or hierarchical posteriors gain from the extra
+        components), 10 above (data-heavy models, whose step cost doubles with N and whose posteriors are
+        nearly Gaussian); :mod:`mixvi.potential_cost`. The attribute ``n_components`` holds the number
+        after set-up.
     prefix : str, optional
         Params are named ``{prefix}_locs`` and ``{prefix}_scales``.
     init_loc_fn : callable, optional
@@ -343,7 +349,7 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
     Raises
     ------
     ValueError
-        If ``n_components`` is not an integer >= 1, ``init_scale`` is not positive, or ``metric`` /
+        If ``n_components`` is not 'auto' or an integer >= 1, ``init_scale`` is not positive, or ``metric`` /
         ``weights`` is not one of the values above. When the guide is set up on the model's
         arguments: if a latent site is discrete and not marked for enumeration, lies inside a subsampled
         plate, or the log density or its gradient is not finite at the initial point (the message names the
@@ -359,7 +365,7 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
     def __init__(
         self,
         model: Callable,
-        n_components: int = DEFAULT_COMPONENTS,
+        n_components: int | str = "auto",
         *,
         prefix: str = "auto",
         init_loc_fn: Callable = init_to_uniform,
@@ -370,8 +376,10 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         metric_rank: int | None = None,
     ):
         check_rank(metric_rank)
-        if not isinstance(n_components, (int, jnp.integer)) or isinstance(n_components, bool) or n_components < 1:
-            raise ValueError(f"n_components must be an integer >= 1, got {n_components!r}")
+        if n_components != "auto" and (
+            not isinstance(n_components, (int, jnp.integer)) or isinstance(n_components, bool) or n_components < 1
+        ):
+            raise ValueError(BAD_COMPONENTS.format(n_components))
         if not init_scale > 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale!r}")
         if metric not in METRICS:
@@ -381,9 +389,16 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         self._metric_option = metric
         self.metric_rank = metric_rank
         self.weights = weights
-        self.n_components = int(n_components)
+        self._components_option = n_components if n_components == "auto" else int(n_components)
+        self._components: int | None = None if n_components == "auto" else int(n_components)
         self._init_scale = float(init_scale)
         super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn, create_plates=create_plates)
+
+    @property
+    def n_components(self) -> int | str:
+        """N: the ``n_components`` option, with 'auto' settled by the model's cost once the guide is set up
+        (:func:`mixvi.potential_cost.choose_components`)."""
+        return self._components_option if self._components is None else self._components
 
     @property
     def metric(self) -> str:
@@ -448,6 +463,10 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
                 raise ValueError(self._init_failure(keys.keys[0] if keys.keys else rng_key, args, kwargs)) from err
             raise
         with handlers.block():
+            if self._components is None:
+                self._components = choose_components(
+                    self._structure_key(), self.potential_fn, self.latent_dim, self._init_latent.dtype, args, kwargs
+                )
             self._init_component_locs = self._component_inits(rng_key, args, kwargs)
 
     def _model_for_potential(self, key: jax.Array, max_plate_nesting: int | None = None) -> Callable:

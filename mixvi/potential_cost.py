@@ -1,4 +1,5 @@
-"""What one evaluation of a model's potential costs, and the choice it settles: ``loss_draws='auto'``.
+"""What one evaluation of a model's potential costs, and the two choices it settles: ``loss_draws='auto'``
+and ``n_components='auto'``.
 
 A step of :class:`mixvi.MixVI` needs grad V at all N B draws, and V's value only for its loss. Taking the
 value at one draw per component (``loss_draws=1``) puts two copies of V in the compiled step
@@ -18,6 +19,16 @@ puts one, but every point then pays for V's value as well as its gradient. Which
 ``'auto'`` reads V's cost off XLA's cost analysis of one ``value_and_grad`` (lowered, not compiled: tens
 of milliseconds, once per model structure and data shapes) and takes every draw below
 :data:`ALL_DRAWS_MAX_COST` flop equivalents, one draw above.
+
+The number of components N is settled the same way (``AutoIsotropicMixture(n_components='auto')``, the
+default): :data:`CHEAP_MODEL_COMPONENTS` = 20 when V costs less than :data:`COMPONENTS_MAX_COST`, else
+:data:`HEAVY_MODEL_COMPONENTS` = 10. A step evaluates grad V at N B points, so on a cheap V the step is
+mostly the mixture's own work and the run mostly compilation, and 20 components cost little more wall
+time than 10; on a data-heavy V the step's cost doubles with N. The posteriors differ too: 20
+components were closer to the reference on the quality suite's cheap models (banana, baseball, eight
+schools, gp_pois_regr, the rotated Gaussian: V costs 40-2e4 flop equivalents), and no closer on the
+data-heavy ones (breast-cancer logistic regression 9e4, diamonds 6e5), whose many observations make
+the posterior nearly Gaussian (docs/benchmarks.md, "Number of components").
 """
 
 from __future__ import annotations
@@ -34,10 +45,16 @@ from mixvi.loop import TRACER_ERRORS, new_cache, remember, split_operands
 ALL_DRAWS_MAX_COST = 1e4
 """``loss_draws='auto'`` takes V at every draw when one value-and-gradient of V costs fewer flop
 equivalents than this (eight schools: ~400; a logistic regression on 455 rows and 31 features: ~8e4)."""
+COMPONENTS_MAX_COST = 3e4
+"""``n_components='auto'`` takes :data:`CHEAP_MODEL_COMPONENTS` below this cost of one value-and-gradient of
+V, :data:`HEAVY_MODEL_COMPONENTS` at or above it (baseball's logit: ~2e4; a hierarchical logistic
+regression on 500 rows: ~4e4)."""
+CHEAP_MODEL_COMPONENTS = 20
+HEAVY_MODEL_COMPONENTS = 10
 TRANSCENDENTAL_FLOPS = 10.0
 """Flop equivalents of one transcendental (exp, log, ...) in the cost above."""
 
-_CHOICES: OrderedDict[Hashable, int | None] = new_cache()
+_COSTS: OrderedDict[Hashable, float | None] = new_cache()
 
 
 def _cost_of(analysis: Any) -> float | None:
@@ -78,18 +95,36 @@ def value_and_grad_cost(
         return None
 
 
+def model_cost(
+    cache_key: Hashable | None, potential_of: Callable[..., Callable], dim: int, dtype: Any, args: tuple, kwargs: dict
+) -> float | None:
+    """:func:`value_and_grad_cost`, kept per ``cache_key`` (None: not kept), the data's shapes and the
+    static arguments, so that the guide's and the engine's choices lower V once."""
+    operands, static, _ = split_operands(args, kwargs)
+    shapes = tuple((tuple(jnp.shape(x)), str(jnp.result_type(x))) for x in operands)
+    full = None if cache_key is None or static is None else (cache_key, static, shapes, dim, str(dtype))
+    if full is not None and full in _COSTS:
+        return _COSTS[full]
+    cost = value_and_grad_cost(potential_of, dim, dtype, args, kwargs)
+    if full is not None:
+        remember(_COSTS, full, cost)
+    return cost
+
+
 def choose_loss_draws(
     cache_key: Hashable | None, potential_of: Callable[..., Callable], dim: int, dtype: Any, args: tuple, kwargs: dict
 ) -> int | None:
     """``loss_draws`` for ``'auto'``: None (every draw) when V is cheap (see the module docstring), else 1;
-    1 when XLA gives no cost. Kept per ``cache_key`` and the data's shapes (None: not kept)."""
-    operands, static, _ = split_operands(args, kwargs)
-    shapes = tuple((tuple(jnp.shape(x)), str(jnp.result_type(x))) for x in operands)
-    full = None if cache_key is None or static is None else (cache_key, static, shapes, dim, str(dtype))
-    if full is not None and full in _CHOICES:
-        return _CHOICES[full]
-    cost = value_and_grad_cost(potential_of, dim, dtype, args, kwargs)
-    choice = None if cost is not None and cost < ALL_DRAWS_MAX_COST else 1
-    if full is not None:
-        remember(_CHOICES, full, choice)
-    return choice
+    1 when XLA gives no cost."""
+    cost = model_cost(cache_key, potential_of, dim, dtype, args, kwargs)
+    return None if cost is not None and cost < ALL_DRAWS_MAX_COST else 1
+
+
+def choose_components(
+    cache_key: Hashable | None, potential_of: Callable[..., Callable], dim: int, dtype: Any, args: tuple, kwargs: dict
+) -> int:
+    """``n_components`` for ``'auto'``: :data:`CHEAP_MODEL_COMPONENTS` when V costs less than
+    :data:`COMPONENTS_MAX_COST` (see the module docstring), else :data:`HEAVY_MODEL_COMPONENTS`; the
+    larger when XLA gives no cost."""
+    cost = model_cost(cache_key, potential_of, dim, dtype, args, kwargs)
+    return HEAVY_MODEL_COMPONENTS if cost is not None and cost >= COMPONENTS_MAX_COST else CHEAP_MODEL_COMPONENTS

@@ -74,7 +74,8 @@ WEIGHTS = ("uniform", "fisher-rao")
 # N by default: on every model of the quality suite (d = 2..100) 20 components were as close to the
 # reference as 10 or closer (banana KL 0.22 -> 0.12, baseball 0.42 -> 0.36, gp_pois_regr 0.17 -> 0.12 sds);
 # a step costs up to twice as much, which shows in the time to a good ELBO only on data-heavier models,
-# where n_components=10 is the faster setting (docs/benchmarks.md, "Number of components")
+# where 10 is the faster setting (docs/benchmarks.md, "Number of components"): the NumPyro guide's
+# n_components='auto' picks by the model's cost (mixvi.potential_cost)
 DEFAULT_COMPONENTS = 20
 BAD_COMPONENTS = "n_components must be an integer >= 1, got {!r}"
 BAD_NUM_SAMPLES = "num_samples must be an integer >= 1, got {!r}"

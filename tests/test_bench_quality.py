@@ -225,7 +225,9 @@ def test_quick_mode_smoke(tmp_path):
     rows = {m["method"]: m for m in report["targets"]["banana"]["methods"]}
     assert {"mixvi-isotropic", "AutoNormal", "AutoMultivariateNormal", "AutoBNAFNormal", "AutoIAFNormal"} <= set(rows)
     assert rows["mixvi-isotropic"]["status"] == "ok"
-    assert rows["mixvi-isotropic"]["settings"]["n_components"] == mixvi.vi.DEFAULT_COMPONENTS
+    # the banana's V is cheap: the guide's default 'auto' settles on 20 components, and the page says so
+    assert rows["mixvi-isotropic"]["settings"]["n_components"] == mixvi.potential_cost.CHEAP_MODEL_COMPONENTS
+    assert "mixvi N = 'auto' (20 on this model)" in md.read_text()
     assert rows["mixvi-isotropic@3"]["settings"]["n_components"] == 3  # METRIC@N: N components
     assert "<!-- bench quality start -->" in md.read_text() and fig.exists()
     assert "`mixvi-M@K`: K components" in md.read_text()

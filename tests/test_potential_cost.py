@@ -1,13 +1,26 @@
-"""loss_draws='auto': V's cost from XLA's cost analysis, and the choice MixVI settles on from it."""
+"""The two choices V's cost settles: loss_draws='auto' (MixVI) and n_components='auto' (the guide)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import pytest
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.optim import Adam
 
 import mixvi
-from mixvi.potential_cost import ALL_DRAWS_MAX_COST, choose_loss_draws, value_and_grad_cost
+from mixvi.guide import BAD_COMPONENTS
+from mixvi.potential_cost import (
+    ALL_DRAWS_MAX_COST,
+    CHEAP_MODEL_COMPONENTS,
+    COMPONENTS_MAX_COST,
+    HEAVY_MODEL_COMPONENTS,
+    choose_components,
+    choose_loss_draws,
+    model_cost,
+    value_and_grad_cost,
+)
 
 
 def _logistic(rows: int, features: int):
@@ -84,7 +97,7 @@ def test_choice_is_kept_per_model_and_data_shape():
     model, args = _logistic(1000, 20)
     guide = mixvi.AutoIsotropicMixture(model, n_components=2)
     guide.setup(jax.random.PRNGKey(0), *args)
-    key = (guide._structure_key(), 10)
+    key = guide._structure_key()
     calls = []
 
     def counting(*a, **kw):
@@ -94,3 +107,53 @@ def test_choice_is_kept_per_model_and_data_shape():
     first = choose_loss_draws(key, counting, guide.latent_dim, jnp.float32, args, {})
     second = choose_loss_draws(key, counting, guide.latent_dim, jnp.float32, args, {})
     assert first == second == 1 and len(calls) == 1
+
+
+def test_auto_components_follow_the_cost_and_equal_the_explicit_choice():
+    """n_components='auto' is 20 for a small model and 10 for a 1000-row regression, settled at set-up; the
+    run is bit for bit the run with that N given explicitly."""
+    cases = [(_small, (jnp.arange(5.0),), CHEAP_MODEL_COMPONENTS), (*_logistic(1000, 20), HEAVY_MODEL_COMPONENTS)]
+    assert _cost(*cases[0][:2]) < COMPONENTS_MAX_COST <= _cost(*cases[1][:2])
+    for model, args, expected in cases:
+        runs = []
+        for n in ("auto", expected):
+            guide = mixvi.AutoIsotropicMixture(model, n_components=n)
+            assert guide.n_components == n  # 'auto' until set up
+            runs.append(mixvi.MixVI(model, guide).run(jax.random.PRNGKey(3), 20, *args, progress_bar=False))
+            assert guide.n_components == expected
+        assert runs[0].params["auto_locs"].shape[0] == expected
+        np.testing.assert_array_equal(np.asarray(runs[0].losses), np.asarray(runs[1].losses))
+        np.testing.assert_array_equal(np.asarray(runs[0].params["auto_locs"]), np.asarray(runs[1].params["auto_locs"]))
+
+
+def test_auto_components_under_svi_and_bad_values():
+    """The SVI drop-in settles N at its init as MixVI does; a bad value is refused when the guide is built."""
+    model, args = _logistic(1000, 20)
+    guide = mixvi.AutoIsotropicMixture(model)
+    svi = SVI(model, guide, Adam(0.01), Trace_ELBO())
+    state = svi.init(jax.random.PRNGKey(0), *args)
+    assert guide.n_components == HEAVY_MODEL_COMPONENTS
+    assert svi.get_params(state)["auto_locs"].shape == (HEAVY_MODEL_COMPONENTS, 20)
+    for bad in ("many", 0, 2.5, True):
+        with pytest.raises(ValueError) as err:
+            mixvi.AutoIsotropicMixture(model, n_components=bad)
+        assert str(err.value) == BAD_COMPONENTS.format(bad)
+
+
+def test_guide_and_engine_lower_the_potential_once():
+    """The two 'auto' choices (N at set-up, loss_draws at init) read one cost: V is lowered once."""
+    model, args = _logistic(500, 7)
+    guide = mixvi.AutoIsotropicMixture(model, n_components=2)
+    guide.setup(jax.random.PRNGKey(0), *args)
+    key, calls = ("once", guide._structure_key()), []
+
+    def counting(*a, **kw):
+        calls.append(1)
+        return guide.potential_fn(*a, **kw)
+
+    n = choose_components(key, counting, guide.latent_dim, jnp.float32, args, {})
+    draws = choose_loss_draws(key, counting, guide.latent_dim, jnp.float32, args, {})
+    cost = model_cost(key, counting, guide.latent_dim, jnp.float32, args, {})
+    assert len(calls) == 1 and cost is not None
+    assert n == (CHEAP_MODEL_COMPONENTS if cost < COMPONENTS_MAX_COST else HEAVY_MODEL_COMPONENTS)
+    assert draws == (None if cost < ALL_DRAWS_MAX_COST else 1)

@@ -144,6 +144,18 @@ SHARDED = textwrap.dedent("""
         r = vi.run(jax.random.PRNGKey(5), 30, X, Y, progress_bar=False)
         out[name] = np.asarray(r.params["auto_locs"]).tolist()
         out[name + "_devices"] = len(r.state.core.params.locs.sharding.device_set)
+    # n_components='auto' is settled at set-up, and the mesh with it
+    guide = mixvi.AutoIsotropicMixture(logistic)
+    vi = mixvi.MixVI(logistic, guide, num_samples=4)
+    r = vi.run(jax.random.PRNGKey(5), 5, X, Y, progress_bar=False)
+    out["auto_n"] = guide.n_components
+    out["auto_devices"] = len(r.state.core.params.locs.sharding.device_set)
+    three = jax.sharding.Mesh(np.asarray(jax.devices()[:3]), ("components",))
+    vi = mixvi.MixVI(logistic, mixvi.AutoIsotropicMixture(logistic), num_samples=4, mesh=three)
+    try:
+        vi.init(jax.random.PRNGKey(5), X, Y)
+    except ValueError as err:
+        out["three_error"] = str(err)
     print(json.dumps(out))
 """)
 
@@ -155,6 +167,8 @@ def test_sharded_run_equals_single_device_run():
 
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["sharded_devices"] == 4 and out["single_devices"] == 1
+    assert out["auto_n"] in (10, 20) and out["auto_devices"] == (4 if out["auto_n"] % 4 == 0 else 1)
+    assert out["three_error"] == mixvi.vi.BAD_MESH_SIZE.format(out["auto_n"], 3)
     np.testing.assert_allclose(out["sharded"], out["single"], rtol=1e-4, atol=1e-5)
 
 

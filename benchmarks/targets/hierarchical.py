@@ -27,7 +27,6 @@ import numpyro.distributions as dist
 from numpyro.infer.reparam import LocScaleReparam
 
 from benchmarks.targets.base import Target
-from mixvi.vi import DEFAULT_COMPONENTS
 
 HORSESHOE_SIGNALS = (2.5, -2.0, 1.5)
 # hits of the 18 players in their first 45 at-bats (Efron and Morris 1975, Table 1, in its order)
@@ -61,7 +60,7 @@ def make_horseshoe() -> Target:
     return Target(
         name="horseshoe_regression", family="regression", model=horseshoe_model, dim=2 + 2 * x.shape[1],
         args=(jnp.asarray(x), jnp.asarray(y)), log_prob=None, log_z=None,
-        info={"n_components": DEFAULT_COMPONENTS, "main": "mean_err_max", "rows": x.shape[0], "predictors": x.shape[1],
+        info={"n_components": "auto", "main": "mean_err_max", "rows": x.shape[0], "predictors": x.shape[1],
               "description": f"horseshoe regression, non-centred, {x.shape[0]} rows, {x.shape[1]} predictors "
                              "(3 non-zero); sites tau, sigma, lambda, z on the unconstrained latent"},
     )
@@ -89,7 +88,7 @@ def make_baseball() -> Target:
     return Target(
         name="baseball_logit", family="regression", model=baseball_model, dim=2 + len(BASEBALL_HITS),
         args=(jnp.full(hits.shape, AT_BATS), hits), log_prob=None, log_z=None, nuts_model=baseball_noncentred,
-        info={"n_components": DEFAULT_COMPONENTS, "main": "mean_err_max", "players": len(BASEBALL_HITS),
+        info={"n_components": "auto", "main": "mean_err_max", "players": len(BASEBALL_HITS),
               "description": f"hierarchical logit of {len(BASEBALL_HITS)} batters' hits in 45 at-bats (Efron and "
                              "Morris 1975), centred; sites mu, sigma, theta"},
     )

@@ -37,7 +37,6 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from benchmarks.targets.base import Target, latent_sites
-from mixvi.vi import DEFAULT_COMPONENTS
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "posteriordb"
 MOMENTS_FILE = DATA_DIR / "reference_moments.json"
@@ -229,7 +228,7 @@ def make_target(name: str, with_reference: bool = True) -> Target:
     model, args = model_and_args(name)
     dim = sum(int(np.size(site["value"])) for site in latent_sites(model, args).values())
     ref_mean = ref_sd = None
-    info = {"n_components": DEFAULT_COMPONENTS, "main": "mean_err_max", "posteriordb": SOURCES[name][1],
+    info = {"n_components": "auto", "main": "mean_err_max", "posteriordb": SOURCES[name][1],
             "description": f"posteriordb {SOURCES[name][1]}: {DESCRIPTIONS[name]}"}
     if with_reference:
         moments = json.loads(MOMENTS_FILE.read_text())[name]
