@@ -2,7 +2,8 @@
 
 Models: the three of :mod:`benchmarks.startup` (eight schools d = 10, hierarchical logistic d = 50, label
 switching d = 2) and the breast-cancer logistic regression (d = 30, :func:`benchmarks.targets.make_logreg_breast`).
-Methods: ``mixvi`` (``AutoIsotropicMixture`` + ``MixVI`` defaults), ``mixvi-b4`` (``num_samples=4``) and
+Methods: ``mixvi`` (``AutoIsotropicMixture`` + ``MixVI`` defaults), ``mixvi-b4`` (``num_samples=4``),
+``mixvi-n10`` / ``mixvi-n20`` (``n_components`` fixed at 10 / 20 instead of the default 'auto') and
 NumPyro ``SVI`` (``Trace_ELBO()``, optax Adam at ``LEARNING_RATES``) with the ``GUIDES`` at their default
 sizes. Each cell runs in ``--repeats`` fresh processes (medians reported); in each, after imports and data:
 
@@ -58,8 +59,9 @@ from benchmarks.report import (
 
 MODELS = ("eight_schools", "hier_logistic_50", "label_switching", "logreg_breast")
 DIMS = {"eight_schools": 10, "hier_logistic_50": 50, "label_switching": 2, "logreg_breast": 30}
-METHODS = ("mixvi", "mixvi-b4", "autonormal", "automvn", "bnaf", "iaf")
-MIXVI_OPTIONS = {"mixvi": {}, "mixvi-b4": {"num_samples": 4}}
+METHODS = ("mixvi", "mixvi-b4", "mixvi-n10", "mixvi-n20", "autonormal", "automvn", "bnaf", "iaf")
+MIXVI_OPTIONS = {"mixvi": {}, "mixvi-b4": {"num_samples": 4}, "mixvi-n10": {}, "mixvi-n20": {}}
+GUIDE_OPTIONS = {"mixvi-n10": {"n_components": 10}, "mixvi-n20": {"n_components": 20}}
 GUIDES = dict(autonormal="AutoNormal", automvn="AutoMultivariateNormal", bnaf="AutoBNAFNormal", iaf="AutoIAFNormal")
 LEARNING_RATES = {"autonormal": 0.01, "automvn": 0.01, "bnaf": 0.01, "iaf": 0.01}
 TOLERANCE = 0.5
@@ -185,7 +187,7 @@ def _mixvi_child(model: Any, data: tuple, method: str, steps: int, key: Any) -> 
     import mixvi
 
     t0 = time.perf_counter()
-    guide = mixvi.AutoIsotropicMixture(model)
+    guide = mixvi.AutoIsotropicMixture(model, **GUIDE_OPTIONS.get(method, {}))
     engine = mixvi.MixVI(model, guide, **MIXVI_OPTIONS[method])
     timed(lambda: engine.init(key, *data))
     setup_s = time.perf_counter() - t0
@@ -337,11 +339,17 @@ def _cells(r: dict) -> list[str]:
     return [_fmt(r[k], spec) for k, spec in specs.items()]
 
 
+def method_label(r: dict) -> str:
+    """A row's method, with the N a mixvi row ran with (its settings)."""
+    n = (r.get("settings") or {}).get("n_components") if r["method"].startswith("mixvi") else None
+    return r["method"] if n is None else f"{r['method']} (N = {n})"
+
+
 def format_table(report: dict) -> str:
     """The table as text."""
-    lines = [f"{'model':17s} {'method':10s} " + " ".join(f"{c:>14s}" for c in COLUMNS)]
+    lines = [f"{'model':17s} {'method':19s} " + " ".join(f"{c:>14s}" for c in COLUMNS)]
     for r in report["results"]:
-        lines.append(f"{r['model']:17s} {r['method']:10s} " + " ".join(f"{c:>14s}" for c in _cells(r)))
+        lines.append(f"{r['model']:17s} {method_label(r):19s} " + " ".join(f"{c:>14s}" for c in _cells(r)))
     return "\n".join(lines)
 
 
@@ -361,7 +369,8 @@ def render_markdown(report: dict) -> str:
         f"final -ELBO (mean of the last {s['final_fraction']:.0%} of the steps) to the end of the run: set-up + "
         "compile + t* x steady. Set-up: building the guide and `init`; compile: the first run beyond its steps; "
         "steady: per step, from a second, compiled run. mixvi: `AutoIsotropicMixture` + `MixVI` defaults "
-        f"(`mixvi-b4`: `num_samples=4`); SVI: `Trace_ELBO()`, optax Adam (lr: {lrs}), the autoguides' default "
+        "(`mixvi-b4`: `num_samples=4`; `mixvi-n10` / `mixvi-n20`: `n_components` 10 / 20 instead of 'auto', "
+        f"whose choice per model is in the settings of the JSON); SVI: `Trace_ELBO()`, optax Adam (lr: {lrs}), the autoguides' default "
         "sizes. All guides fit the same model to the same data, so final -ELBO values are comparable (lower is "
         "better: closer to -log Z). Ratio: time-to-ELBO over AutoNormal's. To best: the same clock until the "
         "running -ELBO stays within the tolerance of the lowest final -ELBO of any method for that model "
@@ -372,7 +381,7 @@ def render_markdown(report: dict) -> str:
         "|---|---|" + "---:|" * len(COLUMNS),
     ]
     for r in report["results"]:
-        out.append(f"| {r['model']} ({s['models'][r['model']]}) | {r['method']} | " + " | ".join(_cells(r)) + " |")
+        out.append(f"| {r['model']} ({s['models'][r['model']]}) | {method_label(r)} | " + " | ".join(_cells(r)) + " |")
     return "\n".join(out)
 
 

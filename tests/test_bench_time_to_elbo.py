@@ -65,3 +65,12 @@ def test_ratios_to_autonormal_per_model():
     ]
     T.add_ratios(rows)
     assert [r["ratio_to_autonormal"] for r in rows] == [1.0, 2.5, 0.5, 1.0, None]
+
+
+def test_mixvi_rows_name_their_components():
+    """The fixed-N rows pass n_components to the guide (the default row leaves it 'auto'), and every mixvi
+    row's label shows the N its run used."""
+    assert T.GUIDE_OPTIONS["mixvi-n10"] == {"n_components": 10} and "mixvi" not in T.GUIDE_OPTIONS
+    assert set(T.GUIDE_OPTIONS) <= set(T.MIXVI_OPTIONS) <= set(T.METHODS)
+    assert T.method_label({"method": "mixvi", "settings": {"n_components": 10}}) == "mixvi (N = 10)"
+    assert T.method_label({"method": "autonormal", "settings": {}}) == "autonormal"
