@@ -169,7 +169,7 @@ def fit_check_metrics(
     -------
     dict
         ``fit_check_verdict`` ('good', 'usable' or 'poor'), ``fit_check_khat``, ``fit_check_score_divergence``
-        (D), ``fit_check_relative_ess`` (when ``fit_check`` raised: verdict 'failed' and ``fit_check_reason``
+        (D), ``fit_check_relative_ess``, ``fit_check_num_samples`` (when ``fit_check`` raised: verdict 'failed' and ``fit_check_reason``
         instead); ``run_warned`` (whether ``run`` warned, naming ``fit_check``) and
         ``run_khat`` (the k-hat ``run`` compared with its threshold; None when it had none to give).
     """
@@ -185,6 +185,7 @@ def fit_check_metrics(
         "fit_check_khat": float(check.khat),
         "fit_check_score_divergence": float(check.score_divergence),
         "fit_check_relative_ess": float(check.relative_ess),
+        "fit_check_num_samples": int(check.num_samples),
     } | out
 
 

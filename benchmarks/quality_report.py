@@ -185,8 +185,14 @@ def components_text(t: dict[str, Any]) -> str:
     if asked != "auto":
         return str(asked)
     settled = sorted(
-        {m["settings"]["n_components"] for m in t["methods"] if m["method"].startswith("mixvi") and "@" not in
-         m["method"] and isinstance(m.get("settings"), dict) and "n_components" in m["settings"]}
+        {
+            m["settings"]["n_components"]
+            for m in t["methods"]
+            if m["method"].startswith("mixvi")
+            and "@" not in m["method"]
+            and isinstance(m.get("settings"), dict)
+            and "n_components" in m["settings"]
+        }
     )
     return f"'auto' ({'/'.join(str(n) for n in settled)} on this model)" if settled else "'auto'"
 
@@ -308,7 +314,17 @@ def fit_check_settings() -> dict[str, Any]:
         "num_samples": inspect.signature(mixvi.fit_check).parameters["num_samples"].default,
         "run_warns_above": engine.POOR_KHAT,
         "run_steps": engine.FIT_CHECK_STEPS,
+        "refine_khat": list(getattr(fit, "REFINE_KHAT", ())),
+        "refine_factor": getattr(fit, "REFINE_FACTOR", None),
     }
+
+
+def _refine_text(fc: dict[str, Any]) -> str:
+    """How many more draws a borderline k-hat gets (nothing for reports from before that rule)."""
+    band, factor = fc.get("refine_khat"), fc.get("refine_factor")
+    if not band or not factor:
+        return ""
+    return f" ({1 + factor} times as many when their k-hat lies in [{band[0]}, {band[1]}]: the draws column)"
 
 
 def _seed_values(m: dict, key: str) -> list[Any]:
@@ -336,6 +352,7 @@ def fit_check_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "run_khat": _med(m, "run_khat"),
                     "run_warned": _seed_values(m, "run_warned"),
                     "verdicts": _seed_values(m, "fit_check_verdict"),
+                    "draws": _seed_values(m, "fit_check_num_samples"),
                 }
             )
     return rows
@@ -365,7 +382,8 @@ def render_fit_check(report: dict[str, Any], command: str) -> str:
         f"`MixVI(model, guide).run` with its defaults{_mixvi_defaults(report)}) is scored twice: by its main "
         "quality metric against the exact answer or the reference (as in the quality sections), and by "
         f"`mixvi.fit_check(guide, params, *model_args, rng_key=fold_in(PRNGKey(seed), {FIT_CHECK_KEY}))` on "
-        f"{fc['num_samples']} draws of q: the k-hat of p/q, the relative score divergence D and the verdict. "
+        f"{fc['num_samples']} draws of q{_refine_text(fc)}: the k-hat of p/q, the relative score divergence D and "
+        "the verdict. "
         f"**good**: k-hat ≤ {good['khat']} and D ≤ {good['score_divergence']}; **usable** (with importance "
         f"correction): k-hat ≤ {usable['khat']} and D ≤ {usable['score_divergence']}; else **poor**; k-hat does "
         f"not count when the smoothed weights' ESS / S is at least {fc['flat_ess']} (nearly flat weights). "
@@ -376,9 +394,9 @@ def render_fit_check(report: dict[str, Any], command: str) -> str:
         f"`{report.get('json_path') or 'the JSON report'}`. Whether a fit is good is read from its main "
         "metric; docs/diagnostics.md sets the verdicts against that reading.",
         "",
-        "| target | mixvi row | main metric | value | max abs log sd ratio | k-hat | D | ESS / S | `run` k-hat "
-        "| `run` warned | verdict |",
-        "|" + "---|" * 11,
+        "| target | mixvi row | main metric | value | max abs log sd ratio | k-hat | D | ESS / S | draws "
+        "| `run` k-hat | `run` warned | verdict |",
+        "|" + "---|" * 12,
     ]
     for r in fit_check_rows(report):
         cells = [
@@ -390,6 +408,7 @@ def render_fit_check(report: dict[str, Any], command: str) -> str:
             fmt(r["khat"]),
             fmt(r["score_divergence"]),
             fmt(r["relative_ess"]),
+            _per_seed(r.get("draws") or [], str),
             fmt(r["run_khat"]),
             _per_seed(r["run_warned"], lambda w: "yes" if w else "no"),
             _per_seed(r["verdicts"], str),

@@ -13,12 +13,12 @@ Fitted by mixvi (defaults: 2000 steps; ``n_components="auto"`` picks 10 componen
 before 2026-12-04), NumPyro's ``AutoNormal`` (SVI, Adam 0.01, 2000 steps)
 and NUTS (1000 warm-up + 1000 draws, full data).
 
-**Measured in full mode** (2-core CPU shared with other jobs, 2026-12-03; one run, seed 0; mixvi with 20 components). Neither VI method beats
-NUTS here. Both get the sds right (mixvi 0.76-1.32 times NUTS's, ``AutoNormal`` 0.87-1.41), but their means
-carry the noise of the last minibatch steps: mixvi's largest error is 3.0 NUTS sds, ``AutoNormal``'s 3.3 (both on
-``beta[3]``: 0.07 against 0.02, with a posterior sd of 0.017; the offset changes with the seed). NUTS on all
-20 000 rows took 13 s, ``AutoNormal`` 20 s and mixvi 44 s: on a model this small, exact gradients are cheap and
-subsampling does not pay.
+**Measured in full mode** (2-core CPU, 2026-12-04; one run, seed 0; mixvi with 10 components, its default
+here). Both VI methods get the sds right (mixvi 0.90-1.17 times NUTS's, ``AutoNormal`` 0.87-1.41), but their
+means carry the noise of the last minibatch steps: mixvi's largest error is 0.45 NUTS sds, ``AutoNormal``'s 3.3
+(on ``alpha``: -0.54 against -0.48, with a posterior sd of 0.017; the offsets change with the seed: the run of
+2026-12-03 with 20 components read 3.0 for mixvi). NUTS on all 20 000 rows took 5.5 s, ``AutoNormal`` 6.1 s and
+mixvi 11.0 s: on a model this small, exact gradients are cheap and subsampling does not pay.
 
 Set ``MIXVI_DOCS_QUICK=1`` for a quick run (300 steps, NUTS 200 + 200: a smoke test, not a comparison).
 """

@@ -312,6 +312,7 @@ def test_fit_check_fields_of_a_tiny_run_and_their_section(tmp_path):
     assert metrics["fit_check_verdict"] in ("good", "usable", "poor")
     assert np.isfinite(metrics["fit_check_khat"]) and metrics["fit_check_score_divergence"] >= 0
     assert 0 < metrics["fit_check_relative_ess"] <= 1
+    assert metrics["fit_check_num_samples"] in (1000, (1 + fit.REFINE_FACTOR) * 1000)  # refined when borderline
     assert isinstance(metrics["run_warned"], bool) and "run_khat" in metrics
     assert metrics["run_khat"] is None or np.isfinite(metrics["run_khat"])
     assert report["fit_check"]["good"] == fit.GOOD and report["fit_check"]["usable"] == fit.USABLE
@@ -322,6 +323,7 @@ def test_fit_check_fields_of_a_tiny_run_and_their_section(tmp_path):
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[2] == R.LABELS["kl"] and cells[-1] == metrics["fit_check_verdict"]
     assert cells[5] == R.fmt(metrics["fit_check_khat"]) and cells[6] == R.fmt(metrics["fit_check_score_divergence"])
+    assert cells[8] == str(metrics["fit_check_num_samples"])
     assert f"k-hat ≤ {fit.GOOD['khat']} and D ≤ {fit.GOOD['score_divergence']}" in text
     R.main([str(out), "--md", str(md2), "--section", "fit-check"])
     assert "## Fit verdicts calibrated (`" in md2.read_text()

@@ -98,3 +98,34 @@ def test_fit_check_refuses_too_few_draws():
     params = guide.setup(jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="num_samples >= 100"):
         mixvi.fit_check(guide, params, rng_key=jax.random.PRNGKey(1), num_samples=50)
+
+
+def standard_normal_2d():
+    numpyro.sample("x", dist.Normal(0.0, jnp.ones(2)).to_event(1))
+
+
+def test_borderline_khat_is_judged_on_more_draws():
+    """q = N(0, diag(0.35, 1)) against p = N(0, I): p/q has tail index k = 1 - 0.35 = 0.65, near the 0.7
+    threshold. A k-hat of S draws inside REFINE_KHAT makes the check draw REFINE_FACTOR S more and report
+    the numbers of all of them (the PSIS k-hat of exactly those draws); with refine=False, or when the
+    weights are flat (q = p), S draws are all it takes."""
+    from mixvi.diagnostics._draws import draw_and_weigh, resolve
+    from mixvi.diagnostics.fit import REFINE_FACTOR, REFINE_KHAT
+    from mixvi.diagnostics.psis import psis_from_log_densities
+
+    guide = mixvi.AutoIsotropicMixture(standard_normal_2d, n_components=1, metric="diagonal")
+    guide.setup(jax.random.PRNGKey(0))
+    narrow = {"auto_locs": jnp.zeros((1, 2)), "auto_scales": jnp.ones(1), "auto_metric": jnp.array([0.35, 1.0])}
+    key = jax.random.PRNGKey(2)
+    first = mixvi.fit_check(guide, narrow, rng_key=key, num_samples=400, refine=False)
+    assert first.num_samples == 400 and REFINE_KHAT[0] <= first.khat <= REFINE_KHAT[1], first
+    refined = mixvi.fit_check(guide, narrow, rng_key=key, num_samples=400)
+    assert refined.num_samples == (1 + REFINE_FACTOR) * 400
+    k_draws, _ = jax.random.split(key)
+    fit = resolve(guide, narrow, (), {})
+    parts = [draw_and_weigh(fit, narrow, (), {}, k, n) for k, n in ((k_draws, 400),
+                                                                  (jax.random.fold_in(k_draws, 1), 1600))]
+    log_p, log_q = (jnp.concatenate([getattr(p, f) for p in parts]) for f in ("log_p", "log_q"))
+    np.testing.assert_allclose(refined.khat, float(psis_from_log_densities(log_p, log_q).khat), rtol=1e-6)
+    exact = dict(narrow, auto_metric=jnp.ones(2))
+    assert mixvi.fit_check(guide, exact, rng_key=key, num_samples=400).num_samples == 400
