@@ -52,7 +52,7 @@ USABLE = {"khat": 1.0, "score_divergence": 1.0}
 """Below both (but not good): usable with importance correction (``to_datatree``'s default resampling)."""
 REFINE_KHAT = (0.5, 0.8)
 """A k-hat from the first S draws in this closed band is recomputed from (1 + REFINE_FACTOR) S draws."""
-REFINE_FACTOR = 4
+REFINE_FACTOR = 15
 MIN_DRAWS = 100
 TOO_FEW = "fit_check needs num_samples >= {}, got {}: k-hat needs a tail of at least a few dozen draws"
 LIST_SCORE = (
