@@ -147,7 +147,7 @@ def run_khat(info: vi.MixtureVIInfo | None, steps: int = FIT_CHECK_STEPS) -> flo
     if lw.size < 100 or np.ptp(lw) == 0.0:
         return None
     res = psis_log_weights(lw - lw.max())
-    # nearly flat weights (q = p to a few per cent): their k-hat is fitted to float32 rounding
+    # nearly flat weights (relative variance <= 1 %): their k-hat is fitted to float32 rounding
     return None if res.ess / lw.size >= FLAT_ESS else float(res.khat)
 
 

@@ -129,3 +129,15 @@ def test_borderline_khat_is_judged_on_more_draws():
     np.testing.assert_allclose(refined.khat, float(psis_from_log_densities(log_p, log_q).khat), rtol=1e-6)
     exact = dict(narrow, auto_metric=jnp.ones(2))
     assert mixvi.fit_check(guide, exact, rng_key=key, num_samples=400).num_samples == 400
+
+
+def test_flat_weights_are_those_within_one_percent():
+    """k-hat stops counting only when the weights are flat to 1 % in relative variance (ESS / S >= 0.99):
+    the banana fit of the calibration (x1's sd 0.66x the true one; k-hat 0.81, D 0.09, ESS / S 0.904) is
+    not good, an exact fit whose k-hat is fitted to rounding (ESS / S 0.995) is."""
+    from mixvi.diagnostics.fit import _verdict
+    from mixvi.diagnostics.psis import FLAT_ESS
+
+    assert FLAT_ESS == 0.99
+    assert _verdict(0.81, 0.09, 0.904)[0] == "usable"
+    assert _verdict(0.81, 0.09, 0.995) == ("good", ())
