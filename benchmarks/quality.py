@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -45,7 +43,6 @@ from numpyro.infer.util import unconstrain_fn
 from numpyro.optim import Adam
 
 import mixvi
-import mixvi.engine
 from benchmarks import quality_report as R
 from benchmarks import quality_targets as QT
 from benchmarks.metrics import kl_monte_carlo, predictive_metrics, summarise
@@ -100,52 +97,8 @@ def _timed_loop(step: Callable, state: Any, num_steps: int) -> float:
     return 1e3 * (time.perf_counter() - t0) / num_steps
 
 
-@contextmanager
-def recorded_run_khat() -> Iterator[list[float | None]]:
-    """Record the k-hat that ``MixVI.run`` computes from its last steps' importance log weights.
-
-    ``run`` decides its poor-fit warning on ``mixvi.engine.run_khat(info)`` and returns only params, state
-    and losses; within this context every call of that function is recorded, unchanged, in the list
-    yielded (None where ``run`` had no usable weights, or nearly flat ones). The list stays empty when
-    the engine has no such function.
-
-    Yields
-    ------
-    list of float or None
-        The values returned, in call order.
-    """
-    seen: list[float | None] = []
-    original = getattr(mixvi.engine, "run_khat", None)
-    if original is None:
-        yield seen
-        return
-
-    def recording(*args: Any, **kwargs: Any) -> float | None:
-        value = original(*args, **kwargs)
-        seen.append(value)
-        return value
-
-    mixvi.engine.run_khat = recording
-    try:
-        yield seen
-    finally:
-        mixvi.engine.run_khat = original
-
-
-def _khat_in_warning(messages: list[str]) -> float | None:
-    """The k-hat quoted by ``run``'s poor-fit warning ('k-hat 1.23 > 1 ...'), None when none is there."""
-    for text in messages:
-        found = re.search(r"k-hat (\S+) >", text) if RUN_WARNING in text else None
-        if found:
-            try:
-                return float(found.group(1))
-            except ValueError:
-                return None
-    return None
-
-
 def fit_check_metrics(
-    guide: Any, params: dict, args: tuple, key: jax.Array, run_messages: list[str], run_khats: list[float | None]
+    guide: Any, params: dict, args: tuple, key: jax.Array, run_messages: list[str], run_khat: float | None
 ) -> dict[str, Any]:
     """``mixvi.fit_check`` of a fitted mixture and what ``run`` said about it, as per-seed metrics.
 
@@ -162,8 +115,8 @@ def fit_check_metrics(
         draws as its default.
     run_messages : list of str
         The texts of the warnings ``run`` emitted.
-    run_khats : list of float or None
-        What :func:`recorded_run_khat` recorded during ``run``.
+    run_khat : float or None
+        The k-hat ``run`` decided its warning on (``MixVI.last_run_khat``).
 
     Returns
     -------
@@ -174,7 +127,6 @@ def fit_check_metrics(
         ``run_khat`` (the k-hat ``run`` compared with its threshold; None when it had none to give).
     """
     warned = any(RUN_WARNING in text for text in run_messages)
-    run_khat = run_khats[-1] if run_khats else _khat_in_warning(run_messages)
     out = {"run_warned": warned, "run_khat": None if run_khat is None else float(run_khat)}
     try:
         check = mixvi.fit_check(guide, params, *args, rng_key=jax.random.fold_in(key, R.FIT_CHECK_KEY))
@@ -200,13 +152,13 @@ def fit_mixvi(target: QT.Target, metric: str, steps: int, key: jax.Array, timing
         vi = mixvi.MixVI(target.model, guide)
     except ValueError as err:
         return {"status": "unavailable", "reason": str(err)}
-    with warnings.catch_warnings(record=True) as caught, recorded_run_khat() as run_khats:
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = vi.run(key, steps, *target.args, progress_bar=False)
         params = jax.block_until_ready(result.params)
     wall = time.perf_counter() - t0
     messages = [str(w.message) for w in caught]
-    check = fit_check_metrics(guide, params, target.args, key, messages, run_khats)  # after the wall time
+    check = fit_check_metrics(guide, params, target.args, key, messages, vi.last_run_khat)  # after the wall time
     s = vi.settings
     settings = {
         "steps": steps,

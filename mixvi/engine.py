@@ -241,6 +241,8 @@ class MixVI:
         self._metric, self._logits = f"{guide.prefix}_metric", f"{guide.prefix}_weight_logits"
         self._tril = f"{guide.prefix}_metric_tril"
         self._basis, self._stretch = f"{guide.prefix}_metric_basis", f"{guide.prefix}_metric_log_stretch"
+        # the k-hat the last run's poor-fit check compared with POOR_KHAT (None: no usable or only flat weights)
+        self.last_run_khat: float | None = None
 
     @staticmethod
     def _resolve_mesh(mesh: Mesh | str | None, n_components: int | str) -> Mesh | None:
@@ -474,6 +476,8 @@ class MixVI:
         Returns
         -------
         MixVIRunResult
+            After it, ``self.last_run_khat`` holds the k-hat of the last steps' importance weights that
+            the run's poor-fit warning is decided on (None when it had none to give).
 
         Raises
         ------
@@ -707,7 +711,7 @@ class MixVI:
                 RuntimeWarning,
                 stacklevel=3,
             )
-        khat = run_khat(info)
+        khat = self.last_run_khat = run_khat(info)
         if khat is not None and khat > POOR_KHAT:
             warnings.warn(POOR_FIT.format(khat, POOR_KHAT, FIT_CHECK_STEPS), RuntimeWarning, stacklevel=3)
         return MixVIRunResult(self.get_params(result.state), result.state, jnp.asarray(losses))

@@ -329,21 +329,3 @@ def test_fit_check_fields_of_a_tiny_run_and_their_section(tmp_path):
     assert "## Fit verdicts calibrated (`" in md2.read_text()
     section = text.split("<!-- bench fit-check start -->")[1]
     assert section == md2.read_text().split("<!-- bench fit-check start -->")[1]
-
-
-def test_run_khat_is_read_from_runs_warning():
-    """The k-hat that run's poor-fit warning quotes is read back from its text (the fallback when the
-    engine's own k-hat could not be recorded); other warnings give none."""
-    text = mixvi.engine.POOR_FIT.format(1.23, mixvi.engine.POOR_KHAT, mixvi.engine.FIT_CHECK_STEPS)
-    assert Q.RUN_WARNING in text
-    assert Q._khat_in_warning(["unrelated", text]) == pytest.approx(1.23)
-    assert Q._khat_in_warning(["unrelated"]) is None
-
-
-def test_recorded_run_khat_sees_the_value_run_compares():
-    """Within recorded_run_khat, run's call of mixvi.engine.run_khat is recorded unchanged, and the engine's
-    function is restored afterwards."""
-    original = mixvi.engine.run_khat
-    with Q.recorded_run_khat() as seen:
-        assert mixvi.engine.run_khat(None) is None
-    assert seen == [None] and mixvi.engine.run_khat is original

@@ -78,17 +78,20 @@ def test_run_khat_reads_the_tail_of_the_pooled_weights():
 
 
 def test_run_warns_when_the_pooled_k_hat_is_past_the_threshold(monkeypatch):
-    """``run`` warns, naming k-hat and fit_check, exactly when its pooled k-hat exceeds POOR_KHAT."""
+    """``run`` warns, naming k-hat and fit_check, exactly when its pooled k-hat exceeds POOR_KHAT, and keeps
+    that k-hat as ``last_run_khat``."""
     import mixvi.engine as engine
 
     for khat, warns in ((engine.POOR_KHAT + 0.5, True), (engine.POOR_KHAT - 0.5, False)):
         monkeypatch.setattr(engine, "run_khat", lambda info, steps=engine.FIT_CHECK_STEPS, k=khat: k)
         guide = mixvi.AutoIsotropicMixture(stretched, n_components=2)
+        engine_ = mixvi.MixVI(stretched, guide)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            mixvi.MixVI(stretched, guide).run(jax.random.PRNGKey(0), 20, progress_bar=False)
+            engine_.run(jax.random.PRNGKey(0), 20, progress_bar=False)
         poor = [str(w.message) for w in caught if "fit looks poor" in str(w.message)]
         assert bool(poor) == warns, poor
+        assert engine_.last_run_khat == khat  # the value the warning was decided on
         if warns:
             assert f"k-hat {khat:.2f}" in poor[0] and "mixvi.fit_check" in poor[0]
 
