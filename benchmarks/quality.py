@@ -141,6 +141,14 @@ def fit_check_metrics(
     } | out
 
 
+def _steady_ms(init: Callable, update: Callable, args: tuple, key: jax.Array, timing_steps: int) -> float | None:
+    """ms/step of ``timing_steps`` steps of ``update(state, *args)`` from ``init(key, *args)`` (MixVI's or SVI's
+    pair), as :func:`_timed_loop` times them; None when ``timing_steps`` is 0."""
+    if not timing_steps:
+        return None
+    return _timed_loop(lambda st: update(st, *args), init(key, *args), timing_steps)
+
+
 def fit_mixvi(target: QT.Target, metric: str, steps: int, key: jax.Array, timing_steps: int) -> dict[str, Any]:
     """Build the guide and run ``MixVI`` with its defaults (unavailable when the metric is refused), then
     :func:`fit_check_metrics` of the fit (not in the wall time)."""
@@ -173,17 +181,13 @@ def fit_mixvi(target: QT.Target, metric: str, steps: int, key: jax.Array, timing
         "loss_draws": vi.loss_draws,
         "auto": s.auto._asdict() if hasattr(s.auto, "_asdict") else str(s.auto),
     }
-    ms = None
-    if timing_steps:
-        state = vi.init(key, *target.args)
-        ms = _timed_loop(lambda st: vi.update(st, *target.args), state, timing_steps)
     sig = np.asarray(params[f"{guide.prefix}_scales"], np.float64)
     return {
         "status": "ok",
         "guide": guide,
         "params": params,
         "wall_s": wall,
-        "ms_per_step": ms,
+        "ms_per_step": _steady_ms(vi.init, vi.update, target.args, key, timing_steps),
         "settings": settings,
         "warnings": sorted({text[:200] for text in messages}),
         "extra": {"sigma_min_over_median": float(sig.min() / np.median(sig)), **check},
@@ -210,17 +214,13 @@ def fit_svi(target: QT.Target, name: str, steps: int, key: jax.Array, timing_ste
     for attr in ("_init_scale", "rank", "num_flows", "_hidden_factors", "_hidden_dims", "_skip_connections"):
         if hasattr(guide, attr):
             settings[attr.lstrip("_")] = getattr(guide, attr)
-    ms = None
-    if timing_steps:
-        state = svi.init(key, *target.args)
-        ms = _timed_loop(lambda st: svi.update(st, *target.args), state, timing_steps)
     losses = np.asarray(result.losses)
     return {
         "status": "ok",
         "guide": guide,
         "params": params,
         "wall_s": wall,
-        "ms_per_step": ms,
+        "ms_per_step": _steady_ms(svi.init, svi.update, target.args, key, timing_steps),
         "settings": settings,
         "warnings": [] if np.all(np.isfinite(losses)) else ["non-finite losses"],
         "extra": {},
