@@ -41,10 +41,10 @@ def _models(suites: list[str]) -> list[tuple[str, str, Callable, tuple]]:
             model, args = startup.model_and_data(name)
             out.append(("startup", name, model, tuple(args)))
     if "time_to_elbo" in suites:
-        from benchmarks.targets.regression import make_logreg_breast
+        from benchmarks import time_to_elbo
 
-        target = make_logreg_breast()
-        out.append(("time_to_elbo", "logreg_breast", target.model, tuple(target.args)))
+        model, args = time_to_elbo.model_and_data("logreg_breast")
+        out.append(("time_to_elbo", "logreg_breast", model, tuple(args)))
     return out
 
 

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from mixvi.loop import TRACER_ERRORS, new_cache, remember, split_operands
+from mixvi.vi import DEFAULT_COMPONENTS
 
 ALL_DRAWS_MAX_COST = 1e4
 """``loss_draws='auto'`` takes V at every draw when one value-and-gradient of V costs fewer flop
@@ -49,7 +50,7 @@ COMPONENTS_MAX_COST = 3e4
 """``n_components='auto'`` takes :data:`CHEAP_MODEL_COMPONENTS` below this cost of one value-and-gradient of
 V, :data:`HEAVY_MODEL_COMPONENTS` at or above it (baseball's logit: ~2e4; a hierarchical logistic
 regression on 500 rows: ~4e4)."""
-CHEAP_MODEL_COMPONENTS = 20
+CHEAP_MODEL_COMPONENTS = DEFAULT_COMPONENTS  # the functional core's default N (20)
 HEAVY_MODEL_COMPONENTS = 10
 TRANSCENDENTAL_FLOPS = 10.0
 """Flop equivalents of one transcendental (exp, log, ...) in the cost above."""
