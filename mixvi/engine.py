@@ -310,9 +310,9 @@ class MixVI:
         p = core.params
         if jnp.issubdtype(k_run.dtype, jax.dtypes.prng_key):
             k_run = jax.random.key_data(k_run)
-        v = self.guide.potential_values(p.locs, k_setup, *args, **kwargs)
-        if not bool(jnp.all(jnp.isfinite(v))):
-            raise ValueError(NOT_FINITE_AT_INIT.format([int(i) for i in jnp.nonzero(~jnp.isfinite(v))[0]]))
+        v = np.asarray(self.guide.potential_values(p.locs, k_setup, *args, **kwargs))
+        if not np.all(np.isfinite(v)):
+            raise ValueError(NOT_FINITE_AT_INIT.format([int(i) for i in np.nonzero(~np.isfinite(v))[0]]))
         return MixVIState(core, k_run, jnp.zeros((), jnp.int32))
 
     def _settle(self, args: tuple, kwargs: dict) -> None:

@@ -89,15 +89,17 @@ def _initial_params(
 
 @partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def _uniform_draw(key: jax.Array, sizes: tuple, n: int, radius: float, dtype: Any) -> jax.Array:
-    """(n, sum of sizes) draws uniform in (-radius, radius), site by site (``sizes``: (name, size) in the
-    latent's layout) with a key per site name: the values do not depend on the order in which NumPyro's
-    set-up trace met the sites (it differs under jit)."""
-    names = sorted(name for name, _ in sizes)
-    parts = [
-        jax.random.uniform(jax.random.fold_in(key, names.index(name)), (n, size), dtype, -radius, radius)
-        for name, size in sizes
-    ]
-    return jnp.concatenate(parts, axis=1)
+    """(n, sum of sizes) draws uniform in (-radius, radius) (``sizes``: (name, size) in the latent's
+    layout). One draw whose columns are assigned to the sites in the order of their names, so the values
+    do not depend on the order in which NumPyro's set-up trace met the sites (it differs under jit); one
+    random-number generator in the program, not one per site (each costs XLA compilation time)."""
+    by_name = sorted(sizes)
+    offsets, start = {}, 0
+    for name, size in by_name:
+        offsets[name] = start
+        start += size
+    draw = jax.random.uniform(key, (n, start), dtype, -radius, radius)
+    return jnp.concatenate([draw[:, offsets[name] : offsets[name] + size] for name, size in sizes], axis=1)
 
 
 def _uniform_radius(init_loc_fn: Callable) -> float | None:
@@ -616,8 +618,9 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
             first = (1, locs, ~jnp.isfinite(potential(locs, k_model)))
             return jax.lax.while_loop(cond, body, first)[1]
         for attempt in range(1, MAX_INIT_TRIES):
-            bad = ~jnp.isfinite(self.potential_values(locs, k_model, *args, **kwargs))
-            if not bool(jnp.any(bad)):
+            # checked on the host: eager jnp ops would each compile a small program on first use
+            bad = ~np.isfinite(np.asarray(self.potential_values(locs, k_model, *args, **kwargs)))
+            if not bad.any():
                 return locs
             locs = jnp.where(bad[:, None], draw(jax.random.fold_in(k_draw, attempt)), locs)
         # name the site that fails, as the set-up does at a deterministic initial point, where it can

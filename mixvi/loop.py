@@ -10,7 +10,8 @@ later run whatever its ``num_steps``; the steps past ``stop`` are not executed a
 count, not masked work), so the result is bit for bit that of running exactly ``num_steps`` steps. The
 per-step outputs go into a (length, ...) buffer of which the Python side keeps the first ``stop`` rows.
 The model's data travel as ``operands`` (jit arguments), not as closure constants, so new data of the
-same shapes reuse the program.
+same shapes reuse the program. On CPU the chunk is compiled at LLVM optimisation level 1
+(:data:`CPU_COMPILER_OPTIONS`): the same steps, sooner.
 
 The guard
 ---------
@@ -50,6 +51,11 @@ CHUNK = 256
 uncached run asks for another; a run of any length reuses the one program."""
 CACHE_SIZE = 32
 """Compiled chunks kept by the module-level cache (least recently used dropped first)."""
+CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": "1"}
+"""XLA options of the chunk on the CPU backend: LLVM's optimisation level 1 instead of XLA's default 3.
+On the 2-core CPU it cuts the first run of a small model by 0.1-0.3 s (eight schools 1.91 -> 1.60 s,
+medians of three fresh processes) and leaves the steps as fast (within noise, d = 2 to 1000); a run
+is mostly compilation on such models. Other backends keep their defaults."""
 BAD_NUM_STEPS = "num_steps must be >= 1, got {}"
 BAD_CHUNK_SIZE = "chunk_size must be a positive integer or None, got {!r}"
 DIVERGED = "the run diverged at step {} (non-finite loss or parameters)"
@@ -263,7 +269,13 @@ def _make_chunk(step: Callable, is_ok: Callable, length: int) -> Callable:
         state, bad_at, _, buffers = jax.lax.while_loop(cond, body, init)
         return state, bad_at, buffers
 
-    return jax.jit(chunk)
+    return jax.jit(chunk, compiler_options=chunk_compiler_options())
+
+
+def chunk_compiler_options() -> dict | None:
+    """The XLA options the chunk is compiled with on this process's default backend
+    (:data:`CPU_COMPILER_OPTIONS` on CPU, None elsewhere)."""
+    return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
 
 
 def _chunk_for(step: Callable, is_ok: Callable, length: int, cache_key: Hashable | None) -> Callable:

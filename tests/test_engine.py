@@ -10,6 +10,7 @@ from jax.scipy.special import logsumexp
 from numpyro.infer import init_to_uniform
 
 import mixvi
+from mixvi.loop import chunk_compiler_options
 
 PREC = jnp.array([0.5, 2.0, 8.0])
 MU = jnp.array([1.0, -2.0, 0.5])
@@ -308,14 +309,16 @@ def test_resume_reuses_the_trace_and_equals_the_uninterrupted_run(step_traces, t
 
 @pytest.mark.parametrize("num_steps", [1, 7, 300, 301])
 def test_run_equals_a_plain_scan_of_update(num_steps):
-    """Same seed, same bits: run(n) equals n steps of MixVI.update in one lax.scan, across chunk boundaries."""
+    """Same seed, same bits: run(n) equals n steps of MixVI.update in one lax.scan, across chunk boundaries
+    (the scan compiled with the XLA options of run's chunk, on which the low bits depend)."""
     model = _schools_model()
     engine = mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model, n_components=4))
     result = engine.run(jax.random.PRNGKey(3), num_steps, SIGMA, Y, progress_bar=False)
     state = engine.init(jax.random.PRNGKey(3), SIGMA, Y)
-    final, losses = jax.jit(lambda s: jax.lax.scan(lambda c, _: engine.update(c, SIGMA, Y), s, None, length=num_steps))(
-        state
-    )
+    final, losses = jax.jit(
+        lambda s: jax.lax.scan(lambda c, _: engine.update(c, SIGMA, Y), s, None, length=num_steps),
+        compiler_options=chunk_compiler_options(),
+    )(state)
     np.testing.assert_array_equal(result.state.core.params.locs, final.core.params.locs)
     np.testing.assert_array_equal(result.state.core.params.log_scales, final.core.params.log_scales)
     np.testing.assert_array_equal(result.losses, losses)
