@@ -1,7 +1,8 @@
 """The ``mixvi`` command line (also ``python -m mixvi``).
 
     mixvi demo [--steps N] [--components N] [--seed S] [--out PATH] [--quick] [--no-compilation-cache]
-    mixvi bench SUITE [ARGS ...]      SUITE = core | paper | scale | extensions | dimension | time_to_elbo;
+    mixvi bench SUITE [ARGS ...]      SUITE = core | paper | scale | extensions | dimension | time_to_elbo |
+                                      startup | quality | model_cost | seed_spread | discovery;
                                       ARGS go to benchmarks.SUITE.main (from a clone of the repository only)
     mixvi --version | --help
 
@@ -23,7 +24,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-BENCH_SUITES = ("core", "paper", "scale", "extensions", "dimension", "time_to_elbo")
+BENCH_SUITES = (
+    "core",
+    "paper",
+    "scale",
+    "extensions",
+    "dimension",
+    "time_to_elbo",
+    "startup",
+    "quality",
+    "model_cost",
+    "seed_spread",
+    "discovery",
+)
 
 
 def _positive_int(text: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 import mixvi
 import mixvi.demo
-from mixvi.cli import main
+from mixvi.cli import BENCH_SUITES, main
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +134,10 @@ def test_python_dash_m_entry_point():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"mixvi {mixvi.__version__}"
+
+
+@pytest.mark.parametrize("suite", BENCH_SUITES)
+def test_every_bench_suite_is_a_benchmark_module_with_a_main(suite):
+    """`mixvi bench SUITE` reaches benchmarks.SUITE.main for every listed suite (the repository's folder)."""
+    module = importlib.import_module(f"benchmarks.{suite}")
+    assert callable(module.main)
