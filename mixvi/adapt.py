@@ -67,6 +67,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
+from mixvi import draws
 from mixvi.estimators import draw_points, whiten
 
 FAST_DECAY = 0.9
@@ -139,7 +140,7 @@ def standard_normal(rows: jax.Array | None, rng_key: jax.Array | None, shape: tu
         return rows.reshape(shape).astype(dtype)
     if rng_key is None:
         raise ValueError("a move needs either rows of the step's noise or a key for its own draw")
-    return jax.random.normal(rng_key, shape, dtype)
+    return draws.normal(rng_key, shape, dtype)
 
 
 def track(

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
+from mixvi import draws
 from mixvi import lowrank as lr
 from mixvi.lowrank import SHARED_NOISE_NEEDED, LowRankMetric
 
@@ -65,7 +66,7 @@ class SteinEstimate(NamedTuple):
 
 def draw_noise(key: jax.Array, n: int, b: int, d: int, *, shared: bool = True, dtype=jnp.float32) -> jax.Array:
     """Standard normal noise: (B, d) shared by all components, or (N, B, d) independent."""
-    return jax.random.normal(key, (b, d) if shared else (n, b, d), dtype=dtype)
+    return draws.normal(key, (b, d) if shared else (n, b, d), dtype)
 
 
 def draw_points(

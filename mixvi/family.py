@@ -20,6 +20,7 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp, ndtr
 from numpyro.distributions import Distribution, constraints
 
+from mixvi import draws
 from mixvi import lowrank as lr
 from mixvi.lowrank import LowRankMetric
 
@@ -128,7 +129,7 @@ def _sample(key, locs, scales, weights, metric, scale_tril, sample_shape: tuple)
         idx = jax.random.randint(k_idx, sample_shape, 0, locs.shape[0])
     else:
         idx = jax.random.categorical(k_idx, jnp.log(weights), shape=sample_shape)
-    z = jax.random.normal(k_z, sample_shape + locs.shape[1:], dtype=locs.dtype)
+    z = draws.normal(k_z, sample_shape + locs.shape[1:], locs.dtype)
     if isinstance(metric, LowRankMetric):
         z = lr.root_apply(metric, z)
     elif metric is not None:

@@ -30,6 +30,7 @@ from numpyro.infer.initialization import init_to_median, init_to_sample, init_to
 from numpyro.infer.util import find_valid_initial_params, initialize_model, potential_energy
 from numpyro.primitives import Messenger
 
+from mixvi import draws
 from mixvi.family import IsotropicMixture
 from mixvi.loop import call_compiled, new_cache, remember, split_operands
 from mixvi.lowrank import LowRankMetric, init_lowrank
@@ -98,7 +99,7 @@ def _uniform_draw(key: jax.Array, sizes: tuple, n: int, radius: float, dtype: An
     for name, size in by_name:
         offsets[name] = start
         start += size
-    draw = jax.random.uniform(key, (n, start), dtype, -radius, radius)
+    draw = draws.uniform(key, (n, start), dtype, -radius, radius)
     return jnp.concatenate([draw[:, offsets[name] : offsets[name] + size] for name, size in sizes], axis=1)
 
 
@@ -574,18 +575,18 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
             locs = jnp.concatenate([jnp.reshape(params[k], (n, -1)) for k in self._init_locs], axis=1)
             # init_to_value: the given sites start at their value plus init_scale noise, as a deterministic init
             given = self._given_mask().astype(locs.dtype)
-            noise = jax.random.normal(jax.random.fold_in(keys[0], 1), (n, d), dtype=locs.dtype)
+            noise = draws.normal(jax.random.fold_in(keys[0], 1), (n, d), locs.dtype)
             locs = locs + given * self._init_scale * noise
             if isinstance(valid, jax.core.Tracer):
                 # set-up under jit / vmap cannot stop on a failed draw: such a component starts at the init
                 # point plus noise instead, as with a deterministic init_loc_fn
-                noise = jax.random.normal(keys[0], (n, d), dtype=locs.dtype)
+                noise = draws.normal(keys[0], (n, d), locs.dtype)
                 fallback = self._init_latent[None] + self._init_scale * noise
                 return jnp.where(jnp.reshape(valid, (n, 1)), locs, fallback)
             if not bool(jnp.all(valid)):
                 raise ValueError(DRAW_FAILED)
             return locs
-        noise = jax.random.normal(rng_key, (n, d), dtype=jnp.result_type(self._init_latent))
+        noise = draws.normal(rng_key, (n, d), jnp.result_type(self._init_latent))
         return self._init_latent[None] + self._init_scale * noise
 
     def _uniform_inits(self, rng_key: jax.Array, radius: float, args: tuple, kwargs: dict) -> jax.Array:

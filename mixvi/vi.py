@@ -38,6 +38,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mixvi import draws
 from mixvi.adapt import (
     RelocationState,
     balance,
@@ -478,7 +479,7 @@ def sample(rng_key: jax.Array, state: MixtureVIState, num_samples: int) -> Any:
         idx = jax.random.randint(k_idx, (num_samples,), 0, locs.shape[0])
     else:
         idx = jax.random.categorical(k_idx, params.logits, shape=(num_samples,))
-    z = jax.random.normal(k_z, (num_samples, locs.shape[1]), locs.dtype)
+    z = draws.normal(k_z, (num_samples, locs.shape[1]), locs.dtype)
     if params.log_metric is not None:
         z = z * jnp.exp(0.5 * params.log_metric)
     if params.metric_tril is not None:
@@ -595,7 +596,7 @@ def mixture_vi(
 
     def init_fn(rng_key: jax.Array, position: Any) -> MixtureVIState:
         flat, unravel = ravel_pytree(position)
-        noise = jax.random.normal(rng_key, (n_components, flat.shape[0]), flat.dtype)
+        noise = draws.normal(rng_key, (n_components, flat.shape[0]), flat.dtype)
         locs = jax.vmap(unravel)(flat + init_scale * noise)
         resolved = resolve_metric(metric, flat.shape[0], shared_noise)
         return init_state(
