@@ -34,6 +34,7 @@ from mixvi.loop import (
     TRACER_ERRORS,
     DivergenceError,
     call_compiled,
+    check_blas_threads,
     new_cache,
     scan_loop,
     split_operands,
@@ -186,6 +187,12 @@ class MixVI:
     relocate : bool
         Restart components that carry no posterior mass on the best one (:mod:`mixvi.adapt`);
         False (with ``metric='isotropic'``) is the paper's method exactly.
+    blas_threads : int or None
+        On the CPU backend, ``run`` and ``resume`` limit the BLAS library that JAX's linear-algebra kernels
+        call (SciPy's OpenBLAS) to this many threads while they run, and restore it afterwards (default 1:
+        the dense metric's solves are small, and split across threads they contend with XLA's own; a
+        step at d = 256 took half the time on a 2-core CPU). None leaves BLAS as it is (a model whose own
+        factorisations are large may prefer that). The result does not depend on it.
     """
 
     def __init__(
@@ -203,6 +210,7 @@ class MixVI:
         mesh: Mesh | str | None = "auto",
         loss_draws: int | str | None = "auto",
         relocate: bool = True,
+        blas_threads: int | None = 1,
     ):
         if not isinstance(guide, AutoIsotropicMixture):
             raise TypeError(NOT_A_MIXTURE_GUIDE.format(type(guide).__name__))
@@ -214,6 +222,7 @@ class MixVI:
         self.shared_noise = shared_noise
         self.max_rejected = max_rejected
         self.sample_batch_size = sample_batch_size
+        self.blas_threads = check_blas_threads(blas_threads)
         # with n_components='auto' N is known once the guide is set up: the mesh is settled then (_settle)
         self._mesh_option = mesh
         self.mesh = self._resolve_mesh(mesh, guide.n_components)
@@ -661,6 +670,7 @@ class MixVI:
             desc=f"mixvi {self.method}",
             describe_failure=self._failure_advice,
             callback=on_chunk,
+            blas_threads=self.blas_threads,
         )
         try:
             try:

@@ -192,9 +192,8 @@ def _full_score_term(mc, sig, z, ws, a, w, factor: bool = False) -> jax.Array:
         pull = (ws[:, None] * a).T @ mc  # (B, d): sum_i ws_i a_ib mc_i
         beta = (ws * sig) @ a  # (B,): sum_i ws_i sigma_i a_ib
         push = jnp.einsum("i,ibj->bj", ws, w) @ mc  # (B, d): sum_i ws_i sum_j w_ibj mc_j
-        if factor:
-            return (push - pull - beta[:, None] * z) / b
-        return (z.T @ (push - pull) - (z * beta[:, None]).T @ z) / b
+        factor_r = (push - pull - beta[:, None] * z) / b  # the matrix is z^T R
+        return factor_r if factor else z.T @ factor_r
     pull = (ws[:, None] * jnp.einsum("ib,ibd->id", a, z)).T @ mc
     square = jnp.einsum("ib,ibk,ibl->kl", ws[:, None] * a * sig[:, None], z, z)
     push = jnp.einsum("i,ibk,ibl->kl", ws, z, jnp.einsum("ibj,jd->ibd", w, mc))
@@ -322,17 +321,18 @@ def _only_some(bad: jax.Array) -> jax.Array:
     return bad & ~jnp.all(bad)
 
 
+def _pooled_gradient(parts: tuple[jax.Array, ...], ws: jax.Array) -> jax.Array:
+    """sum_i ws_i grad V(x_ib) (B, d) from gradient parts split along the draws axis (shared noise)."""
+    return jnp.concatenate([jnp.einsum("i,ibd->bd", ws, g) for g in parts], axis=0)
+
+
 def _weighted_outer(z: jax.Array, parts: tuple[jax.Array, ...], ws: jax.Array, tril: jax.Array) -> jax.Array:
-    """sum_i ws_i sum_b z_(i)b (L^T g_ib)^T (d, d) from gradient parts split along the draws axis:
-    O(N B d + B d^2) with shared noise (the weighted sum over components comes first)."""
-    shared = z.ndim == 2
+    """sum_i ws_i sum_b z_ib (L^T g_ib)^T (d, d) from gradient parts split along the draws axis, with noise
+    of every component's own (N, B, d)."""
     total, start = 0.0, 0
     for g in parts:
         width = g.shape[1]
-        if shared:
-            total = total + z[start : start + width].T @ (jnp.einsum("i,ibd->bd", ws, g) @ tril)
-        else:
-            total = total + jnp.einsum("i,ibk,ibl->kl", ws, z[:, start : start + width], g) @ tril
+        total = total + jnp.einsum("i,ibk,ibl->kl", ws, z[:, start : start + width], g) @ tril
         start += width
     return total
 
@@ -343,7 +343,9 @@ def _dense_estimate(locs, log_scales, z, potential, parts, weights, tril, metric
     no (N, B, d) array is transformed."""
     mu, shift = whiten(locs, scale_tril=tril)
     log_w = None if weights is None else jnp.log(weights)
-    terms = mixture_terms(mu, log_scales, z, log_w, full=True, score_weights=metric_weights)
+    shared = z.ndim == 2
+    # with shared noise S = z^T R for a (B, d) factor R: one (d, B) x (B, d) product forms it
+    terms = mixture_terms(mu, log_scales, z, log_w, full=not shared, factor=shared, score_weights=metric_weights)
     log_q = terms.log_q - shift
     sig = jnp.exp(log_scales)
     b = z.shape[-2]
@@ -354,7 +356,10 @@ def _dense_estimate(locs, log_scales, z, potential, parts, weights, tril, metric
     f = jnp.mean(log_q[:, : potential.shape[1]] + potential, 1)
     w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
     shares = w if metric_weights is None else metric_weights
-    stein = terms.coord_score + _weighted_outer(z, parts, shares * sig, tril) / b
+    if shared:  # S = z^T R, R = the mixture's factor + (sum_i w_i sigma_i grad_y V(x_ib)) / B
+        stein = z.T @ (terms.coord_score + (_pooled_gradient(parts, shares * sig) @ tril) / b)
+    else:
+        stein = terms.coord_score + _weighted_outer(z, parts, shares * sig, tril) / b
     return SteinEstimate(gbar, lam, jnp.sum(w * f), log_q, f, stein)
 
 
@@ -377,8 +382,7 @@ def _lowrank_estimate(
     f = jnp.mean(log_q[:, : potential.shape[1]] + potential, 1)
     w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
     shares = w if metric_weights is None else metric_weights
-    pooled = jnp.concatenate([jnp.einsum("i,ibd->bd", shares * sig, g) for g in parts], axis=0)  # (B, d)
-    right = terms.coord_score + lr.root_transpose_apply(metric, pooled) / b
+    right = terms.coord_score + lr.root_transpose_apply(metric, _pooled_gradient(parts, shares * sig)) / b
     return SteinEstimate(gbar, lam, jnp.sum(w * f), log_q, f, (z, right))
 
 

@@ -299,22 +299,30 @@ def _metric_cap(auto: AutoStep | None) -> jax.Array | float:
 
 
 def dense_metric_step(tril: jax.Array, stein: jax.Array, eta: jax.Array, auto: AutoStep | None):
-    """The shape-only step of a dense metric A = L L^T: A <- L exp(-eta S0) L^T with S0 the trace-free
-    symmetric part of the Stein matrix S, exp(-eta S0) replaced by I - eta S0 with the step's
-    Frobenius norm capped (at log(1 + trust) under the auto rule, at 1/2 under a fixed step) so that
-    the factor stays positive definite; then det L is reset to 1.
+    """The shape-only step of a dense metric A = L L^T: A <- L F F^T L^T with F = I + Phi(Delta), where
+    Delta = -eta S0, S0 is the trace-free symmetric part of the Stein matrix S, and Phi(Delta) is Delta's
+    strictly lower triangle plus half its diagonal (the first-order Cholesky factor of I + Delta); the
+    step's Frobenius norm is capped (at log(1 + trust) under the auto rule, at 1/2 under a fixed step)
+    so that F's diagonal stays above 3/4. Then det L is reset to 1.
+
+    F F^T = I + Delta + Phi Phi^T agrees with exp(Delta) to first order, as chol(I + Delta) does, and its
+    second-order term is positive semi-definite, as exp's is; the new factor L F is lower triangular with a
+    positive diagonal by construction, so no Cholesky factorisation is needed (at d = 256 it cost three
+    times the rest of this step on a 2-core CPU). On a Gaussian target S0 = (eps L^T Sigma^-1 L - I)_0, so
+    the step contracts the error of the shared covariance by (1 - eta) to first order whatever the
+    conditioning, and its fixed point, S0 = 0, is the exact one.
 
     Returns the new L and the shift of log sigma that keeps every covariance sigma_i^2 L L^T what the
-    step made it. On a Gaussian target S0 = (eps L^T Sigma^-1 L - I)_0, so the step contracts the
-    error of the shared covariance by (1 - eta) whatever the conditioning."""
+    step made it."""
     d = tril.shape[0]
     sym = 0.5 * (stein + stein.T)
     delta = -eta * (sym - jnp.trace(sym) / d * jnp.eye(d, dtype=sym.dtype))
     cap = _metric_cap(auto)
     norm = jnp.linalg.norm(delta)
     delta = delta * jnp.minimum(1.0, cap / jnp.maximum(norm, 1e-30))
-    factor = jnp.linalg.cholesky(jnp.eye(d, dtype=sym.dtype) + delta)
-    new = tril @ factor
+    # L F = L + L Phi(Delta): a product of lower-triangular matrices, so lower triangular, with diagonal
+    # L_kk (1 + Delta_kk / 2) > 0
+    new = tril + tril @ (jnp.tril(delta, -1) + 0.5 * jnp.diag(jnp.diag(delta)))
     shift = jnp.mean(jnp.log(jnp.diag(new)))
     return new * jnp.exp(-shift), shift
 

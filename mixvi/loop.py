@@ -20,6 +20,15 @@ global index of that step (``bad_at``, one int32 in the carry; no per-step selec
 when a chunk fails is it run again from its first state with ``stop`` = the steps before the bad one
 (the same program and inputs, so the same bits): that gives the last good state for the error.
 
+BLAS threads
+------------
+On the CPU backend JAX's linear-algebra kernels (triangular solves, Cholesky factors) call the OpenBLAS
+that SciPy ships, whose worker threads busy-wait and contend with XLA's own. With ``blas_threads`` set,
+the chunks run with OpenBLAS limited to that many threads (threadpoolctl), restored afterwards: the
+kernels inside a step are small (the dense metric's whitening solves of N right-hand sides) and are
+slower split across threads. Measured on a 2-core CPU (2026-12-04): a step with the dense metric at
+d = 256 took 0.93 ms with OpenBLAS's two threads and 0.48 ms with one.
+
 The cache
 ---------
 Without ``cache_key`` the chunk is compiled once per :func:`scan_loop` call (``step`` is usually a new
@@ -37,6 +46,7 @@ reference to the first caller's step (for ``MixVI``: the engine, its guide and t
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -57,6 +67,7 @@ On the 2-core CPU it cuts the first run of a small model by 0.1-0.3 s (eight sch
 medians of three fresh processes) and leaves the steps as fast (within noise, d = 2 to 1000); a run
 is mostly compilation on such models. Other backends keep their defaults."""
 BAD_NUM_STEPS = "num_steps must be >= 1, got {}"
+BAD_BLAS_THREADS = "blas_threads must be a positive integer or None (leave BLAS as it is), got {!r}"
 BAD_CHUNK_SIZE = "chunk_size must be a positive integer or None, got {!r}"
 DIVERGED = "the run diverged at step {} (non-finite loss or parameters)"
 KEPT_STATE = ". The last finite state is kept on this error as .state."
@@ -291,6 +302,26 @@ def _head(outs: Any, n: int) -> Any:
     return jax.tree.map(lambda x: np.asarray(x)[:n], outs)
 
 
+def check_blas_threads(threads: Any) -> int | None:
+    """``threads`` if it is None or a positive int; ValueError otherwise."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(BAD_BLAS_THREADS.format(threads))
+    return threads
+
+
+def blas_limit(threads: int | None) -> contextlib.AbstractContextManager:
+    """A context in which the BLAS libraries loaded in this process use at most ``threads`` threads (module
+    docstring); a no-op for None, off the CPU backend, or without threadpoolctl."""
+    if threads is None or jax.default_backend() != "cpu":
+        return contextlib.nullcontext()
+    try:
+        import scipy.linalg  # noqa: F401 - loads the OpenBLAS that JAX's CPU kernels call, so the limit finds it
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
 def _index(i: int) -> jax.Array:
     return jnp.asarray(i, jnp.int32)
 
@@ -308,6 +339,7 @@ def scan_loop(
     callback: Callable[[Any, np.ndarray, int], None] | None = None,
     operands: tuple | list = (),
     cache_key: Hashable | None = None,
+    blas_threads: int | None = None,
 ) -> LoopResult:
     """Run ``num_steps`` of ``step`` in chunks of one compiled ``lax.while_loop`` (module docstring).
 
@@ -343,6 +375,9 @@ def scan_loop(
     cache_key : hashable, optional
         Keep the compiled chunk in the module-level cache under ``(cache_key, length)``; every call
         with an equal key must run the same function of ``(state, *operands)`` (module docstring).
+    blas_threads : int, optional
+        Run the chunks with the BLAS libraries limited to this many threads (module docstring); None
+        leaves them as they are.
 
     Returns
     -------
@@ -365,6 +400,7 @@ def scan_loop(
         length = min(chunk_size or CHUNK, num_steps)
     per_call = chunk_size or (max(1, num_steps // 20) if progress_bar else length)
     per_call = min(per_call, length)
+    check_blas_threads(blas_threads)
     operands = tuple(operands)
     chunk = _chunk_for(step, is_ok, length, cache_key)
     bar = None
@@ -377,7 +413,9 @@ def scan_loop(
     infos: list[Any] = []
     done = 0
     interrupted = False
+    limit = blas_limit(blas_threads)
     try:
+        limit.__enter__()
         while done < num_steps:
             count = min(per_call, num_steps - done)
             try:
@@ -410,6 +448,7 @@ def scan_loop(
                     interrupted = done < num_steps
                     break
     finally:
+        limit.__exit__(None, None, None)
         if bar is not None:
             bar.close()
     all_losses = np.concatenate(pieces) if pieces else np.zeros((0,), np.float32)

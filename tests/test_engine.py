@@ -354,3 +354,43 @@ def test_evaluate_equals_the_next_update_loss(metric, weights, loss_draws):
     state = engine.run(jax.random.PRNGKey(5), 20, SIGMA, Y, progress_bar=False).state
     _, loss = jax.jit(engine.update)(state, SIGMA, Y)
     np.testing.assert_allclose(float(engine.evaluate(state, SIGMA, Y)), float(loss), rtol=1e-6)
+
+
+def _openblas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["internal_api"] == "openblas"]
+
+
+def test_run_limits_blas_threads_while_it_runs_and_restores_them():
+    """With the dense metric (triangular solves every step), run() holds OpenBLAS at blas_threads during its
+    chunks, restores the setting afterwards, and gives the same bits as a run that leaves BLAS alone."""
+    import scipy.linalg  # noqa: F401 - loads the OpenBLAS that JAX's CPU kernels call
+    from threadpoolctl import threadpool_limits
+
+    if jax.default_backend() != "cpu" or not _openblas_threads():
+        pytest.skip("needs the CPU backend and an OpenBLAS that threadpoolctl sees")
+    seen = []
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _openblas_threads()
+        guide = mixvi.AutoIsotropicMixture(gaussian_model, n_components=2, metric="dense")
+        limited = mixvi.MixVI(gaussian_model, guide).run(
+            jax.random.PRNGKey(0),
+            40,
+            progress_bar=False,
+            chunk_size=20,
+            callback=lambda *_: seen.append(_openblas_threads()),
+        )
+        after = _openblas_threads()
+        guide = mixvi.AutoIsotropicMixture(gaussian_model, n_components=2, metric="dense")
+        free = mixvi.MixVI(gaussian_model, guide, blas_threads=None).run(jax.random.PRNGKey(0), 40, progress_bar=False)
+    assert seen == [[1] * len(before)] * 2
+    assert after == before
+    for k in limited.params:
+        np.testing.assert_array_equal(limited.params[k], free.params[k])
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "one"])
+def test_blas_threads_must_be_a_positive_integer_or_none(threads):
+    with pytest.raises(ValueError, match="blas_threads must be a positive integer or None"):
+        mixvi.MixVI(gaussian_model, mixvi.AutoIsotropicMixture(gaussian_model), blas_threads=threads)
