@@ -152,6 +152,28 @@ def run_khat(info: vi.MixtureVIInfo | None, steps: int = FIT_CHECK_STEPS) -> flo
     return None if res.ess / lw.size >= FLAT_ESS else float(res.khat)
 
 
+DEFAULT_TILT = 1.0
+"""The tilt of ``tilt='auto'`` with relocation: weights proportional to p / q at most (docs/theory.md)."""
+TILT_NEEDS_RELOCATION = (
+    "tilt={!r} needs relocate=True (the tilt starts halfway through a run, a schedule kept with the "
+    "relocation state); pass tilt=0 or tilt='auto' with relocate=False"
+)
+BAD_TILT_OPTION = "tilt must be 'auto' or a finite float >= 0, got {!r}"
+
+
+def _resolve_tilt(tilt: float | str, relocate: bool) -> float:
+    """The tilt's exponent for these options (see :class:`MixVI`)."""
+    if isinstance(tilt, str):
+        if tilt != "auto":
+            raise ValueError(BAD_TILT_OPTION.format(tilt))
+        return DEFAULT_TILT if relocate else 0.0
+    if isinstance(tilt, bool) or not isinstance(tilt, int | float) or not 0.0 <= tilt < float("inf"):
+        raise ValueError(BAD_TILT_OPTION.format(tilt))
+    if tilt and not relocate:
+        raise ValueError(TILT_NEEDS_RELOCATION.format(tilt))
+    return float(tilt)
+
+
 class MixVI:
     """Train an ``AutoIsotropicMixture`` with the paper's updates.
 
@@ -187,6 +209,12 @@ class MixVI:
     relocate : bool
         Restart components that carry no posterior mass on the best one (:mod:`mixvi.adapt`);
         False (with ``metric='isotropic'``) is the paper's method exactly.
+    tilt : float or 'auto'
+        The mass-covering refinement (docs/theory.md): from the middle of ``run`` on, the expectations of
+        every step weigh a component's draws by (p / q)^tau (tau at most ``tilt``, normalised over its
+        draws), which pulls components towards where q under-covers p and widens them; V is then evaluated
+        at every draw. 'auto' (default) is 1.0 with relocation and 0 without; 0 keeps the paper's KL(q || p)
+        steps throughout. A tilt > 0 needs ``relocate=True`` (the run's schedule lives in its state).
     blas_threads : int or None
         On the CPU backend, ``run`` and ``resume`` limit the BLAS library that JAX's linear-algebra kernels
         call (SciPy's OpenBLAS) to this many threads while they run, and restore it afterwards (default 1:
@@ -210,6 +238,7 @@ class MixVI:
         mesh: Mesh | str | None = "auto",
         loss_draws: int | str | None = "auto",
         relocate: bool = True,
+        tilt: float | str = "auto",
         blas_threads: int | None = 1,
     ):
         if not isinstance(guide, AutoIsotropicMixture):
@@ -223,6 +252,7 @@ class MixVI:
         self.max_rejected = max_rejected
         self.sample_batch_size = sample_batch_size
         self.blas_threads = check_blas_threads(blas_threads)
+        self.tilt = _resolve_tilt(tilt, relocate)
         # with n_components='auto' N is known once the guide is set up: the mesh is settled then (_settle)
         self._mesh_option = mesh
         self.mesh = self._resolve_mesh(mesh, guide.n_components)
@@ -238,12 +268,17 @@ class MixVI:
                 sample_batch_size,
                 self.mesh,
                 relocate=relocate,
+                tilt=self.tilt,
             )
         )
         # learned weights use every draw for the loss (their step needs f_i from all of them); 'auto' is
         # settled on the model's cost when its arguments are first seen (_settle)
         self.loss_draws: int | str | None = (
-            None if guide.weights != "uniform" else "auto" if loss_draws == "auto" else self.settings.loss_draws
+            None
+            if guide.weights != "uniform" or self.tilt  # the weights' and the tilt's steps need V at every draw
+            else "auto"
+            if loss_draws == "auto"
+            else self.settings.loss_draws
         )
         self._is_auto = isinstance(step_size, str)
         self._locs, self._scales = f"{guide.prefix}_locs", f"{guide.prefix}_scales"

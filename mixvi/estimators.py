@@ -33,6 +33,14 @@ from mixvi import draws
 from mixvi import lowrank as lr
 from mixvi.lowrank import SHARED_NOISE_NEEDED, LowRankMetric
 
+TILT_NEEDS_EVERY_VALUE = "a tilt needs V at every draw (potential of shape (N, B), loss_draws=None), got {}"
+TILT_CAP = 3.0
+"""Largest weight of a draw under the tilt (the weights have mean 1 over a component's B draws)."""
+TILT_SPREAD = 1.0
+"""The tilt's exponent is at most this over the sd of a component's log p - log q: its weights vary by a
+factor of about e per sd, so a component far from the posterior (log ratios spread over many nats) takes
+nearly the paper's step, and a few draws never carry a whole step."""
+
 
 class SteinEstimate(NamedTuple):
     """The estimates of one step.
@@ -107,6 +115,7 @@ class MixtureTerms(NamedTuple):
     mean_score: jax.Array  # (N, d)
     stein_score: jax.Array  # (N,)
     coord_score: jax.Array | None  # (d,)
+    draw_weights: jax.Array | None = None  # (N, B), with a tilt
 
 
 def mixture_terms(
@@ -119,6 +128,7 @@ def mixture_terms(
     full: bool = False,
     factor: bool = False,
     score_weights: jax.Array | None = None,
+    tilt: tuple[jax.Array, jax.Array | float] | None = None,
 ) -> MixtureTerms:
     """The log q part of the estimates at x_ib = m_i + sigma_i z, in whitened coordinates.
 
@@ -127,7 +137,9 @@ def mixture_terms(
     sum_i w_i (1/B) sum_b (x_ibk - m_ik) d_k log q(x_ib) (d,), or with ``full`` the whole matrix
     sum_i w_i (1/B) sum_b (x_ib - m_i) grad log q(x_ib)^T (d, d) (the dense metric's Stein term), or with
     ``factor`` (shared noise) the (B, d) right factor R of that matrix, which is z^T R. ``score_weights``
-    (N,) replaces w_i in those sums over i (the shared metric's weights, :func:`stein_estimate`).
+    (N,) replaces w_i in those sums over i (the shared metric's weights, :func:`stein_estimate`);
+    ``tilt`` = (V at every draw (N, B), exponent) weighs the draws in every average over b (not in log q)
+    by :func:`tilt_weights` of log p - log q there, returned as ``draw_weights``.
 
     The logits are shifted per (i, b) by ``|z|^2 / 2 + d u_i`` so that the O(d) parts cancel
     analytically::
@@ -162,6 +174,11 @@ def mixture_terms(
     log_q = lse - 0.5 * zz - 0.5 * d * jnp.log(2 * jnp.pi) - d * log_scales[:, None]
     r = jnp.exp(logits - lse[..., None])
     w = r / eps[None, None, :]  # (N, B, N)
+    draw_weights = None
+    if tilt is not None:  # every later use of w and a is an average over the draws b
+        # log q here lacks the metric's log-determinant: a constant, which the weights' normalisation removes
+        draw_weights = tilt_weights(-(log_q + tilt[0]), tilt[1])
+        w = w * draw_weights[:, :, None]
     a = jnp.sum(w, -1)  # (N, B)
     b = z.shape[-2]
     az = a @ z / b if shared else jnp.einsum("ib,ibd->id", a, z) / b
@@ -180,7 +197,7 @@ def mixture_terms(
     if full or factor:
         shares = jnp.exp(log_weights) if score_weights is None else score_weights
         coord_score = _full_score_term(mc, sig, z, shares * sig, a, w, factor)
-    return MixtureTerms(log_q, mean_score, stein_score, coord_score)
+    return MixtureTerms(log_q, mean_score, stein_score, coord_score, draw_weights)
 
 
 def _full_score_term(mc, sig, z, ws, a, w, factor: bool = False) -> jax.Array:
@@ -230,6 +247,7 @@ def stein_estimate(
     scale_tril: jax.Array | None = None,
     quarantine: bool = False,
     metric_weights: jax.Array | None = None,
+    tilt: jax.Array | float | None = None,
 ) -> SteinEstimate:
     """Combine the closed-form mixture terms with V and grad V evaluated at the draws x_ib.
 
@@ -257,6 +275,11 @@ def stein_estimate(
     metric_weights : jax.Array, optional
         (N,) weights, summing to 1, of the components in the shared metric's Stein term (``t``) in place
         of w: :func:`mixvi.adapt.metric_shares` leaves out components far from the posterior's mass.
+    tilt : float or jax.Array, optional
+        Given (``potential`` must then hold V at every draw), the expectations gbar, lambda and the
+        metric's terms are averages over the draws weighted by :func:`tilt_weights` with this exponent
+        (mass-covering; 0 gives weights 1); the loss, f and log q are not weighted. None (the default) is
+        the paper's KL(q || p) without the weights' arithmetic.
     quarantine : bool
         Treat the components whose draws hit a non-finite V or grad V as if V and grad V were 0 there
         (their estimates are then finite, and the others' and the shared terms are untouched), and
@@ -269,6 +292,11 @@ def stein_estimate(
     SteinEstimate
     """
     parts = grad_potential if isinstance(grad_potential, tuple) else (grad_potential,)
+    spec = None
+    if tilt is not None:
+        if potential.shape[-1] != z.shape[-2]:
+            raise ValueError(TILT_NEEDS_EVERY_VALUE.format(potential.shape))
+        spec = (potential, tilt)
     if scale_tril is not None or isinstance(metric, LowRankMetric):
         bad = None
         if quarantine:  # one pass over the (N, B, d) gradients: both metrics sum them over the components
@@ -276,15 +304,17 @@ def stein_estimate(
             potential = jnp.where(bad[:, None], 0.0, potential)
             parts = tuple(jnp.where(bad[:, None, None], 0.0, g) for g in parts)
         if scale_tril is None:
-            estimate = _lowrank_estimate(locs, log_scales, z, potential, parts, weights, metric, metric_weights)
+            estimate = _lowrank_estimate(locs, log_scales, z, potential, parts, weights, metric, metric_weights, spec)
         else:
-            estimate = _dense_estimate(locs, log_scales, z, potential, parts, weights, scale_tril, metric_weights)
+            estimate = _dense_estimate(locs, log_scales, z, potential, parts, weights, scale_tril, metric_weights, spec)
         return estimate._replace(bad=bad)
     if metric is not None:
         root = jnp.sqrt(metric)
         locs, parts = locs / root, tuple(g * root for g in parts)
     log_w = None if weights is None else jnp.log(weights)
-    terms = mixture_terms(locs, log_scales, z, log_w, coord=coord, score_weights=metric_weights)
+    terms = mixture_terms(locs, log_scales, z, log_w, coord=coord, score_weights=metric_weights, tilt=spec)
+    if spec is not None:
+        parts = _weigh_parts(parts, terms.draw_weights)
     log_q = terms.log_q if metric is None else terms.log_q - 0.5 * jnp.sum(jnp.log(metric))
     sig = jnp.exp(log_scales)
     b = z.shape[-2]
@@ -309,6 +339,42 @@ def stein_estimate(
         shares = w if metric_weights is None else metric_weights
         t = jnp.einsum("i,ik->k", shares * sig, zgk) / b + terms.coord_score
     return SteinEstimate(gbar, lam, loss, log_q, f, t, bad)
+
+
+def _weigh_parts(parts: tuple[jax.Array, ...], draw_weights: jax.Array) -> tuple[jax.Array, ...]:
+    """The gradient parts (N, B_p, d), split along the draws axis, times their draws' weights."""
+    out, start = [], 0
+    for g in parts:
+        width = g.shape[1]
+        out.append(g * draw_weights[:, start : start + width, None])
+        start += width
+    return tuple(out)
+
+
+def tilt_weights(
+    log_ratio: jax.Array, tilt: jax.Array | float, cap: float = TILT_CAP, spread: float = TILT_SPREAD
+) -> jax.Array:
+    """Mass-covering weights of the draws: w_ib proportional to (p / q)(x_ib)^tau_i within each component,
+    normalised to mean 1 over b and capped at ``cap`` (then normalised again), with
+    tau_i = min(tilt, spread / sd_b(log p - log q)) so that the weights of a component vary by a factor of
+    about exp(spread) at most; a draw whose log p - log q is not finite gets the component's mean weight.
+
+    With these weights the component steps follow the first variation of an alpha-divergence
+    (alpha = 1 - tau) instead of KL(q || p): where q is already p the ratio is constant and the weights
+    are 1, so the exact fit stays a fixed point; where q under-covers p (the ratio is large in a
+    component's outer draws) the component is pulled outwards and widened. Far from the posterior the
+    log ratios spread over many nats and tau falls towards 0 (the paper's step), which keeps a few draws
+    from carrying a component's whole step."""
+    finite = jnp.isfinite(log_ratio)
+    count = jnp.maximum(jnp.sum(finite, axis=1, keepdims=True), 1)
+    ratio = jnp.where(finite, log_ratio, 0.0)
+    mean = jnp.sum(ratio, axis=1, keepdims=True) / count
+    sd = jnp.sqrt(jnp.sum(jnp.where(finite, (ratio - mean) ** 2, 0.0), axis=1, keepdims=True) / count)
+    tau = jnp.minimum(tilt, spread / jnp.maximum(sd, 1e-12))
+    raw = jnp.exp(jnp.clip(tau * (ratio - mean), -30.0, 30.0))
+    raw = jnp.where(finite, raw, jnp.sum(jnp.where(finite, raw, 0.0), axis=1, keepdims=True) / count)
+    w = jnp.minimum(raw / jnp.mean(raw, axis=1, keepdims=True), cap)
+    return w / jnp.mean(w, axis=1, keepdims=True)
 
 
 def _any_non_finite_rows(parts: tuple[jax.Array, ...]) -> jax.Array:
@@ -337,7 +403,9 @@ def _weighted_outer(z: jax.Array, parts: tuple[jax.Array, ...], ws: jax.Array, t
     return total
 
 
-def _dense_estimate(locs, log_scales, z, potential, parts, weights, tril, metric_weights=None) -> SteinEstimate:
+def _dense_estimate(
+    locs, log_scales, z, potential, parts, weights, tril, metric_weights=None, tilt=None
+) -> SteinEstimate:
     """:func:`stein_estimate` with a dense metric L L^T: the mixture part in y = L^(-1) x, where every
     component is isotropic; grad_y V = L^T grad_x V enters only through products with L z and L, so
     no (N, B, d) array is transformed."""
@@ -345,7 +413,18 @@ def _dense_estimate(locs, log_scales, z, potential, parts, weights, tril, metric
     log_w = None if weights is None else jnp.log(weights)
     shared = z.ndim == 2
     # with shared noise S = z^T R for a (B, d) factor R: one (d, B) x (B, d) product forms it
-    terms = mixture_terms(mu, log_scales, z, log_w, full=not shared, factor=shared, score_weights=metric_weights)
+    terms = mixture_terms(
+        mu,
+        log_scales,
+        z,
+        log_w,
+        full=not shared,
+        factor=shared,
+        score_weights=metric_weights,
+        tilt=tilt,
+    )
+    if tilt is not None:
+        parts = _weigh_parts(parts, terms.draw_weights)
     log_q = terms.log_q - shift
     sig = jnp.exp(log_scales)
     b = z.shape[-2]
@@ -364,7 +443,7 @@ def _dense_estimate(locs, log_scales, z, potential, parts, weights, tril, metric
 
 
 def _lowrank_estimate(
-    locs, log_scales, z, potential, parts, weights, metric: LowRankMetric, metric_weights=None
+    locs, log_scales, z, potential, parts, weights, metric: LowRankMetric, metric_weights=None, tilt=None
 ) -> SteinEstimate:
     """:func:`stein_estimate` with a low-rank metric (root T = D^(1/2) P): as :func:`_dense_estimate` with
     T for L, and the Stein matrix kept as its factors (z, R), S = z^T R (shared noise only)."""
@@ -372,7 +451,9 @@ def _lowrank_estimate(
         raise ValueError(SHARED_NOISE_NEEDED)
     mu, shift = whiten(locs, metric)
     log_w = None if weights is None else jnp.log(weights)
-    terms = mixture_terms(mu, log_scales, z, log_w, factor=True, score_weights=metric_weights)
+    terms = mixture_terms(mu, log_scales, z, log_w, factor=True, score_weights=metric_weights, tilt=tilt)
+    if tilt is not None:
+        parts = _weigh_parts(parts, terms.draw_weights)
     log_q = terms.log_q - shift
     sig = jnp.exp(log_scales)
     b = z.shape[-2]

@@ -11,7 +11,9 @@ One step::
     key -> noise z (B, d) (shared by the components, or (N, B, d))
         -> points x_ib = m_i + sigma_i A^(1/2) z_b
         -> V = -log p and grad V at the N B points (vmapped, optionally chunked / sharded)
-        -> Stein-form estimates gbar_i, lambda_i (and t, f_i) (:mod:`mixvi.estimators`)
+        -> Stein-form estimates gbar_i, lambda_i (and t, f_i) (:mod:`mixvi.estimators`); with ``tilt`` > 0
+           (the second half of ``MixVI.run``) averages over draws weighted towards where q under-covers
+           p (:func:`mixvi.estimators.tilt_weights`)
         -> the geometry step on (m, log sigma, metric, logits) (:mod:`mixvi.geometry`)
         -> relocation of massless components (:mod:`mixvi.adapt`)
         -> new state, and an info with the loss (the -ELBO estimate up to log Z), the step size,
@@ -94,6 +96,7 @@ LOWRANK_ONE_DIM = "metric='lowrank' needs a latent of dimension >= 2, got d=1; u
 BAD_WEIGHTS = "weights must be 'uniform' or 'fisher-rao', got {!r}"
 BAD_LOSS_DRAWS = "loss_draws must be None or an integer in [1, num_samples={}], got {!r}"
 BAD_BATCH = "sample_batch_size must be a positive integer or None, got {!r}"
+BAD_TILT = "tilt must be a finite float >= 0 (0: the paper's KL(q || p) steps), got {!r}"
 BAD_MESH_AXES = "mixture VI shards components along one mesh axis, got axes {}"
 BAD_MESH_SIZE = "n_components={} is not divisible by the mesh size {}"
 BAD_LOCS = "locs must have shape (n_components, d) = {}, got {}"
@@ -210,6 +213,7 @@ class Settings(NamedTuple):
     relocate_gap: float | None = None
     balance: bool = True
     explore: bool = True
+    tilt: float = 0.0
 
 
 def check(settings: Settings) -> Settings:
@@ -230,6 +234,9 @@ def check(settings: Settings) -> Settings:
         raise ValueError(BAD_BATCH.format(settings.sample_batch_size))
     if settings.mesh is not None and len(settings.mesh.axis_names) != 1:
         raise ValueError(BAD_MESH_AXES.format(settings.mesh.axis_names))
+    tilt = settings.tilt
+    if isinstance(tilt, bool) or not isinstance(tilt, int | float) or not 0.0 <= tilt < float("inf"):
+        raise ValueError(BAD_TILT.format(tilt))
     return settings._replace(loss_draws=None if settings.loss_draws == b else settings.loss_draws)
 
 
@@ -366,7 +373,7 @@ def step(
     tril = params.metric_tril
     x = _shard(mesh, draw_points(locs, u, z, metric, tril))
     batch = settings.sample_batch_size
-    cut = None if weights is not None else settings.loss_draws
+    cut = None if weights is not None or settings.tilt else settings.loss_draws
     if cut is None:
         v, gv = potential_and_grad(potential_fn, x, k_model, batch_size=batch)
         gv = _shard(mesh, gv)
@@ -395,6 +402,7 @@ def step(
         scale_tril=tril,
         quarantine=quarantine,
         metric_weights=metric_weights,
+        tilt=_tilt_now(settings.tilt, tracking),
     )
     bad = est.bad
     grad = MixtureGradient(
@@ -419,7 +427,8 @@ def step(
     log_ratios = -(est.log_q[:, : v.shape[1]] + v)
     if quarantine:
         log_ratios = jnp.where(bad[:, None], -jnp.inf, log_ratios)
-        tracking = track(tracking, est.f, ~info.rejected, log_ratios if settings.balance else None)
+        gap = relocation_gap(d, settings.relocate_gap)
+        tracking = track(tracking, est.f, ~info.rejected, log_ratios if settings.balance else None, gap)
         tracking = set_ceiling(tracking, jnp.where(bad[:, None], jnp.nan, v))
         # keys of their own (folded, not split) so that the noise and model keys stay as without relocation
         shape = {"metric": metric_of(new), "scale_tril": new.metric_tril}
@@ -454,6 +463,18 @@ def step(
     new = new._replace(locs=unflatten(new.locs))
     info = MixtureVIInfo(est.loss, info.step_size, info.num_clipped, info.rejected, moved, log_ratios)
     return MixtureVIState(new, step_state, tracking), info
+
+
+def _tilt_now(tilt: float, tracking: RelocationState | None) -> jax.Array | float | None:
+    """The tilt's exponent at this step: None without a tilt; with the relocation state's schedule, ``tilt``
+    from its ``scout_until`` step on (the second half of ``MixVI.run``) and 0 before or when no schedule
+    was set (:func:`explore_until`); without relocation, ``tilt`` at every step."""
+    if not tilt:
+        return None
+    if tracking is None or tracking.steps is None or tracking.scout_until is None:
+        return tilt
+    on = (tracking.scout_until > 0) & (tracking.steps >= tracking.scout_until)
+    return jnp.where(on, jnp.asarray(tilt, tracking.loss_fast.dtype), 0.0)
 
 
 def explore_until(state: MixtureVIState, step: int, end: int | None = None) -> MixtureVIState:
