@@ -36,6 +36,8 @@ from mixvi.lowrank import SHARED_NOISE_NEEDED, LowRankMetric
 TILT_NEEDS_EVERY_VALUE = "a tilt needs V at every draw (potential of shape (N, B), loss_draws=None), got {}"
 TILT_CAP = 3.0
 """Largest weight of a draw under the tilt (the weights have mean 1 over a component's B draws)."""
+TILT_CAP_ROUNDS = 4
+"""Rounds of capping and rescaling (each caps the draws the previous rescaling lifted past the cap)."""
 TILT_SPREAD = 1.0
 """The tilt's exponent is at most this over the sd of a component's log p - log q: its weights vary by a
 factor of about e per sd, so a component far from the posterior (log ratios spread over many nats) takes
@@ -355,7 +357,7 @@ def tilt_weights(
     log_ratio: jax.Array, tilt: jax.Array | float, cap: float = TILT_CAP, spread: float = TILT_SPREAD
 ) -> jax.Array:
     """Mass-covering weights of the draws: w_ib proportional to (p / q)(x_ib)^tau_i within each component,
-    normalised to mean 1 over b and capped at ``cap`` (then normalised again), with
+    normalised to mean 1 over b with no weight above ``cap`` (cap, rescale the others, repeat), with
     tau_i = min(tilt, spread / sd_b(log p - log q)) so that the weights of a component vary by a factor of
     about exp(spread) at most; a draw whose log p - log q is not finite gets the component's mean weight.
 
@@ -373,8 +375,14 @@ def tilt_weights(
     tau = jnp.minimum(tilt, spread / jnp.maximum(sd, 1e-12))
     raw = jnp.exp(jnp.clip(tau * (ratio - mean), -30.0, 30.0))
     raw = jnp.where(finite, raw, jnp.sum(jnp.where(finite, raw, 0.0), axis=1, keepdims=True) / count)
-    w = jnp.minimum(raw / jnp.mean(raw, axis=1, keepdims=True), cap)
-    return w / jnp.mean(w, axis=1, keepdims=True)
+    w = raw / jnp.mean(raw, axis=1, keepdims=True)
+    b = w.shape[1]
+    for _ in range(TILT_CAP_ROUNDS):  # water-filling: cap, then rescale the others so the mean stays 1
+        capped = w >= cap
+        free = jnp.sum(jnp.where(capped, 0.0, w), axis=1, keepdims=True)
+        room = b - cap * jnp.sum(capped, axis=1, keepdims=True)
+        w = jnp.where(capped, cap, w * room / jnp.maximum(free, 1e-30))
+    return w
 
 
 def _any_non_finite_rows(parts: tuple[jax.Array, ...]) -> jax.Array:

@@ -530,6 +530,7 @@ def mixture_vi(
     logdensity_takes_key: bool = False,
     relocate: bool = True,
     metric_rank: int | None = None,
+    tilt: float = 0.0,
 ) -> MixtureVI:
     """Mixture VI for a log-density over any pytree.
 
@@ -579,6 +580,10 @@ def mixture_vi(
         False is the paper's method exactly.
     metric_rank : int, optional
         The rank r of metric='lowrank' (below d; by default ``min(DEFAULT_RANK, d - 1)``).
+    tilt : float
+        The mass-covering tilt (:func:`mixvi.estimators.tilt_weights`; ``MixVI``'s default is 1.0): with
+        relocation it applies from the step :func:`explore_until` sets on, without it at every step; V is
+        then evaluated at every draw. 0 (default here) is the paper's KL(q || p).
 
     Returns
     -------
@@ -610,6 +615,7 @@ def mixture_vi(
             min_factor,
             metric_step_size,
             relocate,
+            tilt=tilt,
         )
     )
     if mesh is not None and n_components % mesh.size:
