@@ -45,11 +45,7 @@ def test_choose_steps_shrinks_with_size():
 def test_bench_core_main_writes_json_and_markdown(tmp_path, capsys):
     md = tmp_path / "benchmarks.md"
     md.write_text(
-        "# Benchmarks\n\nintro kept\n\n"
-        + markers("core")[0]
-        + "\nold table\n"
-        + markers("core")[1]
-        + "\n\n## Paper\nkept too\n"
+        "# Benchmarks\n\nintro kept\n\n" + markers("core")[0] + "\nold table\n" + markers("core")[1] + "\n\n## Paper\nkept too\n"
     )
     out = tmp_path / "sub" / "core.json"
     argv = ["--dims", "3", "--components", "2", "--num-samples", "2", "--rows", "20", "--steps", "2"]

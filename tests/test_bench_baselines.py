@@ -93,9 +93,8 @@ def test_steinvi_starts_at_init_locs_and_moves_to_the_target():
         # the builder reads the site's name and shape from info, as the regressions set them
         target = Target("mat", "regression", model, 4, info={"site": "w", "site_shape": (2, 2)})
         init_locs = _uniform_locs(4.0, 4)
-        init, step, get_params, posterior = build_steinvi(
-            target, n_particles=4, lr=0.2, init_scale=1.5, init_locs=init_locs, num_elbo_particles=4
-        )
+        init, step, get_params, posterior = build_steinvi(target, n_particles=4, lr=0.2, init_scale=1.5,
+                                                          init_locs=init_locs, num_elbo_particles=4)
         s0 = init(3)
         p0 = get_params(s0)
         np.testing.assert_array_equal(np.asarray(p0["locs"]), np.asarray(init_locs(3, 4)))
@@ -126,16 +125,8 @@ def test_steinvi_one_particle_is_mean_field_vi_and_shipped_numpyro_collapses_the
         target = _diag_gaussian_target(mean, sd)
         scales = {}
         for fix in (True, False):
-            init, step, get_params, _ = build_steinvi(
-                target,
-                1,
-                0.05,
-                1.0,
-                _uniform_locs(2.0, 2),
-                num_elbo_particles=4,
-                optimizer="adam",
-                fix_particle_transform=fix,
-            )
+            init, step, get_params, _ = build_steinvi(target, 1, 0.05, 1.0, _uniform_locs(2.0, 2), num_elbo_particles=4,
+                                                      optimizer="adam", fix_particle_transform=fix)
             p = get_params(_scan(step, 600)(init(0))[0])
             np.testing.assert_allclose(np.asarray(p["locs"][0]), mean, atol=0.05)
             scales[fix] = np.asarray(p["scales"][0])
@@ -151,9 +142,8 @@ def test_blackjax_mfvi_recovers_a_diagonal_gaussian():
         mean, sd = np.array([1.0, -2.0, 0.5, 3.0]), np.array([0.5, 2.0, 1.0, 0.3])
         target = _diag_gaussian_target(mean, sd)
         init_locs = _uniform_locs(3.0, 4)
-        init, step, get_params, posterior = build_blackjax_mfvi(
-            target, lr=0.05, num_samples=10, init_scale=2.0, init_locs=init_locs
-        )
+        init, step, get_params, posterior = build_blackjax_mfvi(target, lr=0.05, num_samples=10, init_scale=2.0,
+                                                                init_locs=init_locs)
         s0 = init(0)
         p0 = get_params(s0)
         np.testing.assert_array_equal(np.asarray(p0["mu"]), np.asarray(init_locs(0, 1)[0]))
@@ -203,13 +193,8 @@ def test_pathfinder_density_matches_dense_gaussian_and_recovers_the_target():
         assert np.all(np.abs(np.cov(zn.T) - cov) < 4.5 * se)
         # the fit: mean = target mean (Newton step from the end of L-BFGS), covariance close to the target's
         np.testing.assert_allclose(np.asarray(q.mean), _MEAN, atol=1e-3)
-        kl = 0.5 * (
-            np.trace(np.linalg.solve(_COV, cov))
-            - 4
-            + np.linalg.slogdet(_COV)[1]
-            - np.linalg.slogdet(cov)[1]
-            + (q.mean - _MEAN) @ np.linalg.solve(_COV, q.mean - _MEAN)
-        )
+        kl = 0.5 * (np.trace(np.linalg.solve(_COV, cov)) - 4 + np.linalg.slogdet(_COV)[1] - np.linalg.slogdet(cov)[1]
+                    + (q.mean - _MEAN) @ np.linalg.solve(_COV, q.mean - _MEAN))
         assert kl < 0.05, kl
         assert np.isfinite(float(params.elbo)) and abs(float(params.elbo)) < 0.1  # ELBO ~ log Z = 0
 
@@ -235,8 +220,7 @@ def test_pathfinder_mean_steps_towards_the_mode():
         g = x - m  # gradient of -log pi, which blackjax stores as grad_position
         state = PathfinderState(jnp.array(0.0), x, g, jnp.ones(3), jnp.zeros((3, 4)), jnp.zeros((4, 4)))
         np.testing.assert_allclose(np.asarray(pathfinder_gaussian(state).mean), np.asarray(m), atol=1e-12)
-        np.testing.assert_allclose(
-            np.asarray(pathfinder_gaussian(state, correct_mean=False).mean), np.asarray(2 * x - m), atol=1e-12
-        )
+        np.testing.assert_allclose(np.asarray(pathfinder_gaussian(state, correct_mean=False).mean),
+                                   np.asarray(2 * x - m), atol=1e-12)
         z_bj, _ = blackjax.vi.pathfinder.sample(jax.random.PRNGKey(0), state, 20000)
         np.testing.assert_allclose(np.asarray(z_bj).mean(0), np.asarray(2 * x - m), atol=0.05)

@@ -20,23 +20,8 @@ def test_variants_add_one_move_each():
 @pytest.mark.slow
 def test_smoke_run_writes_json_and_section(tmp_path):
     out, md = tmp_path / "d.json", tmp_path / "b.md"
-    code = D.main(
-        [
-            "--quick",
-            "--targets",
-            "banana",
-            "--variants",
-            "paper,+scouts",
-            "--steps",
-            "100",
-            "--draws",
-            "2000",
-            "--out",
-            str(out),
-            "--md",
-            str(md),
-        ]
-    )
+    code = D.main(["--quick", "--targets", "banana", "--variants", "paper,+scouts", "--steps", "100",
+                   "--draws", "2000", "--out", str(out), "--md", str(md)])
     assert code == 0
     report = json.loads(out.read_text())
     rows = report["targets"]["banana"]["rows"]

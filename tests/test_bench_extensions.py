@@ -190,13 +190,7 @@ def test_bench_extensions_main_smoke(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(runs, "eight_schools_reference", fake_reference)
     monkeypatch.setattr(runs, "eight_schools_log_z", lambda: -31.0)
     md = tmp_path / "benchmarks.md"
-    md.write_text(
-        "# Benchmarks\n\nintro kept\n\n"
-        + ext_report.MD_START
-        + "\nold\n"
-        + ext_report.MD_END
-        + "\n\n## Other\nkept too\n"
-    )
+    md.write_text("# Benchmarks\n\nintro kept\n\n" + ext_report.MD_START + "\nold\n" + ext_report.MD_END + "\n\n## Other\nkept too\n")
     out = tmp_path / "sub" / "extensions.json"
     argv = ["--quick", "--seeds", "1", "--num-draws", "200", "--dim", "3", "--components", "1", "--no-correlated"]
     fig = tmp_path / "fig.png"

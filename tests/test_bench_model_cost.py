@@ -30,10 +30,8 @@ def test_measure_reads_the_cost_and_both_choices():
     rows = [{"suite": "t", "model": "big", **big}, {"suite": "t", "model": "small", **small}]
     table = model_cost.format_table(rows).splitlines()
     assert table[2].startswith("| small |") and table[3].startswith("| big |")
-    report = {
-        "machine": {"date": "d", "platform": "p", "cpu_count": 2, "jax": "j", "backend": "cpu", "numpyro": "n"},
-        "rows": rows,
-    }
+    report = {"machine": {"date": "d", "platform": "p", "cpu_count": 2, "jax": "j", "backend": "cpu",
+                          "numpyro": "n"}, "rows": rows}
     text = model_cost.render_markdown(report)
     assert f"{COMPONENTS_MAX_COST:.0e}" in text and f"{ALL_DRAWS_MAX_COST:.0e}" in text
 
@@ -45,17 +43,10 @@ def test_startup_labels_mixvi_rows_with_the_settled_n():
     row = {"setup_s": 1.0, "compile_s": 1.0, "steady_ms": 0.1, "e2e_s": 3.0, "first_s": 2.0}
     report = {
         "machine": {"date": "d", "platform": "p", "cpu_count": 2, "jax": "j", "backend": "cpu", "numpyro": "n"},
-        "settings": {
-            "steps": 100,
-            "repeats": 1,
-            "svi": "adam",
-            "models": {"hier_logistic_50": 50},
-            "mixvi_components": {"hier_logistic_50": "auto"},
-        },
-        "results": [
-            {"model": "hier_logistic_50", "method": "mixvi", "n_components": 10, **row},
-            {"model": "hier_logistic_50", "method": "autonormal", **row},
-        ],
+        "settings": {"steps": 100, "repeats": 1, "svi": "adam", "models": {"hier_logistic_50": 50},
+                     "mixvi_components": {"hier_logistic_50": "auto"}},
+        "results": [{"model": "hier_logistic_50", "method": "mixvi", "n_components": 10, **row},
+                    {"model": "hier_logistic_50", "method": "autonormal", **row}],
     }
     text = startup.render_markdown(report)
     assert "| hier_logistic_50 (50; mixvi N = 10) | mixvi |" in text

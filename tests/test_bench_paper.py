@@ -14,44 +14,17 @@ def test_paper_smoke(tmp_path):
     md = tmp_path / "benchmarks.md"
     md.write_text("# Benchmarks\n\nhand-written text\n\n<!-- bench core start -->\ncore\n<!-- bench core end -->\n")
     out = tmp_path / "paper.json"
-    code = paper.main(
-        [
-            "--targets",
-            "label-switching",
-            "--seeds",
-            "1",
-            "--steps",
-            "20",
-            "--checkpoints",
-            "2",
-            "--ns",
-            "1,2",
-            "--methods",
-            "ibw N=1,ibw N=2,md N=2,AutoNormal,full Bures N=5 γ=0.01,SteinVI,Blackjax,Pathfinder",
-            "--eval-samples",
-            "200",
-            "--out",
-            str(out),
-            "--md",
-            str(md),
-            "--figures",
-            str(tmp_path / "fig" / "paper"),
-        ]
-    )
+    code = paper.main([
+        "--targets", "label-switching", "--seeds", "1", "--steps", "20", "--checkpoints", "2", "--ns", "1,2",
+        "--methods", "ibw N=1,ibw N=2,md N=2,AutoNormal,full Bures N=5 γ=0.01,SteinVI,Blackjax,Pathfinder",
+        "--eval-samples", "200", "--out", str(out), "--md", str(md), "--figures", str(tmp_path / "fig" / "paper"),
+    ])
     assert code == 0
     report = json.loads(out.read_text())
     t = report["targets"]["label-switching"]
     labels = [r["label"] for r in t["methods"]]
-    assert labels == [
-        "ibw N=1",
-        "ibw N=2",
-        "md N=2",
-        "AutoNormal",
-        "full Bures N=5 γ=0.01",
-        "SteinVI P=10",
-        "Blackjax MFVI",
-        "Pathfinder",
-    ]
+    assert labels == ["ibw N=1", "ibw N=2", "md N=2", "AutoNormal", "full Bures N=5 γ=0.01", "SteinVI P=10",
+                      "Blackjax MFVI", "Pathfinder"]
     for r in t["methods"]:
         n_curve = 1 if r["kind"] == "pathfinder" else 2
         assert len(r["seeds"]) == 1 and len(r["summary"]["curve_median"]) == n_curve
@@ -71,11 +44,8 @@ def test_paper_smoke(tmp_path):
 def test_time_to_tau_reads_the_first_checkpoint_below_the_level():
     def method(label, curves, run_s):
         seeds = [{"curve": c, "run_s": run_s} for c in curves]
-        return {
-            "label": label,
-            "seeds": seeds,
-            "summary": {"divergence": {"median": float(np.median([c[-1] for c in curves]))}},
-        }
+        return {"label": label, "seeds": seeds,
+                "summary": {"divergence": {"median": float(np.median([c[-1] for c in curves]))}}}
 
     # 4 checkpoints per run of 2 s: checkpoint i ends at 0.5 (i + 1) s
     fast = method("fast", [[1.0, 0.12, 0.1, 0.1], [1.0, 0.5, 0.1, 0.1]], 2.0)
@@ -98,12 +68,8 @@ def test_regression_claims_compare_with_nuts_and_mean_field():
         return {"test_loglik": {"median": ll, "min": lo, "max": hi}, "test_accuracy": {"median": acc}}
 
     t = {"reference": {"test_accuracy": 0.96, "test_loglik": -0.10, "test_loglik_se": 0.004}}  # noise: ± 0.008
-    rows = {
-        "ibw N=20": s(-0.105, -0.11, -0.10),
-        "md N=20": s(-0.30, -0.31, -0.29),
-        "AutoNormal": s(-0.12, -0.13, -0.11),
-        "Blackjax MFVI": s(-0.2, -0.2, -0.2),
-    }
+    rows = {"ibw N=20": s(-0.105, -0.11, -0.10), "md N=20": s(-0.30, -0.31, -0.29),
+            "AutoNormal": s(-0.12, -0.13, -0.11), "Blackjax MFVI": s(-0.2, -0.2, -0.2)}
     lines = paper._regression_claims("r", t, rows, (1, 20))
     assert len(lines) == 2
     assert "within noise of NUTS: held" in lines[0] and "(AutoNormal)" in lines[0] and lines[0].endswith("good: held")
@@ -112,35 +78,20 @@ def test_regression_claims_compare_with_nuts_and_mean_field():
 
 def test_cost_claims_quote_the_core_benchmark(tmp_path):
     core = tmp_path / "core.json"
-    core.write_text(
-        json.dumps(
-            {
-                "date": "D",
-                "results": [
-                    {"d": 100, "n_components": 10, "ratio_mixvi_floor": 3.0},  # below d = 1000: not part of the claim
-                    {"d": 1000, "n_components": 10, "ratio_mixvi_floor": 1.10},
-                    {"d": 1000, "n_components": 100, "ratio_mixvi_floor": 1.20},
-                ],
-            }
-        )
-    )
+    core.write_text(json.dumps({"date": "D", "results": [
+        {"d": 100, "n_components": 10, "ratio_mixvi_floor": 3.0},  # below d = 1000: not part of the claim
+        {"d": 1000, "n_components": 10, "ratio_mixvi_floor": 1.10},
+        {"d": 1000, "n_components": 100, "ratio_mixvi_floor": 1.20},
+    ]}))
     lines = paper.cost_claims(core)
     assert len(lines) == 2
     assert "N = 10" in lines[0] and lines[0].endswith("<= 1.15: held")
     assert "1.20 x" in lines[1] and lines[1].endswith("NOT held")
     assert "run `python -m benchmarks.core`" in paper.cost_claims(tmp_path / "missing.json")[0]
     # the goal comes from the core JSON's settings where recorded
-    core.write_text(
-        json.dumps(
-            {
-                "date": "D",
-                "settings": {"goal_ratio": 1.25, "goal_min_dim": 100},
-                "results": [
-                    {"d": 100, "n_components": 10, "ratio_mixvi_floor": 1.2},
-                ],
-            }
-        )
-    )
+    core.write_text(json.dumps({"date": "D", "settings": {"goal_ratio": 1.25, "goal_min_dim": 100}, "results": [
+        {"d": 100, "n_components": 10, "ratio_mixvi_floor": 1.2},
+    ]}))
     assert paper.cost_claims(core) == [
         "per-iteration cost at d = 100, N = 10 (`python -m benchmarks.core`, D): 1.20 x the target-gradient floor "
         "— <= 1.25: held"

@@ -13,25 +13,8 @@ from benchmarks.report import replace_section
 def test_scale_bench_runs_and_reports(tmp_path):
     out, md = tmp_path / "scale.json", tmp_path / "bench.md"
     md.write_text("# page\n\nhand-written intro\n")
-    assert (
-        scale.main(
-            [
-                "--dims",
-                "200",
-                "--components",
-                "2",
-                "--repeats",
-                "1",
-                "--budget",
-                "60",
-                "--out",
-                str(out),
-                "--md",
-                str(md),
-            ]
-        )
-        == 0
-    )
+    assert scale.main(["--dims", "200", "--components", "2", "--repeats", "1", "--budget", "60",
+                       "--out", str(out), "--md", str(md)]) == 0
     report = json.loads(out.read_text())
     cells = report["cells"]
     assert {c["target"] for c in cells} == {"logistic", "mixture"}
@@ -44,29 +27,8 @@ def test_scale_bench_runs_and_reports(tmp_path):
     text2 = md.read_text()
     assert "new table" in text2 and "hand-written intro" in text2 and text2.count("bench scale start") == 1
     # the GPU run (scripts/gpu_scale.sh) writes its own section and leaves the CPU one alone
-    assert (
-        scale.main(
-            [
-                "--dims",
-                "200",
-                "--components",
-                "2",
-                "--targets",
-                "logistic",
-                "--repeats",
-                "1",
-                "--budget",
-                "30",
-                "--out",
-                "",
-                "--md",
-                str(md),
-                "--section",
-                "scale-gpu",
-            ]
-        )
-        == 0
-    )
+    assert scale.main(["--dims", "200", "--components", "2", "--targets", "logistic", "--repeats", "1",
+                       "--budget", "30", "--out", "", "--md", str(md), "--section", "scale-gpu"]) == 0
     text3 = md.read_text()
     assert "new table" in text3 and "<!-- bench scale-gpu start -->" in text3 and "(scale-gpu)" in text3
 
@@ -82,15 +44,12 @@ def test_mixture_target_density():
 
     x = jnp.array([0.5, -0.2])
     lp, _ = log_density(scale.mixture_target, (means,), {}, {"x": x})
-    ref = jnp.log(
-        0.5 * jnp.exp(-0.5 * jnp.sum((x - means[0]) ** 2)) + 0.5 * jnp.exp(-0.5 * jnp.sum((x - means[1]) ** 2))
-    )
+    ref = jnp.log(0.5 * jnp.exp(-0.5 * jnp.sum((x - means[0]) ** 2)) + 0.5 * jnp.exp(-0.5 * jnp.sum((x - means[1]) ** 2)))
     np.testing.assert_allclose(lp, ref, rtol=1e-5)
 
 
 def test_scale_bench_skips_a_dense_metric_past_its_limit_before_any_work():
-    cell = scale.run_cell(
-        "logistic", scale.DENSE_MAX_DIM + 1, 2, repeats=1, budget_s=10.0, key=jax.random.PRNGKey(0), metric="dense"
-    )
+    cell = scale.run_cell("logistic", scale.DENSE_MAX_DIM + 1, 2, repeats=1, budget_s=10.0,
+                          key=jax.random.PRNGKey(0), metric="dense")
     assert cell["metric"] == "dense" and "refused past d" in cell["skipped"]
     assert "| dense | skipped: metric='dense' is refused" in scale.format_table([cell])

@@ -98,9 +98,7 @@ def test_log_prob_matches_scipy():
     with jax.enable_x64(True):
         locs, chols = random_mixture(0, 3, 4)
         z = jnp.asarray(np.random.default_rng(1).normal(size=(20, 4)) * 2.0)
-        comps = np.stack(
-            [multivariate_normal(np.asarray(locs[j]), covariance(chols[j])).logpdf(np.asarray(z)) for j in range(3)]
-        )
+        comps = np.stack([multivariate_normal(np.asarray(locs[j]), covariance(chols[j])).logpdf(np.asarray(z)) for j in range(3)])
         expected = logsumexp(comps, axis=0) - np.log(3)
         np.testing.assert_allclose(bf.log_prob(locs, chols, z), expected, rtol=0, atol=1e-10)
         q = bf.FullCovMixture(locs, chols)

@@ -36,14 +36,8 @@ def compare(monkeypatch):
 def test_gallery_has_the_examples():
     names = {p.stem for p in SCRIPTS}
     expected = {
-        "plot_bimodal_numpyro",
-        "plot_eight_schools",
-        "plot_baseball",
-        "plot_lkj_covariance",
-        "plot_logistic_subsample",
-        "plot_funnel",
-        "plot_horseshoe",
-        "plot_bayesian_neural_network",
+        "plot_bimodal_numpyro", "plot_eight_schools", "plot_baseball", "plot_lkj_covariance",
+        "plot_logistic_subsample", "plot_funnel", "plot_horseshoe", "plot_bayesian_neural_network",
     }
     assert expected <= names
 

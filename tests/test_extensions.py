@@ -174,9 +174,7 @@ def test_dense_metric_fits_a_correlated_gaussian_and_serves_predictive():
     assert r.params["auto_metric_tril"].shape == (3, 3)
     x = guide.sample_posterior(jax.random.PRNGKey(1), r.params, sample_shape=(40_000,))["x"]
     np.testing.assert_allclose(x.mean(0), [1.0, -1.0, 0.0], atol=0.05 * np.sqrt(np.diag(cov)).max())
-    np.testing.assert_allclose(
-        np.cov(np.asarray(x).T), cov, atol=0.1 * np.sqrt(np.outer(np.diag(cov), np.diag(cov))).max()
-    )
+    np.testing.assert_allclose(np.cov(np.asarray(x).T), cov, atol=0.1 * np.sqrt(np.outer(np.diag(cov), np.diag(cov))).max())
     predictive = numpyro.infer.Predictive(correlated, guide=guide, params=r.params, num_samples=5, return_sites=["x"])
     assert predictive(jax.random.PRNGKey(2))["x"].shape == (5, 3)
 
@@ -197,7 +195,6 @@ def test_dense_metric_stays_fixed_under_svi_and_is_refused_past_its_dimension_li
 @pytest.mark.parametrize(("metric", "options"), [("dense", {}), ("lowrank", {"metric_rank": 1})])
 def test_shared_metric_checkpoint_resume_is_bit_exact(tmp_path, metric, options):
     """A dense or low-rank run saved half-way and resumed equals the uninterrupted run bit for bit."""
-
     def fresh():
         guide = mixvi.AutoIsotropicMixture(correlated, n_components=2, metric=metric, **options)
         return mixvi.MixVI(correlated, guide, num_samples=4)

@@ -27,9 +27,7 @@ def test_constants_and_gradient_difference_bound():
     t = np.linspace(-10, 10, 200001)
     s = 1 / (1 + np.exp(-t))
     assert np.abs(s * (1 - s)).max() == pytest.approx(ul.SIGMOID_G, rel=1e-9)  # |sigmoid'| <= 1/4
-    assert np.abs(s * (1 - s) * (1 - 2 * s)).max() == pytest.approx(
-        ul.SIGMOID_L, rel=1e-6
-    )  # |sigmoid''| <= 1/(6 sqrt 3)
+    assert np.abs(s * (1 - s) * (1 - 2 * s)).max() == pytest.approx(ul.SIGMOID_L, rel=1e-6)  # |sigmoid''| <= 1/(6 sqrt 3)
     data = ul.make_users(jax.random.PRNGKey(3), 10, 20, 8)
     assert np.allclose(np.linalg.norm(np.asarray(data["X"]), axis=-1), 1.0)
     full = jnp.ones((10, 20), bool)
@@ -88,14 +86,8 @@ def test_checkpoint_recovery_is_accurate(exp):
 @pytest.mark.parametrize("eps", [0.1, 1.0, 3.0])
 def test_analytic_delta_is_the_hockey_stick_divergence(a, eps):
     # delta(eps) = int max(0, p(x) - e^eps q(x)) dx, p = N(a, 1), q = N(0, 1) (sigma = 1, Delta = a)
-    val, _ = integrate.quad(
-        lambda x: max(0.0, stats.norm.pdf(x, a) - math.exp(eps) * stats.norm.pdf(x)),
-        -20,
-        30,
-        points=[a / 2 + eps / a],
-        limit=200,
-        epsabs=1e-14,
-    )
+    val, _ = integrate.quad(lambda x: max(0.0, stats.norm.pdf(x, a) - math.exp(eps) * stats.norm.pdf(x)),
+                            -20, 30, points=[a / 2 + eps / a], limit=200, epsabs=1e-14)
     assert float(ul.analytic_delta(eps, a)) == pytest.approx(val, abs=1e-11)
 
 

@@ -18,10 +18,7 @@ def test_log_prob_matches_scipy(key):
         q = _mixture(key)
         x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (7, 3), jnp.float64)) * 3
         dens = np.mean(
-            [
-                stats.multivariate_normal(np.asarray(m), float(s) ** 2 * np.eye(3)).pdf(x)
-                for m, s in zip(q.locs, q.scales)
-            ],
+            [stats.multivariate_normal(np.asarray(m), float(s) ** 2 * np.eye(3)).pdf(x) for m, s in zip(q.locs, q.scales)],
             axis=0,
         )
         np.testing.assert_allclose(q.log_prob(x), np.log(dens), rtol=1e-10)
@@ -33,9 +30,7 @@ def test_logits_far_from_origin_stay_accurate(key):
         shift = 1e4
         q2 = IsotropicMixture(q.locs + shift, q.scales)
         x = q.locs[0] + 0.3
-        np.testing.assert_allclose(
-            component_logits(x + shift, q2.locs, q2.scales), component_logits(x, q.locs, q.scales), rtol=1e-8
-        )
+        np.testing.assert_allclose(component_logits(x + shift, q2.locs, q2.scales), component_logits(x, q.locs, q.scales), rtol=1e-8)
 
 
 def test_score_is_gradient_of_log_prob(key):

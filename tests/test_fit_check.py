@@ -126,10 +126,8 @@ def test_borderline_khat_is_judged_on_more_draws():
     assert refined.num_samples == (1 + REFINE_FACTOR) * 400
     k_draws, _ = jax.random.split(key)
     fit = resolve(guide, narrow, (), {})
-    parts = [
-        draw_and_weigh(fit, narrow, (), {}, k, n)
-        for k, n in ((k_draws, 400), (jax.random.fold_in(k_draws, 1), REFINE_FACTOR * 400))
-    ]
+    parts = [draw_and_weigh(fit, narrow, (), {}, k, n) for k, n in ((k_draws, 400),
+                                                                  (jax.random.fold_in(k_draws, 1), REFINE_FACTOR * 400))]
     log_p, log_q = (jnp.concatenate([getattr(p, f) for p in parts]) for f in ("log_p", "log_q"))
     np.testing.assert_allclose(refined.khat, float(psis_from_log_densities(log_p, log_q).khat), rtol=1e-6)
     exact = dict(narrow, auto_metric=jnp.ones(2))

@@ -120,9 +120,7 @@ def test_stray_params_get_a_clear_error_and_for_mixture_routes_them():
     updates, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(updates["other_loc"], -0.5 * jnp.ones(2))
     ref, _ = optim.ibw(0.1).update(
-        {k: grads[k] for k in ("auto_locs", "auto_scales")},
-        optim.ibw(0.1).init(_state(jnp.float32)[0]),
-        _state(jnp.float32)[0],
+        {k: grads[k] for k in ("auto_locs", "auto_scales")}, optim.ibw(0.1).init(_state(jnp.float32)[0]), _state(jnp.float32)[0]
     )
     np.testing.assert_allclose(updates["auto_locs"], ref["auto_locs"], rtol=1e-6)
 

@@ -100,3 +100,4 @@ def test_every_library_module_imports_without_the_benchmark_dependencies(tmp_pat
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert int(proc.stdout.split()[0]) >= 10
+

@@ -121,12 +121,8 @@ def test_perturbation_escapes_an_exact_saddle_that_plain_pgd_never_leaves():
         out = {}
         for name, tx in [
             ("plain", pc.nonlinear_preconditioned_gd(0.2, "cosh", 1.0)),
-            (
-                "perturbed",
-                pc.perturbed(
-                    pc.nonlinear_preconditioned_gd(0.2, "cosh", 1.0), threshold=1e-3, radius=1e-3, wait=50, seed=0
-                ),
-            ),
+            ("perturbed", pc.perturbed(pc.nonlinear_preconditioned_gd(0.2, "cosh", 1.0), threshold=1e-3,
+                                       radius=1e-3, wait=50, seed=0)),
         ]:
             res = scan_loop(descent_step(f, tx), DescentState(x0, tx.init(x0)), 300)
             out[name] = np.asarray(res.losses)
@@ -142,7 +138,6 @@ def test_pgd_is_vmappable_and_pure():
     step = descent_step(f, tx)
     x0 = jnp.stack([jnp.full(3, 10.0), jnp.full(3, -100.0)])
     state = jax.vmap(lambda x: DescentState(x, tx.init(x)))(x0)
-
     def ok(state, loss):
         return jnp.all(jnp.isfinite(loss))
 

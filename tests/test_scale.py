@@ -82,16 +82,8 @@ def test_checkpoint_interrupt_and_resume_equal_the_uninterrupted_run(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.warns(RuntimeWarning, match="interrupted"):
-        part = _fresh().run(
-            jax.random.PRNGKey(4),
-            100,
-            X,
-            Y,
-            progress_bar=False,
-            checkpoint=path,
-            checkpoint_every=20,
-            callback=stop_at_40,
-        )
+        part = _fresh().run(jax.random.PRNGKey(4), 100, X, Y, progress_bar=False, checkpoint=path,
+                            checkpoint_every=20, callback=stop_at_40)
     assert len(part.losses) == 40
     rest = _fresh().resume(path, X, Y, progress_bar=False)
     for k in full.params:

@@ -62,19 +62,13 @@ def _check_sampler_against_density(t, lo, hi, num=301, n=20000, bins=8):
     assert np.max(np.abs(z)) < 5.0
 
 
-@pytest.mark.parametrize(
-    "maker", [lambda: make_gmm(2, "full", seed=1), make_funnel, lambda: make_sinh_arcsinh("sas-c")]
-)
+@pytest.mark.parametrize("maker", [lambda: make_gmm(2, "full", seed=1), make_funnel, lambda: make_sinh_arcsinh("sas-c")])
 def test_exact_samplers_agree_with_log_densities(maker):
     _check_sampler_against_density(maker(), -6, 6)
 
 
 def test_gmm_is_seedable_and_model_potential_is_minus_log_density():
-    a, b, c = (
-        gmm_parameters(10, covariance="full", seed=7),
-        gmm_parameters(10, covariance="full", seed=7),
-        gmm_parameters(10, covariance="full", seed=8),
-    )
+    a, b, c = gmm_parameters(10, covariance="full", seed=7), gmm_parameters(10, covariance="full", seed=7), gmm_parameters(10, covariance="full", seed=8)
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and not np.array_equal(a[1], c[1])
     w, means, covs = a
     assert w.shape == (5,) and np.isclose(w.sum(), 1) and np.all(np.abs(means) <= 5)

@@ -127,9 +127,7 @@ def test_diagonal_metric_fits_a_stretched_gaussian():
     """metric='diagonal' with N = 1 recovers the exact per-coordinate variances of a diagonal Gaussian."""
     sds = jnp.array([0.2, 1.0, 5.0])
     with jax.enable_x64(True):
-        algo = mixvi.mixture_vi(
-            lambda x: -0.5 * jnp.sum((x / sds) ** 2), n_components=1, metric="diagonal", num_samples=20
-        )
+        algo = mixvi.mixture_vi(lambda x: -0.5 * jnp.sum((x / sds) ** 2), n_components=1, metric="diagonal", num_samples=20)
         state, _ = run(algo, algo.init(jax.random.key(0), jnp.ones(3)), 1500)
         var = jnp.exp(2 * state.params.log_scales[0] + state.params.log_metric)
         np.testing.assert_allclose(jnp.sqrt(var), sds, rtol=0.1)
@@ -176,17 +174,10 @@ def test_mixvi_and_mixture_vi_agree_on_a_numpyro_model():
         _, unravel = ravel_pytree(setup.param_info.z)
         # the same loss draws as the engine settled on for this model (its loss_draws='auto')
         algo = mixvi.mixture_vi(
-            lambda p: -setup.potential_fn(p),
-            n_components=4,
-            step_size=0.05,
-            num_samples=8,
-            loss_draws=engine.loss_draws,
+            lambda p: -setup.potential_fn(p), n_components=4, step_size=0.05, num_samples=8, loss_draws=engine.loss_draws
         )
         core = vi.init_state(
-            jax.vmap(unravel)(state.core.params.locs),
-            jnp.exp(state.core.params.log_scales),
-            metric="dense",
-            step_size=0.05,
+            jax.vmap(unravel)(state.core.params.locs), jnp.exp(state.core.params.log_scales), metric="dense", step_size=0.05
         )
         update, step = jax.jit(engine.update), jax.jit(algo.step)
         for _ in range(30):
