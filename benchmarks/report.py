@@ -20,6 +20,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from mixvi.loop import blas_limit
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The root of the repository (the folder above ``benchmarks/``): default outputs are resolved from here,
 whatever the current working directory."""
@@ -160,18 +162,12 @@ def publish(
 def limit_blas_threads(threads: int) -> contextlib.AbstractContextManager:
     """A context in which the BLAS / LAPACK libraries loaded in this process (scipy's OpenBLAS, which
     JAX's CPU linear-algebra kernels call: Cholesky, triangular solves) use ``threads`` threads; a no-op
-    when ``threads`` < 1 or threadpoolctl is not installed.
+    when ``threads`` < 1 or threadpoolctl is not installed (``mixvi.loop.blas_limit``, which ``MixVI.run`` uses).
 
     Why: OpenBLAS's worker threads busy-wait; on a small machine shared with other processes a call
     that splits across cores waits for a scheduler tick when a core is taken, and every triangular
     solve of the Bures step then costs 4-40 ms whatever d is, which hides the d^3 law."""
-    if threads < 1:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=threads, user_api="blas")
+    return blas_limit(threads if threads >= 1 else None)
 
 
 def scan_steps(step: Callable[[Any], tuple[Any, jax.Array]], carry: Any, length: int) -> tuple[Any, jax.Array]:

@@ -167,7 +167,7 @@ def _resolve_tilt(tilt: float | str, relocate: bool) -> float:
         if tilt != "auto":
             raise ValueError(BAD_TILT_OPTION.format(tilt))
         return DEFAULT_TILT if relocate else 0.0
-    if isinstance(tilt, bool) or not isinstance(tilt, int | float) or not 0.0 <= tilt < float("inf"):
+    if not vi.is_tilt(tilt):
         raise ValueError(BAD_TILT_OPTION.format(tilt))
     if tilt and not relocate:
         raise ValueError(TILT_NEEDS_RELOCATION.format(tilt))

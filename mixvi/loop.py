@@ -413,44 +413,42 @@ def scan_loop(
     infos: list[Any] = []
     done = 0
     interrupted = False
-    limit = blas_limit(blas_threads)
-    try:
-        limit.__enter__()
-        while done < num_steps:
-            count = min(per_call, num_steps - done)
-            try:
-                new_state, bad_at, outs = chunk(state, _index(done), _index(count), operands)
-                bad_at = int(bad_at)
-                outs = _head(outs, count if bad_at < 0 else bad_at - done)
-            except KeyboardInterrupt:
-                interrupted = True
-                break
-            losses = _loss_of(outs)
-            if bad_at >= 0:
-                good = np.concatenate(pieces + [losses])
-                if bad_at > done:  # the same program from the chunk's start, stopped before the bad step
-                    state = chunk(state, _index(done), _index(bad_at - done), operands)[0]
-                msg = DIVERGED.format(bad_at)
-                if describe_failure is not None:
-                    msg += "; " + describe_failure(state, bad_at)
-                raise DivergenceError(msg + KEPT_STATE, bad_at, state, good)
-            state = new_state
-            pieces.append(losses)
-            infos.append(outs)
-            done += count
-            if bar is not None:
-                bar.update(count)
-                bar.set_postfix_str(f"loss {np.mean(losses):.4g}")
-            if callback is not None:
+    with blas_limit(blas_threads):
+        try:
+            while done < num_steps:
+                count = min(per_call, num_steps - done)
                 try:
-                    callback(state, np.concatenate(pieces), done)
+                    new_state, bad_at, outs = chunk(state, _index(done), _index(count), operands)
+                    bad_at = int(bad_at)
+                    outs = _head(outs, count if bad_at < 0 else bad_at - done)
                 except KeyboardInterrupt:
-                    interrupted = done < num_steps
+                    interrupted = True
                     break
-    finally:
-        limit.__exit__(None, None, None)
-        if bar is not None:
-            bar.close()
+                losses = _loss_of(outs)
+                if bad_at >= 0:
+                    good = np.concatenate(pieces + [losses])
+                    if bad_at > done:  # the same program from the chunk's start, stopped before the bad step
+                        state = chunk(state, _index(done), _index(bad_at - done), operands)[0]
+                    msg = DIVERGED.format(bad_at)
+                    if describe_failure is not None:
+                        msg += "; " + describe_failure(state, bad_at)
+                    raise DivergenceError(msg + KEPT_STATE, bad_at, state, good)
+                state = new_state
+                pieces.append(losses)
+                infos.append(outs)
+                done += count
+                if bar is not None:
+                    bar.update(count)
+                    bar.set_postfix_str(f"loss {np.mean(losses):.4g}")
+                if callback is not None:
+                    try:
+                        callback(state, np.concatenate(pieces), done)
+                    except KeyboardInterrupt:
+                        interrupted = done < num_steps
+                        break
+        finally:
+            if bar is not None:
+                bar.close()
     all_losses = np.concatenate(pieces) if pieces else np.zeros((0,), np.float32)
     info = None
     if infos and hasattr(infos[0], "loss"):

@@ -216,6 +216,11 @@ class Settings(NamedTuple):
     tilt: float = 0.0
 
 
+def is_tilt(value: Any) -> bool:
+    """Whether ``value`` is a valid tilt exponent: a finite real >= 0 (not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and 0.0 <= value < float("inf")
+
+
 def check(settings: Settings) -> Settings:
     """Validate ``settings`` and return them with ``loss_draws`` normalised (None = all draws).
 
@@ -234,9 +239,8 @@ def check(settings: Settings) -> Settings:
         raise ValueError(BAD_BATCH.format(settings.sample_batch_size))
     if settings.mesh is not None and len(settings.mesh.axis_names) != 1:
         raise ValueError(BAD_MESH_AXES.format(settings.mesh.axis_names))
-    tilt = settings.tilt
-    if isinstance(tilt, bool) or not isinstance(tilt, int | float) or not 0.0 <= tilt < float("inf"):
-        raise ValueError(BAD_TILT.format(tilt))
+    if not is_tilt(settings.tilt):
+        raise ValueError(BAD_TILT.format(settings.tilt))
     return settings._replace(loss_draws=None if settings.loss_draws == b else settings.loss_draws)
 
 
@@ -386,9 +390,10 @@ def step(
     tracking = state.relocation
     quarantine = settings.relocate and tracking is not None
     # the shared metric is learned from the components near q's mass (not from scouts still travelling)
+    gap = relocation_gap(d, settings.relocate_gap)
     metric_weights = None
     if quarantine and (metric is not None or tril is not None):
-        metric_weights = metric_shares(tracking, relocation_gap(d, settings.relocate_gap))
+        metric_weights = metric_shares(tracking, gap)
 
     est = stein_estimate(
         locs,
@@ -427,7 +432,6 @@ def step(
     log_ratios = -(est.log_q[:, : v.shape[1]] + v)
     if quarantine:
         log_ratios = jnp.where(bad[:, None], -jnp.inf, log_ratios)
-        gap = relocation_gap(d, settings.relocate_gap)
         tracking = track(tracking, est.f, ~info.rejected, log_ratios if settings.balance else None, gap)
         tracking = set_ceiling(tracking, jnp.where(bad[:, None], jnp.nan, v))
         # keys of their own (folded, not split) so that the noise and model keys stay as without relocation
