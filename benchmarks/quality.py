@@ -136,6 +136,7 @@ def fit_check_metrics(
         "fit_check_verdict": check.verdict,
         "fit_check_khat": float(check.khat),
         "fit_check_score_divergence": float(check.score_divergence),
+        "fit_check_stein_divergence": float(check.stein_divergence),
         "fit_check_relative_ess": float(check.relative_ess),
         "fit_check_num_samples": int(check.num_samples),
     } | out

@@ -157,7 +157,7 @@ def track(
     gap: float | None = None,
 ) -> RelocationState:
     """Fold this step's per-component losses (and, given ``log_ratios`` = log p - log q at draws of
-    every component, shape (N, L), the importance masses) into the running averages; a rejected step
+    every component, shape (N, L), NaN where V was not evaluated, the importance masses) into the running averages; a rejected step
     or a non-finite value leaves them as they were. Given the relocation ``gap``, a loss enters the
     averages at most :data:`LOSS_CEILING_GAPS` gaps above the best running loss."""
     f = jnp.asarray(component_loss, state.loss_fast.dtype)
@@ -175,7 +175,9 @@ def track(
     log_mass = state.log_mass
     if log_ratios is not None:
         r = jnp.asarray(log_ratios, log_mass.dtype)
-        mass = logsumexp(r, 1) - jnp.log(r.shape[1])
+        # NaN marks a draw without V's value (not evaluated this step): the mean is over the others
+        seen = ~jnp.isnan(r)
+        mass = logsumexp(jnp.where(seen, r, -jnp.inf), 1) - jnp.log(jnp.sum(seen, 1))
         # a running mean of the estimates themselves (not of their logs, which would be biased low)
         averaged = jnp.logaddexp(jnp.log(MASS_DECAY) + log_mass, jnp.log1p(-MASS_DECAY) + mass)
         averaged = jnp.where(jnp.isnan(log_mass), mass, averaged)

@@ -212,8 +212,8 @@ class MixVI:
     tilt : float or 'auto'
         The mass-covering refinement (docs/theory.md): from the middle of ``run`` on, the expectations of
         every step weigh a component's draws by (p / q)^tau (tau at most ``tilt``, normalised over its
-        draws), which pulls components towards where q under-covers p and widens them; V is then evaluated
-        at every draw. 'auto' (default) is 1.0 with relocation and 0 without; 0 keeps the paper's KL(q || p)
+        draws), which pulls components towards where q under-covers p and widens them; V's value is then
+        computed at every draw (before, only at ``loss_draws``). 'auto' (default) is 1.0 with relocation and 0 without; 0 keeps the paper's KL(q || p)
         steps throughout. A tilt > 0 needs ``relocate=True`` (the run's schedule lives in its state).
     blas_threads : int or None
         On the CPU backend, ``run`` and ``resume`` limit the BLAS library that JAX's linear-algebra kernels
@@ -272,13 +272,10 @@ class MixVI:
             )
         )
         # learned weights use every draw for the loss (their step needs f_i from all of them); 'auto' is
-        # settled on the model's cost when its arguments are first seen (_settle)
+        # settled on the model's cost when its arguments are first seen (_settle). The tilt needs V at
+        # every draw only once it is on (the step then evaluates the rest too: mixvi.vi.step)
         self.loss_draws: int | str | None = (
-            None
-            if guide.weights != "uniform" or self.tilt  # the weights' and the tilt's steps need V at every draw
-            else "auto"
-            if loss_draws == "auto"
-            else self.settings.loss_draws
+            None if guide.weights != "uniform" else "auto" if loss_draws == "auto" else self.settings.loss_draws
         )
         self._is_auto = isinstance(step_size, str)
         self._locs, self._scales = f"{guide.prefix}_locs", f"{guide.prefix}_scales"
@@ -412,7 +409,11 @@ class MixVI:
         weights = None if p.logits is None else jax.nn.softmax(p.logits)
         z = draw_noise(k_noise, n, settings.num_samples, d, shared=settings.shared_noise, dtype=locs.dtype)
         x = draw_points(locs, p.log_scales, z, metric, p.metric_tril)
-        cut = None if weights is not None else settings.loss_draws
+        tilt = vi.tilt_now(settings.tilt, state.core.relocation)
+        cut = None if weights is not None or isinstance(tilt, float) else settings.loss_draws
+        read = None
+        if cut is not None and tilt is not None:  # the step reads every draw once the tilt is on
+            read, cut = jnp.where(tilt > 0, x.shape[1], cut), None
         rows = (x if cut is None else x[:, :cut]).reshape(-1, d)
         potential = self.guide.potential_fn(*args, **kwargs)
         batch = settings.sample_batch_size
@@ -421,7 +422,14 @@ class MixVI:
         else:
             v = jax.lax.map(lambda row: potential(row, k_model), rows, batch_size=batch)
         return loss_estimate(
-            locs, p.log_scales, z, v.reshape(n, -1), weights=weights, metric=metric, scale_tril=p.metric_tril
+            locs,
+            p.log_scales,
+            z,
+            v.reshape(n, -1),
+            weights=weights,
+            metric=metric,
+            scale_tril=p.metric_tril,
+            loss_draws=read,
         )
 
     def _step(self, state: MixVIState, args: tuple, kwargs: dict) -> tuple[MixVIState, vi.MixtureVIInfo]:

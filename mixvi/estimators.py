@@ -250,6 +250,7 @@ def stein_estimate(
     quarantine: bool = False,
     metric_weights: jax.Array | None = None,
     tilt: jax.Array | float | None = None,
+    loss_draws: jax.Array | None = None,
 ) -> SteinEstimate:
     """Combine the closed-form mixture terms with V and grad V evaluated at the draws x_ib.
 
@@ -282,6 +283,10 @@ def stein_estimate(
         metric's terms are averages over the draws weighted by :func:`tilt_weights` with this exponent
         (mass-covering; 0 gives weights 1); the loss, f and log q are not weighted. None (the default) is
         the paper's KL(q || p) without the weights' arithmetic.
+    loss_draws : jax.Array, optional
+        A (traced) count L: only V's values at the first L draws of every component are read (the others
+        may be NaN: V was not evaluated there), so the loss and f average over those, and a tilt weighs
+        the other draws by their component's mean weight.
     quarantine : bool
         Treat the components whose draws hit a non-finite V or grad V as if V and grad V were 0 there
         (their estimates are then finite, and the others' and the shared terms are untouched), and
@@ -294,11 +299,16 @@ def stein_estimate(
     SteinEstimate
     """
     parts = grad_potential if isinstance(grad_potential, tuple) else (grad_potential,)
+    read = None
+    if loss_draws is not None:
+        read = jnp.arange(potential.shape[1]) < loss_draws
+        unread = jnp.where(read, potential, jnp.nan)
+        potential = jnp.where(read, potential, 0.0)
     spec = None
     if tilt is not None:
         if potential.shape[-1] != z.shape[-2]:
             raise ValueError(TILT_NEEDS_EVERY_VALUE.format(potential.shape))
-        spec = (potential, tilt)
+        spec = (potential if read is None else unread, tilt)
     if scale_tril is not None or isinstance(metric, LowRankMetric):
         bad = None
         if quarantine:  # one pass over the (N, B, d) gradients: both metrics sum them over the components
@@ -306,9 +316,13 @@ def stein_estimate(
             potential = jnp.where(bad[:, None], 0.0, potential)
             parts = tuple(jnp.where(bad[:, None, None], 0.0, g) for g in parts)
         if scale_tril is None:
-            estimate = _lowrank_estimate(locs, log_scales, z, potential, parts, weights, metric, metric_weights, spec)
+            estimate = _lowrank_estimate(
+                locs, log_scales, z, potential, parts, weights, metric, metric_weights, spec, read
+            )
         else:
-            estimate = _dense_estimate(locs, log_scales, z, potential, parts, weights, scale_tril, metric_weights, spec)
+            estimate = _dense_estimate(
+                locs, log_scales, z, potential, parts, weights, scale_tril, metric_weights, spec, read
+            )
         return estimate._replace(bad=bad)
     if metric is not None:
         root = jnp.sqrt(metric)
@@ -333,7 +347,7 @@ def stein_estimate(
     if metric is not None:
         gbar = gbar / root
     lam = (sig * jnp.mean(zg, 1) + terms.stein_score) / sig**2
-    f = jnp.mean(log_q[:, : potential.shape[1]] + potential, 1)
+    f = _component_loss(log_q, potential, read)
     w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
     loss = jnp.sum(w * f)
     t = None
@@ -341,6 +355,14 @@ def stein_estimate(
         shares = w if metric_weights is None else metric_weights
         t = jnp.einsum("i,ik->k", shares * sig, zgk) / b + terms.coord_score
     return SteinEstimate(gbar, lam, loss, log_q, f, t, bad)
+
+
+def _component_loss(log_q: jax.Array, potential: jax.Array, read: jax.Array | None) -> jax.Array:
+    """f_i = mean over the draws b with V's value (the first L, or those where ``read``) of log q + V."""
+    total = log_q[:, : potential.shape[1]] + potential
+    if read is None:
+        return jnp.mean(total, 1)
+    return jnp.sum(jnp.where(read, total, 0.0), 1) / jnp.sum(read)
 
 
 def _weigh_parts(parts: tuple[jax.Array, ...], draw_weights: jax.Array) -> tuple[jax.Array, ...]:
@@ -412,7 +434,7 @@ def _weighted_outer(z: jax.Array, parts: tuple[jax.Array, ...], ws: jax.Array, t
 
 
 def _dense_estimate(
-    locs, log_scales, z, potential, parts, weights, tril, metric_weights=None, tilt=None
+    locs, log_scales, z, potential, parts, weights, tril, metric_weights=None, tilt=None, read=None
 ) -> SteinEstimate:
     """:func:`stein_estimate` with a dense metric L L^T: the mixture part in y = L^(-1) x, where every
     component is isotropic; grad_y V = L^T grad_x V enters only through products with L z and L, so
@@ -440,7 +462,7 @@ def _dense_estimate(
     gbar_y = (g_sum / b) @ tril + terms.mean_score
     gbar = solve_triangular(tril, gbar_y.T, lower=True, trans="T").T  # E[grad_x psi] = L^-T E[grad_y psi]
     lam = (sig * jnp.mean(zg, 1) + terms.stein_score) / sig**2
-    f = jnp.mean(log_q[:, : potential.shape[1]] + potential, 1)
+    f = _component_loss(log_q, potential, read)
     w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
     shares = w if metric_weights is None else metric_weights
     if shared:  # S = z^T R, R = the mixture's factor + (sum_i w_i sigma_i grad_y V(x_ib)) / B
@@ -451,7 +473,7 @@ def _dense_estimate(
 
 
 def _lowrank_estimate(
-    locs, log_scales, z, potential, parts, weights, metric: LowRankMetric, metric_weights=None, tilt=None
+    locs, log_scales, z, potential, parts, weights, metric: LowRankMetric, metric_weights=None, tilt=None, read=None
 ) -> SteinEstimate:
     """:func:`stein_estimate` with a low-rank metric (root T = D^(1/2) P): as :func:`_dense_estimate` with
     T for L, and the Stein matrix kept as its factors (z, R), S = z^T R (shared noise only)."""
@@ -468,7 +490,7 @@ def _lowrank_estimate(
     g_sum, zg, _ = _gradient_moments(lr.root_apply(metric, z), parts, False)  # <T z_b, grad_x V>
     gbar = lr.root_transpose_solve(metric, lr.root_transpose_apply(metric, g_sum / b) + terms.mean_score)
     lam = (sig * jnp.mean(zg, 1) + terms.stein_score) / sig**2
-    f = jnp.mean(log_q[:, : potential.shape[1]] + potential, 1)
+    f = _component_loss(log_q, potential, read)
     w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
     shares = w if metric_weights is None else metric_weights
     right = terms.coord_score + lr.root_transpose_apply(metric, _pooled_gradient(parts, shares * sig)) / b
@@ -484,6 +506,7 @@ def loss_estimate(
     weights: jax.Array | None = None,
     metric: jax.Array | None = None,
     scale_tril: jax.Array | None = None,
+    loss_draws: jax.Array | None = None,
 ) -> jax.Array:
     """The -ELBO estimate of :func:`stein_estimate` from V's values alone (no gradients).
 
@@ -504,6 +527,8 @@ def loss_estimate(
         The diagonal metric D (d,).
     scale_tril : jax.Array, optional
         The lower-triangular factor L (d, d) of a dense metric L L^T.
+    loss_draws : jax.Array, optional
+        A (traced) count L: the loss reads V at the first L draws only (as :func:`stein_estimate`).
 
     Returns
     -------
@@ -513,7 +538,8 @@ def loss_estimate(
     mu, shift = whiten(locs, metric, scale_tril)
     log_w = None if weights is None else jnp.log(weights)
     log_q = mixture_terms(mu, log_scales, z, log_w).log_q - shift
-    f = jnp.mean(log_q[:, : potential_values.shape[1]] + potential_values, 1)
+    read = None if loss_draws is None else jnp.arange(potential_values.shape[1]) < loss_draws
+    f = _component_loss(log_q, potential_values, read)
     w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
     return jnp.sum(w * f)
 

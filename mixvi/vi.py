@@ -377,17 +377,29 @@ def step(
     tril = params.metric_tril
     x = _shard(mesh, draw_points(locs, u, z, metric, tril))
     batch = settings.sample_batch_size
-    cut = None if weights is not None or settings.tilt else settings.loss_draws
+    tracking = state.relocation
+    tilt = tilt_now(settings.tilt, tracking)
+    cut = None if weights is not None or isinstance(tilt, float) else settings.loss_draws
+    read = None
     if cut is None:
         v, gv = potential_and_grad(potential_fn, x, k_model, batch_size=batch)
         gv = _shard(mesh, gv)
     else:
-        # V's value only where the loss needs it: value_and_grad on the first `cut` draws of every
-        # component, the gradient alone on the rest
+        # V's value only where the loss (or the tilt, once on) needs it: value_and_grad on the first `cut`
+        # draws of every component, the gradient alone on the rest until the tilt's schedule starts
         v, g_head = potential_and_grad(potential_fn, x[:, :cut], k_model, batch_size=batch)
-        _, g_tail = potential_and_grad(potential_fn, x[:, cut:], k_model, batch_size=batch, with_value=False)
+        if tilt is None:
+            _, g_tail = potential_and_grad(potential_fn, x[:, cut:], k_model, batch_size=batch, with_value=False)
+        else:
+            v_tail, g_tail = jax.lax.cond(
+                tilt > 0,
+                lambda rest: potential_and_grad(potential_fn, rest, k_model, batch_size=batch),
+                lambda rest: _gradients_only(potential_fn, rest, k_model, batch),
+                x[:, cut:],
+            )
+            v = jnp.concatenate([v, v_tail], axis=1)
+            read = jnp.where(tilt > 0, v.shape[1], cut)
         gv = (_shard(mesh, g_head), _shard(mesh, g_tail))
-    tracking = state.relocation
     quarantine = settings.relocate and tracking is not None
     # the shared metric is learned from the components near q's mass (not from scouts still travelling)
     gap = relocation_gap(d, settings.relocate_gap)
@@ -407,7 +419,8 @@ def step(
         scale_tril=tril,
         quarantine=quarantine,
         metric_weights=metric_weights,
-        tilt=_tilt_now(settings.tilt, tracking),
+        tilt=tilt,
+        loss_draws=read,
     )
     bad = est.bad
     grad = MixtureGradient(
@@ -469,14 +482,20 @@ def step(
     return MixtureVIState(new, step_state, tracking), info
 
 
-def _tilt_now(tilt: float, tracking: RelocationState | None) -> jax.Array | float | None:
+def _gradients_only(potential_fn, x: jax.Array, key: jax.Array, batch: int | None) -> tuple[jax.Array, jax.Array]:
+    """NaN for V's values (not evaluated) and grad V at the draws x (N, L, d)."""
+    _, g = potential_and_grad(potential_fn, x, key, batch_size=batch, with_value=False)
+    return jnp.full(x.shape[:-1], jnp.nan, x.dtype), g
+
+
+def tilt_now(tilt: float, tracking: RelocationState | None) -> jax.Array | float | None:
     """The tilt's exponent at this step: None without a tilt; with the relocation state's schedule, ``tilt``
     from its ``scout_until`` step on (the second half of ``MixVI.run``) and 0 before or when no schedule
     was set (:func:`explore_until`); without relocation, ``tilt`` at every step."""
     if not tilt:
         return None
     if tracking is None or tracking.steps is None or tracking.scout_until is None:
-        return tilt
+        return float(tilt)
     on = (tracking.scout_until > 0) & (tracking.steps >= tracking.scout_until)
     return jnp.where(on, jnp.asarray(tilt, tracking.loss_fast.dtype), 0.0)
 

@@ -78,6 +78,8 @@ class FitCheck(NamedTuple):
     num_samples : int
         The draws both numbers come from: S, or (1 + REFINE_FACTOR) S when the first k-hat was
         borderline (:data:`REFINE_KHAT`).
+    stein_divergence : float
+        The Stein moment divergence M (NaN for a guide list).
     """
 
     verdict: str
@@ -86,6 +88,7 @@ class FitCheck(NamedTuple):
     reasons: tuple[str, ...]
     relative_ess: float = float("nan")
     num_samples: int = 0
+    stein_divergence: float = float("nan")
 
 
 def relative_score_divergence(q: Any, z: jax.Array, grad_log_p: jax.Array) -> jax.Array:
@@ -99,6 +102,57 @@ def relative_score_divergence(q: Any, z: jax.Array, grad_log_p: jax.Array) -> ja
     elif q.metric is not None:
         g = g * jnp.sqrt(q.metric)
     return jnp.mean(sigma2 * jnp.sum(g**2, -1)) / z.shape[-1]
+
+
+def stein_moment_divergence(q: Any, z: jax.Array, grad_log_p: jax.Array) -> jax.Array:
+    """M of the module docstring from draws ``z`` (S, d) of the mixture ``q`` and grad log p at them.
+
+    With u = z - E_q[z] and g = grad log p(z): M = (1/d) [tr((I + C)^2) + h^T Sigma_q h], C = E_q[u g^T],
+    h = E_q[g]. Stein's identity makes C = -I and h = 0 under q = p; both terms are estimated without
+    bias from the S draws (U-statistics over pairs of distinct draws), so M is near 0 for an exact fit
+    whatever S (and can come out slightly negative).
+    """
+    s, d = z.shape
+    u, g = z - q.mean, grad_log_p
+    # sum over pairs s != t of tr(a_s a_t), a_s = u_s g_s^T + I:
+    # tr(a_s a_t) = (g_s . u_t)(g_t . u_s) + g_s . u_s + g_t . u_t + d
+    own = jnp.sum(u * g, -1)
+    pairs = _trace_of_square(u, g) - jnp.sum(own**2) + 2 * (s - 1) * jnp.sum(own) + s * (s - 1) * d
+    # h^T Sigma_q h over pairs: (sum_s g_s)^T Sigma_q (sum_s g_s) - sum_s g_s^T Sigma_q g_s
+    total = jnp.sum(g, 0)
+    mean_part = _covariance_form(q, total[None])[0] - jnp.sum(_covariance_form(q, g))
+    return (pairs + mean_part) / (s * (s - 1) * d)
+
+
+def _trace_of_square(u: jax.Array, g: jax.Array, block: int = 1024) -> jax.Array:
+    """tr((U^T G)^2) = sum_(s,t) (g_s . u_t)(g_t . u_s) for (S, d) U and G, through the smaller of the
+    (d, d) and (S, S) products; the latter in blocks of rows when S is large."""
+    s, d = u.shape
+    if d <= s:
+        m = u.T @ g
+        return jnp.sum(m * m.T)
+    if s <= 2 * block:
+        p = g @ u.T
+        return jnp.sum(p * p.T)
+    pad = -s % block
+    ub, gb = (jnp.pad(a, ((0, pad), (0, 0))).reshape(-1, block, d) for a in (u, g))
+    return jnp.sum(jax.lax.map(lambda rows: jnp.sum((rows[1] @ u.T) * (rows[0] @ g.T)), (ub, gb)))
+
+
+def _covariance_form(q: Any, h: jax.Array) -> jax.Array:
+    """h_r^T Sigma_q h_r for every row of h (R, d), Sigma_q = sum_i w_i (sigma_i^2 A + (m_i - m)(m_i - m)^T)
+    the mixture's covariance (A its shared metric)."""
+    w = q.component_weights
+    if q.scale_tril is not None:
+        ah = jnp.sum((h @ q.scale_tril) ** 2, -1)
+    elif isinstance(q.metric, LowRankMetric):
+        ah = jnp.sum(root_transpose_apply(q.metric, h) ** 2, -1)
+    elif q.metric is not None:
+        ah = jnp.sum(q.metric * h**2, -1)
+    else:
+        ah = jnp.sum(h**2, -1)
+    spread = (h @ (q.locs - q.mean).T) ** 2 @ w
+    return (w @ q.scales**2) * ah + spread
 
 
 def _verdict(khat: float, divergence: float, relative_ess: float = 0.0) -> tuple[str, tuple[str, ...]]:
@@ -182,15 +236,16 @@ def fit_check(
         num_samples = (1 + REFINE_FACTOR) * num_samples
         psis = psis_from_log_densities(draws.log_p, draws.log_q)
         khat, relative_ess = float(psis.khat), float(psis.ess) / num_samples
-    divergence = float("nan")
+    divergence = stein = float("nan")
     if not fit.is_list:
         pot = potential(fit, params, model_args, model_kwargs, full_data)
         mix_params = {k: params[k] for k in fit.mixture.param_names()}
 
-        def score_div(p: dict, z: jax.Array, key: jax.Array) -> jax.Array:
+        def divergences(p: dict, z: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
             grads = -jax.vmap(jax.grad(pot), (0, None))(z, key)
-            return relative_score_divergence(fit.mixture.get_posterior(p), z, grads)
+            q = fit.mixture.get_posterior(p)
+            return relative_score_divergence(q, z, grads), stein_moment_divergence(q, z, grads)
 
-        divergence = float(jax.jit(score_div)(mix_params, draws.latent, k_model))
+        divergence, stein = (float(v) for v in jax.jit(divergences)(mix_params, draws.latent, k_model))
     verdict, reasons = _verdict(khat, divergence, relative_ess)
-    return FitCheck(verdict, khat, divergence, reasons, relative_ess, num_samples)
+    return FitCheck(verdict, khat, divergence, reasons, relative_ess, num_samples, stein)
