@@ -121,8 +121,8 @@ def fit_check_metrics(
     Returns
     -------
     dict
-        ``fit_check_verdict`` ('good', 'usable' or 'poor'), ``fit_check_khat``, ``fit_check_score_divergence``
-        (D), ``fit_check_relative_ess``, ``fit_check_num_samples`` (when ``fit_check`` raised: verdict 'failed' and ``fit_check_reason``
+        ``fit_check_verdict`` ('good', 'usable' or 'poor'), ``fit_check_khat``, ``fit_check_stein_divergence``
+        (M), ``fit_check_score_divergence`` (D), ``fit_check_relative_ess``, ``fit_check_num_samples`` (when ``fit_check`` raised: verdict 'failed' and ``fit_check_reason``
         instead); ``run_warned`` (whether ``run`` warned, naming ``fit_check``) and
         ``run_khat`` (the k-hat ``run`` compared with its threshold; None when it had none to give).
     """

@@ -333,7 +333,7 @@ def _seed_values(m: dict, key: str) -> list[Any]:
 
 def fit_check_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """One record per (target, mixvi row) with a fit: its main metric, max abs log sd ratio, ``fit_check``'s
-    k-hat, D, relative ESS (seed medians) and verdicts, and ``run``'s k-hat (median) and warnings (per seed)."""
+    k-hat, M, D, relative ESS (seed medians) and verdicts, and ``run``'s k-hat (median) and warnings (per seed)."""
     rows = []
     for name, t in report["targets"].items():
         for m in t["methods"]:
@@ -347,6 +347,7 @@ def fit_check_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "main_value": _med(m, t["main"]),
                     "log_sd_ratio_max": _med(m, "log_sd_ratio_max"),
                     "khat": _med(m, "fit_check_khat"),
+                    "stein_divergence": _med(m, "fit_check_stein_divergence"),
                     "score_divergence": _med(m, "fit_check_score_divergence"),
                     "relative_ess": _med(m, "fit_check_relative_ess"),
                     "run_khat": _med(m, "run_khat"),
@@ -382,10 +383,10 @@ def render_fit_check(report: dict[str, Any], command: str) -> str:
         f"`MixVI(model, guide).run` with its defaults{_mixvi_defaults(report)}) is scored twice: by its main "
         "quality metric against the exact answer or the reference (as in the quality sections), and by "
         f"`mixvi.fit_check(guide, params, *model_args, rng_key=fold_in(PRNGKey(seed), {FIT_CHECK_KEY}))` on "
-        f"{fc['num_samples']} draws of q{_refine_text(fc)}: the k-hat of p/q, the relative score divergence D and "
-        "the verdict. "
-        f"**good**: k-hat ≤ {good['khat']} and D ≤ {good['score_divergence']}; **usable** (with importance "
-        f"correction): k-hat ≤ {usable['khat']} and D ≤ {usable['score_divergence']}; else **poor**; k-hat does "
+        f"{fc['num_samples']} draws of q{_refine_text(fc)}: the k-hat of p/q, the Stein moment divergence M, the "
+        "relative score divergence D (reported, not in the verdict) and the verdict. "
+        f"**good**: k-hat ≤ {good['khat']} and M ≤ {good['stein_divergence']}; **usable** (with importance "
+        f"correction): k-hat ≤ {usable['khat']} and M ≤ {usable['stein_divergence']}; else **poor**; k-hat does "
         f"not count when the smoothed weights' ESS / S is at least {fc['flat_ess']} (nearly flat weights). "
         f"`run` k-hat is the k-hat of the importance weights of the run's last {fc['run_steps']} steps' draws, "
         f"which `run` computes anyway; it warns, naming `fit_check`, when that exceeds {fc['run_warns_above']} "
@@ -394,9 +395,9 @@ def render_fit_check(report: dict[str, Any], command: str) -> str:
         f"`{report.get('json_path') or 'the JSON report'}`. Whether a fit is good is read from its main "
         "metric; docs/diagnostics.md sets the verdicts against that reading.",
         "",
-        "| target | mixvi row | main metric | value | max abs log sd ratio | k-hat | D | ESS / S | draws "
+        "| target | mixvi row | main metric | value | max abs log sd ratio | k-hat | M | D | ESS / S | draws "
         "| `run` k-hat | `run` warned | verdict |",
-        "|" + "---|" * 12,
+        "|" + "---|" * 13,
     ]
     for r in fit_check_rows(report):
         cells = [
@@ -406,6 +407,7 @@ def render_fit_check(report: dict[str, Any], command: str) -> str:
             fmt(r["main_value"]),
             fmt(r["log_sd_ratio_max"]),
             fmt(r["khat"]),
+            fmt(r["stein_divergence"]),
             fmt(r["score_divergence"]),
             fmt(r["relative_ess"]),
             _per_seed(r.get("draws") or [], str),

@@ -311,6 +311,7 @@ def test_fit_check_fields_of_a_tiny_run_and_their_section(tmp_path):
     metrics = row["seeds"][0]["metrics"]
     assert metrics["fit_check_verdict"] in ("good", "usable", "poor")
     assert np.isfinite(metrics["fit_check_khat"]) and metrics["fit_check_score_divergence"] >= 0
+    assert np.isfinite(metrics["fit_check_stein_divergence"])
     assert 0 < metrics["fit_check_relative_ess"] <= 1
     assert metrics["fit_check_num_samples"] in (1000, (1 + fit.REFINE_FACTOR) * 1000)  # refined when borderline
     assert isinstance(metrics["run_warned"], bool) and "run_khat" in metrics
@@ -322,9 +323,9 @@ def test_fit_check_fields_of_a_tiny_run_and_their_section(tmp_path):
     line = next(x for x in text.splitlines() if x.startswith("| banana | mixvi-isotropic@3 |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[2] == R.LABELS["kl"] and cells[-1] == metrics["fit_check_verdict"]
-    assert cells[5] == R.fmt(metrics["fit_check_khat"]) and cells[6] == R.fmt(metrics["fit_check_score_divergence"])
-    assert cells[8] == str(metrics["fit_check_num_samples"])
-    assert f"k-hat ≤ {fit.GOOD['khat']} and D ≤ {fit.GOOD['score_divergence']}" in text
+    assert cells[5] == R.fmt(metrics["fit_check_khat"]) and cells[6] == R.fmt(metrics["fit_check_stein_divergence"])
+    assert cells[7] == R.fmt(metrics["fit_check_score_divergence"]) and cells[9] == str(metrics["fit_check_num_samples"])
+    assert f"k-hat ≤ {fit.GOOD['khat']} and M ≤ {fit.GOOD['stein_divergence']}" in text
     R.main([str(out), "--md", str(md2), "--section", "fit-check"])
     assert "## Fit verdicts calibrated (`" in md2.read_text()
     section = text.split("<!-- bench fit-check start -->")[1]

@@ -89,6 +89,14 @@ def test_stein_divergence_ignores_how_bumpy_the_mixture_is():
         assert abs(float(stein_moment_divergence(q, z, q.score(z)))) < 5e-3
 
 
+
+def test_stein_divergence_in_float32_with_many_draws():
+    """As fit_check computes it after a borderline k-hat (16 000 draws, float32): q = N(0, I) against
+    p = N(0, 1.2^2 I) gives (1 - 1 / 1.44)^2 = 0.093."""
+    q = IsotropicMixture(jnp.zeros((1, 20)), jnp.array([1.0]))
+    z = q.sample(jax.random.key(0), (16_000,))
+    np.testing.assert_allclose(float(jax.jit(stein_moment_divergence)(q, z, -z / 1.44)), (1 - 1 / 1.44) ** 2, atol=0.005)
+
 def test_trace_of_square_blocks_equal_the_direct_product():
     """tr((U^T G)^2) through the (d, d) product, the (S, S) one and the (S, S) one in blocks of rows."""
     u, g = jax.random.normal(jax.random.key(0), (2, 300, 40))
@@ -120,6 +128,7 @@ def test_verdict_separates_a_good_fit_from_a_bad_one():
     good, bad = verdicts["diagonal"], verdicts["isotropic"]
     assert good.verdict == "good" and not good.reasons, good
     assert bad.verdict == "poor" and bad.score_divergence > 10 * good.score_divergence and bad.reasons, bad
+    assert bad.stein_divergence > 1.0 > 0.1 > abs(good.stein_divergence), (good, bad)
 
 
 def _info(log_weights):

@@ -1,23 +1,30 @@
 """One call that says whether a fitted mixture can be trusted: :func:`fit_check`.
 
-Two measurements from the same S draws z_s ~ q, each catching what the other misses:
+Measurements from the same S draws z_s ~ q, each catching what the other misses:
 
 * **k-hat** of the importance ratios p/q (PSIS; :mod:`mixvi.diagnostics.psis`): large when q puts
   too little mass where p has it (too narrow, a missing tail, a mode q sees only part of);
-* the **relative score divergence** in q's own geometry,
+* the **Stein moment divergence** (the verdict's second number),
+
+      M = (1/d) [ tr((I + C)^2) + h^T Sigma_q h ],   C = E_q[(z - m_q) grad log p(z)^T],  h = E_q[grad log p(z)],
+
+  with m_q and Sigma_q the mixture's mean and covariance. Stein's identity (E_p[grad log p] = 0,
+  E_p[(z - m) grad log p^T] = -I for any constant m) makes both terms 0 when q = p. For a Gaussian p,
+  C = -Sigma_q Sigma_p^(-1), whose eigenvalues are the variance ratios rho_k of q to p along p's axes, so
+  tr((I + C)^2) = sum_k (1 - rho_k)^2 (M = 0.1: variances about 30 % off), and h^T Sigma_q h is the
+  squared length of q's mean error in posterior sds (times rho). It reads only p's score, never q's, so
+  several components on one smooth mode (a bumpy log q) do not count against a fit; both terms are
+  unbiased U-statistics over pairs of distinct draws, so M is near 0 for an exact fit at any S;
+* the **relative score divergence**, reported but no longer in the verdict,
 
       D = (1/d) E_q[ || sigma(z) L^T (grad log p(z) - grad log q(z)) ||^2 ],
 
-  with L the shared metric's factor (the identity for the paper's isotropic components, D^(1/2) for
-  a diagonal metric) and sigma(z)^2 = sum_i r_i(z) sigma_i^2 the responsibility-weighted component
-  variance at z. It is a Fisher divergence (the objective of score-matching VI: "Batch and match",
-  Cai et al., ICML 2024, arXiv 2402.14758) made scale-free: for a Gaussian p and a Gaussian q whose
-  variances along p's axes are rho_k times p's, D = (1/d) sum_k (1 - rho_k)^2, so D = 0.01 is every
-  variance off by 10 % and D = 0.1 by about 30 %. It sees too-wide and wrongly shaped fits that k-hat,
-  which is small whenever q covers p, does not. A mixture of several components on one smooth mode
-  has a bumpier log density than the mode itself, so a good mixture fit can still show D of 0.1 to
-  0.3 (the 31-coefficient logistic regression of the benchmarks: D = 0.20 with every mean within
-  0.09 posterior sd); badly shaped fits show D of several units.
+  with L the shared metric's factor and sigma(z)^2 = sum_i r_i(z) sigma_i^2 the responsibility-weighted
+  component variance at z: a Fisher divergence (the objective of score-matching VI: "Batch and match",
+  Cai et al., ICML 2024, arXiv 2402.14758) made scale-free, equal to M's first term for Gaussians. It
+  compares the scores themselves, so a mixture whose components sit apart on one smooth mode shows D of
+  0.3 to 2 on a fit whose moments are right (eight schools with isotropic components: D = 1.7 with every
+  mean within 0.03 sd); M is 0.2 there (docs/diagnostics.md).
 
 k-hat describes the tail of weights that vary: when they hardly do (q = p up to a few per cent; the
 relative effective sample size of the smoothed weights at least :data:`FLAT_ESS`) the estimate is
@@ -25,11 +32,11 @@ fitted to float32 rounding and means nothing, so it does not count against the f
 
 k-hat from S draws is itself noisy (on the benchmark fits, three keys at S = 1000 spread over 0.3-0.6):
 when it lands in :data:`REFINE_KHAT` (near the threshold 0.7) the check draws :data:`REFINE_FACTOR` S
-more points and computes both numbers from all of them, so that a borderline fit is judged on the
+more points and computes every number from all of them, so that a borderline fit is judged on the
 sharper estimate (baseball's centred logit, too narrow in log sigma: 0.50-0.63 at S = 1000, 0.76-0.97
 at 16000).
 
-Neither can see a mode that no component reached (the draws never go there): mode discovery is the
+None can see a mode that no component reached (the draws never go there): mode discovery is the
 fit's job (:mod:`mixvi.adapt`). The thresholds :data:`GOOD` and :data:`USABLE` are calibrated on the
 benchmark targets (docs/diagnostics.md lists the fits and their values).
 """
@@ -46,9 +53,9 @@ from mixvi.diagnostics._draws import check_full_data, check_key, check_num_sampl
 from mixvi.diagnostics.psis import FLAT_ESS, psis_from_log_densities
 from mixvi.lowrank import LowRankMetric, root_transpose_apply
 
-GOOD = {"khat": 0.7, "score_divergence": 0.1}
+GOOD = {"khat": 0.7, "stein_divergence": 0.1}
 """Below both: the fit's means, sds and masses can be used as they are."""
-USABLE = {"khat": 1.0, "score_divergence": 1.0}
+USABLE = {"khat": 1.0, "stein_divergence": 1.0}
 """Below both (but not good): usable with importance correction (``to_datatree``'s default resampling)."""
 REFINE_KHAT = (0.5, 0.8)
 """A k-hat from the first S draws in this closed band is recomputed from (1 + REFINE_FACTOR) S draws."""
@@ -70,7 +77,7 @@ class FitCheck(NamedTuple):
     khat : float
         Pareto k-hat of p/q.
     score_divergence : float
-        The relative score divergence D (NaN for a guide list).
+        The relative score divergence D (NaN for a guide list; reported, not in the verdict).
     reasons : tuple of str
         Why the verdict is not 'good' (empty when it is).
     relative_ess : float
@@ -117,11 +124,12 @@ def stein_moment_divergence(q: Any, z: jax.Array, grad_log_p: jax.Array) -> jax.
     # sum over pairs s != t of tr(a_s a_t), a_s = u_s g_s^T + I:
     # tr(a_s a_t) = (g_s . u_t)(g_t . u_s) + g_s . u_s + g_t . u_t + d
     own = jnp.sum(u * g, -1)
-    pairs = _trace_of_square(u, g) - jnp.sum(own**2) + 2 * (s - 1) * jnp.sum(own) + s * (s - 1) * d
+    count = float(s) * (s - 1)  # a Python float: S (S - 1) d overflows a 32-bit integer at S = 16 000
+    pairs = _trace_of_square(u, g) - jnp.sum(own**2) + 2 * (s - 1) * jnp.sum(own) + count * d
     # h^T Sigma_q h over pairs: (sum_s g_s)^T Sigma_q (sum_s g_s) - sum_s g_s^T Sigma_q g_s
     total = jnp.sum(g, 0)
     mean_part = _covariance_form(q, total[None])[0] - jnp.sum(_covariance_form(q, g))
-    return (pairs + mean_part) / (s * (s - 1) * d)
+    return (pairs + mean_part) / (count * d)
 
 
 def _trace_of_square(u: jax.Array, g: jax.Array, block: int = 1024) -> jax.Array:
@@ -161,14 +169,14 @@ def _verdict(khat: float, divergence: float, relative_ess: float = 0.0) -> tuple
     reasons = []
     if not khat <= GOOD["khat"]:
         reasons.append(f"k-hat {khat:.2f} > {GOOD['khat']}: q misses part of p's mass or its tails")
-    if not (np.isnan(divergence) or divergence <= GOOD["score_divergence"]):
+    if not (np.isnan(divergence) or divergence <= GOOD["stein_divergence"]):
         reasons.append(
-            f"score divergence {divergence:.3g} > {GOOD['score_divergence']}: q's spread or shape is off "
-            f"(about {100 * np.sqrt(divergence):.0f} % in variance)"
+            f"Stein moment divergence {divergence:.3g} > {GOOD['stein_divergence']}: q's spread, centre or shape "
+            f"is off (for a Gaussian posterior, about {100 * np.sqrt(divergence):.0f} % in variance)"
         )
     if not reasons:
         return "good", ()
-    usable = khat <= USABLE["khat"] and (np.isnan(divergence) or divergence <= USABLE["score_divergence"])
+    usable = khat <= USABLE["khat"] and (np.isnan(divergence) or divergence <= USABLE["stein_divergence"])
     return ("usable" if usable else "poor"), tuple(reasons)
 
 
@@ -182,8 +190,8 @@ def fit_check(
     refine: bool = True,
     **model_kwargs: Any,
 ) -> FitCheck:
-    """Whether a fitted mixture can be trusted: k-hat and the relative score divergence (see the module
-    docstring), and a verdict.
+    """Whether a fitted mixture can be trusted: k-hat, the Stein moment divergence M and the relative score
+    divergence D (see the module docstring), and a verdict from k-hat and M.
 
     Parameters
     ----------
@@ -208,9 +216,9 @@ def fit_check(
     Returns
     -------
     FitCheck
-        ``verdict`` 'good' (k-hat <= 0.7 and D <= 0.1), 'usable' (k-hat <= 1 and D <= 1: use
-        importance-corrected summaries, check against a reference where you can) or 'poor', with the
-        two values, the reasons and the number of draws they come from.
+        ``verdict`` 'good' (k-hat <= 0.7 and M <= 0.1), 'usable' (k-hat <= 1 and M <= 1: use
+        importance-corrected summaries, check against a reference where you can) or 'poor', with
+        k-hat, D and M, the reasons and the number of draws they come from.
     """
     rng_key = check_key(rng_key)
     num_samples = check_num_samples(num_samples)
@@ -247,5 +255,5 @@ def fit_check(
             return relative_score_divergence(q, z, grads), stein_moment_divergence(q, z, grads)
 
         divergence, stein = (float(v) for v in jax.jit(divergences)(mix_params, draws.latent, k_model))
-    verdict, reasons = _verdict(khat, divergence, relative_ess)
+    verdict, reasons = _verdict(khat, stein, relative_ess)
     return FitCheck(verdict, khat, divergence, reasons, relative_ess, num_samples, stein)
