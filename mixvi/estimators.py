@@ -381,7 +381,8 @@ def tilt_weights(
     """Mass-covering weights of the draws: w_ib proportional to (p / q)(x_ib)^tau_i within each component,
     normalised to mean 1 over b with no weight above ``cap`` (cap, rescale the others, repeat), with
     tau_i = min(tilt, spread / sd_b(log p - log q)) so that the weights of a component vary by a factor of
-    about exp(spread) at most; a draw whose log p - log q is not finite gets the component's mean weight.
+    about exp(spread) at most; a draw whose log p - log q is not finite gets the component's mean weight,
+    and a component with no finite one weights 1.
 
     With these weights the component steps follow the first variation of an alpha-divergence
     (alpha = 1 - tau) instead of KL(q || p): where q is already p the ratio is constant and the weights
@@ -397,7 +398,9 @@ def tilt_weights(
     tau = jnp.minimum(tilt, spread / jnp.maximum(sd, 1e-12))
     raw = jnp.exp(jnp.clip(tau * (ratio - mean), -30.0, 30.0))
     raw = jnp.where(finite, raw, jnp.sum(jnp.where(finite, raw, 0.0), axis=1, keepdims=True) / count)
-    w = raw / jnp.mean(raw, axis=1, keepdims=True)
+    # a component without a single finite ratio (V infinite at all its draws) gets weights 1, not 0 / 0
+    none = ~jnp.any(finite, axis=1, keepdims=True)
+    w = jnp.where(none, 1.0, raw / jnp.where(none, 1.0, jnp.mean(raw, axis=1, keepdims=True)))
     b = w.shape[1]
     for _ in range(TILT_CAP_ROUNDS):  # water-filling: cap, then rescale the others so the mean stays 1
         capped = w >= cap

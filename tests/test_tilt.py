@@ -55,6 +55,32 @@ def test_a_non_finite_ratio_gets_the_mean_weight():
     finite = w[0, jnp.array([0, 1, 3])]
     np.testing.assert_allclose(w[0, 2], jnp.mean(finite) * 1.0, rtol=0.5)
     np.testing.assert_allclose(jnp.mean(w), 1.0, rtol=1e-6)
+    # a component whose every draw hit an infinite V: weights 1 (not 0 / 0), the others unchanged
+    both = tilt_weights(jnp.concatenate([ratio, jnp.full((1, 5), -jnp.inf)]), 1.0)
+    np.testing.assert_array_equal(both[1], jnp.ones(5))
+    np.testing.assert_array_equal(both[0], w[0])
+
+
+@pytest.mark.parametrize("kind", ["isotropic", "dense", "lowrank"])
+def test_a_component_with_infinite_v_everywhere_leaves_the_tilted_step_finite(kind):
+    """Quarantine under a tilt: V is +inf at every draw of component 0 (a constraint it crossed); the
+    other components' estimates stay finite and equal those of a step without that component's values."""
+    n, b, d = 3, 6, 4
+    k = jax.random.split(jax.random.key(7), 3)
+    locs, u = jax.random.normal(k[0], (n, d)), 0.2 * jax.random.normal(k[1], (n,))
+    z = jax.random.normal(k[2], (b, d))
+    metric, tril = _metric(kind, d, k[1])
+    pts = draw_points(locs, u, z, metric, tril)
+    v, g = potential(pts), jax.vmap(jax.vmap(jax.grad(potential)))(pts)
+    v = v.at[0].set(jnp.inf)
+    g = g.at[0].set(jnp.nan)
+    est = stein_estimate(
+        locs, u, z, v, g, metric=metric, scale_tril=tril, coord=metric is not None, quarantine=True, tilt=1.0
+    )
+    assert bool(est.bad[0]) and not bool(jnp.any(est.bad[1:]))
+    assert bool(jnp.all(jnp.isfinite(est.gbar))) and bool(jnp.all(jnp.isfinite(est.lam)))
+    terms = est.t if isinstance(est.t, tuple) else (est.t,)
+    assert all(bool(jnp.all(jnp.isfinite(t))) for t in terms if t is not None)
 
 
 def _metric(kind, d, key):
