@@ -92,9 +92,14 @@ def render(report: dict[str, Any], command: str) -> str:
     ]
     for r in report["rows"]:
         diverged = f" ({r['diverged']} of {r['seeds']} seeds diverged)" if r.get("diverged") else ""
-        lines.append(f"| {r['target']} | {r['method']} | {r['steps']} | {r['spread']:.3f}{diverged} | "
-                     f"{r['err_median']:.3f} | {r['err_max']:.3f} |")
+        spread, med, worst = (_cell(r[k]) for k in ("spread", "err_median", "err_max"))
+        lines.append(f"| {r['target']} | {r['method']} | {r['steps']} | {spread}{diverged} | {med} | {worst} |")
     return "\n".join(lines)
+
+
+def _cell(value: float) -> str:
+    """A table cell: three decimals, or a dash where no seed finished (NaN)."""
+    return "–" if np.isnan(value) else f"{value:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
