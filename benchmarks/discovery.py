@@ -9,7 +9,9 @@ Variants (the step's settings, ``mixvi.vi.Settings``):
 - ``paper``: ``relocate=False`` (no move at all; the paper's uniform weights, here with the default metric);
 - ``relocate``: massless components restart on the best one;
 - ``+balance``: and mass balancing by importance masses;
-- ``+scouts`` (the default): and scouts sent from a wide start during the first half of the run.
+- ``+scouts``: and scouts sent from a wide start during the first half of the run;
+- ``+tilt`` (the default): and the mass-covering tilt in the second half (``tilt='auto'``; the rows above
+  have ``tilt=0``).
 
 Per fit: the target's main metric from draws of q, the modes found and mass error on the mixture, the
 number of moves and the wall time (compilation included). A table, JSON (``--out``) and the
@@ -31,10 +33,11 @@ from benchmarks.quality import reference, score
 from benchmarks.report import machine_info, measured_line, publish, repo_path
 
 VARIANTS = {
-    "paper": {"relocate": False, "balance": False, "explore": False},
-    "relocate": {"relocate": True, "balance": False, "explore": False},
-    "+balance": {"relocate": True, "balance": True, "explore": False},
-    "+scouts": {"relocate": True, "balance": True, "explore": True},
+    "paper": {"relocate": False, "balance": False, "explore": False, "tilt": 0.0},
+    "relocate": {"relocate": True, "balance": False, "explore": False, "tilt": 0.0},
+    "+balance": {"relocate": True, "balance": True, "explore": False, "tilt": 0.0},
+    "+scouts": {"relocate": True, "balance": True, "explore": True, "tilt": 0.0},
+    "+tilt": {"relocate": True, "balance": True, "explore": True, "tilt": "auto"},
 }
 COLUMNS = ("kl", "mean_err_max", "log_sd_ratio_median", "modes_found", "mass_error", "test_lpd_vs_ref")
 
@@ -44,7 +47,7 @@ def fit(target: QT.Target, variant: str, steps: int, seed: int) -> dict[str, Any
     t0 = time.perf_counter()
     guide = mixvi.AutoIsotropicMixture(target.model, n_components=target.info["n_components"])
     flags = VARIANTS[variant]
-    vi = mixvi.MixVI(target.model, guide, relocate=flags["relocate"])
+    vi = mixvi.MixVI(target.model, guide, relocate=flags["relocate"], tilt=flags["tilt"])
     vi.settings = vi.settings._replace(balance=flags["balance"], explore=flags["explore"])
     result = vi.run(jax.random.PRNGKey(seed), steps, *target.args, progress_bar=False)
     params = jax.block_until_ready(result.params)

@@ -11,10 +11,13 @@ from benchmarks import discovery as D
 
 
 def test_variants_add_one_move_each():
+    def moves(flags):
+        return sum(bool(v) and v != 0.0 for v in flags.values())
+
     flags = list(D.VARIANTS.values())
-    assert flags[0] == {"relocate": False, "balance": False, "explore": False}
-    assert flags[-1] == {"relocate": True, "balance": True, "explore": True}
-    assert all(sum(b.values()) == sum(a.values()) + 1 for a, b in zip(flags, flags[1:]))
+    assert flags[0] == {"relocate": False, "balance": False, "explore": False, "tilt": 0.0}
+    assert flags[-1] == {"relocate": True, "balance": True, "explore": True, "tilt": "auto"}
+    assert all(moves(b) == moves(a) + 1 for a, b in zip(flags, flags[1:]))
 
 
 @pytest.mark.slow
