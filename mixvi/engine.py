@@ -203,9 +203,9 @@ class MixVI:
     loss_draws : 'auto', int or None
         The per-step loss uses V at the first ``loss_draws`` draws of every component (an unbiased
         estimate; with 1, V's value is computed at N of the N B points); None uses all draws. 'auto'
-        (default) uses all draws when V is cheap (one compiled copy of V instead of two: a faster
-        compilation where a run is mostly compilation) and one otherwise
-        (:mod:`mixvi.potential_cost`); the choice is ``self.loss_draws`` after :meth:`init`.
+        (default) uses all draws with a tilt (the default; see ``tilt``) or when V is cheap (one compiled
+        copy of V instead of two: a faster compilation where a run is mostly compilation), and one
+        otherwise (:mod:`mixvi.potential_cost`); the choice is ``self.loss_draws`` after :meth:`init`.
     relocate : bool
         Restart components that carry no posterior mass on the best one (:mod:`mixvi.adapt`);
         False (with ``metric='isotropic'``) is the paper's method exactly.
@@ -213,7 +213,9 @@ class MixVI:
         The mass-covering refinement (docs/theory.md): from the middle of ``run`` on, the expectations of
         every step weigh a component's draws by (p / q)^tau (tau at most ``tilt``, normalised over its
         draws), which pulls components towards where q under-covers p and widens them; V's value is then
-        computed at every draw (before, only at ``loss_draws``). 'auto' (default) is 1.0 with relocation and 0 without; 0 keeps the paper's KL(q || p)
+        computed at every draw (before it, only at ``loss_draws``: with ``loss_draws=1`` the step holds
+        both evaluations, three copies of V, and skips V's value at the other draws until the tilt
+        starts). 'auto' (default) is 1.0 with relocation and 0 without; 0 keeps the paper's KL(q || p)
         steps throughout. A tilt > 0 needs ``relocate=True`` (the run's schedule lives in its state).
     blas_threads : int or None
         On the CPU backend, ``run`` and ``resume`` limit the BLAS library that JAX's linear-algebra kernels
@@ -272,10 +274,15 @@ class MixVI:
             )
         )
         # learned weights use every draw for the loss (their step needs f_i from all of them); 'auto' is
-        # settled on the model's cost when its arguments are first seen (_settle). The tilt needs V at
-        # every draw only once it is on (the step then evaluates the rest too: mixvi.vi.step)
+        # settled on the model's cost when its arguments are first seen (_settle), and with a tilt is every
+        # draw: one draw per component until the tilt starts puts three copies of V in the step (see
+        # mixvi.potential_cost), which cost more compilation than they save on 2000-step runs
         self.loss_draws: int | str | None = (
-            None if guide.weights != "uniform" else "auto" if loss_draws == "auto" else self.settings.loss_draws
+            None
+            if guide.weights != "uniform" or (self.tilt and loss_draws == "auto")
+            else "auto"
+            if loss_draws == "auto"
+            else self.settings.loss_draws
         )
         self._is_auto = isinstance(step_size, str)
         self._locs, self._scales = f"{guide.prefix}_locs", f"{guide.prefix}_scales"
