@@ -417,10 +417,10 @@ class MixVI:
         z = draw_noise(k_noise, n, settings.num_samples, d, shared=settings.shared_noise, dtype=locs.dtype)
         x = draw_points(locs, p.log_scales, z, metric, p.metric_tril)
         tilt = vi.tilt_now(settings.tilt, state.core.relocation)
-        cut = None if weights is not None or isinstance(tilt, float) else settings.loss_draws
+        cut = vi.value_draws(settings, weights is not None, tilt)
         read = None
-        if cut is not None and tilt is not None:  # the step reads every draw once the tilt is on
-            read, cut = jnp.where(tilt > 0, x.shape[1], cut), None
+        if cut is not None and tilt is not None:  # values everywhere; the loss reads what the step would
+            read, cut = vi.draws_read(tilt, cut, x.shape[1]), None
         rows = (x if cut is None else x[:, :cut]).reshape(-1, d)
         potential = self.guide.potential_fn(*args, **kwargs)
         batch = settings.sample_batch_size

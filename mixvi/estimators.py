@@ -302,13 +302,13 @@ def stein_estimate(
     read = None
     if loss_draws is not None:
         read = jnp.arange(potential.shape[1]) < loss_draws
-        unread = jnp.where(read, potential, jnp.nan)
+        known = jnp.where(read, potential, jnp.nan)  # for the tilt: NaN where V was not evaluated
         potential = jnp.where(read, potential, 0.0)
     spec = None
     if tilt is not None:
         if potential.shape[-1] != z.shape[-2]:
             raise ValueError(TILT_NEEDS_EVERY_VALUE.format(potential.shape))
-        spec = (potential if read is None else unread, tilt)
+        spec = (potential if read is None else known, tilt)
     if scale_tril is not None or isinstance(metric, LowRankMetric):
         bad = None
         if quarantine:  # one pass over the (N, B, d) gradients: both metrics sum them over the components

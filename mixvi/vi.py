@@ -379,7 +379,7 @@ def step(
     batch = settings.sample_batch_size
     tracking = state.relocation
     tilt = tilt_now(settings.tilt, tracking)
-    cut = None if weights is not None or isinstance(tilt, float) else settings.loss_draws
+    cut = value_draws(settings, weights is not None, tilt)
     read = None
     if cut is None:
         v, gv = potential_and_grad(potential_fn, x, k_model, batch_size=batch)
@@ -398,7 +398,7 @@ def step(
                 x[:, cut:],
             )
             v = jnp.concatenate([v, v_tail], axis=1)
-            read = jnp.where(tilt > 0, v.shape[1], cut)
+            read = draws_read(tilt, cut, v.shape[1])
         gv = (_shard(mesh, g_head), _shard(mesh, g_tail))
     quarantine = settings.relocate and tracking is not None
     # the shared metric is learned from the components near q's mass (not from scouts still travelling)
@@ -480,6 +480,20 @@ def step(
     new = new._replace(locs=unflatten(new.locs))
     info = MixtureVIInfo(est.loss, info.step_size, info.num_clipped, info.rejected, moved, log_ratios)
     return MixtureVIState(new, step_state, tracking), info
+
+
+def value_draws(settings: Settings, weighted: bool, tilt: jax.Array | float | None) -> int | None:
+    """How many leading draws of every component always get V's value in a step (None: all of them): all
+    with learned weights (their step needs f_i from every draw) or a tilt on at every step, else
+    ``settings.loss_draws``. With a tilt on a schedule the others get it too once the tilt is on
+    (:func:`draws_read`)."""
+    return None if weighted or isinstance(tilt, float) else settings.loss_draws
+
+
+def draws_read(tilt: jax.Array, cut: int, num_draws: int) -> jax.Array:
+    """The (traced) number of leading draws whose V value the loss reads under a tilt schedule: all
+    ``num_draws`` once the tilt is on, the first ``cut`` before."""
+    return jnp.where(tilt > 0, num_draws, cut)
 
 
 def _gradients_only(potential_fn, x: jax.Array, key: jax.Array, batch: int | None) -> tuple[jax.Array, jax.Array]:
