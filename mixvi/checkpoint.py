@@ -112,6 +112,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[list[np.ndarray], np.ndarr
         with np.load(path, allow_pickle=False) as data:
             record = json.loads(str(data["record"]))
             arrays = {k: np.asarray(data[k]) for k in data.files if k != "record"}
+    # a damaged zip header can name an unknown compression method, for which zipfile raises
+    # NotImplementedError: that too is a corrupt file, not a missing feature
     except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError, NotImplementedError) as err:
         raise CheckpointError(
             f"checkpoint {path!r} is corrupt or truncated ({type(err).__name__}: {err}); "
