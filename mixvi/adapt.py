@@ -30,17 +30,31 @@ with r_i(x) = q_i(x) / (N q(x)) the share of x that component i holds,
 an identity that needs neither well-separated components nor a good fit (only the variance of the
 estimate depends on the fit). Every step folds (1/L) sum_b p(x_ib) / q(x_ib) over the draws that have
 a value of log p into a running average kept in log space (:data:`MASS_DECAY`; the unknown
-normalising constant cancels between components). With uniform weights each component should carry
-1/N; when the most loaded component carries more than :data:`BALANCE_RATIO` times the least loaded
-one of another basin, that one restarts as a draw from the most loaded (a split: the two then share
-that basin's mass). Two components share a basin when their means are within :data:`NEIGHBOUR_REACH`
-sqrt(d) sigma of each other in the whitened coordinates. Both must have lived ``min_age`` steps and
-settled (a component still travelling to its basin carries little mass yet), and the one that moves
-must have company in its basin: the importance estimate of a component alone on a mode it fits
-poorly is low for a long time (its weights are heavy-tailed), and taking it away would lose the
-mode. Moves inside one basin would not change its count and are not made. One move per step at most.
-This moves components from over-served to under-served modes until the counts follow the masses to
-within the ratio; on a unimodal target nothing moves.
+normalising constant cancels between components). Components share a basin when they are linked by a
+chain of neighbours, means within :data:`NEIGHBOUR_REACH` sqrt(d) sigma of each other in the whitened
+coordinates (:func:`basins`); a basin's mass is the sum of its components' and, with uniform weights,
+it should hold that share of the N components (its target count t_B, in general not a whole number).
+Balancing moves one component from the basin with the largest surplus n_B - t_B to the one with the
+largest deficit t_B - n_B when the two add up to more than 1 + :data:`BALANCE_MARGIN`, i.e. when the
+move lowers sum_B (n_B - t_B)^2 by more than 2 margin: the least loaded component of the giving basin
+restarts as a draw from the most loaded one of the receiving basin (a split: the two share its mass).
+The counts end within about one component of the masses, and do not overshoot: the components left in
+the giving basin take over the moved one's share of its mass estimate, so the basin's total stays as
+it was (comparing single components' estimates, as an earlier version did, emptied a basin once its
+last components' stale estimates looked light). The moving component must have lived ``min_age``
+steps and have company in its basin (the importance estimate of a component alone on a mode it fits
+poorly is low for a long time: its weights are heavy-tailed, and taking it away would lose the mode);
+the one it restarts on only ``receive_age`` steps, so that a basin found late grows by doubling every
+``receive_age`` steps. Both must have settled (a component still travelling to its basin carries little
+mass yet). When no such move is due, a basin that is a chain (a curved or stretched mode, whose
+components are not all neighbours) can move inside itself: the least loaded component not next to the
+most loaded one restarts on it when their estimates differ by more than :data:`CHAIN_RATIO` (the region
+q covers least gets another component; a banana's arms). One move per step at most; on a unimodal
+target whose components are all neighbours nothing moves.
+
+What limits the masses: counts are whole (1/N steps of mass with uniform weights), and the estimates of
+basins that the shared shape fits badly are biased low (their weights are heavy-tailed), by about a
+third for a 20-d mode served by one or two components.
 
 Scouts (:mod:`mixvi.scout`) find the basins that no component started near; balancing then gives
 them their share.
@@ -87,9 +101,15 @@ MASS_DECAY = 0.995
 """Decay of the running importance-mass estimates (an average over about 200 steps)."""
 NEIGHBOUR_REACH = 2.0
 """Two components share a basin when their means are within this many sqrt(d) sigma (whitened)."""
-BALANCE_RATIO = 1.5
-"""A split moves the least loaded component onto the most loaded one when their mass estimates differ
-by more than this factor (1.5 does not oscillate between two basins served by three or more components)."""
+BALANCE_RATIO = 1.1
+"""Balancing looks at the basins only on steps where the mass estimates of two mature components differ
+by more than this factor."""
+CHAIN_RATIO = 1.5
+"""Inside one basin made of a chain of neighbours, a move is made when the most loaded component carries
+this many times what the least loaded one not next to it carries."""
+BALANCE_MARGIN = 0.5
+"""A move is made when it lowers the squared error of the basins' component counts by at least twice this
+(in components): half a component of hysteresis against the noise of the mass estimates."""
 
 
 class RelocationState(NamedTuple):
@@ -318,6 +338,17 @@ def basin_neighbours(locs, log_scales, metric, scale_tril, reach) -> jax.Array:
     return (d2 < limit) & ~jnp.eye(locs.shape[0], dtype=bool)
 
 
+def basins(close: jax.Array) -> jax.Array:
+    """(N, N) bool: components i and j lie in one basin, the transitive closure of ``close``
+    (:func:`basin_neighbours`) with the diagonal: a chain of neighbours along a curved mode is one basin.
+    By repeated squaring, ceil(log2 N) products of (N, N) matrices."""
+    n = close.shape[0]
+    reach = (close | jnp.eye(n, dtype=bool)).astype(jnp.float32)
+    for _ in range(max(1, (n - 1).bit_length())):
+        reach = (reach @ reach > 0).astype(jnp.float32)
+    return reach > 0
+
+
 def balance(
     rng_key: jax.Array,
     locs: jax.Array,
@@ -325,14 +356,16 @@ def balance(
     state: RelocationState,
     *,
     ratio: float = BALANCE_RATIO,
+    margin: float = BALANCE_MARGIN,
     min_age: int = 300,
+    receive_age: int = 100,
     patience: int = 500,
     metric: jax.Array | None = None,
     scale_tril: jax.Array | None = None,
     noise: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, RelocationState, jax.Array]:
-    """Split the most loaded component onto the least loaded one when their masses differ by more
-    than ``ratio`` (see the module docstring).
+    """Move one component from the most over-served basin to the most under-served one when that brings
+    the counts closer to the basins' masses (see the module docstring).
 
     Parameters
     ----------
@@ -343,9 +376,16 @@ def balance(
     state : RelocationState
         The running averages, with the importance masses.
     ratio : float
-        Mass ratio (> 1) between the most and the least loaded mature component that triggers a split.
+        Mass ratio (> 1) between the most and the least loaded mature component below which nothing is
+        looked at (the basins are only computed on steps where a move could happen).
+    margin : float
+        A move is made when the receiving basin's deficit plus the giving basin's surplus (in components)
+        exceeds 1 + ``margin``: it then lowers the squared count error by at least 2 ``margin``.
     min_age : int
-        Steps both components must have lived since their last (re)start.
+        Steps the moving component must have lived since its last (re)start.
+    receive_age : int
+        Steps the component it restarts on must have lived: fewer, so that a basin found late grows
+        by a split every ``receive_age`` steps (a split leaves its basin's mass estimate as it was).
     patience : int
         Both components must have settled: their running loss changing by less than one nat over
         this many steps.
@@ -360,25 +400,55 @@ def balance(
     tuple
         New locs, new log scales, the new state and the number of moved components (0 or 1).
     """
+    n = locs.shape[0]
+    index = jnp.arange(n)
     mass = state.log_mass
+    known = jnp.isfinite(mass)
     # only components that have settled: one still travelling to its basin carries little mass yet
     settled = jnp.abs(state.loss_slow - state.loss_fast) / TREND_LAG * patience < 1.0
-    ready = (state.age >= min_age) & jnp.isfinite(mass) & settled
-    hi = jnp.argmax(jnp.where(ready, mass, -jnp.inf))
-    others = ready & (jnp.arange(locs.shape[0]) != hi)
-    gap = mass[hi] - jnp.min(jnp.where(others, mass, jnp.inf))
-    # which components share a basin (O(N^2 d)) only on steps where a split could happen at all
+    ready = (state.age >= min_age) & known & settled
+    takes = (state.age >= receive_age) & known & settled
+    spread = jnp.max(jnp.where(takes, mass, -jnp.inf)) - jnp.min(jnp.where(ready, mass, jnp.inf))
 
-    def movable_fn(_):
+    def plan(_):
         close = basin_neighbours(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH)
-        # from another basin, where it has company: moves inside one basin would not change its count
-        return others & jnp.any(close, 1) & ~close[hi]
+        same = basins(close)
+        share = jnp.where(known, jnp.exp(mass - jnp.max(jnp.where(known, mass, -jnp.inf))), 0.0)
+        basin_mass = same.astype(share.dtype) @ share
+        count = jnp.sum(same & known[None, :], 1).astype(share.dtype)
+        # the count each basin should have: its share of the estimated mass, in components
+        target = jnp.sum(known) * basin_mass / jnp.sum(share)
+        receiver = jnp.argmax(jnp.where(takes, target - count, -jnp.inf))
+        hi = jnp.argmax(jnp.where(same[receiver] & takes, mass, -jnp.inf))
+        # from another basin, where it has company: its basin keeps being served
+        give = ready & ~same[hi] & (count >= 2)
+        donor = jnp.argmax(jnp.where(give, count - target, -jnp.inf))
+        lo = jnp.argmin(jnp.where(same[donor] & give, mass, jnp.inf))
+        gain = (target[hi] - count[hi]) + (count[lo] - target[lo])
+        between = takes[hi] & give[lo] & (gain > 1.0 + margin)
+        # otherwise, inside one basin that is a chain (a curved or stretched mode): from the least loaded
+        # component to the most loaded one that is not its neighbour, the region q covers least
+        top = jnp.argmax(jnp.where(ready, mass, -jnp.inf))
+        far = ready & same[top] & ~close[top] & (index != top)
+        low = jnp.argmin(jnp.where(far, mass, jnp.inf))
+        within = ready[top] & far[low] & (mass[top] - mass[low] > jnp.log(CHAIN_RATIO))
+        hi, lo = jnp.where(between, hi, top), jnp.where(between, lo, low)
+        move = between | within
+        # every basin's estimate stays its total: the components left where lo was now share its part too
+        # (inside a chain the pair keeps hi's part, so the others share lo's)
+        left = same[lo] & (index != lo) & (index != hi) & known
+        rest = basin_mass[lo] - jnp.where(same[lo, hi], share[hi], 0.0)
+        keep = jnp.log(rest) - jnp.log(rest - share[lo])
+        return move, hi, lo, jnp.where(left & move, keep, 0.0)
 
-    movable = jax.lax.cond(ready[hi] & (gap > jnp.log(ratio)), movable_fn, lambda _: jnp.zeros_like(ready), None)
-    lo = jnp.argmin(jnp.where(movable, mass, jnp.inf))
-    move = ready[hi] & movable[lo] & (mass[hi] - mass[lo] > jnp.log(ratio))
-    moved = (jnp.arange(locs.shape[0]) == lo) & move
-    pair = moved | ((jnp.arange(locs.shape[0]) == hi) & move)
+    def idle(_):
+        return jnp.zeros((), bool), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros_like(mass)
+
+    # the basins (O(N^2 d) and log2 N products of (N, N) matrices) only where masses differ at all
+    worth = jnp.any(takes) & jnp.any(ready)
+    move, hi, lo, rescale = jax.lax.cond(worth & (spread > jnp.log(ratio)), plan, idle, None)
+    moved = (index == lo) & move
+    pair = moved | ((index == hi) & move)
 
     def split(_):
         z = standard_normal(noise, rng_key, locs.shape[1:], locs.dtype)
@@ -390,6 +460,7 @@ def balance(
         loss_fast=jnp.where(moved, state.loss_fast[hi], state.loss_fast),
         loss_slow=jnp.where(moved, state.loss_slow[hi], state.loss_slow),
         age=jnp.where(pair, 0, state.age),
-        log_mass=jnp.where(pair, state.log_mass[hi] - jnp.log(2.0), state.log_mass),  # the two share one's mass
+        # the two share hi's mass; the basin lo left keeps its total
+        log_mass=jnp.where(pair, state.log_mass[hi] - jnp.log(2.0), state.log_mass + rescale),
     )
     return new_locs, new_log_scales, new_state, move.astype(jnp.int32)

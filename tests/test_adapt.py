@@ -13,6 +13,7 @@ from mixvi import vi
 from mixvi.adapt import (
     RelocationState,
     balance,
+    basins,
     dead_components,
     init_relocation,
     metric_shares,
@@ -153,24 +154,77 @@ def test_importance_masses_estimate_each_components_share_of_the_target():
 
 def _balance_case(log_mass, age=300, slow_offset=0.0, locs=None):
     locs = jnp.array([[0.0, 0.0], [0.5, 0.0], [10.0, 0.0]]) if locs is None else locs
-    state = _state([1.0, 1.0, 1.0], [1.0 + slow_offset] * 3, [age] * 3, jnp.log(jnp.asarray(log_mass)))
-    return balance(jax.random.key(0), locs, jnp.zeros(3), state)
+    n = locs.shape[0]
+    ages = [age] * n if np.ndim(age) == 0 else age
+    state = _state([1.0] * n, [1.0 + slow_offset] * n, ages, jnp.log(jnp.asarray(log_mass)))
+    return balance(jax.random.key(0), locs, jnp.zeros(n), state)
 
 
-def test_balance_splits_the_most_loaded_onto_the_least_loaded_sharing_a_basin():
-    """Component 1 (next to 0, carrying a fifth of what 2 carries) restarts as a draw from 2; the pair
-    splits 2's mass and restarts its clock. Below the ratio, too young, unsettled or alone: nothing moves."""
+def test_basins_are_chains_of_neighbours():
+    """Four components in a chain (each within reach of the next, the ends 3 apart) form one basin; a
+    fifth far away is alone."""
+    close = jnp.zeros((5, 5), bool)
+    for i in range(3):
+        close = close.at[i, i + 1].set(True).at[i + 1, i].set(True)
+    same = np.asarray(basins(close))
+    np.testing.assert_array_equal(same[:4, :4], np.ones((4, 4), bool))
+    np.testing.assert_array_equal(same[4], [False, False, False, False, True])
+
+
+def test_balance_moves_from_the_basin_with_a_surplus_to_the_one_with_a_deficit():
+    """Basin {0, 1} holds 0.4 of the mass (target 1.2 of 3 components, a surplus of 0.8), basin {2} 0.6
+    (target 1.8, a deficit of 0.8): the move gains 1.6 > 1 + margin. The least loaded, 1, restarts as a
+    draw from 2; the pair splits 2's mass, and 0 takes over 1's share of basin {0, 1}'s mass (its total
+    stays 0.4). Where the move would gain less, or the components are too young, unsettled or alone,
+    nothing moves."""
     locs, u, state, moved = _balance_case([0.3, 0.1, 0.6])
     assert int(moved) == 1
     assert float(jnp.linalg.norm(locs[1] - jnp.array([10.0, 0.0]))) < 5.0
     np.testing.assert_array_equal(locs[jnp.array([0, 2])], jnp.array([[0.0, 0.0], [10.0, 0.0]]))
-    np.testing.assert_allclose(jnp.exp(state.log_mass), [0.3, 0.3, 0.3], rtol=1e-5)
+    np.testing.assert_allclose(jnp.exp(state.log_mass), [0.4, 0.3, 0.3], rtol=1e-5)
     np.testing.assert_array_equal(state.age, [300, 0, 0])
-    assert int(_balance_case([0.3, 0.3, 0.4])[3]) == 0  # within the ratio
+    assert int(_balance_case([0.3, 0.3, 0.4])[3]) == 0  # counts within margin of the masses
+    # basin {0, 1} at 0.45 gains 2 (2 - 3 x 0.45) = 1.3 < 1.5, at 0.38 1.72: the margin decides
+    assert int(_balance_case([0.25, 0.2, 0.55])[3]) == 0
+    assert int(_balance_case([0.2, 0.18, 0.62])[3]) == 1
     assert int(_balance_case([0.3, 0.1, 0.6], age=50)[3]) == 0  # too young
     assert int(_balance_case([0.3, 0.1, 0.6], slow_offset=5.0)[3]) == 0  # still improving
     alone = jnp.array([[0.0, 0.0], [-20.0, 0.0], [10.0, 0.0]])  # the least loaded is alone in its basin
     assert int(_balance_case([0.3, 0.1, 0.6], locs=alone)[3]) == 0
+
+
+def test_balance_puts_a_basin_in_deficit_before_a_move_inside_a_chain():
+    """Components 0-1-2 in a chain (0 and 2 not neighbours) with masses 0.1 / 0.7 / 0.1 are one basin
+    (target 5 x 0.9 / 1.1 = 4.1 of 5, deficit 1.1); {3, 4} holds 0.2 (target 0.9, surplus 1.1). The move
+    goes from {3, 4} to the chain's most loaded component, not from 0 or 2 to 1."""
+    locs = jnp.array([[0.0, 0.0], [2.0, 0.0], [4.0, 0.0], [30.0, 0.0], [30.5, 0.0]])
+    new_locs, _, state, moved = _balance_case([0.1, 0.7, 0.1, 0.1, 0.1], locs=locs)
+    assert int(moved) == 1
+    np.testing.assert_array_equal(new_locs[:3], locs[:3])
+    mover = 3 if not np.allclose(new_locs[3], locs[3]) else 4
+    assert float(jnp.linalg.norm(new_locs[mover] - locs[1])) < 5.0
+    np.testing.assert_allclose(jnp.exp(state.log_mass)[jnp.array([1, mover, 7 - mover])], [0.35, 0.35, 0.2], rtol=1e-5)
+
+
+def test_inside_a_chain_the_least_loaded_moves_to_the_most_loaded_it_is_not_next_to():
+    """One basin, the chain 0-1-2 (0 and 2 not neighbours), masses 0.1 / 0.2 / 0.7: 0 restarts on 2 (ratio
+    7 > 1.5), the pair shares 2's mass and 1 takes over 0's part (the basin's total stays 1). Within the
+    ratio, nothing moves."""
+    locs = jnp.array([[0.0, 0.0], [2.0, 0.0], [4.0, 0.0]])
+    new_locs, _, state, moved = _balance_case([0.1, 0.2, 0.7], locs=locs)
+    assert int(moved) == 1
+    assert float(jnp.linalg.norm(new_locs[0] - locs[2])) < 5.0
+    np.testing.assert_array_equal(new_locs[1:], locs[1:])
+    np.testing.assert_allclose(jnp.exp(state.log_mass), [0.35, 0.3, 0.35], rtol=1e-5)
+    assert int(_balance_case([0.3, 0.3, 0.4], locs=locs)[3]) == 0  # ratio 1.33 < 1.5
+
+
+def test_a_young_component_can_receive_but_not_move():
+    """The receiver needs ``receive_age`` (100) steps, the mover ``min_age`` (300): a light mode found late
+    grows by a split every ~100 steps while components that just arrived stay where they are."""
+    assert int(_balance_case([0.3, 0.1, 0.6], age=[300, 300, 150])[3]) == 1
+    assert int(_balance_case([0.3, 0.1, 0.6], age=[150, 150, 300])[3]) == 0
+    assert int(_balance_case([0.3, 0.1, 0.6], age=[300, 300, 50])[3]) == 0
 
 
 def test_balancing_gives_the_light_mode_its_share_of_components():
