@@ -219,6 +219,27 @@ def test_inside_a_chain_the_least_loaded_moves_to_the_most_loaded_it_is_not_next
     assert int(_balance_case([0.3, 0.3, 0.4], locs=locs)[3]) == 0  # ratio 1.33 < 1.5
 
 
+def test_repeated_balancing_stops_at_the_masses_without_overshooting():
+    """Basins A, B, C hold 0.1 / 0.6 / 0.3 of the mass with 5 / 2 / 3 components, and nothing re-estimates
+    the masses between moves (the estimates lag the moves by ~200 steps in a run). Move after move (every
+    component kept mature) the counts reach 1 / 6 / 3 and stay: the components left in A take over the
+    shares of those that left, so A does not look ever lighter and C, already at its count, gets none."""
+    centres = np.array([[-20.0, 0.0], [20.0, 0.0], [0.0, 30.0]])
+    home = np.array([0] * 5 + [1] * 2 + [2] * 3)
+    locs = jnp.asarray(centres[home] + 0.1 * np.arange(10)[:, None], jnp.float32)
+    mass = jnp.log(jnp.asarray([0.02] * 5 + [0.3] * 2 + [0.1] * 3))
+    state = _state([1.0] * 10, [1.0] * 10, [300] * 10, mass)
+    u = jnp.zeros(10)
+    moves = []
+    for key in jax.random.split(jax.random.key(0), 12):
+        locs, u, state, moved = balance(key, locs, u, state._replace(age=jnp.full((10,), 300, jnp.int32)))
+        moves.append(int(moved))
+    near = np.argmin(np.sum((np.asarray(locs)[:, None] - centres) ** 2, -1), 1)
+    assert np.bincount(near, minlength=3).tolist() == [1, 6, 3]
+    assert moves == [1] * 4 + [0] * 8, moves
+    np.testing.assert_allclose(jnp.exp(state.log_mass)[near == 0], [0.1], rtol=1e-4)
+
+
 def test_a_young_component_can_receive_but_not_move():
     """The receiver needs ``receive_age`` (100) steps, the mover ``min_age`` (300): a light mode found late
     grows by a split every ~100 steps while components that just arrived stay where they are."""
@@ -242,6 +263,31 @@ def test_balancing_gives_the_light_mode_its_share_of_components():
         )(state)
         counts[flag] = int(np.sum(np.asarray(state.params.locs[:, 0]) < 0))
     assert counts == {False: 5, True: 2}, counts
+
+
+def _three_modes(v):
+    modes = jnp.array([[-8.0, 0.0], [8.0, 0.0], [0.0, 12.0]])
+    return logsumexp(jnp.log(jnp.array([0.6, 0.3, 0.1])) - 0.5 * jnp.sum((v[..., None, :] - modes) ** 2, -1), -1)
+
+
+def test_balancing_brings_three_modes_counts_to_their_masses():
+    """Modes with masses 0.6 / 0.3 / 0.1 and 10 components started 2 / 3 / 5 (the light mode holding half):
+    the counts end at 6 / 3 / 1, moving four components from the light mode to the heavy one without
+    emptying it (without balancing they stay 2 / 3 / 5)."""
+    counts = {}
+    start = jnp.array([[-8.0, 0.0]] * 2 + [[8.0, 0.0]] * 3 + [[0.0, 12.0]] * 5) + 0.3
+    for flag in (False, True):
+        settings = vi.check(vi.Settings(balance=flag))
+        keys = jax.random.split(jax.random.key(5), 3000)
+        state, _ = jax.jit(
+            lambda s, st=settings, ks=keys: jax.lax.scan(
+                lambda c, k: vi.step(k, c, lambda x, _: -_three_modes(x), st), s, ks
+            )
+        )(vi.init_state(start, 1.0))
+        locs = np.asarray(state.params.locs)
+        near = np.argmin(np.sum((locs[:, None] - np.array([[-8.0, 0.0], [8.0, 0.0], [0.0, 12.0]])) ** 2, -1), 1)
+        counts[flag] = np.bincount(near, minlength=3).tolist()
+    assert counts == {False: [2, 3, 5], True: [6, 3, 1]}, counts
 
 
 def test_scouts_leave_from_a_wide_start_on_schedule_and_only_below_the_ceiling():
