@@ -439,7 +439,7 @@ def balance(
         left = same[lo] & (index != lo) & (index != hi) & known
         rest = basin_mass[lo] - jnp.where(same[lo, hi], share[hi], 0.0)
         keep = jnp.log(rest) - jnp.log(rest - share[lo])
-        return move, hi, lo, jnp.where(left & move, keep, 0.0)
+        return move, hi.astype(jnp.int32), lo.astype(jnp.int32), jnp.where(left & move, keep, 0.0)
 
     def idle(_):
         return jnp.zeros((), bool), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros_like(mass)
