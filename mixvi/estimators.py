@@ -219,19 +219,29 @@ def _full_score_term(mc, sig, z, ws, a, w, factor: bool = False) -> jax.Array:
     return (push - pull - square) / b
 
 
-def _gradient_moments(z: jax.Array, parts: tuple[jax.Array, ...], coord: bool):
+def _gradient_moments(z: jax.Array, parts: tuple[jax.Array, ...], coord: bool, draw_weights: jax.Array | None = None):
     """From grad V given as parts split along the draws axis b (N, B_p, d): sum_b grad V (N, d),
-    <z_b, grad V(x_ib)> (N, B) and, with ``coord``, sum_b z_bk d_k V(x_ib) (N, d). Working on the parts
-    avoids concatenating them (one pass over an (N, B, d) array less)."""
+    <z_b, grad V(x_ib)> (N, B) and, with ``coord``, sum_b z_bk d_k V(x_ib) (N, d); with ``draw_weights``
+    (N, B) every draw's term times its weight. Working on the parts avoids concatenating them, and the
+    weights enter the products instead of a weighted copy of the gradients (a pass over an (N, B, d)
+    array less each)."""
     shared = z.ndim == 2
     total, inner, per_coord, start = 0.0, [], 0.0, 0
     for g in parts:
         width = g.shape[1]
         zp = z[start : start + width] if shared else z[:, start : start + width]
-        total = total + jnp.sum(g, 1)
-        inner.append(jnp.einsum("bd,ibd->ib" if shared else "ibd,ibd->ib", zp, g))
-        if coord:
-            per_coord = per_coord + jnp.einsum("bk,ibk->ik" if shared else "ibk,ibk->ik", zp, g)
+        dots = jnp.einsum("bd,ibd->ib" if shared else "ibd,ibd->ib", zp, g)
+        if draw_weights is None:
+            total = total + jnp.sum(g, 1)
+            inner.append(dots)
+            if coord:
+                per_coord = per_coord + jnp.einsum("bk,ibk->ik" if shared else "ibk,ibk->ik", zp, g)
+        else:
+            wp = draw_weights[:, start : start + width]
+            total = total + jnp.einsum("ib,ibd->id", wp, g)
+            inner.append(dots * wp)
+            if coord:
+                per_coord = per_coord + jnp.einsum("ib,bk,ibk->ik" if shared else "ib,ibk,ibk->ik", wp, zp, g)
         start += width
     return total, jnp.concatenate(inner, axis=1), per_coord if coord else None
 
@@ -311,17 +321,16 @@ def stein_estimate(
         spec = (potential if read is None else known, tilt)
     if scale_tril is not None or isinstance(metric, LowRankMetric):
         bad = None
-        if quarantine:  # one pass over the (N, B, d) gradients: both metrics sum them over the components
+        if quarantine:  # both metrics sum the gradients over the components: a NaN of one would reach all
             bad = _only_some(~jnp.all(jnp.isfinite(potential), 1) | _any_non_finite_rows(parts))
             potential = jnp.where(bad[:, None], 0.0, potential)
-            parts = tuple(jnp.where(bad[:, None, None], 0.0, g) for g in parts)
         if scale_tril is None:
             estimate = _lowrank_estimate(
-                locs, log_scales, z, potential, parts, weights, metric, metric_weights, spec, read
+                locs, log_scales, z, potential, parts, weights, metric, metric_weights, spec, read, bad
             )
         else:
             estimate = _dense_estimate(
-                locs, log_scales, z, potential, parts, weights, scale_tril, metric_weights, spec, read
+                locs, log_scales, z, potential, parts, weights, scale_tril, metric_weights, spec, read, bad
             )
         return estimate._replace(bad=bad)
     if metric is not None:
@@ -329,12 +338,10 @@ def stein_estimate(
         locs, parts = locs / root, tuple(g * root for g in parts)
     log_w = None if weights is None else jnp.log(weights)
     terms = mixture_terms(locs, log_scales, z, log_w, coord=coord, score_weights=metric_weights, tilt=spec)
-    if spec is not None:
-        parts = _weigh_parts(parts, terms.draw_weights)
     log_q = terms.log_q if metric is None else terms.log_q - 0.5 * jnp.sum(jnp.log(metric))
     sig = jnp.exp(log_scales)
     b = z.shape[-2]
-    g_sum, zg, zgk = _gradient_moments(z, parts, coord)
+    g_sum, zg, zgk = _gradient_moments(z, parts, coord, terms.draw_weights)
     bad = None
     if quarantine:  # the sums are linear in grad V: zeroing them is zeroing its bad components
         bad = _only_some(
@@ -363,16 +370,6 @@ def _component_loss(log_q: jax.Array, potential: jax.Array, read: jax.Array | No
     if read is None:
         return jnp.mean(total, 1)
     return jnp.sum(jnp.where(read, total, 0.0), 1) / jnp.sum(read)
-
-
-def _weigh_parts(parts: tuple[jax.Array, ...], draw_weights: jax.Array) -> tuple[jax.Array, ...]:
-    """The gradient parts (N, B_p, d), split along the draws axis, times their draws' weights."""
-    out, start = [], 0
-    for g in parts:
-        width = g.shape[1]
-        out.append(g * draw_weights[:, start : start + width, None])
-        start += width
-    return tuple(out)
 
 
 def tilt_weights(
@@ -420,24 +417,58 @@ def _only_some(bad: jax.Array) -> jax.Array:
     return bad & ~jnp.all(bad)
 
 
-def _pooled_gradient(parts: tuple[jax.Array, ...], ws: jax.Array) -> jax.Array:
-    """sum_i ws_i grad V(x_ib) (B, d) from gradient parts split along the draws axis (shared noise)."""
-    return jnp.concatenate([jnp.einsum("i,ibd->bd", ws, g) for g in parts], axis=0)
+def _zero_bad(bad: jax.Array | None, *sums: jax.Array) -> tuple[jax.Array, ...]:
+    """Per-component sums (N, ...) with the rows of ``bad`` components set to 0 (their gradients count as 0)."""
+    if bad is None:
+        return sums
+    return tuple(jnp.where(bad.reshape((-1,) + (1,) * (x.ndim - 1)), 0.0, x) for x in sums)
 
 
-def _weighted_outer(z: jax.Array, parts: tuple[jax.Array, ...], ws: jax.Array, tril: jax.Array) -> jax.Array:
-    """sum_i ws_i sum_b z_ib (L^T g_ib)^T (d, d) from gradient parts split along the draws axis, with noise
-    of every component's own (N, B, d)."""
+def _draw_shares(ws: jax.Array, draw_weights: jax.Array | None, start: int, width: int) -> jax.Array:
+    """ws_i times the weights of draws start..start+width (N, width), or ws_i alone (N, 1)."""
+    return ws[:, None] if draw_weights is None else ws[:, None] * draw_weights[:, start : start + width]
+
+
+def _pooled_gradient(
+    parts: tuple[jax.Array, ...], ws: jax.Array, draw_weights: jax.Array | None = None, bad: jax.Array | None = None
+) -> jax.Array:
+    """sum_i ws_i w_ib grad V(x_ib) (B, d) from gradient parts split along the draws axis (shared noise),
+    w the draws' weights (1 by default); components marked ``bad`` count as grad V = 0 (their entries may
+    be NaN: a select inside the sum over i, which XLA fuses, rather than a cleaned copy of the gradients)."""
+    out, start = [], 0
+    for g in parts:
+        width = g.shape[1]
+        c = _draw_shares(ws, draw_weights, start, width)
+        if bad is None:
+            out.append(jnp.einsum("ib,ibd->bd", jnp.broadcast_to(c, g.shape[:2]), g))
+        else:
+            out.append(jnp.sum(c[:, :, None] * jnp.where(bad[:, None, None], 0.0, g), 0))
+        start += width
+    return jnp.concatenate(out, axis=0)
+
+
+def _weighted_outer(
+    z: jax.Array,
+    parts: tuple[jax.Array, ...],
+    ws: jax.Array,
+    tril: jax.Array,
+    draw_weights: jax.Array | None = None,
+    bad: jax.Array | None = None,
+) -> jax.Array:
+    """sum_i ws_i sum_b w_ib z_ib (L^T g_ib)^T (d, d) from gradient parts split along the draws axis, with
+    noise of every component's own (N, B, d), w the draws' weights; ``bad`` components count as g = 0."""
     total, start = 0.0, 0
     for g in parts:
         width = g.shape[1]
-        total = total + jnp.einsum("i,ibk,ibl->kl", ws, z[:, start : start + width], g) @ tril
+        c = jnp.broadcast_to(_draw_shares(ws, draw_weights, start, width), g.shape[:2])
+        g = g if bad is None else jnp.where(bad[:, None, None], 0.0, g)
+        total = total + jnp.einsum("ib,ibk,ibl->kl", c, z[:, start : start + width], g) @ tril
         start += width
     return total
 
 
 def _dense_estimate(
-    locs, log_scales, z, potential, parts, weights, tril, metric_weights=None, tilt=None, read=None
+    locs, log_scales, z, potential, parts, weights, tril, metric_weights=None, tilt=None, read=None, bad=None
 ) -> SteinEstimate:
     """:func:`stein_estimate` with a dense metric L L^T: the mixture part in y = L^(-1) x, where every
     component is isotropic; grad_y V = L^T grad_x V enters only through products with L z and L, so
@@ -456,12 +487,11 @@ def _dense_estimate(
         score_weights=metric_weights,
         tilt=tilt,
     )
-    if tilt is not None:
-        parts = _weigh_parts(parts, terms.draw_weights)
     log_q = terms.log_q - shift
     sig = jnp.exp(log_scales)
     b = z.shape[-2]
-    g_sum, zg, _ = _gradient_moments(z @ tril.T, parts, False)  # <L z_b, grad_x V> = <z_b, grad_y V>
+    # <L z_b, grad_x V> = <z_b, grad_y V>
+    g_sum, zg = _zero_bad(bad, *_gradient_moments(z @ tril.T, parts, False, terms.draw_weights)[:2])
     gbar_y = (g_sum / b) @ tril + terms.mean_score
     gbar = solve_triangular(tril, gbar_y.T, lower=True, trans="T").T  # E[grad_x psi] = L^-T E[grad_y psi]
     lam = (sig * jnp.mean(zg, 1) + terms.stein_score) / sig**2
@@ -469,14 +499,25 @@ def _dense_estimate(
     w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
     shares = w if metric_weights is None else metric_weights
     if shared:  # S = z^T R, R = the mixture's factor + (sum_i w_i sigma_i grad_y V(x_ib)) / B
-        stein = z.T @ (terms.coord_score + (_pooled_gradient(parts, shares * sig) @ tril) / b)
+        pooled = _pooled_gradient(parts, shares * sig, terms.draw_weights, bad)
+        stein = z.T @ (terms.coord_score + (pooled @ tril) / b)
     else:
-        stein = terms.coord_score + _weighted_outer(z, parts, shares * sig, tril) / b
+        stein = terms.coord_score + _weighted_outer(z, parts, shares * sig, tril, terms.draw_weights, bad) / b
     return SteinEstimate(gbar, lam, jnp.sum(w * f), log_q, f, stein)
 
 
 def _lowrank_estimate(
-    locs, log_scales, z, potential, parts, weights, metric: LowRankMetric, metric_weights=None, tilt=None, read=None
+    locs,
+    log_scales,
+    z,
+    potential,
+    parts,
+    weights,
+    metric: LowRankMetric,
+    metric_weights=None,
+    tilt=None,
+    read=None,
+    bad=None,
 ) -> SteinEstimate:
     """:func:`stein_estimate` with a low-rank metric (root T = D^(1/2) P): as :func:`_dense_estimate` with
     T for L, and the Stein matrix kept as its factors (z, R), S = z^T R (shared noise only)."""
@@ -485,18 +526,18 @@ def _lowrank_estimate(
     mu, shift = whiten(locs, metric)
     log_w = None if weights is None else jnp.log(weights)
     terms = mixture_terms(mu, log_scales, z, log_w, factor=True, score_weights=metric_weights, tilt=tilt)
-    if tilt is not None:
-        parts = _weigh_parts(parts, terms.draw_weights)
     log_q = terms.log_q - shift
     sig = jnp.exp(log_scales)
     b = z.shape[-2]
-    g_sum, zg, _ = _gradient_moments(lr.root_apply(metric, z), parts, False)  # <T z_b, grad_x V>
+    # <T z_b, grad_x V>
+    g_sum, zg = _zero_bad(bad, *_gradient_moments(lr.root_apply(metric, z), parts, False, terms.draw_weights)[:2])
     gbar = lr.root_transpose_solve(metric, lr.root_transpose_apply(metric, g_sum / b) + terms.mean_score)
     lam = (sig * jnp.mean(zg, 1) + terms.stein_score) / sig**2
     f = _component_loss(log_q, potential, read)
     w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
     shares = w if metric_weights is None else metric_weights
-    right = terms.coord_score + lr.root_transpose_apply(metric, _pooled_gradient(parts, shares * sig)) / b
+    pooled = _pooled_gradient(parts, shares * sig, terms.draw_weights, bad)
+    right = terms.coord_score + lr.root_transpose_apply(metric, pooled) / b
     return SteinEstimate(gbar, lam, jnp.sum(w * f), log_q, f, (z, right))
 
 
