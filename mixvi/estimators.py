@@ -347,9 +347,8 @@ def stein_estimate(
         bad = _only_some(
             ~(jnp.all(jnp.isfinite(g_sum), 1) & jnp.all(jnp.isfinite(zg), 1) & jnp.all(jnp.isfinite(potential), 1))
         )
-        g_sum, zg = jnp.where(bad[:, None], 0.0, g_sum), jnp.where(bad[:, None], 0.0, zg)
-        potential = jnp.where(bad[:, None], 0.0, potential)
-        zgk = None if zgk is None else jnp.where(bad[:, None], 0.0, zgk)
+        g_sum, zg, potential = _zero_bad(bad, g_sum, zg, potential)
+        zgk = None if zgk is None else _zero_bad(bad, zgk)[0]
     gbar = g_sum / b + terms.mean_score
     if metric is not None:
         gbar = gbar / root
