@@ -159,6 +159,27 @@ TILT_NEEDS_RELOCATION = (
     "relocation state); pass tilt=0 or tilt='auto' with relocate=False"
 )
 BAD_TILT_OPTION = "tilt must be 'auto' or a finite float >= 0, got {!r}"
+DEFAULT_FINAL_PHASE = 0.25
+"""The final phase of ``final_phase='auto'`` with relocation and the auto step: the last quarter of a run."""
+BAD_FINAL_PHASE = "final_phase must be 'auto' or a float in [0, 1), got {!r}"
+FINAL_PHASE_NEEDS = (
+    "final_phase={!r} needs step_size='auto' and relocate=True (it caps the auto step over the last part "
+    "of a run, whose end is kept with the relocation state); pass final_phase=0 or final_phase='auto'"
+)
+
+
+def _resolve_final_phase(final_phase: float | str, relocate: bool, step_size: float | str) -> float:
+    """The final phase's fraction of a run for these options (see :class:`MixVI`)."""
+    scheduled = relocate and isinstance(step_size, str)
+    if isinstance(final_phase, str):
+        if final_phase != "auto":
+            raise ValueError(BAD_FINAL_PHASE.format(final_phase))
+        return DEFAULT_FINAL_PHASE if scheduled else 0.0
+    if isinstance(final_phase, bool) or not isinstance(final_phase, int | float) or not 0.0 <= final_phase < 1.0:
+        raise ValueError(BAD_FINAL_PHASE.format(final_phase))
+    if final_phase and not scheduled:
+        raise ValueError(FINAL_PHASE_NEEDS.format(final_phase))
+    return float(final_phase)
 
 
 def _resolve_tilt(tilt: float | str, relocate: bool) -> float:
@@ -217,6 +238,11 @@ class MixVI:
         both evaluations, three copies of V, and skips V's value at the other draws until the tilt
         starts). 'auto' (default) is 1.0 with relocation and 0 without; 0 keeps the paper's KL(q || p)
         steps throughout. A tilt > 0 needs ``relocate=True`` (the run's schedule lives in its state).
+    final_phase : float or 'auto'
+        A quiet end (docs/theory.md): over this last fraction of a ``run``'s steps the auto step's eta is
+        capped at eta_max (eta_min / eta_max)^p, p rising from 0 to 1, so that the final iterate does not
+        carry the jitter of a large step. 'auto' (default) is 0.25 with relocation and the auto step, 0
+        otherwise (the paper's mode and fixed steps are unchanged); 0 turns it off.
     blas_threads : int or None
         On the CPU backend, ``run`` and ``resume`` limit the BLAS library that JAX's linear-algebra kernels
         call (SciPy's OpenBLAS) to this many threads while they run, and restore it afterwards (default 1:
@@ -242,6 +268,7 @@ class MixVI:
         relocate: bool = True,
         tilt: float | str = "auto",
         blas_threads: int | None = 1,
+        final_phase: float | str = "auto",
     ):
         if not isinstance(guide, AutoIsotropicMixture):
             raise TypeError(NOT_A_MIXTURE_GUIDE.format(type(guide).__name__))
@@ -255,6 +282,7 @@ class MixVI:
         self.sample_batch_size = sample_batch_size
         self.blas_threads = check_blas_threads(blas_threads)
         self.tilt = _resolve_tilt(tilt, relocate)
+        self.final_phase = _resolve_final_phase(final_phase, relocate, step_size)
         # with n_components='auto' N is known once the guide is set up: the mesh is settled then (_settle)
         self._mesh_option = mesh
         self.mesh = self._resolve_mesh(mesh, guide.n_components)
@@ -271,6 +299,7 @@ class MixVI:
                 self.mesh,
                 relocate=relocate,
                 tilt=self.tilt,
+                final_phase=self.final_phase,
             )
         )
         # learned weights use every draw for the loss (their step needs f_i from all of them); 'auto' is

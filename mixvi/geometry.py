@@ -366,6 +366,7 @@ def update(
     loss: jax.Array | None = None,
     min_factor: float = 0.1,
     metric_step_size: float = 0.1,
+    eta_cap: jax.Array | None = None,
 ) -> tuple[MixtureParams, StepSizeState, StepInfo]:
     """One step of ``method`` on every parameter present in ``params`` (see the module docstring).
 
@@ -381,6 +382,9 @@ def update(
         The settings (``metric_step_size`` is the metric's fixed step; under 'auto' it is eta).
     loss : jax.Array, optional
         The loss estimate at ``params``: drives the auto step; a non-finite loss rejects the step.
+    eta_cap : jax.Array, optional
+        Under 'auto', an upper bound on eta for this step (the run's final phase,
+        :func:`mixvi.vi.final_eta_cap`); the step-size state itself is not changed by it.
 
     Returns
     -------
@@ -394,8 +398,9 @@ def update(
     ok = _all_finite(grad.mean_grad, grad.lam, grad.metric_term, grad.weight_excess, loss)
     eps = jnp.exp(2.0 * u)
     metric = metric_of(params)
+    eta = state.eta if eta_cap is None else jnp.minimum(state.eta, eta_cap)
     if is_auto:
-        gamma = state.eta if method == "ngd" else state.eta * eps
+        gamma = eta if method == "ngd" else eta * eps
         trust = auto.trust
     else:
         gamma, trust = jnp.asarray(step_size, dtype), None
@@ -412,7 +417,7 @@ def update(
         metric_tril=params.metric_tril,
     )
     new_log_metric = new_logits = new_tril = new_lowrank = None
-    eta_d = jnp.asarray(state.eta if is_auto else metric_step_size, dtype)  # the metric's step, every kind
+    eta_d = jnp.asarray(eta if is_auto else metric_step_size, dtype)  # the metric's step, every kind
     if params.metric_lowrank is not None and grad.metric_term is None:
         new_lowrank = params.metric_lowrank  # the SVI path: no Stein matrix, the metric stays
     elif params.metric_lowrank is not None:
@@ -433,7 +438,7 @@ def update(
         new_u = new_u + 0.5 * shift
         new_log_metric = jnp.where(ok, log_d - shift, params.log_metric)
     if params.logits is not None:
-        eta_w = state.eta if is_auto else jnp.asarray(step_size, dtype)
+        eta_w = eta if is_auto else jnp.asarray(step_size, dtype)
         logits = params.logits + _bounded(-eta_w * grad.weight_excess, rule)
         new_logits = jnp.where(ok, logits - jax.scipy.special.logsumexp(logits), params.logits)
     new_params = MixtureParams(
@@ -441,5 +446,5 @@ def update(
     )
     new_state = _adapt_eta(state, loss, ok, auto) if is_auto else state
     new_state = new_state._replace(num_rejected=jnp.where(ok, 0, state.num_rejected + 1).astype(jnp.int32))
-    info = StepInfo(state.eta, jnp.sum(clipped & ok).astype(jnp.int32), ~ok)
+    info = StepInfo(eta, jnp.sum(clipped & ok).astype(jnp.int32), ~ok)
     return new_params, new_state, info

@@ -214,6 +214,10 @@ class Settings(NamedTuple):
     balance: bool = True
     explore: bool = True
     tilt: float = 0.0
+    final_phase: float = 0.0
+
+
+BAD_SETTINGS_FINAL_PHASE = "Settings.final_phase must be a float in [0, 1) (0: no final phase), got {!r}"
 
 
 def is_tilt(value: Any) -> bool:
@@ -241,6 +245,8 @@ def check(settings: Settings) -> Settings:
         raise ValueError(BAD_MESH_AXES.format(settings.mesh.axis_names))
     if not is_tilt(settings.tilt):
         raise ValueError(BAD_TILT.format(settings.tilt))
+    if isinstance(settings.final_phase, bool) or not 0.0 <= settings.final_phase < 1.0:
+        raise ValueError(BAD_SETTINGS_FINAL_PHASE.format(settings.final_phase))
     return settings._replace(loss_draws=None if settings.loss_draws == b else settings.loss_draws)
 
 
@@ -439,6 +445,7 @@ def step(
         loss=est.loss,
         min_factor=settings.min_factor,
         metric_step_size=settings.metric_step_size,
+        eta_cap=final_eta_cap(settings, tracking),
     )
     moved = jnp.zeros((), jnp.int32)
     # log p - log q at the draws that have V's value: the importance masses of mass balancing, and info
@@ -514,6 +521,22 @@ def tilt_now(tilt: float, tracking: RelocationState | None) -> jax.Array | float
     return jnp.where(on, jnp.asarray(tilt, tracking.loss_fast.dtype), 0.0)
 
 
+def final_eta_cap(settings: Settings, tracking: RelocationState | None) -> jax.Array | None:
+    """The auto step's cap in the run's final phase: over the last ``settings.final_phase`` of the steps up
+    to ``tracking.end`` (set by :func:`explore_until`), eta_max (eta_min / eta_max)^p with p rising from 0
+    to 1, so that the last iterates move by little more than eta_min's jitter; None (no cap) without a
+    final phase, a fixed step or a known end."""
+    if not settings.final_phase or isinstance(settings.step_size, float) or tracking is None or tracking.end is None:
+        return None
+    auto = settings.auto
+    start = tracking.end - jnp.ceil(settings.final_phase * tracking.end).astype(tracking.end.dtype)
+    span = jnp.maximum(tracking.end - start, 1)
+    p = jnp.clip((tracking.steps - start) / span, 0.0, 1.0)
+    cap = auto.eta_max * (auto.eta_min / auto.eta_max) ** p
+    # end 0: not known (a loop of one's own that set no end)
+    return jnp.where(tracking.end > 0, cap, auto.eta_max).astype(tracking.loss_fast.dtype)
+
+
 def explore_until(state: MixtureVIState, step: int, end: int | None = None) -> MixtureVIState:
     """The state with scouts allowed to leave until ``step`` (counted from the state's first step;
     :func:`mixvi.scout.scout`), and, given ``end``, the step the run ends at: a component that at its
@@ -568,6 +591,7 @@ def mixture_vi(
     relocate: bool = True,
     metric_rank: int | None = None,
     tilt: float = 0.0,
+    final_phase: float = 0.0,
 ) -> MixtureVI:
     """Mixture VI for a log-density over any pytree.
 
@@ -621,6 +645,10 @@ def mixture_vi(
         The mass-covering tilt (:func:`mixvi.estimators.tilt_weights`; ``MixVI``'s default is 1.0): with
         relocation it applies from the step :func:`explore_until` sets on, without it at every step; V is
         then evaluated at every draw. 0 (default here) is the paper's KL(q || p).
+    final_phase : float
+        With relocation and the auto step, the last fraction of the steps up to the end that
+        :func:`explore_until` sets over which eta is capped by a geometric decay to eta_min
+        (:func:`final_eta_cap`; ``MixVI``'s default is 0.25). 0 (default here): no cap.
 
     Returns
     -------
@@ -653,6 +681,7 @@ def mixture_vi(
             metric_step_size,
             relocate,
             tilt=tilt,
+            final_phase=final_phase,
         )
     )
     if mesh is not None and n_components % mesh.size:

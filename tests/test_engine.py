@@ -152,9 +152,10 @@ def test_same_seed_same_result_and_chunking_invariance():
 
 def test_resume_from_state_equals_one_run():
     guide = mixvi.AutoIsotropicMixture(funnel, n_components=4)
-    # a continuation keeps the first run's schedule (scouting, then the tilt, from half its length): with the
-    # tilt the halves' schedule differs from the whole run's, so this checks the steps themselves without it
-    vi = mixvi.MixVI(funnel, guide, method="md", tilt=0)
+    # a continuation keeps the first run's schedule (scouting, then the tilt, from half its length, and the
+    # final phase's quiet end): with them the halves' schedule differs from the whole run's, so this checks
+    # the steps themselves without them
+    vi = mixvi.MixVI(funnel, guide, method="md", tilt=0, final_phase=0)
     full = vi.run(jax.random.PRNGKey(5), 60, progress_bar=False)
     half = vi.run(jax.random.PRNGKey(5), 30, progress_bar=False)
     rest = vi.run(None, 30, progress_bar=False, init_state=half.state)

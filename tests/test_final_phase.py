@@ -1,0 +1,115 @@
+"""The run's final phase: the auto step's cap over the last part of a run (its schedule, the capped step
+against the step at the capped eta, the options) and where it acts in ``MixVI.run``."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import mixvi
+from mixvi import geometry
+from mixvi.geometry import AutoStep, MixtureGradient, MixtureParams
+from mixvi.vi import Settings, explore_until, final_eta_cap, init_state
+
+MU = jnp.array([1.0, -1.0, 0.5])
+
+
+def _gaussian():
+    numpyro.sample("x", dist.Normal(MU, jnp.array([0.5, 1.0, 2.0])).to_event(1))
+
+
+def _tracking_at(step: int, end: int = 100):
+    state = explore_until(init_state(jnp.zeros((3, 2))), end // 2, end)
+    rel = state.relocation
+    return rel._replace(steps=jnp.asarray(step, rel.steps.dtype))
+
+
+def test_the_cap_falls_geometrically_from_eta_max_to_eta_min_over_the_final_phase():
+    auto = AutoStep()
+    settings = Settings(final_phase=0.25)
+    # a run of 100 steps: uncapped (eta_max) until step 75, then eta_max (eta_min / eta_max)^p, p = (t - 75) / 25
+    for step in (0, 40, 75):
+        np.testing.assert_allclose(final_eta_cap(settings, _tracking_at(step)), auto.eta_max, rtol=1e-6)
+    for step in (80, 87, 95, 100):
+        p = (step - 75) / 25
+        expected = auto.eta_max * (auto.eta_min / auto.eta_max) ** p
+        np.testing.assert_allclose(final_eta_cap(settings, _tracking_at(step)), expected, rtol=1e-5)
+    # past the end (a run continued from its final state without a new end): eta_min
+    np.testing.assert_allclose(final_eta_cap(settings, _tracking_at(130)), auto.eta_min, rtol=1e-6)
+    # the phase rounds up to whole steps: 0.25 of a 10-step run is its last 3 steps
+    np.testing.assert_allclose(final_eta_cap(settings, _tracking_at(7, 10)), auto.eta_max, rtol=1e-6)
+    assert float(final_eta_cap(settings, _tracking_at(8, 10))) < auto.eta_max
+
+
+def test_no_cap_without_a_final_phase_a_fixed_step_a_schedule_or_a_known_end():
+    tracking = _tracking_at(99)
+    assert final_eta_cap(Settings(final_phase=0.0), tracking) is None
+    assert final_eta_cap(Settings(final_phase=0.25, step_size=0.05), tracking) is None
+    assert final_eta_cap(Settings(final_phase=0.25), None) is None
+    # a loop of one's own that set no end (end 0): eta_max, i.e. no cap
+    unset = init_state(jnp.zeros((3, 2))).relocation._replace(steps=jnp.asarray(99, jnp.int32))
+    np.testing.assert_allclose(final_eta_cap(Settings(final_phase=0.25), unset), AutoStep().eta_max, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["ibw", "md", "ngd", "means"])
+def test_a_capped_step_is_the_step_at_the_capped_eta_and_leaves_the_rule_alone(method):
+    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(1), 4)
+    params = MixtureParams(jax.random.normal(k1, (4, 3)), 0.2 * jax.random.normal(k2, (4,)))
+    grad = MixtureGradient(0.3 * jax.random.normal(k3, (4, 3)), 0.3 * jax.random.normal(k4, (4,)))
+    auto = AutoStep(eta0=0.4)
+    state = geometry.init_step_size("auto", auto)
+    loss = jnp.float32(3.0)
+    capped, capped_state, info = geometry.update(
+        params, grad, state, method=method, auto=auto, loss=loss, eta_cap=jnp.float32(0.05)
+    )
+    at_cap, _, _ = geometry.update(params, grad, state._replace(eta=jnp.float32(0.05)), method=method, auto=auto, loss=loss)
+    free, free_state, _ = geometry.update(params, grad, state, method=method, auto=auto, loss=loss)
+    for a, b in zip(jax.tree.leaves(capped), jax.tree.leaves(at_cap), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert not np.allclose(capped.locs, free.locs)
+    # the rule's own eta evolves as without the cap; the info reports the eta the step used
+    np.testing.assert_array_equal(capped_state.eta, free_state.eta)
+    np.testing.assert_allclose(info.step_size, 0.05, rtol=1e-6)
+    # a cap above eta changes nothing
+    loose, _, _ = geometry.update(params, grad, state, method=method, auto=auto, loss=loss, eta_cap=jnp.float32(0.45))
+    np.testing.assert_array_equal(loose.locs, free.locs)
+
+
+def test_the_final_phase_acts_on_the_last_quarter_of_a_run_only():
+    """Two runs that differ only in the final phase take the same steps (bit for bit) until 75 % of the
+    run, and different ones after."""
+    seen = {}
+
+    def record(label):
+        def callback(state, losses, done):
+            seen.setdefault(label, {})[done] = np.asarray(state.core.params.locs)
+
+        return callback
+
+    for label, phase in (("on", 0.25), ("off", 0.0)):
+        vi = mixvi.MixVI(_gaussian, mixvi.AutoIsotropicMixture(_gaussian, n_components=3), final_phase=phase)
+        vi.run(jax.random.PRNGKey(0), 40, progress_bar=False, chunk_size=10, callback=record(label))
+    np.testing.assert_array_equal(seen["on"][30], seen["off"][30])
+    assert not np.array_equal(seen["on"][40], seen["off"][40])
+
+
+def test_final_phase_defaults_and_bad_options_name_the_fix():
+    guide = mixvi.AutoIsotropicMixture(_gaussian)
+    assert mixvi.MixVI(_gaussian, guide).final_phase == 0.25
+    # the paper's mode and a fixed step keep the paper's steps
+    assert mixvi.MixVI(_gaussian, guide, relocate=False).settings.final_phase == 0.0
+    assert mixvi.MixVI(_gaussian, guide, step_size=0.05).settings.final_phase == 0.0
+    for bad in ("on", -0.1, 1.0, True, float("nan")):
+        with pytest.raises(ValueError, match="final_phase must be 'auto' or a float in"):
+            mixvi.MixVI(_gaussian, guide, final_phase=bad)
+    for kw in ({"step_size": 0.05}, {"relocate": False}):
+        with pytest.raises(ValueError, match="needs step_size='auto' and relocate=True"):
+            mixvi.MixVI(_gaussian, guide, final_phase=0.25, **kw)
+
+
+@pytest.mark.parametrize("bad", [-0.5, 1.0, True])
+def test_the_core_settings_refuse_a_bad_final_phase(bad):
+    with pytest.raises(ValueError, match=r"Settings.final_phase must be a float in \[0, 1\)"):
+        mixvi.vi.check(Settings(final_phase=bad))
