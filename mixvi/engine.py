@@ -240,7 +240,7 @@ class MixVI:
         steps throughout. A tilt > 0 needs ``relocate=True`` (the run's schedule lives in its state).
     final_phase : float or 'auto'
         A quiet end (docs/theory.md): over this last fraction of a ``run``'s steps the auto step's eta is
-        capped at eta_max (eta_min / eta_max)^p, p rising from 0 to 1, so that the final iterate does not
+        capped at eta_max (1 - p) + eta_min p, p rising from 0 to 1, so that the final iterate does not
         carry the jitter of a large step. 'auto' (default) is 0.25 with relocation and the auto step, 0
         otherwise (the paper's mode and fixed steps are unchanged); 0 turns it off.
     blas_threads : int or None

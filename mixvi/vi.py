@@ -523,16 +523,17 @@ def tilt_now(tilt: float, tracking: RelocationState | None) -> jax.Array | float
 
 def final_eta_cap(settings: Settings, tracking: RelocationState | None) -> jax.Array | None:
     """The auto step's cap in the run's final phase: over the last ``settings.final_phase`` of the steps up
-    to ``tracking.end`` (set by :func:`explore_until`), eta_max (eta_min / eta_max)^p with p rising from 0
+    to ``tracking.end`` (set by :func:`explore_until`), eta_max (1 - p) + eta_min p with p rising from 0
     to 1, so that the last iterates move by little more than eta_min's jitter; None (no cap) without a
-    final phase, a fixed step or a known end."""
+    final phase, a fixed step or a known end. (A geometric decay, eta_max (eta_min / eta_max)^p, left a
+    500-step garch11 fit still on its way 0.43 sds off: its caps sum to a third of the linear ones'.)"""
     if not settings.final_phase or isinstance(settings.step_size, float) or tracking is None or tracking.end is None:
         return None
     auto = settings.auto
     start = tracking.end - jnp.ceil(settings.final_phase * tracking.end).astype(tracking.end.dtype)
     span = jnp.maximum(tracking.end - start, 1)
     p = jnp.clip((tracking.steps - start) / span, 0.0, 1.0)
-    cap = auto.eta_max * (auto.eta_min / auto.eta_max) ** p
+    cap = auto.eta_max * (1.0 - p) + auto.eta_min * p
     # end 0: not known (a loop of one's own that set no end)
     return jnp.where(tracking.end > 0, cap, auto.eta_max).astype(tracking.loss_fast.dtype)
 
@@ -647,7 +648,7 @@ def mixture_vi(
         then evaluated at every draw. 0 (default here) is the paper's KL(q || p).
     final_phase : float
         With relocation and the auto step, the last fraction of the steps up to the end that
-        :func:`explore_until` sets over which eta is capped by a geometric decay to eta_min
+        :func:`explore_until` sets over which eta is capped by a linear decay to eta_min
         (:func:`final_eta_cap`; ``MixVI``'s default is 0.25). 0 (default here): no cap.
 
     Returns

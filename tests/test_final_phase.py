@@ -26,15 +26,15 @@ def _tracking_at(step: int, end: int = 100):
     return rel._replace(steps=jnp.asarray(step, rel.steps.dtype))
 
 
-def test_the_cap_falls_geometrically_from_eta_max_to_eta_min_over_the_final_phase():
+def test_the_cap_falls_linearly_from_eta_max_to_eta_min_over_the_final_phase():
     auto = AutoStep()
     settings = Settings(final_phase=0.25)
-    # a run of 100 steps: uncapped (eta_max) until step 75, then eta_max (eta_min / eta_max)^p, p = (t - 75) / 25
+    # a run of 100 steps: uncapped (eta_max) until step 75, then eta_max (1 - p) + eta_min p, p = (t - 75) / 25
     for step in (0, 40, 75):
         np.testing.assert_allclose(final_eta_cap(settings, _tracking_at(step)), auto.eta_max, rtol=1e-6)
     for step in (80, 87, 95, 100):
         p = (step - 75) / 25
-        expected = auto.eta_max * (auto.eta_min / auto.eta_max) ** p
+        expected = auto.eta_max * (1 - p) + auto.eta_min * p
         np.testing.assert_allclose(final_eta_cap(settings, _tracking_at(step)), expected, rtol=1e-5)
     # past the end (a run continued from its final state without a new end): eta_min
     np.testing.assert_allclose(final_eta_cap(settings, _tracking_at(130)), auto.eta_min, rtol=1e-6)
