@@ -526,7 +526,7 @@ def final_eta_cap(settings: Settings, tracking: RelocationState | None) -> jax.A
     to ``tracking.end`` (set by :func:`explore_until`), eta_max (1 - p) + eta_min p with p rising from 0
     to 1, so that the last iterates move by little more than eta_min's jitter; None (no cap) without a
     final phase, a fixed step or a known end. (A geometric decay, eta_max (eta_min / eta_max)^p, left a
-    500-step garch11 fit still on its way 0.43 sds off: its caps sum to a third of the linear ones'.)"""
+    500-step garch11 fit still on its way 0.43 sds off: its caps sum to half the linear ones'.)"""
     if not settings.final_phase or isinstance(settings.step_size, float) or tracking is None or tracking.end is None:
         return None
     auto = settings.auto
