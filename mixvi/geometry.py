@@ -398,7 +398,7 @@ def update(
     ok = _all_finite(grad.mean_grad, grad.lam, grad.metric_term, grad.weight_excess, loss)
     eps = jnp.exp(2.0 * u)
     metric = metric_of(params)
-    eta = state.eta if eta_cap is None else jnp.minimum(state.eta, eta_cap)
+    eta = state.eta if eta_cap is None or not is_auto else jnp.minimum(state.eta, eta_cap)
     if is_auto:
         gamma = eta if method == "ngd" else eta * eps
         trust = auto.trust

@@ -527,7 +527,7 @@ def final_eta_cap(settings: Settings, tracking: RelocationState | None) -> jax.A
     to 1, so that the last iterates move by little more than eta_min's jitter; None (no cap) without a
     final phase, a fixed step or a known end. (A geometric decay, eta_max (eta_min / eta_max)^p, left a
     500-step garch11 fit still on its way 0.43 sds off: its caps sum to half the linear ones'.)"""
-    if not settings.final_phase or isinstance(settings.step_size, float) or tracking is None or tracking.end is None:
+    if not settings.final_phase or not isinstance(settings.step_size, str) or tracking is None or tracking.end is None:
         return None
     auto = settings.auto
     start = tracking.end - jnp.ceil(settings.final_phase * tracking.end).astype(tracking.end.dtype)

@@ -47,6 +47,8 @@ def test_no_cap_without_a_final_phase_a_fixed_step_a_schedule_or_a_known_end():
     tracking = _tracking_at(99)
     assert final_eta_cap(Settings(final_phase=0.0), tracking) is None
     assert final_eta_cap(Settings(final_phase=0.25, step_size=0.05), tracking) is None
+    # a fixed step given as an integer is a fixed step too
+    assert final_eta_cap(Settings(final_phase=0.25, step_size=1), tracking) is None
     assert final_eta_cap(Settings(final_phase=0.25), None) is None
     # a loop of one's own that set no end (end 0): eta_max, i.e. no cap
     unset = init_state(jnp.zeros((3, 2))).relocation._replace(steps=jnp.asarray(99, jnp.int32))
@@ -72,6 +74,14 @@ def test_a_capped_step_is_the_step_at_the_capped_eta_and_leaves_the_rule_alone(m
     # the rule's own eta evolves as without the cap; the info reports the eta the step used
     np.testing.assert_array_equal(capped_state.eta, free_state.eta)
     np.testing.assert_allclose(info.step_size, 0.05, rtol=1e-6)
+    # under a fixed step the cap is ignored: the step and the reported step size are the fixed step's
+    fixed_state = geometry.init_step_size(0.05)
+    fixed, _, fixed_info = geometry.update(
+        params, grad, fixed_state, method=method, step_size=0.05, loss=loss, eta_cap=jnp.float32(0.01)
+    )
+    plain, _, plain_info = geometry.update(params, grad, fixed_state, method=method, step_size=0.05, loss=loss)
+    np.testing.assert_array_equal(fixed.locs, plain.locs)
+    np.testing.assert_array_equal(fixed_info.step_size, plain_info.step_size)
     # a cap above eta changes nothing
     loose, _, _ = geometry.update(params, grad, state, method=method, auto=auto, loss=loss, eta_cap=jnp.float32(0.45))
     np.testing.assert_array_equal(loose.locs, free.locs)
