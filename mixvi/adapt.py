@@ -344,8 +344,8 @@ def basins(close: jax.Array) -> jax.Array:
     By repeated squaring, ceil(log2 N) products of (N, N) matrices."""
     n = close.shape[0]
     reach = (close | jnp.eye(n, dtype=bool)).astype(jnp.float32)
-    for _ in range(max(1, (n - 1).bit_length())):
-        reach = (reach @ reach > 0).astype(jnp.float32)
+    # a loop, not unrolled products: one product's code to compile
+    reach = jax.lax.fori_loop(0, max(1, (n - 1).bit_length()), lambda _, r: (r @ r > 0).astype(r.dtype), reach)
     return reach > 0
 
 

@@ -398,12 +398,15 @@ def tilt_weights(
     none = ~jnp.any(finite, axis=1, keepdims=True)
     w = jnp.where(none, 1.0, raw / jnp.where(none, 1.0, jnp.mean(raw, axis=1, keepdims=True)))
     b = w.shape[1]
-    for _ in range(TILT_CAP_ROUNDS):  # water-filling: cap, then rescale the others so the mean stays 1
+
+    def water_fill(_, w):  # cap, then rescale the others so the mean stays 1
         capped = w >= cap
         free = jnp.sum(jnp.where(capped, 0.0, w), axis=1, keepdims=True)
         room = b - cap * jnp.sum(capped, axis=1, keepdims=True)
-        w = jnp.where(capped, cap, w * room / jnp.maximum(free, 1e-30))
-    return w
+        return jnp.where(capped, cap, w * room / jnp.maximum(free, 1e-30))
+
+    # a loop, not unrolled rounds: one round's code to compile instead of TILT_CAP_ROUNDS copies
+    return jax.lax.fori_loop(0, TILT_CAP_ROUNDS, water_fill, w)
 
 
 def _any_non_finite_rows(parts: tuple[jax.Array, ...]) -> jax.Array:
