@@ -11,7 +11,7 @@ import pytest
 
 import mixvi
 from mixvi.adapt import LOSS_CEILING_GAPS, init_relocation, track
-from mixvi.estimators import TILT_CAP, draw_points, stein_estimate, tilt_weights
+from mixvi.estimators import TILT_CAP, TILT_SPREAD, draw_points, stein_estimate, tilt_weights
 from mixvi.family import IsotropicMixture
 from mixvi.lowrank import LowRankMetric, root_apply
 
@@ -36,13 +36,13 @@ def test_weights_are_one_where_q_is_p_and_grow_with_the_ratio():
 
 
 def test_weights_flatten_far_from_the_posterior_and_are_capped():
-    """Log ratios spread over hundreds of nats: tau = spread / sd keeps the weights within about e per sd;
+    """Log ratios spread over hundreds of nats: tau = spread / sd keeps the weights within e^spread per sd;
     one draw far above the others gets the cap and the rest share what is left, mean 1."""
     ratio = jnp.linspace(-300.0, 300.0, 10)[None]
     w = tilt_weights(ratio, 1.0)
     sd = float(jnp.std(ratio))
-    np.testing.assert_allclose(w[0, 1] / w[0, 0], np.exp((ratio[0, 1] - ratio[0, 0]) / sd), rtol=1e-4)
-    big = tilt_weights(jnp.array([[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 3.0]]), 1.0)
+    np.testing.assert_allclose(w[0, 1] / w[0, 0], np.exp(TILT_SPREAD * (ratio[0, 1] - ratio[0, 0]) / sd), rtol=1e-4)
+    big = tilt_weights(jnp.array([[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 9.0]]), 1.0)
     np.testing.assert_allclose(big[0, -1], TILT_CAP, rtol=1e-6)
     np.testing.assert_allclose(big[0, :-1], (10 - TILT_CAP) / 9, rtol=1e-6)
     np.testing.assert_allclose(jnp.mean(big), 1.0, rtol=1e-6)
