@@ -28,7 +28,7 @@ from mixvi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mixvi.diagnostics.psis import FLAT_ESS, psis_log_weights
 from mixvi.estimators import draw_noise, draw_points, loss_estimate
 from mixvi.geometry import AutoStep, metric_of
-from mixvi.guide import AutoIsotropicMixture
+from mixvi.guide import AutoIsotropicMixture, _initial_params
 from mixvi.loop import (
     NEEDS_CONSTANTS,
     TRACER_ERRORS,
@@ -108,7 +108,18 @@ def _core_state(params: dict, names: tuple, options: tuple, mesh: Mesh | None = 
     return core._replace(params=p)
 
 
-_core_state_jit = jax.jit(_core_state, static_argnums=(1, 2))
+def _start_state(
+    locs: jax.Array, overrides: dict, static: tuple, names: tuple, options: tuple
+) -> tuple[vi.MixtureVIState, jax.Array]:
+    """The guide's initial params from the component means (``static``: the rest of ``_initial_params``'
+    arguments), with ``overrides`` in place of some, the core's state from them and the step count 0:
+    one small compiled program where three would each compile on their own."""
+    params = dict(_initial_params(locs, *static))
+    params.update(overrides)
+    return _core_state(params, names, options), jnp.zeros((), jnp.int32)
+
+
+_start_state_jit = jax.jit(_start_state, static_argnums=(2, 3, 4))
 
 
 class MixVIState(NamedTuple):
@@ -360,15 +371,16 @@ class MixVI:
             When the model has ``numpyro.param`` sites or V is not finite at a component's mean.
         """
         k_setup, k_run = jax.random.split(rng_key)
-        params = self.guide.setup(k_setup, *args, **kwargs)
+        g = self.guide
+        g._setup_structure(k_setup, *args, **kwargs)
         self._settle(args, kwargs)
-        extra = self.guide.model_param_names()
+        extra = g.model_param_names()
         if extra:
             raise ValueError(MODEL_PARAMS.format(extra))
+        overrides = {}
         if init_params is not None:
-            params = dict(params)
-            params.update({k: jnp.asarray(init_params[k]) for k in self.guide.param_names() if k in init_params})
-        if self.guide.metric == "lowrank" and not self.shared_noise:
+            overrides = {k: jnp.asarray(init_params[k]) for k in g.param_names() if k in init_params}
+        if g.metric == "lowrank" and not self.shared_noise:
             raise ValueError(SHARED_NOISE_NEEDED)
         options = (
             self.guide.metric,
@@ -379,18 +391,19 @@ class MixVI:
             self.guide.metric_rank,
         )
         names = (self._locs, self._scales, self._metric, self._tril, self._logits, self._basis, self._stretch)
-        params = {k: jnp.asarray(v) for k, v in params.items()}
+        static = g._initial_params_static()
         if self.mesh is None:  # one small compiled program instead of op-by-op dispatch (and its compilations)
-            core = _core_state_jit(params, names, options)
+            core, step = _start_state_jit(g._init_component_locs, overrides, static, names, options)
         else:
-            core = _core_state(params, names, options, self.mesh)
+            params = {**_initial_params(g._init_component_locs, *static), **overrides}
+            core, step = _core_state(params, names, options, self.mesh), jnp.zeros((), jnp.int32)
         p = core.params
         if jnp.issubdtype(k_run.dtype, jax.dtypes.prng_key):
             k_run = jax.random.key_data(k_run)
         v = np.asarray(self.guide.potential_values(p.locs, k_setup, *args, **kwargs))
         if not np.all(np.isfinite(v)):
             raise ValueError(NOT_FINITE_AT_INIT.format([int(i) for i in np.nonzero(~np.isfinite(v))[0]]))
-        return MixVIState(core, k_run, jnp.zeros((), jnp.int32))
+        return MixVIState(core, k_run, step)
 
     def _settle(self, args: tuple, kwargs: dict) -> None:
         """Once the guide is set up: resolve ``loss_draws='auto'`` from V's cost on these model arguments

@@ -290,6 +290,23 @@ def test_uniform_starts_skip_numpyros_search_and_keep_its_structure(monkeypatch)
         np.testing.assert_array_equal(value, reference._unpack_latent(z)[name])
 
 
+def test_structure_trace_draws_nothing_and_the_starts_stay_uniform(monkeypatch):
+    """The structure-only trace puts every latent site at the image of 0 under its support's bijection
+    (no uniform draw per site, each of which would compile on its own); the components still start
+    uniform in (-2, 2) on the unconstrained latent, all different, and with the same key the same."""
+    monkeypatch.setattr(
+        mixvi.guide.dist, "Uniform", lambda *a, **k: pytest.fail("the structure trace drew a uniform point")
+    )
+    guide = mixvi.AutoIsotropicMixture(regression, n_components=4)
+    params = guide.setup(jax.random.PRNGKey(0), X, Y)
+    np.testing.assert_array_equal(guide._init_locs["w"], np.zeros(2))
+    np.testing.assert_allclose(guide._init_locs["sigma"], 0.0, atol=1e-7)  # log of HalfNormal's image of 0
+    locs = np.asarray(params["auto_locs"])
+    assert np.all(np.abs(locs) < 2.0) and len({tuple(row) for row in locs}) == 4
+    again = mixvi.AutoIsotropicMixture(regression, n_components=4).setup(jax.random.PRNGKey(0), X, Y)
+    np.testing.assert_array_equal(again["auto_locs"], locs)
+
+
 def test_set_up_falls_back_to_numpyros_own_when_its_private_steps_differ(monkeypatch):
     """A NumPyro without the private set-up steps the guide uses: it sets up through ``initialize_model``
     and fits the same latent."""
