@@ -109,14 +109,13 @@ def _core_state(params: dict, names: tuple, options: tuple, mesh: Mesh | None = 
 
 
 def _start_state(
-    locs: jax.Array, overrides: dict, static: tuple, names: tuple, options: tuple
+    locs: jax.Array, overrides: dict, static: tuple, names: tuple, options: tuple, mesh: Mesh | None = None
 ) -> tuple[vi.MixtureVIState, jax.Array]:
     """The guide's initial params from the component means (``static``: the rest of ``_initial_params``'
     arguments), with ``overrides`` in place of some, the core's state from them and the step count 0:
-    one small compiled program where three would each compile on their own."""
-    params = dict(_initial_params(locs, *static))
-    params.update(overrides)
-    return _core_state(params, names, options), jnp.zeros((), jnp.int32)
+    jitted (without a mesh), one small compiled program where three would each compile on their own."""
+    params = {**_initial_params(locs, *static), **overrides}
+    return _core_state(params, names, options, mesh), jnp.zeros((), jnp.int32)
 
 
 _start_state_jit = jax.jit(_start_state, static_argnums=(2, 3, 4))
@@ -382,25 +381,17 @@ class MixVI:
             overrides = {k: jnp.asarray(init_params[k]) for k in g.param_names() if k in init_params}
         if g.metric == "lowrank" and not self.shared_noise:
             raise ValueError(SHARED_NOISE_NEEDED)
-        options = (
-            self.guide.metric,
-            self.guide.weights,
-            self.step_size,
-            self.settings.auto,
-            self.settings.relocate,
-            self.guide.metric_rank,
-        )
+        options = (g.metric, g.weights, self.step_size, self.settings.auto, self.settings.relocate, g.metric_rank)
         names = (self._locs, self._scales, self._metric, self._tril, self._logits, self._basis, self._stretch)
-        static = g._initial_params_static()
+        start = (g._init_component_locs, overrides, g._initial_params_static(), names, options)
         if self.mesh is None:  # one small compiled program instead of op-by-op dispatch (and its compilations)
-            core, step = _start_state_jit(g._init_component_locs, overrides, static, names, options)
+            core, step = _start_state_jit(*start)
         else:
-            params = {**_initial_params(g._init_component_locs, *static), **overrides}
-            core, step = _core_state(params, names, options, self.mesh), jnp.zeros((), jnp.int32)
+            core, step = _start_state(*start, self.mesh)
         p = core.params
         if jnp.issubdtype(k_run.dtype, jax.dtypes.prng_key):
             k_run = jax.random.key_data(k_run)
-        v = np.asarray(self.guide.potential_values(p.locs, k_setup, *args, **kwargs))
+        v = np.asarray(g.potential_values(p.locs, k_setup, *args, **kwargs))
         if not np.all(np.isfinite(v)):
             raise ValueError(NOT_FINITE_AT_INIT.format([int(i) for i in np.nonzero(~np.isfinite(v))[0]]))
         return MixVIState(core, k_run, step)
