@@ -534,7 +534,8 @@ def _lowrank_estimate(
     b = z.shape[-2]
     # <T z_b, grad_x V>
     g_sum, zg = _zero_bad(bad, *_gradient_moments(lr.root_apply(metric, z), parts, False, terms.draw_weights)[:2])
-    gbar = lr.root_transpose_solve(metric, lr.root_transpose_apply(metric, g_sum / b) + terms.mean_score)
+    # E[grad_x psi] = T^(-T) (T^T g + mean score) = g + T^(-T) mean score: one product with T fewer
+    gbar = g_sum / b + lr.root_transpose_solve(metric, terms.mean_score)
     lam = (sig * jnp.mean(zg, 1) + terms.stein_score) / sig**2
     f = _component_loss(log_q, potential, read)
     w = jnp.full(f.shape, 1.0 / f.shape[0], f.dtype) if weights is None else weights
