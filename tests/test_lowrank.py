@@ -47,6 +47,19 @@ def test_root_operations_match_the_dense_matrices():
         np.testing.assert_allclose(np.exp(2 * shift) * _dense_root(unit) @ _dense_root(unit).T, t @ t.T, rtol=1e-9)
 
 
+def test_row_products_are_the_matrix_product_for_any_leading_axes():
+    """row_products(rows, others) = rows @ others^T, rows (..., d) with any leading axes, others (k, d); and
+    coordinates(metric, v) = v Q."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(5)
+        rows, others = rng.normal(size=(2, 3, 11)), rng.normal(size=(4, 11))
+        out = lr.row_products(jnp.asarray(rows), jnp.asarray(others))
+        assert out.shape == (2, 3, 4)
+        np.testing.assert_allclose(out, rows @ others.T, rtol=1e-12)
+        m = _metric(11, 3, seed=6)
+        np.testing.assert_allclose(lr.coordinates(m, jnp.asarray(rows)), rows @ np.asarray(m.basis), rtol=1e-12)
+
+
 def test_stein_norm_matches_the_dense_trace_free_part():
     with jax.enable_x64(True):
         rng = np.random.default_rng(2)
