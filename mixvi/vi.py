@@ -51,7 +51,7 @@ from mixvi.adapt import (
     relocation_gap,
     track,
 )
-from mixvi.estimators import draw_noise, draw_points, potential_and_grad, stein_estimate
+from mixvi.estimators import SteinEstimate, draw_noise, draw_points, potential_and_grad, stein_estimate
 from mixvi.geometry import (
     AutoStep,
     MixtureGradient,
@@ -406,11 +406,14 @@ def step(
             v = jnp.concatenate([v, v_tail], axis=1)
             read = draws_read(tilt, cut, v.shape[1])
         gv = (_shard(mesh, g_head), _shard(mesh, g_tail))
-    quarantine = settings.relocate and tracking is not None
+    # learned weights have no relocation; their step needs the quarantine all the same, or one component
+    # whose draws reach where V or grad V is not finite rejects every component's step
+    relocating = settings.relocate and tracking is not None
+    quarantine = relocating or weights is not None
     # the shared metric is learned from the components near q's mass (not from scouts still travelling)
     gap = relocation_gap(d, settings.relocate_gap)
     metric_weights = None
-    if quarantine and (metric is not None or tril is not None):
+    if relocating and (metric is not None or tril is not None):
         metric_weights = metric_shares(tracking, gap)
 
     est = stein_estimate(
@@ -429,6 +432,8 @@ def step(
         loss_draws=read,
     )
     bad = est.bad
+    if weights is not None:
+        est = hold_bad_components(est, weights)
     grad = MixtureGradient(
         est.gbar,
         est.lam,
@@ -452,6 +457,7 @@ def step(
     log_ratios = -(est.log_q[:, : v.shape[1]] + v)
     if quarantine:
         log_ratios = jnp.where(bad[:, None], -jnp.inf, log_ratios)
+    if relocating:
         tracking = track(tracking, est.f, ~info.rejected, log_ratios if settings.balance else None, gap)
         tracking = set_ceiling(tracking, jnp.where(bad[:, None], jnp.nan, v))
         # keys of their own (folded, not split) so that the noise and model keys stay as without relocation
@@ -487,6 +493,19 @@ def step(
     new = new._replace(locs=unflatten(new.locs))
     info = MixtureVIInfo(est.loss, info.step_size, info.num_clipped, info.rejected, moved, log_ratios)
     return MixtureVIState(new, step_state, tracking), info
+
+
+def hold_bad_components(est: SteinEstimate, weights: jax.Array) -> SteinEstimate:
+    """Learned weights without relocation: the quarantined components (``est.bad``) stay where they are
+    (gbar_i = 0 and lambda_i = 0 leave m_i and sigma_i unchanged under every method) and their weight
+    falls: their f_i, unknown where V is not finite (there the target has no mass, f_i = +inf), is set to
+    1 nat above the worst finite one's, and the loss is the others' weighted mean."""
+    bad = est.bad
+    good_f = jnp.where(bad, -jnp.inf, est.f)
+    f = jnp.where(bad, jnp.max(good_f) + 1.0, est.f)
+    kept = jnp.where(bad, 0.0, weights)
+    loss = jnp.where(jnp.any(bad), jnp.sum(kept * f) / jnp.sum(kept), est.loss)
+    return est._replace(gbar=jnp.where(bad[:, None], 0.0, est.gbar), lam=jnp.where(bad, 0.0, est.lam), loss=loss, f=f)
 
 
 def value_draws(settings: Settings, weighted: bool, tilt: jax.Array | float | None) -> int | None:

@@ -145,6 +145,33 @@ def test_learned_weights_recover_mode_masses():
     np.testing.assert_allclose(jax.nn.softmax(state.params.logits), [0.3, 0.7], atol=0.05)
 
 
+@pytest.mark.parametrize("metric", ["isotropic", "dense"])
+def test_learned_weights_hold_a_component_on_a_non_finite_target_and_drop_its_weight(metric):
+    """Learned weights (no relocation): V is NaN beyond x0 = 5 and one of four components starts there.
+    Without the quarantine every step is rejected; with it that component stays put, its weight falls
+    towards 0, and the other three fit the standard normal (mixture mean 0, variance 1)."""
+
+    def half(v):
+        return jnp.where(v[0] < 5.0, -0.5 * jnp.sum(v**2), jnp.nan)
+
+    start = jnp.array([[0.8, 0.0], [-0.5, 0.5], [0.0, -0.7], [9.0, 0.0]])
+    state = vi.init_state(start, 0.7, weights="fisher-rao", metric=metric)
+    settings = vi.check(vi.Settings(num_samples=20))
+    keys = jax.random.split(jax.random.key(0), 400)
+    step = jax.jit(lambda s, k: vi.step(k, s, lambda x, _: -half(x), settings))
+    state, info = jax.lax.scan(step, state, keys)
+    assert not bool(np.any(info.rejected)) and bool(np.all(np.isfinite(info.loss)))
+    np.testing.assert_array_equal(state.params.locs[3], start[3])
+    w = jax.nn.softmax(state.params.logits)
+    assert float(w[3]) < 1e-3, w
+    good, kept = state.params.locs[:3], w[:3] / jnp.sum(w[:3])
+    np.testing.assert_allclose(jnp.sum(kept[:, None] * good, 0), [0.0, 0.0], atol=0.25)
+    sd = jnp.exp(state.params.log_scales[:3])
+    if metric == "isotropic":  # mixture variance of coordinate 0: within-component plus between-component
+        var0 = jnp.sum(kept * (sd**2 + good[:, 0] ** 2)) - jnp.sum(kept * good[:, 0]) ** 2
+        np.testing.assert_allclose(var0, 1.0, rtol=0.25)
+
+
 def test_logdensity_with_key_gets_a_fresh_key():
     """With logdensity_takes_key, an unbiased noisy log density (fresh key each step) still finds the mean."""
 
