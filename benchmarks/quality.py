@@ -98,7 +98,13 @@ def _timed_loop(step: Callable, state: Any, num_steps: int) -> float:
 
 
 def fit_check_metrics(
-    guide: Any, params: dict, args: tuple, key: jax.Array, run_messages: list[str], run_khat: float | None
+    guide: Any,
+    params: dict,
+    args: tuple,
+    key: jax.Array,
+    run_messages: list[str],
+    run_khat: float | None,
+    run_stein: float | None = None,
 ) -> dict[str, Any]:
     """``mixvi.fit_check`` of a fitted mixture and what ``run`` said about it, as per-seed metrics.
 
@@ -117,6 +123,8 @@ def fit_check_metrics(
         The texts of the warnings ``run`` emitted.
     run_khat : float or None
         The k-hat ``run`` decided its warning on (``MixVI.last_run_khat``).
+    run_stein : float or None
+        The Stein moment divergence ``run`` decided its other warning on (``MixVI.last_run_stein``).
 
     Returns
     -------
@@ -124,10 +132,15 @@ def fit_check_metrics(
         ``fit_check_verdict`` ('good', 'usable' or 'poor'), ``fit_check_khat``, ``fit_check_stein_divergence``
         (M), ``fit_check_score_divergence`` (D), ``fit_check_relative_ess``, ``fit_check_num_samples`` (when ``fit_check`` raised: verdict 'failed' and ``fit_check_reason``
         instead); ``run_warned`` (whether ``run`` warned, naming ``fit_check``) and
-        ``run_khat`` (the k-hat ``run`` compared with its threshold; None when it had none to give).
+        ``run_khat`` and ``run_stein`` (the k-hat and M ``run`` compared with its thresholds; None when it had
+        none to give).
     """
     warned = any(RUN_WARNING in text for text in run_messages)
-    out = {"run_warned": warned, "run_khat": None if run_khat is None else float(run_khat)}
+    out = {
+        "run_warned": warned,
+        "run_khat": None if run_khat is None else float(run_khat),
+        "run_stein": None if run_stein is None else float(run_stein),
+    }
     try:
         check = mixvi.fit_check(guide, params, *args, rng_key=jax.random.fold_in(key, R.FIT_CHECK_KEY))
     except Exception as err:  # noqa: BLE001 - the fit's own numbers stay; the failure is recorded
@@ -167,7 +180,8 @@ def fit_mixvi(target: QT.Target, metric: str, steps: int, key: jax.Array, timing
         params = jax.block_until_ready(result.params)
     wall = time.perf_counter() - t0
     messages = [str(w.message) for w in caught]
-    check = fit_check_metrics(guide, params, target.args, key, messages, vi.last_run_khat)  # after the wall time
+    # after the wall time
+    check = fit_check_metrics(guide, params, target.args, key, messages, vi.last_run_khat, vi.last_run_stein)
     s = vi.settings
     settings = {
         "steps": steps,

@@ -304,7 +304,7 @@ def fit_check_settings() -> dict[str, Any]:
     import inspect
 
     import mixvi
-    from mixvi import engine
+    from mixvi import engine, vi
     from mixvi.diagnostics import fit
 
     return {
@@ -314,6 +314,8 @@ def fit_check_settings() -> dict[str, Any]:
         "num_samples": inspect.signature(mixvi.fit_check).parameters["num_samples"].default,
         "run_warns_above": engine.POOR_KHAT,
         "run_steps": engine.FIT_CHECK_STEPS,
+        "run_stein_warns_above": getattr(engine, "POOR_STEIN", None),
+        "run_stein_steps": getattr(vi, "STEIN_STEPS", None),
         "refine_khat": list(getattr(fit, "REFINE_KHAT", ())),
         "refine_factor": getattr(fit, "REFINE_FACTOR", None),
     }
@@ -351,6 +353,7 @@ def fit_check_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "score_divergence": _med(m, "fit_check_score_divergence"),
                     "relative_ess": _med(m, "fit_check_relative_ess"),
                     "run_khat": _med(m, "run_khat"),
+                    "run_stein": _med(m, "run_stein"),
                     "run_warned": _seed_values(m, "run_warned"),
                     "verdicts": _seed_values(m, "fit_check_verdict"),
                     "draws": _seed_values(m, "fit_check_num_samples"),
@@ -361,6 +364,17 @@ def fit_check_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _per_seed(values: list[Any], show: Any) -> str:
     return " / ".join("–" if v is None else show(v) for v in values) or "–"
+
+
+def _run_stein_text(fc: dict[str, Any]) -> str:
+    """The sentence on ``run``'s Stein check, for reports that stored its settings (older ones did not)."""
+    if fc.get("run_stein_warns_above") is None:
+        return ""
+    return (
+        f"; `run` M is the Stein moment divergence of the draws of the run's last {fc['run_stein_steps']} steps "
+        f"(the mean of their per-step estimates), on which it also warns when it exceeds "
+        f"{fc['run_stein_warns_above']}"
+    )
 
 
 def render_fit_check(report: dict[str, Any], command: str) -> str:
@@ -390,14 +404,16 @@ def render_fit_check(report: dict[str, Any], command: str) -> str:
         f"not count when the smoothed weights' ESS / S is at least {fc['flat_ess']} (nearly flat weights). "
         f"`run` k-hat is the k-hat of the importance weights of the run's last {fc['run_steps']} steps' draws, "
         f"which `run` computes anyway; it warns, naming `fit_check`, when that exceeds {fc['run_warns_above']} "
-        "(– where the run had no usable weights, or nearly flat ones). Cells are seed medians; verdicts and "
+        "(– where the run had no usable weights, or nearly flat ones)"
+        + _run_stein_text(fc)
+        + ". Cells are seed medians; verdicts and "
         "warnings are listed per seed. Full numbers: "
         f"`{report.get('json_path') or 'the JSON report'}`. Whether a fit is good is read from its main "
         "metric; docs/diagnostics.md sets the verdicts against that reading.",
         "",
         "| target | mixvi row | main metric | value | max abs log sd ratio | k-hat | M | D | ESS / S | draws "
-        "| `run` k-hat | `run` warned | verdict |",
-        "|" + "---|" * 13,
+        "| `run` k-hat | `run` M | `run` warned | verdict |",
+        "|" + "---|" * 14,
     ]
     for r in fit_check_rows(report):
         cells = [
@@ -412,6 +428,7 @@ def render_fit_check(report: dict[str, Any], command: str) -> str:
             fmt(r["relative_ess"]),
             _per_seed(r.get("draws") or [], str),
             fmt(r["run_khat"]),
+            fmt(r.get("run_stein")),
             _per_seed(r["run_warned"], lambda w: "yes" if w else "no"),
             _per_seed(r["verdicts"], str),
         ]

@@ -25,6 +25,7 @@ from jax.sharding import Mesh
 
 from mixvi import vi
 from mixvi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mixvi.diagnostics.fit import USABLE
 from mixvi.diagnostics.psis import FLAT_ESS, psis_log_weights
 from mixvi.estimators import draw_noise, draw_points, loss_estimate
 from mixvi.geometry import AutoStep, metric_of
@@ -66,6 +67,15 @@ FIT_CHECK_STEPS = 200
 """``run`` pools the importance weights of this many last steps for its k-hat check."""
 POOR_KHAT = 1.0
 """``run`` warns when the pooled k-hat exceeds this (calibrated on the benchmark targets: docs/diagnostics.md)."""
+POOR_STEIN = USABLE["stein_divergence"]
+"""``run`` warns when the Stein moment divergence of its last steps' draws exceeds this (``fit_check``'s
+limit of a usable fit)."""
+POOR_SHAPE = (
+    "the fit looks poor: the Stein moment divergence of the last {} steps' draws is {:.3g} > {} (q's spread, "
+    "centre or shape is off; for a Gaussian posterior about {:.0f} % in variance). Check it with "
+    "mixvi.fit_check(guide, result.params, *model_args, rng_key=...); metric='dense' (or 'auto'), more "
+    "steps or more components may help"
+)
 
 # the jitted loss estimate, per structure (the key as the loop's, mixvi.loop)
 _JITTED: OrderedDict[Hashable, Callable] = new_cache()
@@ -160,6 +170,15 @@ def run_khat(info: vi.MixtureVIInfo | None, steps: int = FIT_CHECK_STEPS) -> flo
     res = psis_log_weights(lw - lw.max())
     # nearly flat weights (relative variance <= 1 %): their k-hat is fitted to float32 rounding
     return None if res.ess / lw.size >= FLAT_ESS else float(res.khat)
+
+
+def run_stein(info: vi.MixtureVIInfo | None) -> float | None:
+    """The mean of the Stein moment divergences the run's last steps computed (None when none did)."""
+    if info is None or info.stein_divergence is None:
+        return None
+    m = np.asarray(info.stein_divergence[-vi.STEIN_STEPS :], np.float64)
+    m = m[np.isfinite(m)]
+    return float(np.mean(m)) if m.size else None
 
 
 DEFAULT_TILT = 1.0
@@ -330,6 +349,8 @@ class MixVI:
         self._basis, self._stretch = f"{guide.prefix}_metric_basis", f"{guide.prefix}_metric_log_stretch"
         # the k-hat the last run's poor-fit check compared with POOR_KHAT (None: no usable or only flat weights)
         self.last_run_khat: float | None = None
+        # the Stein moment divergence it compared with POOR_STEIN (None: not computed, e.g. relocate=False)
+        self.last_run_stein: float | None = None
 
     @staticmethod
     def _resolve_mesh(mesh: Mesh | str | None, n_components: int | str) -> Mesh | None:
@@ -568,8 +589,9 @@ class MixVI:
         Returns
         -------
         MixVIRunResult
-            After it, ``self.last_run_khat`` holds the k-hat of the last steps' importance weights that
-            the run's poor-fit warning is decided on (None when it had none to give).
+            After it, ``self.last_run_khat`` holds the k-hat of the last steps' importance weights and
+            ``self.last_run_stein`` the Stein moment divergence of the last steps' draws that the run's
+            poor-fit warnings are decided on (None when it had none to give).
 
         Raises
         ------
@@ -807,4 +829,9 @@ class MixVI:
         khat = self.last_run_khat = run_khat(info)
         if khat is not None and khat > POOR_KHAT:
             warnings.warn(POOR_FIT.format(khat, POOR_KHAT, FIT_CHECK_STEPS), RuntimeWarning, stacklevel=3)
+        stein = self.last_run_stein = run_stein(info)
+        if stein is not None and stein > POOR_STEIN:
+            warnings.warn(
+                POOR_SHAPE.format(vi.STEIN_STEPS, stein, POOR_STEIN, 100 * np.sqrt(stein)), RuntimeWarning, stacklevel=3
+            )
         return MixVIRunResult(self.get_params(result.state), result.state, jnp.asarray(losses))

@@ -64,6 +64,7 @@ from mixvi.geometry import (
 from mixvi.geometry import update as geometry_update
 from mixvi.lowrank import SHARED_NOISE_NEEDED, init_lowrank, root_apply
 from mixvi.scout import SCOUT_CANDIDATES, scout, set_ceiling
+from mixvi.stein_moment import covariance_form, stein_moment_divergence
 
 METRICS = ("isotropic", "diagonal", "dense", "lowrank", "auto")
 # a dense metric keeps L (d, d) and costs O(d^3) per step: past this dimension it is refused
@@ -74,6 +75,9 @@ DENSE_MAX_DIM = 4096
 # against 0.6-0.9 ms low-rank (docs/benchmarks.md)
 AUTO_DENSE_MAX_DIM = 256
 WEIGHTS = ("uniform", "fisher-rao")
+STEIN_STEPS = 50
+"""Steps before a run's end on which a step computes the Stein moment divergence of its q
+(:func:`final_stein_moment`; ``MixVI.run`` averages them: 5 x N B draws)."""
 # N by default: on every model of the quality suite (d = 2..100) 20 components were as close to the
 # reference as 10 or closer (banana KL 0.22 -> 0.12, baseball 0.42 -> 0.36, gp_pois_regr 0.17 -> 0.12 sds);
 # a step costs up to twice as much, which shows in the time to a good ELBO only on data-heavier models,
@@ -178,6 +182,10 @@ class MixtureVIInfo(NamedTuple):
     log_weights : jax.Array
         log p - log q at the draws that have V's value, (N, L): the importance log weights of this
         step's q (``MixVI.run`` takes the k-hat of its last steps' weights as a cheap fit check).
+    stein_divergence : jax.Array or None
+        The Stein moment divergence M of this step's q from its N B draws (:mod:`mixvi.stein_moment`),
+        computed on the last :data:`STEIN_STEPS` steps before the run's end (NaN on the others); None
+        without a known end (relocation off) or with learned weights.
     """
 
     loss: jax.Array
@@ -186,6 +194,7 @@ class MixtureVIInfo(NamedTuple):
     rejected: jax.Array
     num_relocated: jax.Array
     log_weights: jax.Array | None = None
+    stein_divergence: jax.Array | None = None
 
 
 class MixtureVI(NamedTuple):
@@ -491,8 +500,43 @@ def step(
             moved = moved + sent
         new = new._replace(locs=new_locs, log_scales=new_u)
     new = new._replace(locs=unflatten(new.locs))
-    info = MixtureVIInfo(est.loss, info.step_size, info.num_clipped, info.rejected, moved, log_ratios)
+    stein = None
+    if weights is None and tracking is not None and tracking.end is not None:
+        stein = final_stein_moment(state.relocation, locs, u, metric, tril, x, gv)
+    info = MixtureVIInfo(est.loss, info.step_size, info.num_clipped, info.rejected, moved, log_ratios, stein)
     return MixtureVIState(new, step_state, tracking), info
+
+
+def final_stein_moment(
+    tracking: RelocationState,
+    locs: jax.Array,
+    log_scales: jax.Array,
+    metric: Any,
+    tril: jax.Array | None,
+    x: jax.Array,
+    grad_potential: jax.Array | tuple[jax.Array, ...],
+) -> jax.Array:
+    """M of this step's q from its draws x (N, B, d) and grad V there, on the last :data:`STEIN_STEPS`
+    steps before ``tracking.end`` (NaN before, and when the end is not known): the cheap half of the fit
+    check that ``MixVI.run`` reads at its end. The N draws with one noise row b form a group (with the
+    noise shared by the components they all use z_b), and M averages over the pairs of draws of different
+    groups, which are independent (:mod:`mixvi.stein_moment`)."""
+    parts = grad_potential if isinstance(grad_potential, tuple) else (grad_potential,)
+    n = locs.shape[0]
+
+    def compute(_):
+        g = -jnp.concatenate(parts, axis=1)
+        centred = x - jnp.mean(locs, 0)
+        # (B, N, d): the N draws that share z_b form one group
+        grouped = (jnp.swapaxes(centred, 0, 1), jnp.swapaxes(g, 0, 1))
+        weights = jnp.full((n,), 1.0 / n, locs.dtype)
+        return stein_moment_divergence(
+            *grouped,
+            lambda h: covariance_form(h, locs, jnp.exp(log_scales), weights, metric, tril),
+        )
+
+    last = (tracking.end > 0) & (tracking.steps >= tracking.end - STEIN_STEPS)
+    return jax.lax.cond(last, compute, lambda _: jnp.full((), jnp.nan, locs.dtype), None)
 
 
 def hold_bad_components(est: SteinEstimate, weights: jax.Array) -> SteinEstimate:

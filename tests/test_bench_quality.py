@@ -316,6 +316,7 @@ def test_fit_check_fields_of_a_tiny_run_and_their_section(tmp_path):
     assert metrics["fit_check_num_samples"] in (1000, (1 + fit.REFINE_FACTOR) * 1000)  # refined when borderline
     assert isinstance(metrics["run_warned"], bool) and "run_khat" in metrics
     assert metrics["run_khat"] is None or np.isfinite(metrics["run_khat"])
+    assert np.isfinite(metrics["run_stein"])  # a run with relocation computes M on its last steps
     assert report["fit_check"]["good"] == fit.GOOD and report["fit_check"]["usable"] == fit.USABLE
     text = md.read_text()
     assert "<!-- bench fit-check start -->" in text and "## Fit verdicts calibrated (`" in text

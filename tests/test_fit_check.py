@@ -11,8 +11,10 @@ import numpyro.distributions as dist
 import pytest
 
 import mixvi
-from mixvi.diagnostics.fit import _trace_of_square, relative_score_divergence, stein_moment_divergence
+from mixvi import vi
+from mixvi.diagnostics.fit import relative_score_divergence, stein_moment_divergence
 from mixvi.family import IsotropicMixture
+from mixvi.stein_moment import _trace_of_square
 
 SDS = jnp.array([0.5, 1.0, 2.0, 4.0])
 
@@ -110,21 +112,30 @@ def test_trace_of_square_blocks_equal_the_direct_product():
 
 def test_verdict_separates_a_good_fit_from_a_bad_one():
     """A stretched Gaussian (sds 0.5 to 4): the diagonal metric fits it exactly ('good', and run stays
-    quiet); the paper's isotropic components cannot ('poor': k-hat and D both large).
+    quiet); the paper's isotropic components cannot ('poor': k-hat and D both large), and ``run`` says so
+    from the Stein moment divergence of its last steps' draws.
 
-    Whether ``run`` warns on the isotropic fit is not asserted: q is narrower than p along the wide axes,
+    The k-hat half of ``run``'s warning is not asserted here: q is narrower than p along the wide axes,
     so p/q has a tail of index near 1 (P(w > t) ~ t^-1 up to logs) and the k-hat of the run's pooled
-    draws falls on either side of the warning's threshold 1 by seed (0.47-1.36 measured); the warning
-    itself is tested on weights of known tail below."""
-    verdicts = {}
+    draws falls on either side of the warning's threshold 1 by seed (0.47-1.36 measured); that warning
+    is tested on weights of known tail below."""
+    import mixvi.engine as engine
+
+    verdicts, stein = {}, {}
     for metric in ("diagonal", "isotropic"):
         guide = mixvi.AutoIsotropicMixture(stretched, n_components=2, metric=metric)
+        vi_ = mixvi.MixVI(stretched, guide)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            r = mixvi.MixVI(stretched, guide).run(jax.random.PRNGKey(0), 1500, progress_bar=False)
+            r = vi_.run(jax.random.PRNGKey(0), 1500, progress_bar=False)
+        poor = [str(w.message) for w in caught if "fit looks poor" in str(w.message)]
         if metric == "diagonal":
-            assert not any("fit looks poor" in str(w.message) for w in caught), [str(w.message) for w in caught]
+            assert not poor, poor
+        else:
+            assert any("Stein moment divergence" in m for m in poor), poor
+        stein[metric] = vi_.last_run_stein
         verdicts[metric] = mixvi.fit_check(guide, r.params, rng_key=jax.random.PRNGKey(1))
+    assert abs(stein["diagonal"]) < 0.1 and stein["isotropic"] > engine.POOR_STEIN, stein
     good, bad = verdicts["diagonal"], verdicts["isotropic"]
     assert good.verdict == "good" and not good.reasons, good
     assert bad.verdict == "poor" and bad.score_divergence > 10 * good.score_divergence and bad.reasons, bad
@@ -156,6 +167,7 @@ def test_run_warns_when_the_pooled_k_hat_is_past_the_threshold(monkeypatch):
     that k-hat as ``last_run_khat``."""
     import mixvi.engine as engine
 
+    monkeypatch.setattr(engine, "run_stein", lambda info: None)  # the other half of the check: tested below
     for khat, warns in ((engine.POOR_KHAT + 0.5, True), (engine.POOR_KHAT - 0.5, False)):
         monkeypatch.setattr(engine, "run_khat", lambda info, steps=engine.FIT_CHECK_STEPS, k=khat: k)
         guide = mixvi.AutoIsotropicMixture(stretched, n_components=2)
@@ -168,6 +180,35 @@ def test_run_warns_when_the_pooled_k_hat_is_past_the_threshold(monkeypatch):
         assert engine_.last_run_khat == khat  # the value the warning was decided on
         if warns:
             assert f"k-hat {khat:.2f}" in poor[0] and "mixvi.fit_check" in poor[0]
+
+
+def test_run_warns_when_the_last_steps_stein_divergence_is_past_the_threshold(monkeypatch):
+    """``run`` warns, naming the Stein moment divergence and fit_check, exactly when the mean over its last
+    steps exceeds POOR_STEIN (fit_check's limit of a usable fit), and keeps it as ``last_run_stein``;
+    ``run_stein`` averages the finite per-step values of the last STEIN_STEPS steps."""
+    import mixvi.engine as engine
+    from mixvi.diagnostics.fit import USABLE
+
+    assert engine.POOR_STEIN == USABLE["stein_divergence"]
+    run_stein = engine.run_stein
+    monkeypatch.setattr(engine, "run_khat", lambda info, steps=engine.FIT_CHECK_STEPS: None)
+    for value, warns in ((engine.POOR_STEIN + 0.5, True), (engine.POOR_STEIN - 0.5, False)):
+        monkeypatch.setattr(engine, "run_stein", lambda info, v=value: v)
+        engine_ = mixvi.MixVI(stretched, mixvi.AutoIsotropicMixture(stretched, n_components=2))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            engine_.run(jax.random.PRNGKey(0), 20, progress_bar=False)
+        poor = [str(w.message) for w in caught if "fit looks poor" in str(w.message)]
+        assert bool(poor) == warns, poor
+        assert engine_.last_run_stein == value
+        if warns:
+            assert f"{value:.3g} > {engine.POOR_STEIN}" in poor[0] and "mixvi.fit_check" in poor[0]
+    per_step = np.full(300, np.nan)
+    per_step[-vi.STEIN_STEPS :] = np.linspace(0.0, 2.0, vi.STEIN_STEPS)
+    per_step[-1] = np.nan  # a step whose gradients were not finite
+    info = _info(np.zeros((300, 2, 3)))._replace(stein_divergence=jnp.asarray(per_step))
+    assert abs(run_stein(info) - float(np.mean(per_step[-vi.STEIN_STEPS : -1]))) < 1e-6
+    assert run_stein(_info(np.zeros((300, 2, 3)))) is None
 
 
 def test_fit_check_refuses_too_few_draws():

@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixvi import stein_moment
 from mixvi.diagnostics._draws import check_full_data, check_key, check_num_samples, draw_and_weigh, potential, resolve
 from mixvi.diagnostics.psis import FLAT_ESS, psis_from_log_densities
 from mixvi.lowrank import LowRankMetric, root_transpose_apply
@@ -112,55 +113,20 @@ def relative_score_divergence(q: Any, z: jax.Array, grad_log_p: jax.Array) -> ja
 
 
 def stein_moment_divergence(q: Any, z: jax.Array, grad_log_p: jax.Array) -> jax.Array:
-    """M of the module docstring from draws ``z`` (S, d) of the mixture ``q`` and grad log p at them.
+    """M of the module docstring from i.i.d. draws ``z`` (S, d) of the mixture ``q`` and grad log p at them.
 
     With u = z - E_q[z] and g = grad log p(z): M = (1/d) [tr((I + C)^2) + h^T Sigma_q h], C = E_q[u g^T],
     h = E_q[g]. Stein's identity makes C = -I and h = 0 under q = p; both terms are estimated without
-    bias from the S draws (U-statistics over pairs of distinct draws), so M is near 0 for an exact fit
-    whatever S (and can come out slightly negative).
+    bias from the S draws (U-statistics over pairs of distinct draws, :mod:`mixvi.stein_moment`), so M is
+    near 0 for an exact fit whatever S (and can come out slightly negative).
     """
-    s, d = z.shape
-    u, g = z - q.mean, grad_log_p
-    # sum over pairs s != t of tr(a_s a_t), a_s = u_s g_s^T + I:
-    # tr(a_s a_t) = (g_s . u_t)(g_t . u_s) + g_s . u_s + g_t . u_t + d
-    own = jnp.sum(u * g, -1)
-    count = float(s) * (s - 1)  # a Python float: S (S - 1) d overflows a 32-bit integer at S = 16 000
-    pairs = _trace_of_square(u, g) - jnp.sum(own**2) + 2 * (s - 1) * jnp.sum(own) + count * d
-    # h^T Sigma_q h over pairs: (sum_s g_s)^T Sigma_q (sum_s g_s) - sum_s g_s^T Sigma_q g_s
-    total = jnp.sum(g, 0)
-    mean_part = _covariance_form(q, total[None])[0] - jnp.sum(_covariance_form(q, g))
-    return (pairs + mean_part) / (count * d)
-
-
-def _trace_of_square(u: jax.Array, g: jax.Array, block: int = 1024) -> jax.Array:
-    """tr((U^T G)^2) = sum_(s,t) (g_s . u_t)(g_t . u_s) for (S, d) U and G, through the smaller of the
-    (d, d) and (S, S) products; the latter in blocks of rows when S is large."""
-    s, d = u.shape
-    if d <= s:
-        m = u.T @ g
-        return jnp.sum(m * m.T)
-    if s <= 2 * block:
-        p = g @ u.T
-        return jnp.sum(p * p.T)
-    pad = -s % block
-    ub, gb = (jnp.pad(a, ((0, pad), (0, 0))).reshape(-1, block, d) for a in (u, g))
-    return jnp.sum(jax.lax.map(lambda rows: jnp.sum((rows[1] @ u.T) * (rows[0] @ g.T)), (ub, gb)))
+    u = (z - q.mean)[:, None]
+    return stein_moment.stein_moment_divergence(u, grad_log_p[:, None], lambda h: _covariance_form(q, h))
 
 
 def _covariance_form(q: Any, h: jax.Array) -> jax.Array:
-    """h_r^T Sigma_q h_r for every row of h (R, d), Sigma_q = sum_i w_i (sigma_i^2 A + (m_i - m)(m_i - m)^T)
-    the mixture's covariance (A its shared metric)."""
-    w = q.component_weights
-    if q.scale_tril is not None:
-        ah = jnp.sum((h @ q.scale_tril) ** 2, -1)
-    elif isinstance(q.metric, LowRankMetric):
-        ah = jnp.sum(root_transpose_apply(q.metric, h) ** 2, -1)
-    elif q.metric is not None:
-        ah = jnp.sum(q.metric * h**2, -1)
-    else:
-        ah = jnp.sum(h**2, -1)
-    spread = (h @ (q.locs - q.mean).T) ** 2 @ w
-    return (w @ q.scales**2) * ah + spread
+    """h_r^T Sigma_q h_r for every row of h (R, d): q's covariance (:func:`mixvi.stein_moment.covariance_form`)."""
+    return stein_moment.covariance_form(h, q.locs, q.scales, q.component_weights, q.metric, q.scale_tril)
 
 
 def _verdict(khat: float, divergence: float, relative_ess: float = 0.0) -> tuple[str, tuple[str, ...]]:

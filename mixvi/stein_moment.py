@@ -1,0 +1,96 @@
+"""The Stein moment divergence of a mixture, from draws and the target's score at them.
+
+    M = (1/d) [ tr((I + C)^2) + h^T Sigma_q h ],   C = E_q[(z - m_q) grad log p(z)^T],   h = E_q[grad log p(z)],
+
+with m_q and Sigma_q the mixture's mean and covariance. Stein's identity (E_p[grad log p] = 0 and
+E_p[(z - m) grad log p^T] = -I for any constant m) makes both terms 0 when q = p; for a Gaussian p the
+first is sum_k (1 - rho_k)^2 over the variance ratios rho_k of q to p along p's axes, the second the
+squared length of q's mean error in posterior sds (see :mod:`mixvi.diagnostics.fit`, which reports it
+as a fit verdict, and docs/diagnostics.md for the thresholds).
+
+Both terms are squares of expectations, estimated without bias by averaging products over pairs of
+*independent* draws. The draws come in groups (G, K, d): draws of one group may depend on each other,
+draws of different groups are independent. ``fit_check``'s i.i.d. draws are G groups of one; a step of
+mixture VI with shared noise draws x_ib = m_i + sigma_i L z_b, whose N draws with the same z_b form a
+group (b = 1..B) and whose pairs across groups are independent draws of q_i and q_j: with uniform
+weights, the average over all of them is the product of two expectations under q.
+
+This module depends on JAX only (and :mod:`mixvi.lowrank` for the low-rank metric's root).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from mixvi.lowrank import LowRankMetric, root_transpose_apply
+
+
+def covariance_form(
+    h: jax.Array,
+    locs: jax.Array,
+    scales: jax.Array,
+    weights: jax.Array,
+    metric: jax.Array | LowRankMetric | None = None,
+    scale_tril: jax.Array | None = None,
+) -> jax.Array:
+    """h_r^T Sigma_q h_r for every row of h (R, d), with Sigma_q = sum_i w_i (sigma_i^2 A + (m_i - m)(m_i - m)^T)
+    the covariance of q = sum_i w_i N(m_i, sigma_i^2 A) (A = L L^T, the diagonal D, the low-rank metric or I)."""
+    if scale_tril is not None:
+        ah = jnp.sum((h @ scale_tril) ** 2, -1)
+    elif isinstance(metric, LowRankMetric):
+        ah = jnp.sum(root_transpose_apply(metric, h) ** 2, -1)
+    elif metric is not None:
+        ah = jnp.sum(metric * h**2, -1)
+    else:
+        ah = jnp.sum(h**2, -1)
+    centre = weights @ locs
+    spread = (h @ (locs - centre).T) ** 2 @ weights
+    return (weights @ scales**2) * ah + spread
+
+
+def _trace_of_square(u: jax.Array, g: jax.Array, block: int = 1024) -> jax.Array:
+    """tr((U^T G)^2) = sum_(s,t) (g_s . u_t)(g_t . u_s) for (S, d) U and G, through the smaller of the
+    (d, d) and (S, S) products; the latter in blocks of rows when S is large."""
+    s, d = u.shape
+    if d <= s:
+        m = u.T @ g
+        return jnp.sum(m * m.T)
+    if s <= 2 * block:
+        p = g @ u.T
+        return jnp.sum(p * p.T)
+    pad = -s % block
+    ub, gb = (jnp.pad(a, ((0, pad), (0, 0))).reshape(-1, block, d) for a in (u, g))
+    return jnp.sum(jax.lax.map(lambda rows: jnp.sum((rows[1] @ u.T) * (rows[0] @ g.T)), (ub, gb)))
+
+
+def stein_moment_divergence(u: jax.Array, g: jax.Array, sigma_form) -> jax.Array:
+    """M (module docstring) from the pairs of draws in different groups.
+
+    Parameters
+    ----------
+    u : jax.Array
+        z - m_q at the draws, (G, K, d): G groups of K draws, independent across groups.
+    g : jax.Array
+        grad log p at the same draws, (G, K, d).
+    sigma_form : callable
+        h (R, d) -> h_r^T Sigma_q h_r (R,), e.g. :func:`covariance_form` with q's parameters.
+
+    Returns
+    -------
+    jax.Array
+        The scalar estimate (near 0 for an exact fit; it can come out slightly negative).
+    """
+    groups, k, d = u.shape
+    s = groups * k
+    flat_u, flat_g = u.reshape(s, d), g.reshape(s, d)
+    own = jnp.sum(u * g, -1)  # (G, K): g_s . u_s
+    # sum over pairs of different groups of tr(a_s a_t), a_s = u_s g_s^T + I:
+    # tr(a_s a_t) = (g_s . u_t)(g_t . u_s) + g_s . u_s + g_t . u_t + d; all pairs minus those inside a group
+    inside = jnp.sum(jnp.einsum("gkd,gld->gkl", g, u) * jnp.einsum("gld,gkd->gkl", g, u))
+    count = float(s) * s - float(groups) * k * k  # Python floats: S^2 d overflows int32 at large S
+    pairs = _trace_of_square(flat_u, flat_g) - inside + 2.0 * (s - k) * jnp.sum(own) + count * d
+    # h^T Sigma_q h over the same pairs: (sum_s g_s)^T Sigma_q (sum_s g_s) - sum_groups (its sum)^T Sigma_q (its sum)
+    total = jnp.sum(flat_g, 0)
+    mean_part = sigma_form(total[None])[0] - jnp.sum(sigma_form(jnp.sum(g, 1)))
+    return (pairs + mean_part) / (count * d)
