@@ -27,7 +27,7 @@ from mixvi import vi
 from mixvi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mixvi.diagnostics.fit import USABLE
 from mixvi.diagnostics.psis import FLAT_ESS, psis_log_weights
-from mixvi.estimators import draw_noise, draw_points, loss_estimate
+from mixvi.estimators import draw_points, loss_estimate, step_noise
 from mixvi.geometry import AutoStep, metric_of
 from mixvi.guide import AutoIsotropicMixture, _initial_params
 from mixvi.loop import (
@@ -462,13 +462,12 @@ class MixVI:
     def _loss(self, args: tuple, kwargs: dict, state: MixVIState) -> jax.Array:
         """The loss the next step reports, from V's values at its draws (same keys as :meth:`_step`)."""
         settings = self._settings()
-        k_noise, k_model = jax.random.split(jax.random.split(state.rng_key)[1])
         p = state.core.params
         locs, _ = vi.flatten_locs(p.locs)
         n, d = locs.shape
         metric = metric_of(p)
         weights = None if p.logits is None else jax.nn.softmax(p.logits)
-        z = draw_noise(k_noise, n, settings.num_samples, d, shared=settings.shared_noise, dtype=locs.dtype)
+        z, (k_model, _, _) = self._step_noise(state, settings)
         x = draw_points(locs, p.log_scales, z, metric, p.metric_tril)
         tilt = vi.tilt_now(settings.tilt, state.core.relocation)
         cut = vi.value_draws(settings, weights is not None, tilt)
@@ -493,9 +492,20 @@ class MixVI:
             loss_draws=read,
         )
 
+    @staticmethod
+    def _step_noise(state: MixVIState, settings: vi.Settings) -> tuple[jax.Array, list[jax.Array]]:
+        """The step's noise, the target's and the moves' keys (as ``vi.step(state.rng_key, ...)`` draws them)
+        and the next step's key, from one call of the generator."""
+        locs, _ = vi.flatten_locs(state.core.params.locs)
+        n, d = locs.shape
+        shared = settings.shared_noise
+        return step_noise(state.rng_key, n, settings.num_samples, d, shared=shared, dtype=locs.dtype, num_keys=3)
+
     def _step(self, state: MixVIState, args: tuple, kwargs: dict) -> tuple[MixVIState, vi.MixtureVIInfo]:
-        key, step_key = jax.random.split(state.rng_key)
-        core, info = vi.step(step_key, state.core, self.guide.potential_fn(*args, **kwargs), self._settings())
+        settings = self._settings()
+        z, (k_model, k_moves, key) = self._step_noise(state, settings)
+        potential = self.guide.potential_fn(*args, **kwargs)
+        core, info = vi.step(state.rng_key, state.core, potential, settings, noise=(z, k_model, k_moves))
         # a rejected step reports no loss, so that losses and the divergence guard both see it
         info = info._replace(loss=jnp.where(info.rejected, jnp.nan, info.loss))
         return MixVIState(core, key, state.step + 1), info

@@ -81,6 +81,14 @@ def draw_noise(key: jax.Array, n: int, b: int, d: int, *, shared: bool = True, d
     return draws.normal(key, (b, d) if shared else (n, b, d), dtype)
 
 
+def step_noise(
+    key: jax.Array, n: int, b: int, d: int, *, shared: bool = True, dtype=jnp.float32, num_keys: int = 2
+) -> tuple[jax.Array, list[jax.Array]]:
+    """A step's noise (as :func:`draw_noise`) and its keys (the target's first, then the moves', then any
+    the caller wants), from one call of the generator (:func:`mixvi.draws.normal_and_key`)."""
+    return draws.normal_and_key(key, (b, d) if shared else (n, b, d), dtype, num_keys)
+
+
 def draw_points(
     locs: jax.Array,
     log_scales: jax.Array,

@@ -70,9 +70,10 @@ def stein_moment_divergence(u: jax.Array, g: jax.Array, sigma_form) -> jax.Array
     Parameters
     ----------
     u : jax.Array
-        z - m_q at the draws, (G, K, d): G groups of K draws, independent across groups.
+        z - m_q at the draws, (K, G, d): G groups (the second axis) of K draws each, independent across
+        groups (a step's (N, B, d) draws as they are: the N draws of noise row b form group b).
     g : jax.Array
-        grad log p at the same draws, (G, K, d).
+        grad log p at the same draws, (K, G, d).
     sigma_form : callable
         h (R, d) -> h_r^T Sigma_q h_r (R,), e.g. :func:`covariance_form` with q's parameters.
 
@@ -81,16 +82,16 @@ def stein_moment_divergence(u: jax.Array, g: jax.Array, sigma_form) -> jax.Array
     jax.Array
         The scalar estimate (near 0 for an exact fit; it can come out slightly negative).
     """
-    groups, k, d = u.shape
+    k, groups, d = u.shape
     s = groups * k
-    flat_u, flat_g = u.reshape(s, d), g.reshape(s, d)
-    own = jnp.sum(u * g, -1)  # (G, K): g_s . u_s
+    own = jnp.sum(u * g, -1)  # (K, G): g_s . u_s
     # sum over pairs of different groups of tr(a_s a_t), a_s = u_s g_s^T + I:
     # tr(a_s a_t) = (g_s . u_t)(g_t . u_s) + g_s . u_s + g_t . u_t + d; all pairs minus those inside a group
-    inside = jnp.sum(jnp.einsum("gkd,gld->gkl", g, u) * jnp.einsum("gld,gkd->gkl", g, u))
+    within = jnp.einsum("kgd,lgd->gkl", g, u)  # g_k . u_l inside each group
+    inside = jnp.sum(within * jnp.swapaxes(within, 1, 2))
     count = float(s) * s - float(groups) * k * k  # Python floats: S^2 d overflows int32 at large S
-    pairs = _trace_of_square(flat_u, flat_g) - inside + 2.0 * (s - k) * jnp.sum(own) + count * d
+    pairs = _trace_of_square(u.reshape(s, d), g.reshape(s, d)) - inside + 2.0 * (s - k) * jnp.sum(own) + count * d
     # h^T Sigma_q h over the same pairs: (sum_s g_s)^T Sigma_q (sum_s g_s) - sum_groups (its sum)^T Sigma_q (its sum)
-    total = jnp.sum(flat_g, 0)
-    mean_part = sigma_form(total[None])[0] - jnp.sum(sigma_form(jnp.sum(g, 1)))
-    return (pairs + mean_part) / (count * d)
+    sums = jnp.sum(g, 0)  # (G, d): each group's sum; one form for those and for their total
+    forms = sigma_form(jnp.concatenate([jnp.sum(sums, 0, keepdims=True), sums]))
+    return (pairs + forms[0] - jnp.sum(forms[1:])) / (count * d)

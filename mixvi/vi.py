@@ -51,7 +51,7 @@ from mixvi.adapt import (
     relocation_gap,
     track,
 )
-from mixvi.estimators import SteinEstimate, draw_noise, draw_points, potential_and_grad, stein_estimate
+from mixvi.estimators import SteinEstimate, draw_points, potential_and_grad, stein_estimate, step_noise
 from mixvi.geometry import (
     AutoStep,
     MixtureGradient,
@@ -358,13 +358,15 @@ def step(
     state: MixtureVIState,
     potential_fn: Callable[[jax.Array, jax.Array], jax.Array],
     settings: Settings = Settings(),
+    noise: tuple[jax.Array, jax.Array, jax.Array] | None = None,
 ) -> tuple[MixtureVIState, MixtureVIInfo]:
     """One step of mixture VI (see the module docstring).
 
     Parameters
     ----------
     rng_key : jax.Array
-        Key of this step (split into the noise key and the key passed to ``potential_fn``).
+        Key of this step: one call of the generator on it gives the noise z, the key passed to
+        ``potential_fn`` and the key of the components' moves (:func:`mixvi.estimators.step_noise`).
     state : MixtureVIState
         The current state.
     potential_fn : callable
@@ -372,13 +374,15 @@ def step(
         the target (e.g. a data subsample) and may be ignored.
     settings : Settings
         The method, step size, draws per component and the rest (validated by :func:`check`).
+    noise : tuple, optional
+        (z, target key, moves key) as ``step_noise(rng_key, ...)`` gives them, drawn by the caller
+        (``MixVI`` draws its next key in the same call).
 
     Returns
     -------
     tuple
         The new state and a :class:`MixtureVIInfo`.
     """
-    k_noise, k_model = jax.random.split(rng_key)
     params = state.params
     locs, unflatten = flatten_locs(params.locs)
     u = params.log_scales
@@ -386,7 +390,12 @@ def step(
     weights = None if params.logits is None else jax.nn.softmax(params.logits)
     n, d = locs.shape
     mesh = settings.mesh
-    z = draw_noise(k_noise, n, settings.num_samples, d, shared=settings.shared_noise, dtype=locs.dtype)
+    if noise is None:  # the noise, the target's key and the moves' key from one call of the generator
+        z, (k_model, k_moves) = step_noise(
+            rng_key, n, settings.num_samples, d, shared=settings.shared_noise, dtype=locs.dtype
+        )
+    else:
+        z, k_model, k_moves = noise
     # one materialised draw: stops XLA from regenerating z inside every consumer it fuses into
     z = jax.lax.optimization_barrier(z)
     tril = params.metric_tril
@@ -476,7 +485,7 @@ def step(
         # keys of their own only where the noise has too few distinct rows
         rows = noise_rows(z, n + 1 + SCOUT_CANDIDATES)
         if rows is None:
-            keys, parts = [jax.random.fold_in(rng_key, i) for i in (1, 2, 3)], (None, None, None)
+            keys, parts = list(jax.random.split(k_moves, 3)), (None, None, None)
         else:
             keys, parts = (None, None, None), (rows[:n], rows[n], rows[n + 1 :])
         new_locs, new_u, tracking, moved = relocate(
@@ -526,13 +535,10 @@ def final_stein_moment(
 
     def compute(_):
         g = -jnp.concatenate(parts, axis=1)
-        centred = x - jnp.mean(locs, 0)
-        # (B, N, d): the N draws that share z_b form one group
-        grouped = (jnp.swapaxes(centred, 0, 1), jnp.swapaxes(g, 0, 1))
         weights = jnp.full((n,), 1.0 / n, locs.dtype)
+        # (N, B, d) as it is: the N draws that share noise row b form group b
         return stein_moment_divergence(
-            *grouped,
-            lambda h: covariance_form(h, locs, jnp.exp(log_scales), weights, metric, tril),
+            x - jnp.mean(locs, 0), g, lambda h: covariance_form(h, locs, jnp.exp(log_scales), weights, metric, tril)
         )
 
     last = (tracking.end > 0) & (tracking.steps >= tracking.end - STEIN_STEPS)

@@ -34,3 +34,33 @@ def test_uniform_range_law_and_keys():
     np.testing.assert_array_equal(u, np.asarray(draws.uniform(key, (5_000, 2), jnp.float32, -2.0, 2.0)))
     other = np.asarray(draws.uniform(jax.random.PRNGKey(2), (5_000, 2), jnp.float32, -2.0, 2.0))
     assert not np.array_equal(u, other)
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_normal_and_key_is_standard_normal_with_a_fresh_key_from_one_draw(x64):
+    """One generator call gives both: normals (float32, or float64 from two words each) with the standard
+    normal law in every coordinate, and a key equal to the first words of the same call's bits (raw or
+    typed like the input), different from the input; the same key gives the same bits, and asking for
+    more keys leaves the normals and the first key as they were."""
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        key = jax.random.PRNGKey(3)
+        z, (new,) = draws.normal_and_key(key, (20_000, 3), dtype)
+        assert z.shape == (20_000, 3) and z.dtype == dtype
+        zs = np.asarray(z, np.float64)
+        for j in range(3):
+            assert stats.kstest(zs[:, j], "norm").pvalue > 1e-3
+        corr = np.corrcoef(zs.T)[np.triu_indices(3, 1)]
+        assert np.all(np.abs(corr) < 4 / np.sqrt(len(zs)))
+        np.testing.assert_array_equal(np.asarray(new), np.asarray(jax.random.bits(key, (2,), jnp.uint32)))
+        assert not np.array_equal(np.asarray(new), np.asarray(key))
+        # more keys: drawn after the normals, so the first key and the normals stay the same
+        again, (same, second, third) = draws.normal_and_key(key, (20_000, 3), dtype, num_keys=3)
+        np.testing.assert_array_equal(np.asarray(again), zs.astype(np.asarray(again).dtype))
+        np.testing.assert_array_equal(np.asarray(same), np.asarray(new))
+        assert len({tuple(np.asarray(k).tolist()) for k in (new, second, third)}) == 3
+        typed, (typed_new,) = draws.normal_and_key(jax.random.key(3), (4,), dtype)
+        assert jnp.issubdtype(typed_new.dtype, jax.dtypes.prng_key)
+        np.testing.assert_array_equal(np.asarray(jax.random.key_data(typed_new)), np.asarray(new))
+        # the extreme bits map inside the open interval: finite normals
+        assert np.all(np.isfinite(zs))

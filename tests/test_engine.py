@@ -91,7 +91,9 @@ def test_kl_falls_as_components_grow(method):
     def median_kl(n, seeds, relocate):
         return float(np.median([kl_after_fit(n, s, relocate) for s in seeds]))
 
-    paper = [kl_after_fit(1, 1, False), median_kl(5, (5, 6, 7), False), median_kl(20, (20, 21, 22), False)]
+    # N = 5 in the paper's mode covers anywhere from two to all five modes by seed (KL 0.06-1.4 over
+    # seeds 5-16): its median over nine seeds, not three, is what falls below N = 1's KL (1.04-1.06)
+    paper = [kl_after_fit(1, 1, False), median_kl(5, range(5, 14), False), median_kl(20, (20, 21, 22), False)]
     assert paper[0] > max(paper[1:]) + 0.5, paper
     defaults = [median_kl(5, (5, 6, 7), True), kl_after_fit(20, 20, True)]
     assert defaults[0] < 0.12 and defaults[1] < 0.03 and defaults[1] < paper[2] / 3, (

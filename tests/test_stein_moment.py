@@ -51,8 +51,8 @@ def test_grouped_estimate_of_a_step_is_unbiased_for_a_gaussian_target():
             z = jax.random.normal(key, (4, d), jnp.float64)
             x = draw_points(locs, u, z, None, tril)  # (N, B, d)
             g = -(x - mean_p) @ prec
-            grouped = stein_moment_divergence(jnp.swapaxes(x - weights @ locs, 0, 1), jnp.swapaxes(g, 0, 1), form)
-            flat = stein_moment_divergence((x - weights @ locs).reshape(-1, 1, d), g.reshape(-1, 1, d), form)
+            grouped = stein_moment_divergence(x - weights @ locs, g, form)  # group b: the draws of row z_b
+            flat = stein_moment_divergence((x - weights @ locs).reshape(1, -1, d), g.reshape(1, -1, d), form)
             return grouped, flat
 
         grouped, flat = jax.jit(jax.vmap(estimates))(jax.random.split(jax.random.key(0), 4000))

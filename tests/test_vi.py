@@ -173,14 +173,25 @@ def test_learned_weights_hold_a_component_on_a_non_finite_target_and_drop_its_we
 
 
 def test_logdensity_with_key_gets_a_fresh_key():
-    """With logdensity_takes_key, an unbiased noisy log density (fresh key each step) still finds the mean."""
+    """With logdensity_takes_key, an unbiased noisy log density (fresh key each step) still finds the mean.
+
+    The noise's gradient moves both coordinates by 0.05 eps per step (eps ~ N(0, 1)), so the last iterate
+    of one run has sd ~0.16 around 2: 16 seeds, their mean within 0.15 of 2 (3.8 of its sds) and their
+    spread below 0.3. A key reused at every step would fix eps and end each run about eps away (spread ~1).
+    """
 
     def noisy(x, key):
         return -0.5 * jnp.sum((x - 2.0) ** 2) + jax.random.normal(key) * jnp.sum(x)
 
     algo = mixvi.mixture_vi(noisy, n_components=1, logdensity_takes_key=True, step_size=0.05, num_samples=10)
-    state, _ = run(algo, algo.init(jax.random.key(0), jnp.zeros(2)), 800)
-    np.testing.assert_allclose(state.params.locs[0], [2.0, 2.0], atol=0.3)
+
+    def final(seed):
+        state, _ = run(algo, algo.init(jax.random.key(0), jnp.zeros(2)), 800, seed=seed)
+        return state.params.locs[0]
+
+    ends = jax.vmap(final)(jnp.arange(16))
+    np.testing.assert_allclose(jnp.mean(ends, 0), [2.0, 2.0], atol=0.15)
+    assert float(jnp.max(jnp.std(ends, 0))) < 0.3
 
 
 def test_mixvi_and_mixture_vi_agree_on_a_numpyro_model():
@@ -208,7 +219,9 @@ def test_mixvi_and_mixture_vi_agree_on_a_numpyro_model():
         )
         update, step = jax.jit(engine.update), jax.jit(algo.step)
         for _ in range(30):
-            step_key = jax.random.split(state.rng_key)[1]  # MixVI's documented key schedule
+            # MixVI's documented key schedule: its step is vi.step with the state's key (its own draw of the
+            # next key extends the same call of the generator, which leaves the step's bits as they are)
+            step_key = state.rng_key
             state, loss = update(state, y)
             core, info = step(step_key, core)
             np.testing.assert_allclose(info.loss, loss, rtol=1e-9)

@@ -120,8 +120,8 @@ def stein_moment_divergence(q: Any, z: jax.Array, grad_log_p: jax.Array) -> jax.
     bias from the S draws (U-statistics over pairs of distinct draws, :mod:`mixvi.stein_moment`), so M is
     near 0 for an exact fit whatever S (and can come out slightly negative).
     """
-    u = (z - q.mean)[:, None]
-    return stein_moment.stein_moment_divergence(u, grad_log_p[:, None], lambda h: _covariance_form(q, h))
+    u = (z - q.mean)[None]  # S groups of one draw
+    return stein_moment.stein_moment_divergence(u, grad_log_p[None], lambda h: _covariance_form(q, h))
 
 
 def _covariance_form(q: Any, h: jax.Array) -> jax.Array:
