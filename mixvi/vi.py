@@ -77,7 +77,7 @@ AUTO_DENSE_MAX_DIM = 256
 WEIGHTS = ("uniform", "fisher-rao")
 STEIN_STEPS = 50
 """Steps before a run's end on which a step computes the Stein moment divergence of its q
-(:func:`final_stein_moment`; ``MixVI.run`` averages them: 5 x N B draws)."""
+(:func:`final_stein_moment`; ``MixVI.run`` averages them: 50 steps of B independent noise rows each)."""
 # N by default: on every model of the quality suite (d = 2..100) 20 components were as close to the
 # reference as 10 or closer (banana KL 0.22 -> 0.12, baseball 0.42 -> 0.36, gp_pois_regr 0.17 -> 0.12 sds);
 # a step costs up to twice as much, which shows in the time to a good ELBO only on data-heavier models,
@@ -478,7 +478,7 @@ def step(
     if relocating:
         tracking = track(tracking, est.f, ~info.rejected, log_ratios if settings.balance else None, gap)
         tracking = set_ceiling(tracking, jnp.where(bad[:, None], jnp.nan, v))
-        # keys of their own (folded, not split) so that the noise and model keys stay as without relocation
+        # the moves' key is drawn with the noise and the target's key, so those stay as without relocation
         shape = {"metric": metric_of(new), "scale_tril": new.metric_tril}
         # restarts at rows of this step's noise (no generator of their own in the compiled step: each costs
         # ~0.2 s of compilation): rows 0..N-1 for relocation, N for a split, the rest for scout candidates;
