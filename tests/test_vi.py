@@ -186,7 +186,8 @@ def test_logdensity_with_key_gets_a_fresh_key():
     algo = mixvi.mixture_vi(noisy, n_components=1, logdensity_takes_key=True, step_size=0.05, num_samples=10)
 
     def final(seed):
-        state, _ = run(algo, algo.init(jax.random.key(0), jnp.zeros(2)), 800, seed=seed)
+        # 300 steps: the pull towards 2 halves the distance every 14 steps, so the start is long forgotten
+        state, _ = run(algo, algo.init(jax.random.key(0), jnp.zeros(2)), 300, seed=seed)
         return state.params.locs[0]
 
     ends = jax.vmap(final)(jnp.arange(16))
