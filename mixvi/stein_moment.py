@@ -9,11 +9,12 @@ squared length of q's mean error in posterior sds (see :mod:`mixvi.diagnostics.f
 as a fit verdict, and docs/diagnostics.md for the thresholds).
 
 Both terms are squares of expectations, estimated without bias by averaging products over pairs of
-*independent* draws. The draws come in groups (G, K, d): draws of one group may depend on each other,
-draws of different groups are independent. ``fit_check``'s i.i.d. draws are G groups of one; a step of
-mixture VI with shared noise draws x_ib = m_i + sigma_i L z_b, whose N draws with the same z_b form a
-group (b = 1..B) and whose pairs across groups are independent draws of q_i and q_j: with uniform
-weights, the average over all of them is the product of two expectations under q.
+*independent* draws. The draws come in groups, (K, G, d) with G groups of K draws: draws of one group
+may depend on each other, draws of different groups are independent. ``fit_check``'s i.i.d. draws are
+S groups of one; a step of mixture VI with shared noise draws x_ib = m_i + sigma_i L z_b, whose N draws
+with the same z_b form group b ((N, B, d) as it is) and whose pairs across groups are independent draws
+of q_i and q_j: with uniform weights, the average over all of them is the product of two expectations
+under q.
 
 This module depends on JAX only (and :mod:`mixvi.lowrank` for the low-rank metric's root).
 """
