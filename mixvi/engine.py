@@ -172,13 +172,17 @@ def run_khat(info: vi.MixtureVIInfo | None, steps: int = FIT_CHECK_STEPS) -> flo
     return None if res.ess / lw.size >= FLAT_ESS else float(res.khat)
 
 
-def run_stein(info: vi.MixtureVIInfo | None) -> float | None:
-    """The mean of the Stein moment divergences the run's last steps computed (None when none did)."""
+def run_stein(info: vi.MixtureVIInfo | None, pooled: bool = False) -> float | None:
+    """The Stein moment divergence of the run's last steps (None when none computed it): with ``pooled``
+    (their sums in the state) the last step's, which is over the pairs of all their draws; else the mean
+    of each step's own estimate."""
     if info is None or info.stein_divergence is None:
         return None
     m = np.asarray(info.stein_divergence[-vi.STEIN_STEPS :], np.float64)
     m = m[np.isfinite(m)]
-    return float(np.mean(m)) if m.size else None
+    if not m.size:
+        return None
+    return float(m[-1] if pooled else np.mean(m))
 
 
 DEFAULT_TILT = 1.0
@@ -839,7 +843,7 @@ class MixVI:
         khat = self.last_run_khat = run_khat(info)
         if khat is not None and khat > POOR_KHAT:
             warnings.warn(POOR_FIT.format(khat, POOR_KHAT, FIT_CHECK_STEPS), RuntimeWarning, stacklevel=3)
-        stein = self.last_run_stein = run_stein(info)
+        stein = self.last_run_stein = run_stein(info, pooled=result.state.core.stein is not None)
         if stein is not None and stein > POOR_STEIN:
             warnings.warn(
                 POOR_SHAPE.format(vi.STEIN_STEPS, stein, POOR_STEIN, 100 * np.sqrt(stein)), RuntimeWarning, stacklevel=3

@@ -16,10 +16,16 @@ with the same z_b form group b ((N, B, d) as it is) and whose pairs across group
 of q_i and q_j: with uniform weights, the average over all of them is the product of two expectations
 under q.
 
+A step's B groups are about B independent draws' worth, too few for a stable estimate where the scores
+are heavy-tailed; :class:`SteinSums` keeps the sums the estimate is made of, so that the draws of many
+steps give one estimate over all their pairs (:func:`add_draws`, :func:`pooled_divergence`).
+
 This module depends on JAX only (and :mod:`mixvi.lowrank` for the low-rank metric's root).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -85,14 +91,90 @@ def stein_moment_divergence(u: jax.Array, g: jax.Array, sigma_form) -> jax.Array
     """
     k, groups, d = u.shape
     s = groups * k
-    own = jnp.sum(u * g, -1)  # (K, G): g_s . u_s
-    # sum over pairs of different groups of tr(a_s a_t), a_s = u_s g_s^T + I:
-    # tr(a_s a_t) = (g_s . u_t)(g_t . u_s) + g_s . u_s + g_t . u_t + d; all pairs minus those inside a group
+    inside, own, sums = _group_terms(u, g)
+    # h^T Sigma_q h over the same pairs: (sum_s g_s)^T Sigma_q (sum_s g_s) - sum_groups (its sum)^T Sigma_q (its sum)
+    forms = sigma_form(jnp.concatenate([jnp.sum(sums, 0, keepdims=True), sums]))
+    trace = _trace_of_square(u.reshape(s, d), g.reshape(s, d))
+    return _divergence(trace, inside, own, forms[0], jnp.sum(forms[1:]), float(s), float(k), d)
+
+
+def _group_terms(u: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """For draws (K, G, d): sum over groups of sum_(k, l in the group) (g_k . u_l)(g_l . u_k), the sum of
+    g_s . u_s, and each group's sum of g (G, d)."""
     within = jnp.einsum("kgd,lgd->gkl", g, u)  # g_k . u_l inside each group
     inside = jnp.sum(within * jnp.swapaxes(within, 1, 2))
-    count = float(s) * s - float(groups) * k * k  # Python floats: S^2 d overflows int32 at large S
-    pairs = _trace_of_square(u.reshape(s, d), g.reshape(s, d)) - inside + 2.0 * (s - k) * jnp.sum(own) + count * d
-    # h^T Sigma_q h over the same pairs: (sum_s g_s)^T Sigma_q (sum_s g_s) - sum_groups (its sum)^T Sigma_q (its sum)
-    sums = jnp.sum(g, 0)  # (G, d): each group's sum; one form for those and for their total
-    forms = sigma_form(jnp.concatenate([jnp.sum(sums, 0, keepdims=True), sums]))
-    return (pairs + forms[0] - jnp.sum(forms[1:])) / (count * d)
+    return inside, jnp.sum(u * g), jnp.sum(g, 0)
+
+
+def _divergence(trace, inside, own, total_form, group_forms, num_draws, group_size, d: int) -> jax.Array:
+    """M from sums over S draws in groups of K: trace = tr((U^T G)^2) over all pairs, inside (the same
+    over the pairs inside a group), own = sum_s g_s . u_s, total_form = (sum_s g_s)^T Sigma_q (sum_s g_s)
+    and group_forms = sum over groups of the same form of the group's sum."""
+    # over ordered pairs (s, t) of different groups: tr(a_s a_t) with a_s = u_s g_s^T + I is
+    # (g_s . u_t)(g_t . u_s) + g_s . u_s + g_t . u_t + d; every draw has S - K partners
+    count = num_draws * num_draws - num_draws * group_size  # floats: S^2 d overflows int32 at large S
+    pairs = trace - inside + 2.0 * (num_draws - group_size) * own + count * d
+    return (pairs + total_form - group_forms) / (count * d)
+
+
+class SteinSums(NamedTuple):
+    """Sums over the draws of several steps (groups of K draws each) from which M over all their pairs
+    in different groups follows (:func:`pooled_divergence`): pairs across steps count too, so the
+    estimate from T steps is that of T B independent groups rather than the mean of T estimates from B
+    groups each, whose heavy tails (a few steps whose draws reach the target's steep parts) it averages
+    poorly. The (d, d) sum limits it to moderate d (:data:`mixvi.vi.POOLED_STEIN_MAX_DIM`).
+
+    Attributes
+    ----------
+    cross : jax.Array
+        sum_s u_s g_s^T (d, d).
+    inside, own, group_forms : jax.Array
+        The sums of :func:`_divergence` over the groups and draws added so far.
+    grad_sum : jax.Array
+        sum_s g_s (d,).
+    num_draws, group_size : jax.Array
+        S so far, and K (0 before the first draws).
+    """
+
+    cross: jax.Array
+    inside: jax.Array
+    own: jax.Array
+    group_forms: jax.Array
+    grad_sum: jax.Array
+    num_draws: jax.Array
+    group_size: jax.Array
+
+
+def init_sums(d: int, dtype=jnp.float32) -> SteinSums:
+    """Empty sums for a d-dimensional target."""
+    zero = jnp.zeros((), dtype)
+    return SteinSums(jnp.zeros((d, d), dtype), zero, zero, zero, jnp.zeros((d,), dtype), zero, zero)
+
+
+def add_draws(sums: SteinSums, u: jax.Array, g: jax.Array, sigma_form) -> SteinSums:
+    """The sums with the draws u = z - m_q and g = grad log p (K, G, d) added (G more groups of K;
+    ``sigma_form`` as in :func:`stein_moment_divergence`, for q at these draws)."""
+    k, groups, d = u.shape
+    inside, own, sums_g = _group_terms(u, g)
+    flat_u, flat_g = u.reshape(-1, d), g.reshape(-1, d)
+    return SteinSums(
+        sums.cross + flat_u.T @ flat_g,
+        sums.inside + inside,
+        sums.own + own,
+        sums.group_forms + jnp.sum(sigma_form(sums_g)),
+        sums.grad_sum + jnp.sum(sums_g, 0),
+        sums.num_draws + groups * k,
+        jnp.full_like(sums.group_size, k),
+    )
+
+
+def pooled_divergence(sums: SteinSums, sigma_form) -> jax.Array:
+    """M over every pair of the added draws in different groups (NaN before any were added), with
+    ``sigma_form`` for the q of the last draws (the one the estimate describes)."""
+    cross = sums.cross
+    total_form = sigma_form(sums.grad_sum[None])[0]
+    d = cross.shape[0]
+    value = _divergence(
+        jnp.sum(cross * cross.T), sums.inside, sums.own, total_form, sums.group_forms, sums.num_draws, sums.group_size, d
+    )
+    return jnp.where(sums.num_draws > sums.group_size, value, jnp.nan)

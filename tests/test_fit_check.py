@@ -167,7 +167,7 @@ def test_run_warns_when_the_pooled_k_hat_is_past_the_threshold(monkeypatch):
     that k-hat as ``last_run_khat``."""
     import mixvi.engine as engine
 
-    monkeypatch.setattr(engine, "run_stein", lambda info: None)  # the other half of the check: tested below
+    monkeypatch.setattr(engine, "run_stein", lambda info, pooled=False: None)  # the other half of the check: tested below
     for khat, warns in ((engine.POOR_KHAT + 0.5, True), (engine.POOR_KHAT - 0.5, False)):
         monkeypatch.setattr(engine, "run_khat", lambda info, steps=engine.FIT_CHECK_STEPS, k=khat: k)
         guide = mixvi.AutoIsotropicMixture(stretched, n_components=2)
@@ -183,9 +183,10 @@ def test_run_warns_when_the_pooled_k_hat_is_past_the_threshold(monkeypatch):
 
 
 def test_run_warns_when_the_last_steps_stein_divergence_is_past_the_threshold(monkeypatch):
-    """``run`` warns, naming the Stein moment divergence and fit_check, exactly when the mean over its last
-    steps exceeds POOR_STEIN (fit_check's limit of a usable fit), and keeps it as ``last_run_stein``;
-    ``run_stein`` averages the finite per-step values of the last STEIN_STEPS steps."""
+    """``run`` warns, naming the Stein moment divergence and fit_check, exactly when that of its last steps
+    exceeds POOR_STEIN (fit_check's limit of a usable fit), and keeps it as ``last_run_stein``;
+    ``run_stein`` averages the finite per-step values of the last STEIN_STEPS steps, or, when they are
+    the running pooled value, takes the last finite one."""
     import mixvi.engine as engine
     from mixvi.diagnostics.fit import USABLE
 
@@ -193,7 +194,7 @@ def test_run_warns_when_the_last_steps_stein_divergence_is_past_the_threshold(mo
     run_stein = engine.run_stein
     monkeypatch.setattr(engine, "run_khat", lambda info, steps=engine.FIT_CHECK_STEPS: None)
     for value, warns in ((engine.POOR_STEIN + 0.5, True), (engine.POOR_STEIN - 0.5, False)):
-        monkeypatch.setattr(engine, "run_stein", lambda info, v=value: v)
+        monkeypatch.setattr(engine, "run_stein", lambda info, pooled=False, v=value: v)
         engine_ = mixvi.MixVI(stretched, mixvi.AutoIsotropicMixture(stretched, n_components=2))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -208,6 +209,7 @@ def test_run_warns_when_the_last_steps_stein_divergence_is_past_the_threshold(mo
     per_step[-1] = np.nan  # a step whose gradients were not finite
     info = _info(np.zeros((300, 2, 3)))._replace(stein_divergence=jnp.asarray(per_step))
     assert abs(run_stein(info) - float(np.mean(per_step[-vi.STEIN_STEPS : -1]))) < 1e-6
+    assert abs(run_stein(info, pooled=True) - float(per_step[-2])) < 1e-6
     assert run_stein(_info(np.zeros((300, 2, 3)))) is None
 
 
