@@ -316,6 +316,7 @@ def fit_check_settings() -> dict[str, Any]:
         "run_steps": engine.FIT_CHECK_STEPS,
         "run_stein_warns_above": getattr(engine, "POOR_STEIN", None),
         "run_stein_steps": getattr(vi, "STEIN_STEPS", None),
+        "run_stein_pooled_max_dim": getattr(vi, "POOLED_STEIN_MAX_DIM", None),
         "refine_khat": list(getattr(fit, "REFINE_KHAT", ())),
         "refine_factor": getattr(fit, "REFINE_FACTOR", None),
     }
@@ -370,10 +371,15 @@ def _run_stein_text(fc: dict[str, Any]) -> str:
     """The sentence on ``run``'s Stein check, for reports that stored its settings (older ones did not)."""
     if fc.get("run_stein_warns_above") is None:
         return ""
+    pooled = fc.get("run_stein_pooled_max_dim")
+    how = (
+        f"over the pairs of all their draws up to d = {pooled}, the mean of their per-step estimates beyond"
+        if pooled
+        else "the mean of their per-step estimates"
+    )
     return (
         f"; `run` M is the Stein moment divergence of the draws of the run's last {fc['run_stein_steps']} steps "
-        f"(the mean of their per-step estimates), on which it also warns when it exceeds "
-        f"{fc['run_stein_warns_above']}"
+        f"({how}), on which it also warns when it exceeds {fc['run_stein_warns_above']}"
     )
 
 
