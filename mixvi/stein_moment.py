@@ -151,30 +151,43 @@ def init_sums(d: int, dtype=jnp.float32) -> SteinSums:
     return SteinSums(jnp.zeros((d, d), dtype), zero, zero, zero, jnp.zeros((d,), dtype), zero, zero)
 
 
-def add_draws(sums: SteinSums, u: jax.Array, g: jax.Array, sigma_form) -> SteinSums:
-    """The sums with the draws u = z - m_q and g = grad log p (K, G, d) added (G more groups of K;
-    ``sigma_form`` as in :func:`stein_moment_divergence`, for q at these draws)."""
+def add_draws(sums: SteinSums, u: jax.Array, g: jax.Array, sigma_form) -> tuple[SteinSums, jax.Array]:
+    """The sums with the draws u = z - m_q and g = grad log p (K, G, d) added (G more groups of K), and
+    M over every pair of all the sums' draws in different groups (``sigma_form`` as in
+    :func:`stein_moment_divergence`, for the q of these draws: the one the estimate describes)."""
     k, groups, d = u.shape
     inside, own, sums_g = _group_terms(u, g)
     flat_u, flat_g = u.reshape(-1, d), g.reshape(-1, d)
-    return SteinSums(
+    grad_sum = sums.grad_sum + jnp.sum(sums_g, 0)
+    forms = sigma_form(jnp.concatenate([grad_sum[None], sums_g]))  # one form for the total and the groups
+    new = SteinSums(
         sums.cross + flat_u.T @ flat_g,
         sums.inside + inside,
         sums.own + own,
-        sums.group_forms + jnp.sum(sigma_form(sums_g)),
-        sums.grad_sum + jnp.sum(sums_g, 0),
+        sums.group_forms + jnp.sum(forms[1:]),
+        grad_sum,
         sums.num_draws + groups * k,
         jnp.full_like(sums.group_size, k),
     )
+    return new, _pooled(new, forms[0])
 
 
 def pooled_divergence(sums: SteinSums, sigma_form) -> jax.Array:
     """M over every pair of the added draws in different groups (NaN before any were added), with
-    ``sigma_form`` for the q of the last draws (the one the estimate describes)."""
+    ``sigma_form`` for the q of the last draws."""
+    return _pooled(sums, sigma_form(sums.grad_sum[None])[0])
+
+
+def _pooled(sums: SteinSums, total_form: jax.Array) -> jax.Array:
     cross = sums.cross
-    total_form = sigma_form(sums.grad_sum[None])[0]
-    d = cross.shape[0]
     value = _divergence(
-        jnp.sum(cross * cross.T), sums.inside, sums.own, total_form, sums.group_forms, sums.num_draws, sums.group_size, d
+        jnp.sum(cross * cross.T),
+        sums.inside,
+        sums.own,
+        total_form,
+        sums.group_forms,
+        sums.num_draws,
+        sums.group_size,
+        cross.shape[0],
     )
     return jnp.where(sums.num_draws > sums.group_size, value, jnp.nan)

@@ -64,14 +64,7 @@ from mixvi.geometry import (
 from mixvi.geometry import update as geometry_update
 from mixvi.lowrank import SHARED_NOISE_NEEDED, init_lowrank, root_apply
 from mixvi.scout import SCOUT_CANDIDATES, scout, set_ceiling
-from mixvi.stein_moment import (
-    SteinSums,
-    add_draws,
-    covariance_form,
-    init_sums,
-    pooled_divergence,
-    stein_moment_divergence,
-)
+from mixvi.stein_moment import SteinSums, add_draws, covariance_form, init_sums, stein_moment_divergence
 
 METRICS = ("isotropic", "diagonal", "dense", "lowrank", "auto")
 # a dense metric keeps L (d, d) and costs O(d^3) per step: past this dimension it is refused
@@ -548,7 +541,8 @@ def final_stein_moment(
     by the components they all use z_b), and M averages over the pairs of draws of different groups,
     which are independent (:mod:`mixvi.stein_moment`). Given ``sums``, this step's draws are added to
     them (when all finite) and M is that over every pair of the last steps' draws so far; else M is
-    this step's own estimate. Returns M and the sums."""
+    this step's own estimate (NaN for a step whose gradients are not finite: it adds nothing). Returns
+    M and the sums."""
     parts = grad_potential if isinstance(grad_potential, tuple) else (grad_potential,)
     n = locs.shape[0]
     weights = jnp.full((n,), 1.0 / n, locs.dtype)
@@ -562,9 +556,10 @@ def final_stein_moment(
         if sums is None:
             return stein_moment_divergence(u, g, form), None
         finite = jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(u))
-        added = add_draws(sums, u, g, form)
+        added, value = add_draws(sums, u, g, form)
+        # a step with non-finite gradients adds nothing (M: NaN, and run reads the last finite one)
         sums = jax.tree.map(lambda new, old: jnp.where(finite, new, old), added, sums)
-        return pooled_divergence(sums, form), sums
+        return jnp.where(finite, value, jnp.nan), sums
 
     def skip(sums):
         return jnp.full((), jnp.nan, locs.dtype), sums
