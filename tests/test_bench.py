@@ -7,6 +7,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from numpyro.infer.util import potential_energy
 
 from benchmarks import core
@@ -42,6 +43,7 @@ def test_choose_steps_shrinks_with_size():
     assert core.choose_steps(10, 100, 1000, quick=True) <= 100
 
 
+@pytest.mark.slow  # a benchmark smoke run (~10-35 s on 2 cores)
 def test_bench_core_main_writes_json_and_markdown(tmp_path, capsys):
     md = tmp_path / "benchmarks.md"
     md.write_text(
@@ -73,6 +75,7 @@ def test_bench_core_main_writes_json_and_markdown(tmp_path, capsys):
     assert "| 3 | 2 | 4 | 2 |" in text
 
 
+@pytest.mark.slow  # a benchmark smoke run (~10-35 s on 2 cores)
 def test_bench_core_fixed_step_goes_to_its_own_section(tmp_path):
     """--step-size 0.01 builds MixVI with that step, records it, judges d >= 1000 cells against the
     fixed-step goal (1.05) and writes a section of its own, leaving the auto-step one alone."""

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import pytest
 from blackjax.vi.pathfinder import PathfinderState
 from scipy import stats
 from scipy.special import logsumexp
@@ -82,6 +83,7 @@ def test_steinvi_mixture_log_prob_is_the_uniform_mixture_of_diagonal_normals():
         np.testing.assert_allclose(z.var(0), var, rtol=0.1)
 
 
+@pytest.mark.slow  # a benchmark smoke run (~10-35 s on 2 cores)
 def test_steinvi_starts_at_init_locs_and_moves_to_the_target():
     # a 2 x 2 matrix site: the flat latent is its row-major flattening, as for softmax-wine's (13, 3) site
     with jax.enable_x64(True):
@@ -115,6 +117,7 @@ def test_steinvi_starts_at_init_locs_and_moves_to_the_target():
         assert np.all((scales > 0.35) & (scales < 0.9)), scales
 
 
+@pytest.mark.slow  # a benchmark smoke run (~10-35 s on 2 cores)
 def test_steinvi_one_particle_is_mean_field_vi_and_shipped_numpyro_collapses_the_scale():
     # with P = 1 the kernel is 1 and the repulsion 0: ELBO-within-Stein is plain (STL) mean-field VI, which is
     # exact on N(mean, diag(sd^2)). NumPyro 0.22 as shipped scores the draw under log q_mix with the scale
@@ -174,6 +177,7 @@ _MEAN = np.array([1.0, -2.0, 0.5, 3.0])
 _COV = np.array([[2.0, 0.8, 0.3, 0.1], [0.8, 1.0, -0.2, 0.0], [0.3, -0.2, 0.5, 0.1], [0.1, 0.0, 0.1, 0.4]])
 
 
+@pytest.mark.slow  # a benchmark smoke run (~10-35 s on 2 cores)
 def test_pathfinder_density_matches_dense_gaussian_and_recovers_the_target():
     with jax.enable_x64(True):
         target = _mvn_target(_MEAN, _COV)

@@ -75,6 +75,7 @@ def test_source_lines_take_the_innermost_mixvi_frame_or_else_the_innermost():
     assert where == {"fusion.3": "estimators.py:161(mixture_terms)", "dot.1": "logistic.py:40(logistic_regression)"}
 
 
+@pytest.mark.slow  # a benchmark smoke run (~10-35 s on 2 cores)
 def test_a_traced_loop_is_attributed_to_the_package_and_the_model():
     report = profile_step.profile("logistic", 20, 2, "isotropic", steps=4, runs=1)
     assert report["steps"] == 4 and report["ops"]

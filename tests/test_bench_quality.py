@@ -257,6 +257,7 @@ def test_nuts_draws_are_mapped_to_the_unconstrained_latent():
     np.testing.assert_allclose(z[:, 2:], np.arange(36.0).reshape(2, 18))
 
 
+@pytest.mark.slow  # a benchmark smoke run (~10-35 s on 2 cores)
 def test_posteriordb_targets_state_the_guides_latent_and_a_finite_reference():
     """Each posteriordb target's dimension is the guide's latent dimension, and its model's potential is
     finite at the reference mean (the reference is on the latent the guides fit)."""
