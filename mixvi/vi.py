@@ -62,6 +62,7 @@ from mixvi.geometry import (
     metric_of,
 )
 from mixvi.geometry import update as geometry_update
+from mixvi.loop import tree_all_finite
 from mixvi.lowrank import SHARED_NOISE_NEEDED, init_lowrank, root_apply
 from mixvi.scout import SCOUT_CANDIDATES, scout, set_ceiling
 from mixvi.stein_moment import SteinSums, add_draws, covariance_form, init_sums, stein_moment_divergence
@@ -555,7 +556,7 @@ def final_stein_moment(
         u = x - jnp.mean(locs, 0)  # (N, B, d) as it is: the N draws that share noise row b form group b
         if sums is None:
             return stein_moment_divergence(u, g, form), None
-        finite = jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(u))
+        finite = tree_all_finite((g, u))
         added, value = add_draws(sums, u, g, form)
         # a step with non-finite gradients adds nothing (M: NaN, and run reads the last finite one)
         sums = jax.tree.map(lambda new, old: jnp.where(finite, new, old), added, sums)
