@@ -12,7 +12,9 @@ import mixvi
 from mixvi import vi
 from mixvi.adapt import (
     RelocationState,
+    NEIGHBOUR_REACH,
     balance,
+    basin_neighbours,
     basins,
     dead_components,
     init_relocation,
@@ -21,7 +23,7 @@ from mixvi.adapt import (
     relocate,
     track,
 )
-from mixvi.scout import SCOUT_CANDIDATES, SCOUT_MARGIN, SCOUT_SPREAD, scout
+from mixvi.scout import FLOW_STEPS, SCOUT_CANDIDATES, SCOUT_MARGIN, SCOUT_SPREAD, flow, scout
 
 
 def _state(fast, slow, age, log_mass=None):
@@ -240,6 +242,28 @@ def test_repeated_balancing_stops_at_the_masses_without_overshooting():
     np.testing.assert_allclose(jnp.exp(state.log_mass)[near == 0], [0.1], rtol=1e-4)
 
 
+def test_no_move_between_basins_in_the_last_quarter_of_a_run_with_a_known_end():
+    """The case that moves between basins (a surplus of 0.8 against a deficit of 0.8) moves at step 1499 of
+    a 2000-step run, not from step 1500 on (the last quarter: the counts are what the run returns), and at
+    any step when the end is not known (0). A move inside a chain (components 0-1-2-3 at x0 = 0, 2, 4, 6,
+    each a neighbour of the next only, masses 0.7 / 0.1 / 0.1 / 0.05, no other basin: 3 restarts on 0) is
+    still made in the last quarter."""
+    locs = jnp.array([[0.0, 0.0], [0.5, 0.0], [10.0, 0.0]])
+    base = _state([1.0] * 3, [1.0] * 3, [300] * 3, jnp.log(jnp.asarray([0.3, 0.1, 0.6])))
+
+    def moved(steps, end, locs=locs, state=base):
+        state = state._replace(steps=jnp.asarray(steps, jnp.int32), end=jnp.asarray(end, jnp.int32))
+        return int(balance(jax.random.key(0), locs, jnp.zeros(locs.shape[0]), state)[3])
+
+    assert moved(1499, 2000) == 1 and moved(1500, 2000) == 0 and moved(1999, 2000) == 0
+    assert moved(1800, 0) == 1
+    chain = jnp.array([[0.0, 0.0], [2.0, 0.0], [4.0, 0.0], [6.0, 0.0]])
+    chain_state = _state([1.0] * 4, [1.0] * 4, [300] * 4, jnp.log(jnp.asarray([0.7, 0.1, 0.1, 0.05])))
+    close = np.asarray(basin_neighbours(chain, jnp.zeros(4), None, None, NEIGHBOUR_REACH))
+    assert close[0, 1] and close[1, 2] and close[2, 3] and not close[0, 2]
+    assert moved(1800, 2000, chain, chain_state) == 1
+
+
 def test_a_young_component_can_receive_but_not_move():
     """The receiver needs ``receive_age`` (100) steps, the mover ``min_age`` (300): a light mode found late
     grows by a split every ~100 steps while components that just arrived stay where they are."""
@@ -323,6 +347,53 @@ def test_scouts_leave_from_a_wide_start_on_schedule_and_only_below_the_ceiling()
     candidates = state.origin_loc + SCOUT_SPREAD * state.origin_scale * z
     nearest = candidates[jnp.argmin(jnp.sum(candidates**2, -1))]
     np.testing.assert_allclose(new_locs[1], nearest, rtol=1e-6)
+
+
+def test_flow_descends_to_the_minimum_in_the_metrics_coordinates():
+    """From points 20-40 units away, FLOW_STEPS steps reach the minimum of a stretched quadratic
+    V = (1/2) (x - c)^T A (x - c) (curvatures 4 and 1/4) within 1e-3 with the identity metric and with a dense
+    metric L matched to it, V never rising along the way (a step that does not lower V is refused)."""
+    c = jnp.array([3.0, -2.0])
+    a = jnp.diag(jnp.array([4.0, 0.25]))
+
+    def vg(x):
+        r = x - c
+        return 0.5 * jnp.einsum("ki,ij,kj->k", r, a, r), r @ a
+
+    points = jnp.array([[23.0, -2.0], [3.0, 38.0], [-20.0, 20.0]])
+    for tril in (None, jnp.diag(jnp.array([0.5, 2.0]))):
+        ends, v = flow(points, vg, jnp.asarray(1.0), None, tril)
+        np.testing.assert_allclose(ends, jnp.broadcast_to(c, ends.shape), atol=1e-3)
+        np.testing.assert_allclose(v, vg(ends)[0], rtol=1e-5, atol=1e-6)
+    # V is never raised: with one step, each point's V is at most its start's
+    v0 = vg(points)[0]
+    _, v1 = flow(points, vg, jnp.asarray(1.0), None, None, steps=1)
+    assert bool(jnp.all(v1 <= v0))
+    assert FLOW_STEPS >= 10
+
+
+def test_scouts_go_where_the_flow_ends_far_from_every_component():
+    """Two modes at x0 = -8 and 8, every component at the first; the candidates' descents end on either
+    mode. The scout starts at an end on the unserved mode (x0 near 8), the lowest-V one of those; with the
+    components on both modes every end is served and no scout leaves."""
+
+    def v(x):
+        modes = jnp.array([[-8.0, 0.0], [8.0, 0.0]])
+        return -logsumexp(-0.5 * jnp.sum((x[..., None, :] - modes) ** 2, -1), -1)
+
+    vg = jax.vmap(jax.value_and_grad(v))
+    locs = jnp.array([[-8.0, 0.0], [-7.9, 0.1], [-8.1, -0.1]])
+    state = init_relocation(3, locs=jnp.array([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]]))
+    state = state._replace(
+        age=jnp.array([300, 300, 300]), log_mass=jnp.log(jnp.array([0.4, 0.2, 0.4])), loss_fast=jnp.zeros(3),
+        loss_slow=jnp.zeros(3), steps=jnp.asarray(200), scout_until=jnp.asarray(1000), ceiling=jnp.asarray(1e6),
+    )
+    u = jnp.zeros(3)
+    new_locs, _, _, sent = scout(jax.random.key(0), locs, u, state, jax.vmap(v), value_and_grad_fn=vg)
+    assert int(sent) == 1
+    np.testing.assert_allclose(new_locs[1], [8.0, 0.0], atol=0.05)
+    served = jnp.array([[-8.0, 0.0], [8.0, 0.0], [-8.1, -0.1]])
+    assert int(scout(jax.random.key(0), served, u, state, jax.vmap(v), value_and_grad_fn=vg)[3]) == 0
 
 
 def test_scouts_find_a_mode_the_start_missed():
