@@ -11,8 +11,8 @@ from jax.scipy.special import logsumexp
 import mixvi
 from mixvi import vi
 from mixvi.adapt import (
-    RelocationState,
     NEIGHBOUR_REACH,
+    RelocationState,
     balance,
     basin_neighbours,
     basins,
