@@ -515,8 +515,14 @@ def step(
             values = jax.vmap(potential_fn, (0, None))
             values_and_grads = jax.vmap(jax.value_and_grad(potential_fn), (0, None))
             new_locs, new_u, tracking, sent = scout(
-                keys[2], new_locs, new_u, tracking, lambda x: values(x, k_model), noise=parts[2],
-                value_and_grad_fn=lambda x: values_and_grads(x, k_model), **shape
+                keys[2],
+                new_locs,
+                new_u,
+                tracking,
+                lambda x: values(x, k_model),
+                noise=parts[2],
+                value_and_grad_fn=lambda x: values_and_grads(x, k_model),
+                **shape,
             )
             moved = moved + sent
         new = new._replace(locs=new_locs, log_scales=new_u)
