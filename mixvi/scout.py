@@ -71,8 +71,6 @@ def flow(
         return draw_points(zeros_loc, zeros_u, y[:, None, :], metric, scale_tril)[:, 0]
 
     white, _ = whiten(points, metric, scale_tril)
-    v, g = value_and_grad_fn(points)
-    v = jnp.where(jnp.isfinite(v), v, jnp.inf)
 
     def body(_, carry):
         y, v, g, eta = carry
@@ -87,8 +85,15 @@ def flow(
             jnp.where(better, eta * FLOW_GROW, eta * FLOW_SHRINK),
         )
 
-    g = jnp.where(jnp.isfinite(g), g, 0.0)
-    y, v, _, _ = jax.lax.fori_loop(0, steps, body, (white, v, g, jnp.ones((k,), points.dtype)))
+    # the first round evaluates the start (g = 0: the trial is the start itself; V = inf: it is taken when
+    # finite), so that V and its gradient are compiled once, in the loop
+    start = (
+        white,
+        jnp.full((k,), jnp.inf, points.dtype),
+        jnp.zeros_like(points),
+        jnp.full((k,), 1.0 / FLOW_GROW, points.dtype),
+    )
+    y, v, _, _ = jax.lax.fori_loop(0, steps + 1, body, start)
     return to_x(y), v
 
 
