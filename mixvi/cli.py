@@ -2,7 +2,8 @@
 
     mixvi demo [--steps N] [--components N] [--seed S] [--out PATH] [--quick] [--no-compilation-cache]
     mixvi bench SUITE [ARGS ...]      SUITE = core | paper | scale | extensions | dimension | time_to_elbo |
-                                      startup | quality | model_cost | seed_spread | discovery;
+                                      startup | quality | model_cost | seed_spread | discovery |
+                                      shape_limit;
                                       ARGS go to benchmarks.SUITE.main (from a clone of the repository only)
     mixvi --version | --help
 
@@ -36,6 +37,7 @@ BENCH_SUITES = (
     "model_cost",
     "seed_spread",
     "discovery",
+    "shape_limit",
 )
 
 
