@@ -337,15 +337,20 @@ def relocate(
     return new_locs, new_log_scales, new_state, jnp.sum(dead).astype(jnp.int32)
 
 
+def within_reach(white_a, sigma_a, white_b, sigma_b, reach: float) -> jax.Array:
+    """(A, B) bool: point a_i lies within reach sqrt(d) max(sigma_a_i, sigma_b_j) of b_j, both given in the
+    metric's whitened coordinates ((A, d) and (B, d), with their sigmas (A,) and (B,))."""
+    d2 = jnp.sum(white_a**2, 1)[:, None] + jnp.sum(white_b**2, 1)[None, :] - 2 * white_a @ white_b.T
+    limit = (reach * jnp.maximum(sigma_a[:, None], sigma_b[None, :])) ** 2 * white_a.shape[1]
+    return jnp.maximum(d2, 0.0) < limit
+
+
 def basin_neighbours(locs, log_scales, metric, scale_tril, reach) -> jax.Array:
     """(N, N) bool: component j's mean lies within reach sqrt(d) max(sigma_i, sigma_j) of component
     i's in the metric's whitened coordinates (the two share a basin); False on the diagonal."""
     white, _ = whiten(locs, metric, scale_tril)
-    sq = jnp.sum(white**2, 1)
-    d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2 * white @ white.T, 0.0)
     sig = jnp.exp(log_scales)
-    limit = (reach * jnp.maximum(sig[:, None], sig[None, :])) ** 2 * locs.shape[1]
-    return (d2 < limit) & ~jnp.eye(locs.shape[0], dtype=bool)
+    return within_reach(white, sig, white, sig, reach) & ~jnp.eye(locs.shape[0], dtype=bool)
 
 
 def basins(close: jax.Array) -> jax.Array:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from mixvi.adapt import NEIGHBOUR_REACH, RelocationState, basin_neighbours, standard_normal
+from mixvi.adapt import NEIGHBOUR_REACH, RelocationState, basin_neighbours, standard_normal, within_reach
 from mixvi.estimators import draw_points, whiten
 
 SCOUT_EVERY = 50
@@ -184,12 +184,11 @@ def scout(
             return points[best], v[best] <= ceiling
         sigma = jnp.exp(jnp.median(log_scales))
         points, v = flow(points, value_and_grad_fn, sigma, metric, scale_tril)
-        # an end point already served (within reach of a component) is no use for a scout
+        # an end point already served (within reach of a component, as basins are told) is no use for a scout
         white, _ = whiten(points, metric, scale_tril)
         comp, _ = whiten(locs, metric, scale_tril)
-        d2 = jnp.sum(white**2, 1)[:, None] + jnp.sum(comp**2, 1)[None, :] - 2 * white @ comp.T
-        reach = (NEIGHBOUR_REACH * jnp.maximum(jnp.exp(log_scales), sigma)) ** 2 * locs.shape[1]
-        served = jnp.any(d2 < reach[None, :], 1)
+        ends_sigma = jnp.full(points.shape[:1], sigma)
+        served = jnp.any(within_reach(white, ends_sigma, comp, jnp.exp(log_scales), NEIGHBOUR_REACH), 1)
         v = jnp.where(served, jnp.inf, v)
         best = jnp.argmin(v)
         return points[best], v[best] <= ceiling
