@@ -80,7 +80,7 @@ This module depends on JAX and :mod:`mixvi.estimators` only.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -137,6 +137,8 @@ class RelocationState(NamedTuple):
     scout_until: jax.Array | None = None
     ceiling: jax.Array | None = None
     end: jax.Array | None = None
+    # the scouts' candidates descending V (a mixvi.scout.Candidates; typed loosely: scout imports this module)
+    candidates: Any = None
 
 
 def init_relocation(n_components: int, dtype=jnp.float32, locs: jax.Array | None = None) -> RelocationState:

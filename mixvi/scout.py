@@ -7,15 +7,18 @@ company in its basin restarts where a descent of V from a wide draw around the r
 (:func:`scout`), if no component is there already. An unserved basin then gets its share from mass
 balancing.
 
-A scout's start comes from :data:`SCOUT_CANDIDATES` wide draws, each descending V for
-:data:`FLOW_STEPS` steps in the shared metric's coordinates (:func:`flow`): among the end points that no
-component serves (none within the basins' reach, :data:`mixvi.adapt.NEIGHBOUR_REACH`), the one with the
+A scout's start comes from :data:`SCOUT_CANDIDATES` wide draws, made every :data:`SCOUT_EVERY` steps,
+each descending V by one step per training step in the shared metric's coordinates until the next scout
+is due (:func:`descend`; the caller evaluates V and its gradient at the candidates' trial points in the
+same batch as the step's own draws, so that no second copy of V's gradient is compiled, and the
+candidates cost K more rows of that batch): among the end points that no component serves (none within the basins' reach, :data:`mixvi.adapt.NEIGHBOUR_REACH`), the one with the
 lowest V, and only one no worse than where the run itself started (:func:`set_ceiling`;
 :data:`SCOUT_MARGIN`). Why descend first: which basin a wide draw drains into is decided by the basins'
 shapes, not their masses, and most drain into basins already served. On the 20-d four-mode benchmark
 mixture 9 % of the lowest-V wide draws drained into its heaviest mode (0.4 of the mass), so its sixteen
 scouts missed that mode in about one run in five; knowing where each candidate ends, the scout goes
-only where it is needed, and it arrives at once instead of travelling there.
+only where it is needed, and it arrives at once instead of travelling there. A relocation state
+without candidates (:func:`init_candidates` adds them) takes the wide draw with the lowest V as it is.
 
 This module depends on JAX, :mod:`mixvi.adapt` and :mod:`mixvi.estimators` only.
 """
@@ -23,6 +26,7 @@ This module depends on JAX, :mod:`mixvi.adapt` and :mod:`mixvi.estimators` only.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,58 +47,74 @@ SCOUT_MARGIN = 20.0
 """A scout's start may have V up to this many nats per dimension above the highest V of the first step's
 draws (wide enough for the wide draws that find the 20-d benchmark mixture's modes, whose best of eight
 lies ~200 nats above; it keeps out starts with V ~ 1e9 deep in a hierarchical model's tails)."""
-FLOW_STEPS = 30
-"""Descent steps each candidate takes on V before a scout is chosen (0: none). A first step of sigma^2 in
-the whitened coordinates is the Newton step on a basin of q's own shape; on a quadratic stretched 16-fold
-against the metric, 30 steps bring points 20-40 units away to its minimum within 1e-3 (the tests)."""
 FLOW_GROW = 1.5
-"""A candidate's step length grows by this factor after a step that lowers V ..."""
+"""A candidate's step length grows by this factor after a step that lowers V (:func:`descend`) ..."""
 FLOW_SHRINK = 0.25
 """... and shrinks by this one after a step that would not (the step is refused)."""
 
 
-def flow(
-    points: jax.Array,
-    value_and_grad_fn: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
-    sigma: jax.Array,
-    metric: jax.Array | None,
-    scale_tril: jax.Array | None,
-    steps: int = FLOW_STEPS,
-) -> tuple[jax.Array, jax.Array]:
-    """Descend V from each of the points (K, d): steps of sigma^2 in the metric's whitened coordinates, each
-    point's own step length growing by FLOW_GROW after a step that lowers V and shrinking by FLOW_SHRINK
-    (the step refused) after one that does not. Returns the end points and V there."""
-    k, d = points.shape
-    zeros_loc, zeros_u = jnp.zeros((k, d), points.dtype), jnp.zeros((k,), points.dtype)
+class Candidates(NamedTuple):
+    """The scout candidates, each descending V by one step per training step (:func:`descend`): the best
+    point so far, V and grad V there (V = inf before a first finite value), the step length factor, and the
+    point V is evaluated at next (the trial, evaluated with the step's own draws)."""
 
-    def to_x(y):
-        return draw_points(zeros_loc, zeros_u, y[:, None, :], metric, scale_tril)[:, 0]
+    points: jax.Array
+    values: jax.Array
+    grads: jax.Array
+    eta: jax.Array
+    trial: jax.Array
 
-    white, _ = whiten(points, metric, scale_tril)
 
-    def body(_, carry):
-        y, v, g, eta = carry
-        g_white = jax.vjp(to_x, y)[1](g)[0]
-        trial = y - (eta * sigma**2)[:, None] * g_white
-        v_new, g_new = value_and_grad_fn(to_x(trial))
-        better = jnp.isfinite(v_new) & (v_new < v) & jnp.all(jnp.isfinite(g_new), 1)
-        return (
-            jnp.where(better[:, None], trial, y),
-            jnp.where(better, v_new, v),
-            jnp.where(better[:, None], g_new, g),
-            jnp.where(better, eta * FLOW_GROW, eta * FLOW_SHRINK),
-        )
-
-    # the first round evaluates the start (g = 0: the trial is the start itself; V = inf: it is taken when
-    # finite), so that V and its gradient are compiled once, in the loop
-    start = (
-        white,
+def restart_candidates(points: jax.Array) -> Candidates:
+    """Candidates starting at the points (K, d): the first evaluation is the start itself (V = inf until
+    then, so it is taken when finite)."""
+    k = points.shape[0]
+    return Candidates(
+        points,
         jnp.full((k,), jnp.inf, points.dtype),
         jnp.zeros_like(points),
         jnp.full((k,), 1.0 / FLOW_GROW, points.dtype),
+        points,
     )
-    y, v, _, _ = jax.lax.fori_loop(0, steps + 1, body, start)
-    return to_x(y), v
+
+
+def init_candidates(state: RelocationState) -> RelocationState:
+    """The relocation state with :data:`SCOUT_CANDIDATES` candidates at the run's start (``state.origin_loc``,
+    set by :func:`mixvi.adapt.init_relocation` given the initial means); unchanged without it."""
+    if state.origin_loc is None:
+        return state
+    points = jnp.broadcast_to(state.origin_loc, (SCOUT_CANDIDATES,) + state.origin_loc.shape)
+    return state._replace(candidates=restart_candidates(points))
+
+
+def descend(
+    candidates: Candidates,
+    trial_values: jax.Array,
+    trial_grads: jax.Array,
+    sigma: jax.Array,
+    metric: jax.Array | None = None,
+    scale_tril: jax.Array | None = None,
+) -> Candidates:
+    """One descent step of the candidates given V and grad V at their trial points: a trial that lowers V
+    (finite, with a finite gradient) is taken and its step length grows by FLOW_GROW, else it is refused and
+    the length shrinks by FLOW_SHRINK; the next trial is a step of eta sigma^2 along -grad V in the metric's
+    whitened coordinates, x - eta sigma^2 L L^T grad V (with L the metric's scale; the identity, a diagonal or
+    a dense or low-rank factor). With eta = 1 it is the Newton step on a basin of q's own shape."""
+    c = candidates
+    better = jnp.isfinite(trial_values) & (trial_values < c.values) & jnp.all(jnp.isfinite(trial_grads), 1)
+    points = jnp.where(better[:, None], c.trial, c.points)
+    values = jnp.where(better, trial_values, c.values)
+    grads = jnp.where(better[:, None], trial_grads, c.grads)
+    eta = jnp.where(better, c.eta * FLOW_GROW, c.eta * FLOW_SHRINK)
+    k, d = points.shape
+    zeros_loc, zeros_u = jnp.zeros((k, d), points.dtype), jnp.zeros((k,), points.dtype)
+
+    def scale(y):  # x = L y: the metric's scale applied to whitened coordinates (linear)
+        return draw_points(zeros_loc, zeros_u, y[:, None, :], metric, scale_tril)[:, 0]
+
+    white_grads = jax.vjp(scale, jnp.zeros_like(points))[1](grads)[0]  # L^T grad V
+    trial = points - (eta * sigma**2)[:, None] * scale(white_grads)
+    return Candidates(points, values, grads, eta, trial)
 
 
 def set_ceiling(state: RelocationState, potential: jax.Array) -> RelocationState:
@@ -112,23 +132,23 @@ def scout(
     locs: jax.Array,
     log_scales: jax.Array,
     state: RelocationState,
-    potential_fn: Callable[[jax.Array], jax.Array],
+    potential_fn: Callable[[jax.Array], jax.Array] | None = None,
     *,
     every: int = SCOUT_EVERY,
     start: int = SCOUT_START,
     metric: jax.Array | None = None,
     scale_tril: jax.Array | None = None,
     noise: jax.Array | None = None,
-    value_and_grad_fn: Callable[[jax.Array], tuple[jax.Array, jax.Array]] | None = None,
 ) -> tuple[jax.Array, jax.Array, RelocationState, jax.Array]:
     """Send the least loaded component that shares its basin to a fresh start (see the module docstring).
 
     Every ``every`` steps from step ``start`` to step ``state.scout_until``, that component restarts with
     the median sigma at one of :data:`SCOUT_CANDIDATES` draws from a normal around where the run started
-    (the initial means' mean, :data:`SCOUT_SPREAD` times their per-coordinate spread). With
-    ``value_and_grad_fn`` each draw first descends V (:func:`flow`) and the scout takes the end point
-    with the lowest V among those that no component serves (none leaves when every end is served);
-    without it, the draw with the lowest V as it is. Either way V there must be finite and no higher than
+    (the initial means' mean, :data:`SCOUT_SPREAD` times their per-coordinate spread). With candidates in
+    the state (:func:`init_candidates`), the draws made ``every`` steps before have descended V since
+    (:func:`descend`) and the scout takes the end point with the lowest V among those that no component
+    serves (none leaves when every end is served); fresh draws replace the candidates every ``every``
+    steps. Without candidates, the draw with the lowest V as it is. Either way V there must be finite and no higher than
     the highest V met at the draws of the first step plus :data:`SCOUT_MARGIN` nats per dimension
     (``state.ceiling``: a scout starts not much worse than the run itself did, so a start deep in a tail,
     where V can be astronomically large and the scout would take hundreds of steps to come back, is not
@@ -142,8 +162,9 @@ def scout(
         m (N, d) and log sigma (N,).
     state : RelocationState
         The running averages, with the step count and the run's start.
-    potential_fn : callable
-        V at a batch of points (K, d) -> (K,); evaluated at the candidates on the steps a scout is due.
+    potential_fn : callable, optional
+        V at a batch of points (K, d) -> (K,); evaluated at the draws on the steps a scout is due (needed
+        only without candidates in the state).
     every, start : int
         The scouting period and first step.
     metric, scale_tril : jax.Array, optional
@@ -151,9 +172,6 @@ def scout(
     noise : jax.Array, optional
         (SCOUT_CANDIDATES, d) standard-normal rows (of the step's noise, :func:`mixvi.adapt.noise_rows`) for the
         candidates instead of a fresh draw.
-    value_and_grad_fn : callable, optional
-        V and its gradient at a batch of points (K, d) -> ((K,), (K, d)): the candidates descend V before one
-        is chosen (``MixVI`` passes it).
 
     Returns
     -------
@@ -175,21 +193,21 @@ def scout(
 
     def candidate(_):
         # V only on the steps a scout is due
-        z = standard_normal(noise, rng_key, (SCOUT_CANDIDATES,) + locs.shape[1:], locs.dtype)
-        points = state.origin_loc + SCOUT_SPREAD * state.origin_scale * z
-        if value_and_grad_fn is None or FLOW_STEPS == 0:
+        if state.candidates is None:
+            z = standard_normal(noise, rng_key, (SCOUT_CANDIDATES,) + locs.shape[1:], locs.dtype)
+            points = state.origin_loc + SCOUT_SPREAD * state.origin_scale * z
             v = potential_fn(points)
             v = jnp.where(jnp.isfinite(v), v, jnp.inf)
             best = jnp.argmin(v)
             return points[best], v[best] <= ceiling
-        sigma = jnp.exp(jnp.median(log_scales))
-        points, v = flow(points, value_and_grad_fn, sigma, metric, scale_tril)
+        points, v = state.candidates.points, state.candidates.values
         # an end point already served (within reach of a component, as basins are told) is no use for a scout
+        sigma = jnp.exp(jnp.median(log_scales))
         white, _ = whiten(points, metric, scale_tril)
         comp, _ = whiten(locs, metric, scale_tril)
         ends_sigma = jnp.full(points.shape[:1], sigma)
         served = jnp.any(within_reach(white, ends_sigma, comp, jnp.exp(log_scales), NEIGHBOUR_REACH), 1)
-        v = jnp.where(served, jnp.inf, v)
+        v = jnp.where(served | ~jnp.isfinite(v), jnp.inf, v)
         best = jnp.argmin(v)
         return points[best], v[best] <= ceiling
 
@@ -204,4 +222,15 @@ def scout(
         age=jnp.where(sent, 0, state.age),
         log_mass=jnp.where(sent, jnp.nan, state.log_mass),
     )
+    if state.candidates is not None:
+        # fresh candidates every `every` steps: they descend until the next scout is due
+        z = standard_normal(noise, rng_key, (SCOUT_CANDIDATES,) + locs.shape[1:], locs.dtype)
+        fresh_points = state.origin_loc + SCOUT_SPREAD * state.origin_scale * z
+        new_state = new_state._replace(
+            candidates=jax.tree.map(
+                lambda a, b: jnp.where(jnp.mod(t, every) == 0, a, b),
+                restart_candidates(fresh_points),
+                state.candidates,
+            )
+        )
     return new_locs, new_log_scales, new_state, go.astype(jnp.int32)

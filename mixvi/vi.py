@@ -64,7 +64,7 @@ from mixvi.geometry import (
 from mixvi.geometry import update as geometry_update
 from mixvi.loop import tree_all_finite
 from mixvi.lowrank import SHARED_NOISE_NEEDED, init_lowrank, root_apply
-from mixvi.scout import SCOUT_CANDIDATES, scout, set_ceiling
+from mixvi.scout import SCOUT_CANDIDATES, descend, init_candidates, scout, set_ceiling
 from mixvi.stein_moment import SteinSums, add_draws, covariance_form, init_sums, stein_moment_divergence
 
 METRICS = ("isotropic", "diagonal", "dense", "lowrank", "auto")
@@ -350,7 +350,7 @@ def init_state(
             None if tril is None else jax.device_put(tril, NamedSharding(mesh, P())),
             None if lowrank is None else jax.device_put(lowrank, NamedSharding(mesh, P())),
         )
-    tracking = init_relocation(n, dtype, flat) if relocate and weights == "uniform" else None
+    tracking = init_candidates(init_relocation(n, dtype, flat)) if relocate and weights == "uniform" else None
     sums = init_sums(d, dtype) if tracking is not None and d <= POOLED_STEIN_MAX_DIM else None
     return MixtureVIState(params, init_step_size(step_size, auto, dtype), tracking, sums)
 
@@ -415,13 +415,16 @@ def step(
     tilt = tilt_now(settings.tilt, tracking)
     cut = value_draws(settings, weights is not None, tilt)
     read = None
+    # the scouts' candidates (mixvi.scout.descend) get V and its gradient in the same batch as the draws
+    exploring = settings.relocate and settings.explore and tracking is not None and tracking.candidates is not None
+    trials = tracking.candidates.trial if exploring else None
     if cut is None:
-        v, gv = potential_and_grad(potential_fn, x, k_model, batch_size=batch)
+        v, gv, at_trials = _with_trials(potential_fn, x, trials, k_model, batch, mesh)
         gv = _shard(mesh, gv)
     else:
         # V's value only where the loss (or the tilt, once on) needs it: value_and_grad on the first `cut`
         # draws of every component, the gradient alone on the rest until the tilt's schedule starts
-        v, g_head = potential_and_grad(potential_fn, x[:, :cut], k_model, batch_size=batch)
+        v, g_head, at_trials = _with_trials(potential_fn, x[:, :cut], trials, k_model, batch, mesh)
         if tilt is None:
             _, g_tail = potential_and_grad(potential_fn, x[:, cut:], k_model, batch_size=batch, with_value=False)
         else:
@@ -511,19 +514,10 @@ def step(
         if settings.balance:
             new_locs, new_u, tracking, split = balance(keys[1], new_locs, new_u, tracking, noise=parts[1], **shape)
             moved = moved + split
-        if settings.explore and tracking.origin_loc is not None:
-            values = jax.vmap(potential_fn, (0, None))
-            values_and_grads = jax.vmap(jax.value_and_grad(potential_fn), (0, None))
-            new_locs, new_u, tracking, sent = scout(
-                keys[2],
-                new_locs,
-                new_u,
-                tracking,
-                lambda x: values(x, k_model),
-                noise=parts[2],
-                value_and_grad_fn=lambda x: values_and_grads(x, k_model),
-                **shape,
-            )
+        if exploring:
+            sigma = jnp.exp(jnp.median(new_u))
+            tracking = tracking._replace(candidates=descend(tracking.candidates, *at_trials, sigma, **shape))
+            new_locs, new_u, tracking, sent = scout(keys[2], new_locs, new_u, tracking, noise=parts[2], **shape)
             moved = moved + sent
         new = new._replace(locs=new_locs, log_scales=new_u)
     new = new._replace(locs=unflatten(new.locs))
@@ -602,6 +596,24 @@ def draws_read(tilt: jax.Array, cut: int, num_draws: int) -> jax.Array:
     """The (traced) number of leading draws whose V value the loss reads under a tilt schedule: all
     ``num_draws`` once the tilt is on, the first ``cut`` before."""
     return jnp.where(tilt > 0, num_draws, cut)
+
+
+def _with_trials(
+    potential_fn, x: jax.Array, trials: jax.Array | None, key: jax.Array, batch: int | None, mesh: Mesh | None
+) -> tuple[jax.Array, jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """V and grad V at the draws x (N, L, d) and, given them, at the scout candidates' trial points (K, d):
+    appended to the draws' rows, so that one vmapped gradient of V serves both (a second copy costs a
+    second compilation of V's gradient); with components placed on a mesh, in a call of their own."""
+    if trials is None:
+        v, g = potential_and_grad(potential_fn, x, key, batch_size=batch)
+        return v, g, None
+    if mesh is not None:
+        v, g = potential_and_grad(potential_fn, x, key, batch_size=batch)
+        return v, g, potential_and_grad(potential_fn, trials, key, batch_size=batch)
+    n, length, d = x.shape
+    rows = jnp.concatenate([x.reshape(n * length, d), trials.astype(x.dtype)])
+    v, g = potential_and_grad(potential_fn, rows, key, batch_size=batch)
+    return v[: n * length].reshape(n, length), g[: n * length].reshape(x.shape), (v[n * length :], g[n * length :])
 
 
 def _gradients_only(potential_fn, x: jax.Array, key: jax.Array, batch: int | None) -> tuple[jax.Array, jax.Array]:

@@ -23,7 +23,16 @@ from mixvi.adapt import (
     relocate,
     track,
 )
-from mixvi.scout import FLOW_STEPS, SCOUT_CANDIDATES, SCOUT_MARGIN, SCOUT_SPREAD, flow, scout
+from mixvi.scout import (
+    SCOUT_CANDIDATES,
+    SCOUT_EVERY,
+    SCOUT_MARGIN,
+    SCOUT_SPREAD,
+    descend,
+    init_candidates,
+    restart_candidates,
+    scout,
+)
 
 
 def _state(fast, slow, age, log_mass=None):
@@ -349,10 +358,21 @@ def test_scouts_leave_from_a_wide_start_on_schedule_and_only_below_the_ceiling()
     np.testing.assert_allclose(new_locs[1], nearest, rtol=1e-6)
 
 
-def test_flow_descends_to_the_minimum_in_the_metrics_coordinates():
-    """From points 20-40 units away, FLOW_STEPS steps reach the minimum of a stretched quadratic
-    V = (1/2) (x - c)^T A (x - c) (curvatures 4 and 1/4) within 1e-3 with the identity metric and with a dense
-    metric L matched to it, V never rising along the way (a step that does not lower V is refused)."""
+def _descend_for(points, vg, steps, scale_tril=None):
+    """The candidates started at the points after ``steps`` training steps' worth of descent, with the
+    V at every step's accepted points."""
+    candidates, seen = restart_candidates(points), []
+    for _ in range(steps):
+        candidates = descend(candidates, *vg(candidates.trial), jnp.asarray(1.0), None, scale_tril)
+        seen.append(candidates.values)
+    return candidates, jnp.stack(seen)
+
+
+def test_candidates_descend_to_the_minimum_in_the_metrics_coordinates():
+    """From points 20-40 units away, the steps between two scouts bring the candidates to the minimum of a
+    stretched quadratic V = (1/2) (x - c)^T A (x - c) (curvatures 4 and 1/4) within 1e-3 with the identity
+    metric and with a dense metric L matched to it, V never rising along the way (a step that does not
+    lower V is refused) and the values kept being V at the points kept."""
     c = jnp.array([3.0, -2.0])
     a = jnp.diag(jnp.array([4.0, 0.25]))
 
@@ -362,20 +382,25 @@ def test_flow_descends_to_the_minimum_in_the_metrics_coordinates():
 
     points = jnp.array([[23.0, -2.0], [3.0, 38.0], [-20.0, 20.0]])
     for tril in (None, jnp.diag(jnp.array([0.5, 2.0]))):
-        ends, v = flow(points, vg, jnp.asarray(1.0), None, tril)
-        np.testing.assert_allclose(ends, jnp.broadcast_to(c, ends.shape), atol=1e-3)
-        np.testing.assert_allclose(v, vg(ends)[0], rtol=1e-5, atol=1e-6)
-    # V is never raised: with one step, each point's V is at most its start's
-    v0 = vg(points)[0]
-    _, v1 = flow(points, vg, jnp.asarray(1.0), None, None, steps=1)
-    assert bool(jnp.all(v1 <= v0))
-    assert FLOW_STEPS >= 10
+        ends, seen = _descend_for(points, vg, SCOUT_EVERY - 1, tril)
+        np.testing.assert_allclose(ends.points, jnp.broadcast_to(c, points.shape), atol=1e-3)
+        np.testing.assert_allclose(ends.values, vg(ends.points)[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ends.grads, vg(ends.points)[1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(seen[0], vg(points)[0])  # the first step evaluates the start itself
+        assert bool(jnp.all(jnp.diff(seen, axis=0) <= 0))
+    # a trial where V is not finite is refused and the step shrinks
+    start = restart_candidates(points)
+    after = descend(start, *vg(points), jnp.asarray(1.0))
+    refused = descend(after, jnp.full(3, jnp.nan), jnp.zeros((3, 2)), jnp.asarray(1.0))
+    np.testing.assert_array_equal(refused.points, after.points)
+    assert bool(jnp.all(refused.eta < after.eta))
 
 
-def test_scouts_go_where_the_flow_ends_far_from_every_component():
+def test_scouts_go_where_the_candidates_descents_end_far_from_every_component():
     """Two modes at x0 = -8 and 8, every component at the first; the candidates' descents end on either
     mode. The scout starts at an end on the unserved mode (x0 near 8), the lowest-V one of those; with the
-    components on both modes every end is served and no scout leaves."""
+    components on both modes every end is served and no scout leaves. Fresh candidates replace the
+    descended ones on the scouting steps (every SCOUT_EVERY steps), not between."""
 
     def v(x):
         modes = jnp.array([[-8.0, 0.0], [8.0, 0.0]])
@@ -383,17 +408,28 @@ def test_scouts_go_where_the_flow_ends_far_from_every_component():
 
     vg = jax.vmap(jax.value_and_grad(v))
     locs = jnp.array([[-8.0, 0.0], [-7.9, 0.1], [-8.1, -0.1]])
-    state = init_relocation(3, locs=jnp.array([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]]))
+    state = init_candidates(init_relocation(3, locs=jnp.array([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]])))
+    z = jax.random.normal(jax.random.key(0), (SCOUT_CANDIDATES, 2))
+    ends, _ = _descend_for(state.origin_loc + SCOUT_SPREAD * state.origin_scale * z, vg, SCOUT_EVERY - 1)
+    on_both = jnp.abs(ends.points[:, 0])
+    np.testing.assert_allclose(on_both, 8.0, atol=0.05)
+    assert bool(jnp.any(ends.points[:, 0] > 0)) and bool(jnp.any(ends.points[:, 0] < 0))
     state = state._replace(
         age=jnp.array([300, 300, 300]), log_mass=jnp.log(jnp.array([0.4, 0.2, 0.4])), loss_fast=jnp.zeros(3),
         loss_slow=jnp.zeros(3), steps=jnp.asarray(200), scout_until=jnp.asarray(1000), ceiling=jnp.asarray(1e6),
+        candidates=ends,
     )
     u = jnp.zeros(3)
-    new_locs, _, _, sent = scout(jax.random.key(0), locs, u, state, jax.vmap(v), value_and_grad_fn=vg)
+    new_locs, _, new_state, sent = scout(jax.random.key(1), locs, u, state)
     assert int(sent) == 1
     np.testing.assert_allclose(new_locs[1], [8.0, 0.0], atol=0.05)
+    assert bool(jnp.all(jnp.isinf(new_state.candidates.values)))  # step 200: fresh draws
+    assert not np.allclose(new_state.candidates.points, ends.points)
     served = jnp.array([[-8.0, 0.0], [8.0, 0.0], [-8.1, -0.1]])
-    assert int(scout(jax.random.key(0), served, u, state, jax.vmap(v), value_and_grad_fn=vg)[3]) == 0
+    assert int(scout(jax.random.key(1), served, u, state)[3]) == 0
+    later = scout(jax.random.key(1), locs, u, state._replace(steps=jnp.asarray(201)))
+    assert int(later[3]) == 0
+    np.testing.assert_array_equal(later[2].candidates.points, ends.points)
 
 
 def test_scouts_find_a_mode_the_start_missed():
