@@ -415,8 +415,13 @@ def test_scouts_go_where_the_candidates_descents_end_far_from_every_component():
     np.testing.assert_allclose(on_both, 8.0, atol=0.05)
     assert bool(jnp.any(ends.points[:, 0] > 0)) and bool(jnp.any(ends.points[:, 0] < 0))
     state = state._replace(
-        age=jnp.array([300, 300, 300]), log_mass=jnp.log(jnp.array([0.4, 0.2, 0.4])), loss_fast=jnp.zeros(3),
-        loss_slow=jnp.zeros(3), steps=jnp.asarray(200), scout_until=jnp.asarray(1000), ceiling=jnp.asarray(1e6),
+        age=jnp.array([300, 300, 300]),
+        log_mass=jnp.log(jnp.array([0.4, 0.2, 0.4])),
+        loss_fast=jnp.zeros(3),
+        loss_slow=jnp.zeros(3),
+        steps=jnp.asarray(200),
+        scout_until=jnp.asarray(1000),
+        ceiling=jnp.asarray(1e6),
         candidates=ends,
     )
     u = jnp.zeros(3)
