@@ -223,14 +223,11 @@ def scout(
         log_mass=jnp.where(sent, jnp.nan, state.log_mass),
     )
     if state.candidates is not None:
-        # fresh candidates every `every` steps: they descend until the next scout is due
-        z = standard_normal(noise, rng_key, (SCOUT_CANDIDATES,) + locs.shape[1:], locs.dtype)
-        fresh_points = state.origin_loc + SCOUT_SPREAD * state.origin_scale * z
-        new_state = new_state._replace(
-            candidates=jax.tree.map(
-                lambda a, b: jnp.where(jnp.mod(t, every) == 0, a, b),
-                restart_candidates(fresh_points),
-                state.candidates,
-            )
-        )
+        # fresh candidates every `every` steps while scouts may leave: they descend until the next one is due
+        def fresh(_):
+            z = standard_normal(noise, rng_key, (SCOUT_CANDIDATES,) + locs.shape[1:], locs.dtype)
+            return restart_candidates(state.origin_loc + SCOUT_SPREAD * state.origin_scale * z)
+
+        renew = (jnp.mod(t, every) == 0) & (t < state.scout_until)
+        new_state = new_state._replace(candidates=jax.lax.cond(renew, fresh, lambda _: state.candidates, None))
     return new_locs, new_log_scales, new_state, go.astype(jnp.int32)

@@ -515,8 +515,15 @@ def step(
             new_locs, new_u, tracking, split = balance(keys[1], new_locs, new_u, tracking, noise=parts[1], **shape)
             moved = moved + split
         if exploring:
+            # the candidates descend only while scouts may leave (no work in the run's second half)
             sigma = jnp.exp(jnp.median(new_u))
-            tracking = tracking._replace(candidates=descend(tracking.candidates, *at_trials, sigma, **shape))
+            candidates = jax.lax.cond(
+                tracking.steps <= tracking.scout_until,
+                lambda c: descend(c, *at_trials, sigma, **shape),
+                lambda c: c,
+                tracking.candidates,
+            )
+            tracking = tracking._replace(candidates=candidates)
             new_locs, new_u, tracking, sent = scout(keys[2], new_locs, new_u, tracking, noise=parts[2], **shape)
             moved = moved + sent
         new = new._replace(locs=new_locs, log_scales=new_u)
