@@ -11,9 +11,9 @@ A scout's start comes from :data:`SCOUT_CANDIDATES` wide draws, made every :data
 each descending V by one step per training step in the shared metric's coordinates until the next scout
 is due (:func:`descend`; the caller evaluates V and its gradient at the candidates' trial points in the
 same batch as the step's own draws, so that no second copy of V's gradient is compiled, and the
-candidates cost K more rows of that batch): among the end points that no component serves (none within the basins' reach, :data:`mixvi.adapt.NEIGHBOUR_REACH`), the one with the
-lowest V, and only one no worse than where the run itself started (:func:`set_ceiling`;
-:data:`SCOUT_MARGIN`). Why descend first: which basin a wide draw drains into is decided by the basins'
+candidates cost K more rows of that batch): among the end points that no component serves (none
+within the basins' reach, :data:`mixvi.adapt.NEIGHBOUR_REACH`), the one with the lowest V, and only
+one no worse than where the run itself started (:func:`set_ceiling`; :data:`SCOUT_MARGIN`). Why descend first: which basin a wide draw drains into is decided by the basins'
 shapes, not their masses, and most drain into basins already served. On the 20-d four-mode benchmark
 mixture 9 % of the lowest-V wide draws drained into its heaviest mode (0.4 of the mass), so its sixteen
 scouts missed that mode in about one run in five; knowing where each candidate ends, the scout goes
