@@ -13,8 +13,9 @@ is due (:func:`descend`; the caller evaluates V and its gradient at the candidat
 same batch as the step's own draws, so that no second copy of V's gradient is compiled, and the
 candidates cost K more rows of that batch): among the end points that no component serves (none
 within the basins' reach, :data:`mixvi.adapt.NEIGHBOUR_REACH`), the one with the lowest V, and only
-one no worse than where the run itself started (:func:`set_ceiling`; :data:`SCOUT_MARGIN`). Why descend first: which basin a wide draw drains into is decided by the basins'
-shapes, not their masses, and most drain into basins already served. On the 20-d four-mode benchmark
+one no worse than where the run itself started (:func:`set_ceiling`; :data:`SCOUT_MARGIN`). Why
+descend first: which basin a wide draw drains into is decided by the basins' shapes, not their masses,
+and most drain into basins already served. On the 20-d four-mode benchmark
 mixture 9 % of the lowest-V wide draws drained into its heaviest mode (0.4 of the mass), so its sixteen
 scouts missed that mode in about one run in five; knowing where each candidate ends, the scout goes
 only where it is needed, and it arrives at once instead of travelling there. A relocation state
@@ -76,6 +77,13 @@ def restart_candidates(points: jax.Array) -> Candidates:
         jnp.full((k,), 1.0 / FLOW_GROW, points.dtype),
         points,
     )
+
+
+def wide_draws(state: RelocationState, noise: jax.Array | None, rng_key: jax.Array | None, dtype) -> jax.Array:
+    """:data:`SCOUT_CANDIDATES` draws from the normal around where the run started (the initial means' mean,
+    :data:`SCOUT_SPREAD` times their per-coordinate spread), from the given noise rows or a fresh draw."""
+    z = standard_normal(noise, rng_key, (SCOUT_CANDIDATES,) + state.origin_loc.shape, dtype)
+    return state.origin_loc + SCOUT_SPREAD * state.origin_scale * z
 
 
 def init_candidates(state: RelocationState) -> RelocationState:
@@ -148,8 +156,8 @@ def scout(
     the state (:func:`init_candidates`), the draws made ``every`` steps before have descended V since
     (:func:`descend`) and the scout takes the end point with the lowest V among those that no component
     serves (none leaves when every end is served); fresh draws replace the candidates every ``every``
-    steps. Without candidates, the draw with the lowest V as it is. Either way V there must be finite and no higher than
-    the highest V met at the draws of the first step plus :data:`SCOUT_MARGIN` nats per dimension
+    steps. Without candidates, the draw with the lowest V as it is. Either way V there must be finite and
+    no higher than the highest V met at the draws of the first step plus :data:`SCOUT_MARGIN` nats per dimension
     (``state.ceiling``: a scout starts not much worse than the run itself did, so a start deep in a tail,
     where V can be astronomically large and the scout would take hundreds of steps to come back, is not
     sent). Mass balancing then gives the basin it found its share.
@@ -194,8 +202,7 @@ def scout(
     def candidate(_):
         # V only on the steps a scout is due
         if state.candidates is None:
-            z = standard_normal(noise, rng_key, (SCOUT_CANDIDATES,) + locs.shape[1:], locs.dtype)
-            points = state.origin_loc + SCOUT_SPREAD * state.origin_scale * z
+            points = wide_draws(state, noise, rng_key, locs.dtype)
             v = potential_fn(points)
             v = jnp.where(jnp.isfinite(v), v, jnp.inf)
             best = jnp.argmin(v)
@@ -225,8 +232,7 @@ def scout(
     if state.candidates is not None:
         # fresh candidates every `every` steps while scouts may leave: they descend until the next one is due
         def fresh(_):
-            z = standard_normal(noise, rng_key, (SCOUT_CANDIDATES,) + locs.shape[1:], locs.dtype)
-            return restart_candidates(state.origin_loc + SCOUT_SPREAD * state.origin_scale * z)
+            return restart_candidates(wide_draws(state, noise, rng_key, locs.dtype))
 
         renew = (jnp.mod(t, every) == 0) & (t < state.scout_until)
         new_state = new_state._replace(candidates=jax.lax.cond(renew, fresh, lambda _: state.candidates, None))

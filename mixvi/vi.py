@@ -416,7 +416,8 @@ def step(
     cut = value_draws(settings, weights is not None, tilt)
     read = None
     # the scouts' candidates (mixvi.scout.descend) get V and its gradient in the same batch as the draws
-    exploring = settings.relocate and settings.explore and tracking is not None and tracking.candidates is not None
+    relocating = settings.relocate and tracking is not None
+    exploring = relocating and settings.explore and tracking.candidates is not None
     trials = tracking.candidates.trial if exploring else None
     if cut is None:
         v, gv, at_trials = _with_trials(potential_fn, x, trials, k_model, batch, mesh)
@@ -439,7 +440,6 @@ def step(
         gv = (_shard(mesh, g_head), _shard(mesh, g_tail))
     # learned weights have no relocation; their step needs the quarantine all the same, or one component
     # whose draws reach where V or grad V is not finite rejects every component's step
-    relocating = settings.relocate and tracking is not None
     quarantine = relocating or weights is not None
     # the shared metric is learned from the components near q's mass (not from scouts still travelling)
     gap = relocation_gap(d, settings.relocate_gap)
@@ -611,12 +611,9 @@ def _with_trials(
     """V and grad V at the draws x (N, L, d) and, given them, at the scout candidates' trial points (K, d):
     appended to the draws' rows, so that one vmapped gradient of V serves both (a second copy costs a
     second compilation of V's gradient); with components placed on a mesh, in a call of their own."""
-    if trials is None:
+    if trials is None or mesh is not None:
         v, g = potential_and_grad(potential_fn, x, key, batch_size=batch)
-        return v, g, None
-    if mesh is not None:
-        v, g = potential_and_grad(potential_fn, x, key, batch_size=batch)
-        return v, g, potential_and_grad(potential_fn, trials, key, batch_size=batch)
+        return v, g, None if trials is None else potential_and_grad(potential_fn, trials, key, batch_size=batch)
     n, length, d = x.shape
     rows = jnp.concatenate([x.reshape(n * length, d), trials.astype(x.dtype)])
     v, g = potential_and_grad(potential_fn, rows, key, batch_size=batch)
