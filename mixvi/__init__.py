@@ -14,6 +14,7 @@ from mixvi.geometry import AutoStep
 from mixvi.guide import AutoIsotropicMixture
 from mixvi.importance import ImportanceSample, importance_resample, psis_log_weights
 from mixvi.loop import DivergenceError, enable_compilation_cache
+from mixvi.refine import RefineInfo, RefineResult, refine
 from mixvi.vi import MixtureVI, MixtureVIInfo, MixtureVIState, mixture_vi
 
 __version__ = "0.1.0"
@@ -30,6 +31,8 @@ __all__ = [
     "MixtureVI",
     "MixtureVIInfo",
     "MixtureVIState",
+    "RefineInfo",
+    "RefineResult",
     "component_summary",
     "enable_compilation_cache",
     "fit_check",
@@ -37,6 +40,7 @@ __all__ = [
     "importance_resample",
     "mixture_vi",
     "optim",
+    "refine",
     "psis_khat",
     "psis_log_weights",
     "to_datatree",

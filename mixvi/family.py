@@ -58,17 +58,8 @@ def component_logits(
     """
     d = locs.shape[-1]
     lowrank = metric if isinstance(metric, LowRankMetric) else None
-    if lowrank is not None:
-        x, locs, metric = lr.root_solve(lowrank, x), lr.root_solve(lowrank, locs), None
-    if metric is not None:
-        root = jnp.sqrt(metric)
-        x, locs = x / root, locs / root
-    if scale_tril is not None:
-        x, locs = _whiten(scale_tril, x), _whiten(scale_tril, locs)
-    centre = jnp.mean(locs, axis=0)
-    xc, mc = x - centre, locs - centre
-    sq = jnp.sum(xc**2, -1, keepdims=True) - 2.0 * xc @ mc.T + jnp.sum(mc**2, -1)
-    sq = jnp.maximum(sq, 0.0)
+    sq = squared_distances(x, locs, metric, scale_tril)
+    metric = None if lowrank is not None else metric
     eps = scales**2
     out = -0.5 * sq / eps - 0.5 * d * jnp.log(2 * jnp.pi * eps)
     if metric is not None:
@@ -80,6 +71,27 @@ def component_logits(
     if weights is None:
         return out - jnp.log(locs.shape[0])
     return out + jnp.log(weights)
+
+
+def squared_distances(
+    x: jax.Array, locs: jax.Array, metric: jax.Array | None = None, scale_tril: jax.Array | None = None
+) -> jax.Array:
+    """Squared distances in the shared metric A, ``|A^(-1/2) (x - m_j)|^2``, shape (..., N).
+
+    Computed as ``|x|^2 - 2 x.m + |m|^2`` after centring on the mean of the means (no (..., N, d)
+    tensor), clipped at zero. ``metric`` and ``scale_tril`` are as in :func:`component_logits`.
+    """
+    if isinstance(metric, LowRankMetric):
+        x, locs = lr.root_solve(metric, x), lr.root_solve(metric, locs)
+    elif metric is not None:
+        root = jnp.sqrt(metric)
+        x, locs = x / root, locs / root
+    if scale_tril is not None:
+        x, locs = _whiten(scale_tril, x), _whiten(scale_tril, locs)
+    centre = jnp.mean(locs, axis=0)
+    xc, mc = x - centre, locs - centre
+    sq = jnp.sum(xc**2, -1, keepdims=True) - 2.0 * xc @ mc.T + jnp.sum(mc**2, -1)
+    return jnp.maximum(sq, 0.0)
 
 
 def _whiten(scale_tril: jax.Array, x: jax.Array) -> jax.Array:
