@@ -166,22 +166,20 @@ def _steady_ms(init: Callable, update: Callable, args: tuple, key: jax.Array, ti
 def fit_mixvi(target: QT.Target, metric: str, steps: int, key: jax.Array, timing_steps: int) -> dict[str, Any]:
     """Build the guide and run ``MixVI`` with its defaults (unavailable when the metric is refused), then
     :func:`fit_check_metrics` of the fit (not in the wall time)."""
-    metric, _, refined = metric.partition("+")  # "auto+refine": then mixvi.refine's default refinement
+    metric, _, refined = metric.partition("+")  # "auto+refine": MixVI(refine=True); "auto+plain": refine=False
     metric, _, count = metric.partition("@")  # "auto@20": the metric with 20 components
     t0 = time.perf_counter()
     try:
         n = int(count) if count else target.info["n_components"]
         guide = mixvi.AutoIsotropicMixture(target.model, n_components=n, metric=metric)
-        vi = mixvi.MixVI(target.model, guide)
+        options = {"refine": {"refine": True, "plain": False}[refined]} if refined else {}
+        vi = mixvi.MixVI(target.model, guide, **options)
     except ValueError as err:
         return {"status": "unavailable", "reason": str(err)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = vi.run(key, steps, *target.args, progress_bar=False)
         params = jax.block_until_ready(result.params)
-        if refined:
-            refinement = mixvi.refine(guide, params, *target.args, rng_key=jax.random.fold_in(key, 1))
-            params = jax.block_until_ready(refinement.params)
     wall = time.perf_counter() - t0
     messages = [str(w.message) for w in caught]
     # after the wall time
@@ -200,8 +198,8 @@ def fit_mixvi(target: QT.Target, metric: str, steps: int, key: jax.Array, timing
         "loss_draws": vi.loss_draws,
         "auto": s.auto._asdict() if hasattr(s.auto, "_asdict") else str(s.auto),
     }
-    if refined:
-        settings["refine"] = {"num_iterations": int(refinement.info.ess.shape[0]), "num_draws": "1000 N", "damping": 0.5}
+    settings["refine"] = vi.refine
+    settings["refined"] = vi.last_run_refine is not None
     sig = np.asarray(params[f"{guide.prefix}_scales"], np.float64)
     return {
         "status": "ok",

@@ -6,9 +6,9 @@ little mass in the neck, and more components or richer component shapes do not c
 (docs/benchmarks.md, "The family's limit on the horseshoe"). The refinement keeps the family, the
 shared metric A and the number of components, and moves the means, the scales (and learned weights)
 towards the minimiser of the forward KL(p || q), which covers p's mass, by EM on importance-weighted
-draws from q itself (population Monte Carlo, Cappe, Douc, Guillin, Marin, Robert, "Adaptive importance
+draws from q itself (population Monte Carlo, Cappé, Douc, Guillin, Marin, Robert, "Adaptive importance
 sampling in general mixture classes", Statistics and Computing 18, 2008, arXiv:0710.4242). One
-iteration, with S draws z_s ~ q:
+iteration, with S draws z_s ~ q::
 
     log w_s = log p(z_s) - log q(z_s),  truncated at log mean(w) + (1/2) log S, normalised
               (truncated importance sampling, Ionides, J. Comput. Graph. Statist. 17, 2008)

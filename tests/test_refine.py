@@ -9,6 +9,8 @@ import numpyro.distributions as dist
 import pytest
 
 import mixvi
+import mixvi.engine as engine_module
+from mixvi.engine import POOR_STEIN, REFINE_KEY
 from mixvi.family import IsotropicMixture
 from mixvi.refine import MIN_ESS, refine_mixture, refine_step, truncated_log_weights
 
@@ -174,3 +176,46 @@ def test_only_a_mixture_guide_and_a_key_are_accepted(normal_fit):
         mixvi.refine(numpyro.infer.autoguide.AutoNormal(normal_model), params, y, rng_key=jax.random.PRNGKey(0))
     with pytest.raises(TypeError, match="rng_key must be a jax.random key"):
         mixvi.refine(guide, params, y, rng_key=0)
+
+
+def test_run_refines_when_asked_and_returns_a_consistent_state(normal_fit):
+    guide, _, y = normal_fit
+    plain = mixvi.MixVI(normal_model, guide, refine=False)
+    base = plain.run(jax.random.PRNGKey(3), 200, y, progress_bar=False)
+    assert plain.last_run_refine is None
+    engine = mixvi.MixVI(normal_model, guide, refine=True)
+    one = engine.run(jax.random.PRNGKey(3), 200, y, progress_bar=False)
+    assert engine.last_run_refine is not None and engine.last_run_refine.ess.shape == (10,)
+    two = mixvi.MixVI(normal_model, guide, refine=True).run(jax.random.PRNGKey(3), 200, y, progress_bar=False)
+    for k in one.params:
+        np.testing.assert_array_equal(one.params[k], two.params[k])  # same seed, same bits
+        np.testing.assert_array_equal(one.params[k], engine.get_params(one.state)[k])
+    np.testing.assert_array_equal(one.losses, base.losses)  # the steps are the same; only the end moves
+    # the refinement is the guide-level call on the plain fit with the run's key
+    key = jax.random.fold_in(base.state.rng_key, REFINE_KEY)
+    direct = mixvi.refine(guide, base.params, y, rng_key=key)
+    np.testing.assert_allclose(one.params[f"{guide.prefix}_locs"], direct.params[f"{guide.prefix}_locs"], rtol=1e-6)
+
+
+def test_auto_refines_exactly_when_the_runs_check_fires(normal_fit, monkeypatch):
+    guide, _, y = normal_fit
+    engine = mixvi.MixVI(normal_model, guide)
+    assert engine.refine == "auto"
+    engine.run(jax.random.PRNGKey(3), 200, y, progress_bar=False)
+    assert engine.last_run_stein is not None and engine.last_run_stein < POOR_STEIN
+    assert engine.last_run_refine is None  # a good fit is returned as it is
+    monkeypatch.setattr(engine_module, "POOR_STEIN", -np.inf)  # every fit now reads poor
+    with pytest.warns(RuntimeWarning, match="refined towards the forward KL"):
+        engine.run(jax.random.PRNGKey(3), 200, y, progress_bar=False)
+    assert engine.last_run_refine is not None
+    paper = mixvi.MixVI(normal_model, guide, relocate=False)  # the paper's mode is never refined by 'auto'
+    assert paper.refine is False
+    paper.run(jax.random.PRNGKey(3), 200, y, progress_bar=False)
+    assert paper.last_run_refine is None
+
+
+@pytest.mark.parametrize("value", ["always", 1, None])
+def test_bad_refine_option_is_refused(normal_fit, value):
+    guide, _, _ = normal_fit
+    with pytest.raises(ValueError, match="refine must be 'auto', True or False"):
+        mixvi.MixVI(normal_model, guide, refine=value)
