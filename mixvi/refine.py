@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
 from mixvi.diagnostics._draws import check_key, potential, resolve
@@ -44,6 +45,12 @@ __all__ = ["MIN_ESS", "MIN_SHARE", "RefineInfo", "RefineResult", "refine", "refi
 MIN_SHARE = 1e-3
 #: an iteration whose weights have a smaller effective sample size moves nothing (they speak for a few draws)
 MIN_ESS = 20
+#: draws per component and iteration of :func:`refine`'s default
+DRAWS_PER_COMPONENT = 1000
+#: ... at most this many draw coordinates (S d) per iteration, so that a large d keeps S x d arrays small
+DRAW_ELEMENTS = 2**26
+#: ... and at least this many draws
+MIN_DRAWS = 2000
 # draws whose log p is evaluated at once (bounds the memory of a large model's batch)
 BLOCK = 4096
 
@@ -70,10 +77,11 @@ class RefineInfo(NamedTuple):
     num_updated: jax.Array
 
 
-def guide_components(guide: AutoIsotropicMixture, params: dict) -> int:
-    """The number of components N of the fit (from its locs when they are in ``params``)."""
+def default_draws(guide: AutoIsotropicMixture, params: dict) -> int:
+    """Draws per iteration: ``DRAWS_PER_COMPONENT`` N, at most ``DRAW_ELEMENTS`` / d (but ``MIN_DRAWS``)."""
     locs = params.get(f"{guide.prefix}_locs")
-    return int(jnp.shape(locs)[0]) if locs is not None else 1
+    n, d = np.shape(locs) if locs is not None and np.ndim(locs) == 2 else (1, 1)
+    return int(min(DRAWS_PER_COMPONENT * n, max(MIN_DRAWS, DRAW_ELEMENTS // max(d, 1))))
 
 
 def _check_counts(num_iterations: object, num_draws: object, damping: object) -> None:
@@ -237,7 +245,7 @@ def refine(
     num_iterations : int, default 10
         Population Monte Carlo iterations.
     num_draws : int, optional
-        Draws from q per iteration (default 1000 per component).
+        Draws from q per iteration (default 1000 per component, at most 2^26 / d but at least 2000).
     damping : float, default 0.5
         Step towards each iteration's EM update, in (0, 1].
 
@@ -256,7 +264,7 @@ def refine(
     if not isinstance(guide, AutoIsotropicMixture):
         raise TypeError(NOT_A_MIXTURE.format(type(guide).__name__))
     rng_key = check_key(rng_key)
-    num_draws = 1000 * guide_components(guide, params) if num_draws is None else num_draws
+    num_draws = default_draws(guide, params) if num_draws is None else num_draws
     _check_counts(num_iterations, num_draws, damping)
     fit = resolve(guide, params, model_args, model_kwargs)
     q = guide.get_posterior(params)

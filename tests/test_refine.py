@@ -12,7 +12,7 @@ import mixvi
 import mixvi.engine as engine_module
 from mixvi.engine import POOR_STEIN, REFINE_KEY
 from mixvi.family import IsotropicMixture
-from mixvi.refine import MIN_ESS, refine_mixture, refine_step, truncated_log_weights
+from mixvi.refine import MIN_ESS, default_draws, refine_mixture, refine_step, truncated_log_weights
 
 
 def gaussian_log_density(mean, cov):
@@ -219,3 +219,13 @@ def test_bad_refine_option_is_refused(normal_fit, value):
     guide, _, _ = normal_fit
     with pytest.raises(ValueError, match="refine must be 'auto', True or False"):
         mixvi.MixVI(normal_model, guide, refine=value)
+
+
+def test_default_draws_scale_with_components_and_shrink_with_dimension(normal_fit):
+    guide, params, y = normal_fit
+    out = mixvi.refine(guide, params, y, rng_key=jax.random.PRNGKey(0), num_iterations=1)
+    assert int(out.info.num_finite[0]) == 3000  # 1000 per component, every log p finite
+    name = f"{guide.prefix}_locs"
+    assert default_draws(guide, {name: np.zeros((20, 1000))}) == 20000
+    assert default_draws(guide, {name: np.zeros((20, 10000))}) == 2**26 // 10000
+    assert default_draws(guide, {name: np.zeros((20, 10**6))}) == 2000
