@@ -35,9 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from mixvi.diagnostics._draws import check_key, potential, resolve
+from mixvi.diagnostics._draws import check_key, model_param_values, potential, resolve
 from mixvi.family import IsotropicMixture, squared_distances
 from mixvi.guide import AutoIsotropicMixture
+from mixvi.loop import call_compiled, new_cache
 
 __all__ = ["MIN_ESS", "MIN_SHARE", "RefineInfo", "RefineResult", "refine", "refine_mixture", "refine_step"]
 
@@ -53,6 +54,9 @@ DRAW_ELEMENTS = 2**26
 MIN_DRAWS = 2000
 # draws whose log p is evaluated at once (bounds the memory of a large model's batch)
 BLOCK = 4096
+
+# refine's compiled programs, per guide and settings
+_COMPILED = new_cache()
 
 BAD_DAMPING = "damping must be a number in (0, 1], got {!r}"
 BAD_COUNT = "{} must be an integer >= 1, got {!r}"
@@ -82,6 +86,17 @@ def default_draws(guide: AutoIsotropicMixture, params: dict) -> int:
     locs = params.get(f"{guide.prefix}_locs")
     n, d = np.shape(locs) if locs is not None and np.ndim(locs) == 2 else (1, 1)
     return int(min(DRAWS_PER_COMPONENT * n, max(MIN_DRAWS, DRAW_ELEMENTS // max(d, 1))))
+
+
+def in_blocks(fn: Callable[[jax.Array], jax.Array], z: jax.Array, block: int) -> jax.Array:
+    """``vmap(fn)(z)`` over rows, evaluated in equal blocks of at most ``block`` rows (``z`` padded with
+    its first rows to a whole number of blocks, so one compiled body serves them all)."""
+    num = z.shape[0]
+    blocks = -(-num // block)
+    size = -(-num // blocks)
+    padded = jnp.concatenate([z, z[: blocks * size - num]]) if blocks * size > num else z
+    out = jax.lax.map(jax.vmap(fn), padded.reshape(blocks, size, *z.shape[1:]))
+    return out.reshape(blocks * size)[:num]
 
 
 def _check_counts(num_iterations: object, num_draws: object, damping: object) -> None:
@@ -132,10 +147,11 @@ def refine_step(
         The moved mixture and the iteration's diagnostics.
     """
     z = q.sample(rng_key, (num_draws,))
-    log_w = truncated_log_weights(log_density_fn(z) - q.log_prob(z))
+    logits = q._logits(z)  # (S, N): log q and the responsibilities from one evaluation
+    log_w = truncated_log_weights(log_density_fn(z) - logsumexp(logits, axis=-1))
     w = jnp.exp(log_w)
     w = jnp.where(jnp.isfinite(w), w, 0.0)  # every draw -inf: logsumexp NaN
-    joint = w[:, None] * q.responsibilities(z)  # (S, N)
+    joint = w[:, None] * jax.nn.softmax(logits, axis=-1)  # (S, N)
     share = jnp.sum(joint, 0)
     n_comp, dim = q.locs.shape
     ess = 1.0 / jnp.sum(w**2)
@@ -268,19 +284,23 @@ def refine(
     _check_counts(num_iterations, num_draws, damping)
     fit = resolve(guide, params, model_args, model_kwargs)
     q = guide.get_posterior(params)
-    pot = potential(fit, params, model_args, model_kwargs)
     prefix = guide.prefix
     learn_weights = f"{prefix}_weight_logits" in params
 
-    def run(q: IsotropicMixture, key: jax.Array) -> tuple[IsotropicMixture, RefineInfo]:
+    def run(args: tuple, kwargs: dict, q: IsotropicMixture, key: jax.Array) -> tuple[IsotropicMixture, RefineInfo]:
+        pot = potential(fit, params, args, kwargs)
         k_model, k_refine = jax.random.split(key)
 
         def log_density(z: jax.Array) -> jax.Array:
-            return -jax.lax.map(lambda x: pot(x, k_model), z, batch_size=min(BLOCK, z.shape[0]))
+            return -in_blocks(lambda x: pot(x, k_model), z, BLOCK)
 
         return refine_mixture(k_refine, q, log_density, num_iterations, num_draws, damping, learn_weights)
 
-    out, info = jax.jit(run)(q, rng_key)
+    # compiled once per guide and settings (the data are operands); a model with params of its own has them
+    # as constants, so it compiles anew
+    settings = (guide, num_iterations, num_draws, float(damping), learn_weights)
+    key = None if model_param_values(guide, params) else settings
+    out, info = call_compiled(_COMPILED, key, run, (q, rng_key), model_args, model_kwargs)
     new = dict(params)
     new[f"{prefix}_locs"], new[f"{prefix}_scales"] = out.locs, out.scales
     if learn_weights:
