@@ -14,7 +14,7 @@ from mixvi.geometry import AutoStep
 from mixvi.guide import AutoIsotropicMixture
 from mixvi.importance import ImportanceSample, importance_resample, psis_log_weights
 from mixvi.loop import DivergenceError, enable_compilation_cache
-from mixvi.refine import RefineInfo, RefineResult, refine
+from mixvi.refinement import RefineInfo, RefineResult, refine
 from mixvi.vi import MixtureVI, MixtureVIInfo, MixtureVIState, mixture_vi
 
 __version__ = "0.1.0"

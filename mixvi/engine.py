@@ -43,7 +43,7 @@ from mixvi.loop import (
 )
 from mixvi.lowrank import SHARED_NOISE_NEEDED, LowRankMetric, normalise
 from mixvi.potential_cost import choose_loss_draws
-from mixvi.refine import RefineInfo, refine
+from mixvi.refinement import RefineInfo, refine
 
 NOT_A_MIXTURE_GUIDE = (
     "MixVI trains an AutoIsotropicMixture, got {}. For an AutoGuideList use numpyro's SVI with "

@@ -1,8 +1,6 @@
 """The forward-KL refinement (mixvi.refine): its fixed points against closed forms, its guards, and
 the guide-level call."""
 
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,11 +10,10 @@ import pytest
 
 import mixvi
 import mixvi.engine as engine_module
+import mixvi.refinement as refine_module
 from mixvi.engine import POOR_STEIN, REFINE_KEY
 from mixvi.family import IsotropicMixture
-from mixvi.refine import MIN_ESS, default_draws, in_blocks, refine_mixture, refine_step, truncated_log_weights
-
-refine_module = sys.modules["mixvi.refine"]  # the package exports the function under the same name
+from mixvi.refinement import MIN_ESS, default_draws, in_blocks, refine_mixture, refine_step, truncated_log_weights
 
 
 def gaussian_log_density(mean, cov):
