@@ -332,3 +332,17 @@ def test_fit_check_fields_of_a_tiny_run_and_their_section(tmp_path):
     assert "## Fit verdicts calibrated (`" in md2.read_text()
     section = text.split("<!-- bench fit-check start -->")[1]
     assert section == md2.read_text().split("<!-- bench fit-check start -->")[1]
+
+
+def test_refine_suffixes_choose_the_refinement_and_record_it(tmp_path):
+    """'+refine' runs MixVI(refine=True) and '+plain' refine=False; each seed's settings say whether the
+    fit was refined."""
+    out = tmp_path / "r.json"
+    argv = "--targets banana --metrics isotropic@3+refine,isotropic@3+plain"
+    argv += " --methods mixvi-isotropic@3+refine,mixvi-isotropic@3+plain --steps 30 --seeds 1 --draws 2000 --timing-steps 0"
+    Q.main([*argv.split(), "--out", str(out), "--md", "", "--figure", ""])
+    rows = {r["method"]: r for r in json.loads(out.read_text())["targets"]["banana"]["methods"]}
+    refined, plain = rows["mixvi-isotropic@3+refine"]["seeds"][0], rows["mixvi-isotropic@3+plain"]["seeds"][0]
+    assert refined["settings"]["refine"] is True and refined["settings"]["refined"] is True
+    assert plain["settings"]["refine"] is False and plain["settings"]["refined"] is False
+    assert refined["metrics"]["kl"] != plain["metrics"]["kl"]  # the same steps, then the refinement
