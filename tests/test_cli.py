@@ -14,25 +14,33 @@ import pytest
 
 import mixvi
 import mixvi.demo
+import mixvi.loop
 from mixvi.cli import BENCH_SUITES, main
 
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
     """``mixvi demo --quick`` run in-process through ``main``; returns (exit code, output, figure path,
-    the DemoResult that run_demo returned)."""
+    the DemoResult that run_demo returned). The demo's persistent compilation cache is recorded, not
+    turned on: enabled in this process it would stay on for every later test of the worker, whose
+    programs would then be written to and read from a folder shared with other processes."""
     out = tmp_path_factory.mktemp("demo") / "demo.png"
-    captured = {}
+    captured = {"cache_calls": 0}
     real = mixvi.demo.run_demo
 
     def spy(**kwargs):
         captured["result"] = real(**kwargs)
         return captured["result"]
 
+    def no_cache(*args, **kwargs):
+        captured["cache_calls"] += 1
+
     buf = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(buf):
         mp.setattr(mixvi.demo, "run_demo", spy)
+        mp.setattr(mixvi.loop, "enable_compilation_cache", no_cache)
         code = main(["demo", "--quick", "--out", out])
+    assert captured["cache_calls"] == 1  # the CLI's demo asks for the cache by default
     return code, buf.getvalue(), out, captured.get("result")
 
 
