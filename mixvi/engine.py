@@ -25,6 +25,7 @@ from jax.sharding import Mesh
 
 from mixvi import vi
 from mixvi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mixvi.diagnostics._draws import subsampled_plate_sizes
 from mixvi.diagnostics.fit import USABLE
 from mixvi.diagnostics.psis import FLAT_ESS, psis_log_weights
 from mixvi.estimators import draw_points, loss_estimate, step_noise
@@ -224,10 +225,7 @@ def _resolve_refine(refine: bool | str, relocate: bool) -> bool | str:
 
 def _has_subsampled_plates(guide: AutoIsotropicMixture) -> bool:
     """Whether the model has a plate with ``subsample_size`` below its size (its full-data log p is costly)."""
-    trace = guide.prototype_trace or {}
-    return any(
-        s["type"] == "plate" and s["args"][1] is not None and s["args"][1] < s["args"][0] for s in trace.values()
-    )
+    return bool(subsampled_plate_sizes(guide.prototype_trace))
 
 
 def _resolve_final_phase(final_phase: float | str, relocate: bool, step_size: float | str) -> float:

@@ -215,6 +215,28 @@ def test_auto_refines_exactly_when_the_runs_check_fires(normal_fit, monkeypatch)
     assert paper.last_run_refine is None
 
 
+def subsampled_model(y=None):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 3.0))
+    with numpyro.plate("rows", y.shape[0], subsample_size=2):
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=numpyro.subsample(y, event_dim=0))
+
+
+def test_auto_leaves_models_with_subsampled_plates_alone(monkeypatch):
+    # their full-data log p is what subsampling avoids: 'auto' does not pay it, True still does
+    y = jnp.array([0.3, -0.5, 1.2, 0.8, -0.1])
+    guide = mixvi.AutoIsotropicMixture(subsampled_model, n_components=2)
+    monkeypatch.setattr(engine_module, "POOR_STEIN", -np.inf)
+    with pytest.warns(RuntimeWarning) as caught:
+        mixvi.MixVI(subsampled_model, guide).run(jax.random.PRNGKey(0), 100, y, progress_bar=False)
+    assert not any("refined" in str(w.message) for w in caught)
+    assert engine_module._has_subsampled_plates(guide)
+    assert not engine_module._has_subsampled_plates(mixvi.AutoIsotropicMixture(normal_model, n_components=2))
+    engine = mixvi.MixVI(subsampled_model, guide, refine=True)
+    with pytest.warns(RuntimeWarning, match="refined towards the forward KL"):
+        engine.run(jax.random.PRNGKey(0), 100, y, progress_bar=False)
+    assert engine.last_run_refine is not None
+
+
 @pytest.mark.parametrize("value", ["always", 1, None])
 def test_bad_refine_option_is_refused(normal_fit, value):
     guide, _, _ = normal_fit

@@ -252,13 +252,18 @@ def data_model(fit: Fit, params: dict, full_data: bool = True) -> Callable:
     return handlers.substitute(model, data=model_param_values(fit.guide, params))
 
 
-def _block_size(fit: Fit, num_samples: int, full_data: bool) -> int:
-    """Draws evaluated at once: all, unless full-data plates are large (then about 4M draw-elements)."""
-    sizes = [
+def subsampled_plate_sizes(trace: dict | None) -> list[int]:
+    """Full sizes of the plates in a model trace that have a ``subsample_size`` below their size."""
+    return [
         s["args"][0]
-        for s in fit.guide.prototype_trace.values()
+        for s in (trace or {}).values()
         if s["type"] == "plate" and s["args"][1] is not None and s["args"][1] < s["args"][0]
     ]
+
+
+def _block_size(fit: Fit, num_samples: int, full_data: bool) -> int:
+    """Draws evaluated at once: all, unless full-data plates are large (then about 4M draw-elements)."""
+    sizes = subsampled_plate_sizes(fit.guide.prototype_trace)
     if not full_data or not sizes:
         return num_samples
     return int(min(num_samples, max(1, _FULL_DATA_BLOCK // max(sizes))))
