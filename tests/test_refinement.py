@@ -1,6 +1,8 @@
 """The forward-KL refinement (mixvi.refine): its fixed points against closed forms, its guards, and
 the guide-level call."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 import mixvi
 import mixvi.engine as engine_module
 import mixvi.refinement as refine_module
-from mixvi.engine import POOR_STEIN, REFINE_KEY
+from mixvi.engine import POOR_STEIN, REFINE_KEY, REFINE_STEIN
 from mixvi.family import IsotropicMixture
 from mixvi.refinement import MIN_ESS, default_draws, in_blocks, refine_mixture, refine_step, truncated_log_weights
 
@@ -203,9 +205,20 @@ def test_auto_refines_exactly_when_the_runs_check_fires(normal_fit, monkeypatch)
     engine = mixvi.MixVI(normal_model, guide)
     assert engine.refine == "auto"
     engine.run(jax.random.PRNGKey(3), 200, y, progress_bar=False)
-    assert engine.last_run_stein is not None and engine.last_run_stein < POOR_STEIN
+    assert engine.last_run_stein is not None and engine.last_run_stein < REFINE_STEIN < POOR_STEIN
     assert engine.last_run_refine is None  # a good fit is returned as it is
-    monkeypatch.setattr(engine_module, "POOR_STEIN", -np.inf)  # every fit now reads poor
+    # off by more than REFINE_STEIN but not poor: refined without a warning
+    monkeypatch.setattr(engine_module, "REFINE_STEIN", -np.inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = engine.run(jax.random.PRNGKey(3), 200, y, progress_bar=False)
+    assert engine.last_run_refine is not None
+    key = jax.random.fold_in(quiet.state.rng_key, REFINE_KEY)  # the state holds the refined params
+    plain = mixvi.MixVI(normal_model, guide, refine=False).run(jax.random.PRNGKey(3), 200, y, progress_bar=False)
+    direct = mixvi.refine(guide, plain.params, y, rng_key=key)
+    np.testing.assert_allclose(quiet.params[f"{guide.prefix}_locs"], direct.params[f"{guide.prefix}_locs"], rtol=1e-6)
+    monkeypatch.setattr(engine_module, "REFINE_STEIN", np.inf)
+    monkeypatch.setattr(engine_module, "POOR_STEIN", -np.inf)  # every fit now reads poor: refined and warned
     with pytest.warns(RuntimeWarning, match="refined towards the forward KL"):
         engine.run(jax.random.PRNGKey(3), 200, y, progress_bar=False)
     assert engine.last_run_refine is not None
@@ -226,6 +239,7 @@ def test_auto_leaves_models_with_subsampled_plates_alone(monkeypatch):
     y = jnp.array([0.3, -0.5, 1.2, 0.8, -0.1])
     guide = mixvi.AutoIsotropicMixture(subsampled_model, n_components=2)
     monkeypatch.setattr(engine_module, "POOR_STEIN", -np.inf)
+    monkeypatch.setattr(engine_module, "REFINE_STEIN", -np.inf)
     with pytest.warns(RuntimeWarning) as caught:
         mixvi.MixVI(subsampled_model, guide).run(jax.random.PRNGKey(0), 100, y, progress_bar=False)
     assert not any("refined" in str(w.message) for w in caught)
