@@ -217,6 +217,11 @@ REFINE_KEY = 0x5EF1
 """``run``'s refinement draws with ``fold_in(state.rng_key, REFINE_KEY)``: a function of the final state."""
 
 
+_explore_until = jax.jit(vi.explore_until)
+"""``vi.explore_until`` as one compiled program (eagerly, its few array operations are as many programs to
+compile on a first run)."""
+
+
 def _resolve_refine(refine: bool | str, relocate: bool) -> bool | str:
     """The refinement's mode for these options (see :class:`MixVI`): 'auto', True or False."""
     if isinstance(refine, str):
@@ -664,12 +669,12 @@ class MixVI:
         if init_state is None:
             state = self.init(rng_key, *args, init_params=init_params, **kwargs)
             # scouts leave during the first half of a fresh run, so that the second half settles
-            state = state._replace(core=vi.explore_until(state.core, num_steps // 2, num_steps))
+            state = state._replace(core=_explore_until(state.core, num_steps // 2, num_steps))
         else:
             state = init_state
             rel = state.core.relocation
             if rel is not None and rel.end is not None:  # a continued run ends num_steps from here
-                state = state._replace(core=vi.explore_until(state.core, rel.scout_until, rel.steps + num_steps))
+                state = state._replace(core=_explore_until(state.core, rel.scout_until, rel.steps + num_steps))
         return self._run_from(
             state,
             num_steps,
@@ -749,7 +754,7 @@ class MixVI:
         total = meta["num_steps"] if num_steps is None else num_steps
         if num_steps is not None:
             # scouts leave during the first half of the total, as run(total) would have set
-            state = state._replace(core=vi.explore_until(state.core, total // 2, total))
+            state = state._replace(core=_explore_until(state.core, total // 2, total))
         done = int(meta["done"])
         if total <= done:
             return MixVIRunResult(self.get_params(state), state, jnp.asarray(losses))
@@ -915,7 +920,9 @@ class MixVI:
         refined = refine(self.guide, self.get_params(state), *args, rng_key=key, **kwargs)
         self.last_run_refine = refined.info
         p = refined.params
-        core = state.core.params._replace(locs=p[self._locs], log_scales=jnp.log(p[self._scales]))
+        # the log on the host: one small program fewer to compile on a first refinement
+        log_scales = jnp.asarray(np.log(np.asarray(p[self._scales])))
+        core = state.core.params._replace(locs=p[self._locs], log_scales=log_scales)
         if core.logits is not None:
             core = core._replace(logits=jax.nn.log_softmax(p[self._logits]))
         return state._replace(core=state.core._replace(params=core))

@@ -283,26 +283,29 @@ def refine(
     num_draws = default_draws(guide, params) if num_draws is None else num_draws
     _check_counts(num_iterations, num_draws, damping)
     fit = resolve(guide, params, model_args, model_kwargs)
-    q = guide.get_posterior(params)
     prefix = guide.prefix
     learn_weights = f"{prefix}_weight_logits" in params
+    mixture_params = {k: params[k] for k in guide.param_names()}
 
-    def run(args: tuple, kwargs: dict, q: IsotropicMixture, key: jax.Array) -> tuple[IsotropicMixture, RefineInfo]:
+    def run(args: tuple, kwargs: dict, mixture_params: dict, key: jax.Array) -> tuple[dict, RefineInfo]:
+        # q is built inside the program: built eagerly, NumPyro's argument checks run as a handful of
+        # small programs of their own, each compiled on a first call
+        q = guide.get_posterior(mixture_params)
         pot = potential(fit, params, args, kwargs)
         k_model, k_refine = jax.random.split(key)
 
         def log_density(z: jax.Array) -> jax.Array:
             return -in_blocks(lambda x: pot(x, k_model), z, BLOCK)
 
-        return refine_mixture(k_refine, q, log_density, num_iterations, num_draws, damping, learn_weights)
+        out, info = refine_mixture(k_refine, q, log_density, num_iterations, num_draws, damping, learn_weights)
+        new = {f"{prefix}_locs": out.locs, f"{prefix}_scales": out.scales}
+        if learn_weights:
+            new[f"{prefix}_weight_logits"] = jnp.log(out.weights)
+        return new, info
 
     # compiled once per guide and settings (the data are operands); a model with params of its own has them
     # as constants, so it compiles anew
     settings = (guide, num_iterations, num_draws, float(damping), learn_weights)
     key = None if model_param_values(guide, params) else settings
-    out, info = call_compiled(_COMPILED, key, run, (q, rng_key), model_args, model_kwargs)
-    new = dict(params)
-    new[f"{prefix}_locs"], new[f"{prefix}_scales"] = out.locs, out.scales
-    if learn_weights:
-        new[f"{prefix}_weight_logits"] = jnp.log(out.weights)
-    return RefineResult(new, info)
+    refined, info = call_compiled(_COMPILED, key, run, (mixture_params, rng_key), model_args, model_kwargs)
+    return RefineResult({**params, **refined}, info)
