@@ -273,7 +273,7 @@ def test_in_blocks_equals_one_vmap():
     np.testing.assert_array_equal(in_blocks(lambda x: x @ jnp.array([1.0, 2.0]), z, 4), z @ jnp.array([1.0, 2.0]))
 
 
-def test_refine_compiles_once_per_guide_and_reads_new_data(normal_fit, monkeypatch):
+def test_refine_compiles_once_per_model_structure_and_reads_new_data(normal_fit, monkeypatch):
     guide, params, y = normal_fit
     traced = []
     real = refine_module.potential
@@ -287,7 +287,11 @@ def test_refine_compiles_once_per_guide_and_reads_new_data(normal_fit, monkeypat
     one = mixvi.refine(guide, params, y, rng_key=jax.random.PRNGKey(0), **options)
     again = mixvi.refine(guide, params, y, rng_key=jax.random.PRNGKey(0), **options)
     moved = mixvi.refine(guide, params, y + 0.3, rng_key=jax.random.PRNGKey(0), **options)
-    assert len(traced) == 1  # one trace: the data are operands of the cached program
+    # a new guide of the same model and shapes (a new MixVI run, a resumed one) reuses the program too
+    other = mixvi.AutoIsotropicMixture(normal_model, n_components=guide.n_components)
+    fresh = mixvi.MixVI(normal_model, other, refine=False).run(jax.random.PRNGKey(1), 50, y, progress_bar=False)
+    mixvi.refine(other, fresh.params, y, rng_key=jax.random.PRNGKey(0), **options)
+    assert len(traced) == 1  # one trace: the data and q's params are operands of the cached program
     name = f"{guide.prefix}_locs"
     np.testing.assert_array_equal(one.params[name], again.params[name])
     # the shifted data moved mu's posterior: the cached program did not keep the old data as constants
