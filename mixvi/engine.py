@@ -403,7 +403,8 @@ class MixVI:
         self._basis, self._stretch = f"{guide.prefix}_metric_basis", f"{guide.prefix}_metric_log_stretch"
         # the k-hat the last run's poor-fit check compared with POOR_KHAT (None: no usable or only flat weights)
         self.last_run_khat: float | None = None
-        # the Stein moment divergence it compared with POOR_STEIN (None: not computed, e.g. relocate=False)
+        # the Stein moment divergence it compared with POOR_STEIN and REFINE_STEIN (None: not computed, e.g.
+        # relocate=False)
         self.last_run_stein: float | None = None
         # the per-iteration diagnostics of the last run's refinement (None: not refined)
         self.last_run_refine: RefineInfo | None = None
