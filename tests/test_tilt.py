@@ -213,30 +213,35 @@ def test_one_loss_draw_until_the_tilt_starts_and_every_draw_after(metric):
     """With ``loss_draws=1`` a tilted step reads V at one draw per component before the schedule starts
     (the same step as without a tilt: loss, means, scales) and at every draw after it (the same step as
     with ``loss_draws=None``)."""
+    # float64: the compared steps are different compiled programs, whose float32 roundings differ (~5e-6)
+    with jax.enable_x64(True):
+        mu = jnp.asarray(MU, jnp.float64)
+        def steps(tilt, loss_draws, start):
+            settings = mixvi.vi.check(mixvi.vi.Settings(step_size=0.05, loss_draws=loss_draws, tilt=tilt))
+            state = mixvi.vi.init_state(jnp.stack([mu + 0.7, mu - 0.4, mu]), 0.5, metric=metric, step_size=0.05)
+            state = mixvi.vi.explore_until(state, start, 20)
+            # compiled as run() compiles it (op by op, this step's lax.cond once crashed an XLA CPU worker)
+            step = jax.jit(lambda key, s: mixvi.vi.step(key, s, lambda x, _: potential(x), settings))
+            out = []
+            for i in range(4):
+                state, info = step(jax.random.PRNGKey(i), state)
+                out.append((info.loss, state.params.locs, state.params.log_scales, info.log_weights))
+            return out
 
-    def steps(tilt, loss_draws, start):
-        settings = mixvi.vi.check(mixvi.vi.Settings(step_size=0.05, loss_draws=loss_draws, tilt=tilt))
-        state = mixvi.vi.init_state(jnp.stack([MU + 0.7, MU - 0.4, MU]), 0.5, metric=metric, step_size=0.05)
-        state = mixvi.vi.explore_until(state, start, 20)
-        out = []
-        for i in range(4):
-            state, info = mixvi.vi.step(jax.random.PRNGKey(i), state, lambda x, _: potential(x), settings)
-            out.append((info.loss, state.params.locs, state.params.log_scales, info.log_weights))
-        return out
+        early, plain = steps(1.0, 1, 10), steps(0.0, 1, 10)
+        late, every = steps(1.0, 1, 1), steps(1.0, None, 1)
+        for a, b in zip(early, plain):
+            for x, y in zip(a[:3], b[:3]):
+                np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-12)
+            # the log weights exist where V was evaluated: one draw per component
+            assert np.all(np.isfinite(a[3][:, 0])) and np.all(np.isnan(a[3][:, 1:]))
+        # (the schedule's first step is step 1: step 0's loss still reads one draw per component)
+        for a, b in zip(late[1:], every[1:]):
+            for x, y in zip(a, b):
+                np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-12)
+        # and the tilt does act once on: the steps differ from the untilted ones
+        assert not np.allclose(late[-1][1], steps(0.0, None, 1)[-1][1], rtol=1e-5, atol=1e-6)
 
-    early, plain = steps(1.0, 1, 10), steps(0.0, 1, 10)
-    late, every = steps(1.0, 1, 1), steps(1.0, None, 1)
-    for a, b in zip(early, plain):
-        for x, y in zip(a[:3], b[:3]):
-            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
-        # the log weights exist where V was evaluated: one draw per component
-        assert np.all(np.isfinite(a[3][:, 0])) and np.all(np.isnan(a[3][:, 1:]))
-    # (the schedule's first step is step 1: step 0's loss still reads one draw per component)
-    for a, b in zip(late[1:], every[1:]):
-        for x, y in zip(a, b):
-            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
-    # and the tilt does act once on: the steps differ from the untilted ones
-    assert not np.allclose(late[-1][1], steps(0.0, None, 1)[-1][1], rtol=1e-5, atol=1e-6)
 
 @pytest.mark.parametrize(
     ("tilt", "relocate", "match"),
