@@ -173,6 +173,8 @@ def enable_compilation_cache(path: str | os.PathLike | None = None, *, min_compi
         path = os.environ.get("MIXVI_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "mixvi", "jax")
     path = os.fspath(path)
     os.makedirs(path, exist_ok=True)
+    # on even where the process (or JAX_ENABLE_COMPILATION_CACHE) had turned it off
+    jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_secs))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

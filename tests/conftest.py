@@ -3,6 +3,10 @@ import numpyro
 import pytest
 
 numpyro.set_platform("cpu")
+# no persistent compilation cache in the test processes, whatever the environment says
+# (JAX_COMPILATION_CACHE_DIR): a folder shared with other processes once crashed a worker while reading
+# it; enable_compilation_cache is tested in a fresh subprocess (test_loop)
+jax.config.update("jax_enable_compilation_cache", False)
 
 
 @pytest.fixture

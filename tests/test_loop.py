@@ -312,7 +312,8 @@ def test_split_operands_with_an_unhashable_leaf_has_no_key():
 
 
 def test_enable_compilation_cache_writes_compiled_programs(tmp_path):
-    """enable_compilation_cache(path) makes JAX keep a compiled program in that folder (fresh process)."""
+    """enable_compilation_cache(path) makes JAX keep a compiled program in that folder (fresh process),
+    also where the cache had been turned off."""
     import subprocess
     import sys
     import textwrap
@@ -320,6 +321,7 @@ def test_enable_compilation_cache_writes_compiled_programs(tmp_path):
     script = textwrap.dedent(f"""
         import jax, jax.numpy as jnp
         import mixvi
+        jax.config.update("jax_enable_compilation_cache", False)  # off as the test processes have it
         path = mixvi.enable_compilation_cache({str(tmp_path / "cache")!r})
         assert jax.config.jax_compilation_cache_dir == path
         jax.jit(lambda x: jnp.sin(x) * 2.0)(jnp.ones(3)).block_until_ready()
