@@ -500,13 +500,10 @@ class MixVI:
         g = self.guide
         if g.prototype_trace is None:
             g.potential_fn()  # raises: the guide is not set up
-        structure = (g._structure_key(), static)
         return (
             kind,
-            structure,
-            g.n_components,
-            g.metric,
-            g.weights,
+            g._program_key(),
+            static,
             self._settings(),
             self._is_auto,
             self.max_rejected,

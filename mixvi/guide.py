@@ -677,6 +677,11 @@ class AutoIsotropicMixture(AutoContinuous, _EnumeratedSitesStayWithTheModel):
         sites = tuple((name, tuple(jnp.shape(v)), str(jnp.result_type(v))) for name, v in self._init_locs.items())
         return (self.model, type(self), sites)
 
+    def _program_key(self) -> tuple:
+        """What a compiled program over q's params depends on besides its inputs' shapes and the static model
+        arguments: :meth:`_structure_key` and the options that change q's code (N, metric, weights)."""
+        return (self._structure_key(), self.n_components, self.metric, self.weights)
+
     def _compiled_draw(self, draw: Callable, static: Any) -> Callable:
         """``draw`` jitted, kept per (model, guide class, init strategy, N, latent structure, static model
         arguments): everything its trace depends on besides the shapes of its array inputs."""

@@ -303,10 +303,10 @@ def refine(
             new[f"{prefix}_weight_logits"] = jnp.log(out.weights)
         return new, info
 
-    # compiled once per model structure and settings, so a new guide of the same model reuses it (the data
-    # and q's params are operands); a model with params of its own has them as constants: compiled anew
-    structure = (guide._structure_key(), guide.prefix, guide.metric, guide.weights, guide.n_components)
-    settings = (structure, num_iterations, num_draws, float(damping), learn_weights)
+    # compiled once per model structure, guide options and settings, so a new guide of the same model reuses
+    # it (the data and q's params are operands; the prefix is in the key because the program returns params
+    # under their names); a model with params of its own has them as constants: compiled anew
+    settings = (guide._program_key(), guide.prefix, num_iterations, num_draws, float(damping), learn_weights)
     key = None if model_param_values(guide, params) else settings
     refined, info = call_compiled(_COMPILED, key, run, (mixture_params, rng_key), model_args, model_kwargs)
     return RefineResult({**params, **refined}, info)
