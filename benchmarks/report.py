@@ -205,12 +205,14 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
-def run_child(module: str, model_name: str, method: str, steps: int) -> dict:
-    """Run ``python -m module --child MODEL METHOD --steps N`` in a fresh process from the repository root;
-    its last line of output read as JSON, with the process's wall seconds as ``process_s``."""
+def run_child(module: str, model_name: str, method: str, steps: int, env: dict[str, str] | None = None) -> dict:
+    """Run ``python -m module --child MODEL METHOD --steps N`` in a fresh process from the repository root
+    (with ``env`` added to this process's environment); its last line of output read as JSON, with the
+    process's wall seconds as ``process_s``."""
     cmd = [sys.executable, "-m", module, "--child", model_name, method, "--steps", str(steps)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_path("."))
+    child_env = None if env is None else {**os.environ, **env}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_path("."), env=child_env)
     if proc.returncode != 0:
         raise RuntimeError(CHILD_FAILED.format(module, model_name, method, proc.stderr[-3000:]))
     out = json.loads(proc.stdout.strip().splitlines()[-1])
