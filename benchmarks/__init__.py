@@ -10,6 +10,8 @@ its section of ``docs/benchmarks.md``, resolved from the repository root.
 - ``benchmarks.dimension``: time per step against d, isotropic IBW against the full-covariance Bures step.
 - ``benchmarks.paper``: accuracy of mixvi and the baselines on the targets of ``benchmarks.targets``.
 - ``benchmarks.extensions``: the diagonal metric, PSIS reweighting and learned weights.
+- ``benchmarks.startup`` and ``benchmarks.compile_census``: what a first fit waits for, and which parts of
+  the step its compilation goes to.
 
 Shared pieces: ``benchmarks.report`` (pages, JSON, timing helpers), ``benchmarks.metrics`` (every
 accuracy metric), ``benchmarks.targets`` (the target models and their ``Target`` record).

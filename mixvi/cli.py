@@ -3,7 +3,7 @@
     mixvi demo [--steps N] [--components N] [--seed S] [--out PATH] [--quick] [--no-compilation-cache]
     mixvi bench SUITE [ARGS ...]      SUITE = core | paper | scale | extensions | dimension | time_to_elbo |
                                       startup | quality | model_cost | seed_spread | discovery |
-                                      shape_limit;
+                                      shape_limit | compile_census;
                                       ARGS go to benchmarks.SUITE.main (from a clone of the repository only)
     mixvi --version | --help
 
@@ -38,6 +38,7 @@ BENCH_SUITES = (
     "seed_spread",
     "discovery",
     "shape_limit",
+    "compile_census",
 )
 
 
