@@ -12,6 +12,7 @@ import mixvi
 from mixvi import vi
 from mixvi.adapt import (
     NEIGHBOUR_REACH,
+    STARVED_RATIO,
     RelocationState,
     balance,
     basin_neighbours,
@@ -25,9 +26,11 @@ from mixvi.adapt import (
 )
 from mixvi.scout import (
     SCOUT_CANDIDATES,
+    SCOUT_DEPTH,
     SCOUT_EVERY,
     SCOUT_MARGIN,
     SCOUT_SPREAD,
+    SCOUT_STATIONARY,
     descend,
     init_candidates,
     restart_candidates,
@@ -134,6 +137,26 @@ def test_sharp_posterior_no_longer_collapses():
 def _two_modes(v):
     modes = jnp.array([[-6.0, 0.0], [6.0, 0.0]])
     return logsumexp(jnp.log(jnp.array([0.2, 0.8])) - 0.5 * jnp.sum((v[..., None, :] - modes) ** 2, -1), -1)
+
+
+def test_a_mature_component_with_next_to_no_mass_restarts_on_the_best():
+    """All three within the relocation gap of the best; the third's mass estimate is 1e-5 of the heaviest
+    (below STARVED_RATIO): it restarts on the best once it has lived the relocation's min_age steps. Not
+    before, not when its mass is not estimated, nor when it carries just above STARVED_RATIO of the
+    heaviest's."""
+    locs = jnp.array([[0.0, 0.0], [1.0, 1.0], [40.0, 40.0]])
+    log_scales = jnp.zeros(3)
+
+    def relocated(light, age=200):
+        mass = jnp.log(jnp.array([0.5, 0.4, light]))
+        state = _state([0.0, 2.0, 10.0], [0.0, 2.0, 10.0], [200, 200, age], mass)
+        return np.asarray(relocate(jax.random.key(0), locs, log_scales, state, gap=30.0)[0][2])
+
+    assert np.linalg.norm(relocated(0.5e-5)) < 5.0  # a draw from the best component, at the origin
+    assert np.linalg.norm(relocated(0.5e-5, age=100)) < 5.0
+    np.testing.assert_array_equal(relocated(0.5e-5, age=99), locs[2])
+    np.testing.assert_array_equal(relocated(jnp.nan), locs[2])
+    np.testing.assert_array_equal(relocated(2.0 * STARVED_RATIO * 0.5), locs[2])
 
 
 def test_relocation_keeps_a_light_real_mode():
@@ -435,6 +458,55 @@ def test_scouts_go_where_the_candidates_descents_end_far_from_every_component():
     later = scout(jax.random.key(1), locs, u, state._replace(steps=jnp.asarray(201)))
     assert int(later[3]) == 0
     np.testing.assert_array_equal(later[2].candidates.points, ends.points)
+
+
+def _scout_to_ends(right_end, right_log_weight=0.0):
+    """Every component on the left mode of V = -log(e^-|x - l|^2/2 + e^(w - |x - r|^2/2)) (l = (-8, 0),
+    r = (8, 0), w = ``right_log_weight``); half the candidates ended on l, half at ``right_end`` (with V
+    and grad V there). The scout step's (new locs, ..., number sent)."""
+
+    def v(x):
+        modes = jnp.array([[-8.0, 0.0], [8.0, 0.0]])
+        log_w = jnp.array([0.0, right_log_weight])
+        return -logsumexp(log_w - 0.5 * jnp.sum((x[..., None, :] - modes) ** 2, -1), -1)
+
+    vg = jax.vmap(jax.value_and_grad(v))
+    locs = jnp.array([[-8.0, 0.0], [-7.9, 0.1], [-8.1, -0.1]])
+    half = SCOUT_CANDIDATES // 2
+    points = jnp.concatenate(
+        [jnp.broadcast_to(jnp.array([-8.0, 0.0]), (half, 2)), jnp.broadcast_to(right_end, (half, 2))]
+    )
+    values, grads = vg(points)
+    state = init_candidates(init_relocation(3, locs=locs))._replace(
+        age=jnp.array([300, 300, 300]),
+        log_mass=jnp.log(jnp.array([0.4, 0.2, 0.4])),
+        loss_fast=jnp.zeros(3),
+        loss_slow=jnp.zeros(3),
+        steps=jnp.asarray(200),
+        scout_until=jnp.asarray(1000),
+        ceiling=jnp.asarray(1e6),
+        candidates=restart_candidates(points)._replace(values=values, grads=grads),
+    )
+    return scout(jax.random.key(1), locs, jnp.zeros(3), state)
+
+
+def test_scouts_do_not_go_to_an_end_still_on_a_slope():
+    """The right-hand candidates ended 3 units down the right mode's slope (sigma |grad V| = 3 >
+    SCOUT_STATIONARY): no scout leaves for them; 0.1 units from its bottom (0.1 < SCOUT_STATIONARY) one does."""
+    assert SCOUT_STATIONARY < 3.0
+    assert int(_scout_to_ends(jnp.array([5.0, 0.0]))[3]) == 0
+    new_locs, _, _, sent = _scout_to_ends(jnp.array([7.9, 0.0]))
+    assert int(sent) == 1
+    np.testing.assert_allclose(new_locs[1], [7.9, 0.0], atol=1e-6)
+
+
+def test_scouts_do_not_go_to_a_basin_whose_bottom_lies_far_above_the_lowest_end():
+    """The right mode's bottom lies 30 nats above the left one's (weight e^-30; the margin is SCOUT_DEPTH d = 4
+    nats here): no scout leaves for it; 2 nats above, one does."""
+    assert SCOUT_DEPTH * 2 < 30.0
+    bottom = jnp.array([8.0, 0.0])
+    assert int(_scout_to_ends(bottom, -30.0)[3]) == 0
+    assert int(_scout_to_ends(bottom, -2.0)[3]) == 1
 
 
 def test_scouts_find_a_mode_the_start_missed():
