@@ -13,7 +13,8 @@ is due (:func:`descend`; the caller evaluates V and its gradient at the candidat
 same batch as the step's own draws, so that no second copy of V's gradient is compiled, and the
 candidates cost K more rows of that batch): among the end points that no component serves (none
 within the basins' reach, :data:`mixvi.adapt.NEIGHBOUR_REACH`), the one with the lowest V, and only
-one no worse than where the run itself started (:func:`set_ceiling`; :data:`SCOUT_MARGIN`). Why
+one no worse than where the run itself started (:func:`set_ceiling`; :data:`SCOUT_MARGIN`), at a basin's
+bottom (:data:`SCOUT_STATIONARY`) and no higher than the lowest end allows (:data:`SCOUT_DEPTH`). Why
 descend first: which basin a wide draw drains into is decided by the basins' shapes, not their masses,
 and most drain into basins already served. On the 20-d four-mode benchmark
 mixture 9 % of the lowest-V wide draws drained into its heaviest mode (0.4 of the mass), so its sixteen
@@ -49,9 +50,9 @@ SCOUT_MARGIN = 20.0
 draws (wide enough for the wide draws that find the 20-d benchmark mixture's modes, whose best of eight
 lies ~200 nats above; it keeps out starts with V ~ 1e9 deep in a hierarchical model's tails)."""
 SCOUT_STATIONARY = 0.25
-"""A candidate's end point is a basin's bottom when sigma |L^T grad V| there is at most this (sigma the
-median component's, L the shared metric's scale: the distance to the bottom of a basin of q's own shape,
-in sigmas); one still on a slope is not sent to (:func:`scout`)."""
+"""A candidate's end point is a basin's bottom when the norm of sigma L^T grad V there is at most this
+(sigma the median component's, L the shared metric's scale: the distance to the bottom of a basin of q's
+own shape, in sigmas); one still on a slope is not sent to (:func:`scout`)."""
 SCOUT_DEPTH = 2.0
 """A scout's end point may lie at most this many nats per dimension above the lowest end of the candidates'
 descents: a basin whose bottom lies much higher holds next to no mass (on the label-switching model a
