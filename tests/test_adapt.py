@@ -11,6 +11,8 @@ from jax.scipy.special import logsumexp
 import mixvi
 from mixvi import vi
 from mixvi.adapt import (
+    BALANCE_QUIET,
+    CHAIN_QUIET,
     NEIGHBOUR_REACH,
     STARVED_RATIO,
     RelocationState,
@@ -279,7 +281,7 @@ def test_no_move_between_basins_in_the_last_quarter_of_a_run_with_a_known_end():
     a 2000-step run, not from step 1500 on (the last quarter: the counts are what the run returns), and at
     any step when the end is not known (0). A move inside a chain (components 0-1-2-3 at x0 = 0, 2, 4, 6,
     each a neighbour of the next only, masses 0.7 / 0.1 / 0.1 / 0.05, no other basin: 3 restarts on 0) is
-    still made in the last quarter."""
+    still made in the last quarter, but not over the last CHAIN_QUIET of the run (from step 1800 of 2000)."""
     locs = jnp.array([[0.0, 0.0], [0.5, 0.0], [10.0, 0.0]])
     base = _state([1.0] * 3, [1.0] * 3, [300] * 3, jnp.log(jnp.asarray([0.3, 0.1, 0.6])))
 
@@ -293,7 +295,10 @@ def test_no_move_between_basins_in_the_last_quarter_of_a_run_with_a_known_end():
     chain_state = _state([1.0] * 4, [1.0] * 4, [300] * 4, jnp.log(jnp.asarray([0.7, 0.1, 0.1, 0.05])))
     close = np.asarray(basin_neighbours(chain, jnp.zeros(4), None, None, NEIGHBOUR_REACH))
     assert close[0, 1] and close[1, 2] and close[2, 3] and not close[0, 2]
-    assert moved(1800, 2000, chain, chain_state) == 1
+    assert CHAIN_QUIET < BALANCE_QUIET
+    assert moved(1799, 2000, chain, chain_state) == 1
+    assert moved(1800, 2000, chain, chain_state) == 0 and moved(1999, 2000, chain, chain_state) == 0
+    assert moved(1999, 0, chain, chain_state) == 1
 
 
 def test_a_young_component_can_receive_but_not_move():
