@@ -424,6 +424,21 @@ def test_candidates_descend_to_the_minimum_in_the_metrics_coordinates():
     assert bool(jnp.all(refused.eta < after.eta))
 
 
+def _ready_to_scout(state, candidates):
+    """The relocation state of three settled components (masses 0.4 / 0.2 / 0.4) on step 200 of a run
+    that scouts until step 1000, with the given candidates' descents ended."""
+    return state._replace(
+        age=jnp.array([300, 300, 300]),
+        log_mass=jnp.log(jnp.array([0.4, 0.2, 0.4])),
+        loss_fast=jnp.zeros(3),
+        loss_slow=jnp.zeros(3),
+        steps=jnp.asarray(200),
+        scout_until=jnp.asarray(1000),
+        ceiling=jnp.asarray(1e6),
+        candidates=candidates,
+    )
+
+
 def test_scouts_go_where_the_candidates_descents_end_far_from_every_component():
     """Two modes at x0 = -8 and 8, every component at the first; the candidates' descents end on either
     mode. The scout starts at an end on the unserved mode (x0 near 8), the lowest-V one of those; with the
@@ -442,16 +457,7 @@ def test_scouts_go_where_the_candidates_descents_end_far_from_every_component():
     on_both = jnp.abs(ends.points[:, 0])
     np.testing.assert_allclose(on_both, 8.0, atol=0.05)
     assert bool(jnp.any(ends.points[:, 0] > 0)) and bool(jnp.any(ends.points[:, 0] < 0))
-    state = state._replace(
-        age=jnp.array([300, 300, 300]),
-        log_mass=jnp.log(jnp.array([0.4, 0.2, 0.4])),
-        loss_fast=jnp.zeros(3),
-        loss_slow=jnp.zeros(3),
-        steps=jnp.asarray(200),
-        scout_until=jnp.asarray(1000),
-        ceiling=jnp.asarray(1e6),
-        candidates=ends,
-    )
+    state = _ready_to_scout(state, ends)
     u = jnp.zeros(3)
     new_locs, _, new_state, sent = scout(jax.random.key(1), locs, u, state)
     assert int(sent) == 1
@@ -482,16 +488,8 @@ def _scout_to_ends(right_end, right_log_weight=0.0):
         [jnp.broadcast_to(jnp.array([-8.0, 0.0]), (half, 2)), jnp.broadcast_to(right_end, (half, 2))]
     )
     values, grads = vg(points)
-    state = init_candidates(init_relocation(3, locs=locs))._replace(
-        age=jnp.array([300, 300, 300]),
-        log_mass=jnp.log(jnp.array([0.4, 0.2, 0.4])),
-        loss_fast=jnp.zeros(3),
-        loss_slow=jnp.zeros(3),
-        steps=jnp.asarray(200),
-        scout_until=jnp.asarray(1000),
-        ceiling=jnp.asarray(1e6),
-        candidates=restart_candidates(points)._replace(values=values, grads=grads),
-    )
+    ends = restart_candidates(points)._replace(values=values, grads=grads)
+    state = _ready_to_scout(init_candidates(init_relocation(3, locs=locs)), ends)
     return scout(jax.random.key(1), locs, jnp.zeros(3), state)
 
 
