@@ -231,16 +231,20 @@ def fresh_process_cli(
     quick_steps: int,
     repeats: int,
     argv: list[str] | None = None,
+    default_models: tuple[str, ...] | None = None,
 ) -> tuple[argparse.Namespace, int, int, list[str], list[str]]:
     """The command line of a suite measured per (model, method) cell in fresh processes: parsed arguments,
-    steps, repeats and the chosen models and methods (checked against ``models`` and ``methods``)."""
+    steps, repeats and the chosen models and methods (checked against ``models`` and ``methods``; without
+    ``--models``, ``default_models`` or else all of ``models``)."""
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     parser.add_argument("--quick", action="store_true", help=f"{quick_steps} steps, one process per cell")
     parser.add_argument("--steps", type=int, default=None, help=f"steps per run (default {steps}, quick {quick_steps})")
     parser.add_argument(
         "--repeats", type=int, default=None, help=f"fresh processes per cell (default {repeats}, quick 1)"
     )
-    parser.add_argument("--models", default=",".join(models), help="comma-separated subset of " + ", ".join(models))
+    parser.add_argument(
+        "--models", default=",".join(default_models or models), help="comma-separated subset of " + ", ".join(models)
+    )
     parser.add_argument("--methods", default=",".join(methods), help="comma-separated subset of " + ", ".join(methods))
     parser.add_argument("--out", default=repo_path(json_path), help="JSON output ('' to skip)")
     parser.add_argument("--md", default=repo_path("docs/benchmarks.md"), help="markdown page ('' to skip)")

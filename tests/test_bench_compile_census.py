@@ -72,3 +72,20 @@ def test_render_markdown_lists_every_variant_and_the_fit():
     for v in ("default", "relocate=False", "paper"):
         assert f"| eight_schools | {v} |" in text
     assert "compile s ~ 0.00 + 2.0 ms x kernels" in text
+
+
+def test_the_suites_command_line_defaults_to_its_own_models_and_checks_the_others():
+    """Without --models a suite gets its ``default_models`` (the census: eight schools), all of ``models``
+    without one, and any listed model when asked; an unknown model is an error."""
+    from benchmarks.report import fresh_process_cli
+
+    def chosen(argv, default=None):
+        return fresh_process_cli(
+            "m", "d", ("a", "b"), ("x",), json_path="x.json", steps=1, quick_steps=1, repeats=1, argv=argv,
+            default_models=default,
+        )[3]
+
+    assert chosen([], ("a",)) == ["a"] and chosen([]) == ["a", "b"]
+    assert chosen(["--models", "a,b"], ("a",)) == ["a", "b"]
+    with pytest.raises(SystemExit):
+        chosen(["--models", "c"], ("a",))
