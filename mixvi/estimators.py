@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
-from mixvi import draws
+from mixvi import draws, metric_root
 from mixvi import lowrank as lr
 from mixvi.lowrank import SHARED_NOISE_NEEDED, LowRankMetric
 
@@ -98,13 +98,7 @@ def draw_points(
 ) -> jax.Array:
     """x_ib = m_i + sigma_i D^(1/2) z_(i)b (diagonal metric D), m_i + sigma_i L z_(i)b (dense metric
     L L^T) or m_i + sigma_i T z_(i)b (a :class:`~mixvi.lowrank.LowRankMetric` with root T), shape (N, B, d)."""
-    if isinstance(metric, LowRankMetric):
-        z = lr.root_apply(metric, z)
-    elif metric is not None:
-        z = z * jnp.sqrt(metric)
-    if scale_tril is not None:
-        z = z @ scale_tril.T
-    return locs[:, None, :] + jnp.exp(log_scales)[:, None, None] * z
+    return locs[:, None, :] + jnp.exp(log_scales)[:, None, None] * metric_root.apply(z, metric, scale_tril)
 
 
 def whiten(
@@ -113,13 +107,7 @@ def whiten(
     """The means in the whitened coordinates where every component is isotropic (L^(-1) m_i, or
     D^(-1/2) m_i for a diagonal metric, or m_i), and the log-determinant of the metric's square root
     (log abs(det L), or (1/2) sum log D, else 0) that log q loses there."""
-    if isinstance(metric, LowRankMetric):
-        return lr.root_solve(metric, locs), lr.log_det_root(metric)
-    if scale_tril is not None:
-        return solve_triangular(scale_tril, locs.T, lower=True).T, jnp.sum(jnp.log(jnp.abs(jnp.diag(scale_tril))))
-    if metric is not None:
-        return locs / jnp.sqrt(metric), 0.5 * jnp.sum(jnp.log(metric))
-    return locs, jnp.zeros((), locs.dtype)
+    return metric_root.solve(locs, metric, scale_tril), metric_root.log_det(metric, scale_tril, locs.dtype)
 
 
 class MixtureTerms(NamedTuple):

@@ -16,11 +16,10 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp, ndtr
 from numpyro.distributions import Distribution, constraints
 
-from mixvi import draws
+from mixvi import draws, metric_root
 from mixvi import lowrank as lr
 from mixvi.lowrank import LowRankMetric
 
@@ -57,17 +56,11 @@ def component_logits(
         The component log-densities, shape (..., N); their logsumexp over the last axis is log q(x).
     """
     d = locs.shape[-1]
-    lowrank = metric if isinstance(metric, LowRankMetric) else None
     sq = squared_distances(x, locs, metric, scale_tril)
-    metric = None if lowrank is not None else metric
     eps = scales**2
     out = -0.5 * sq / eps - 0.5 * d * jnp.log(2 * jnp.pi * eps)
-    if metric is not None:
-        out = out - 0.5 * jnp.sum(jnp.log(metric))
-    if scale_tril is not None:
-        out = out - jnp.sum(jnp.log(jnp.abs(jnp.diag(scale_tril))))
-    if lowrank is not None:
-        out = out - lr.log_det_root(lowrank)
+    if metric is not None or scale_tril is not None:
+        out = out - metric_root.log_det(metric, scale_tril, out.dtype)
     if weights is None:
         return out - jnp.log(locs.shape[0])
     return out + jnp.log(weights)
@@ -81,23 +74,11 @@ def squared_distances(
     Computed as ``|x|^2 - 2 x.m + |m|^2`` after centring on the mean of the means (no (..., N, d)
     tensor), clipped at zero. ``metric`` and ``scale_tril`` are as in :func:`component_logits`.
     """
-    if isinstance(metric, LowRankMetric):
-        x, locs = lr.root_solve(metric, x), lr.root_solve(metric, locs)
-    elif metric is not None:
-        root = jnp.sqrt(metric)
-        x, locs = x / root, locs / root
-    if scale_tril is not None:
-        x, locs = _whiten(scale_tril, x), _whiten(scale_tril, locs)
+    x, locs = metric_root.solve(x, metric, scale_tril), metric_root.solve(locs, metric, scale_tril)
     centre = jnp.mean(locs, axis=0)
     xc, mc = x - centre, locs - centre
     sq = jnp.sum(xc**2, -1, keepdims=True) - 2.0 * xc @ mc.T + jnp.sum(mc**2, -1)
     return jnp.maximum(sq, 0.0)
-
-
-def _whiten(scale_tril: jax.Array, x: jax.Array) -> jax.Array:
-    """L^(-1) x for rows x (..., d)."""
-    flat = x.reshape(-1, x.shape[-1])
-    return solve_triangular(scale_tril, flat.T, lower=True).T.reshape(x.shape)
 
 
 def mixture_score(
@@ -125,13 +106,8 @@ def mixture_score(
     r = jax.nn.softmax(component_logits(x, locs, scales, weights, metric, scale_tril), axis=-1)
     w = r / scales**2
     s = -jnp.sum(w, -1, keepdims=True) * x + w @ locs
-    if scale_tril is not None:  # (L L^T)^(-1) s
-        s = _whiten(scale_tril, s)
-        flat = s.reshape(-1, s.shape[-1])
-        s = solve_triangular(scale_tril, flat.T, lower=True, trans="T").T.reshape(s.shape)
-    if isinstance(metric, LowRankMetric):  # A^(-1) s = T^(-T) T^(-1) s
-        return lr.root_transpose_solve(metric, lr.root_solve(metric, s))
-    return s if metric is None else s / metric
+    # A^(-1) s = R^(-T) R^(-1) s
+    return metric_root.transpose_solve(metric_root.solve(s, metric, scale_tril), metric, scale_tril)
 
 
 @partial(jax.jit, static_argnums=6)
@@ -142,13 +118,7 @@ def _sample(key, locs, scales, weights, metric, scale_tril, sample_shape: tuple)
     else:
         idx = jax.random.categorical(k_idx, jnp.log(weights), shape=sample_shape)
     z = draws.normal(k_z, sample_shape + locs.shape[1:], locs.dtype)
-    if isinstance(metric, LowRankMetric):
-        z = lr.root_apply(metric, z)
-    elif metric is not None:
-        z = z * jnp.sqrt(metric)
-    if scale_tril is not None:
-        z = z @ scale_tril.T
-    return locs[idx] + scales[idx][..., None] * z
+    return locs[idx] + scales[idx][..., None] * metric_root.apply(z, metric, scale_tril)
 
 
 class IsotropicMixture(Distribution):

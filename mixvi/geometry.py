@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mixvi import lowrank as lr
+from mixvi import metric_root
 from mixvi.lowrank import LowRankMetric, lowrank_metric_step
 
 METHODS = ("ibw", "md", "ngd", "means")
@@ -264,25 +264,14 @@ def component_step(
     mean_gamma = gamma * jnp.exp(2.0 * new_log_scales) if method == "ngd" else gamma
     # the step in whitened coordinates y: -gamma E[grad_y psi], mapped back to x below
     dy = -mean_gamma[:, None] * mean_grad
-    if isinstance(metric, LowRankMetric):
-        dy = lr.root_transpose_apply(metric, dy)
-    elif metric is not None:
-        dy = dy * jnp.sqrt(metric)
-    elif metric_tril is not None:
-        dy = dy @ metric_tril
+    dy = metric_root.transpose_apply(dy, metric, metric_tril)
     if trust is not None:
         radius = trust * jnp.exp(log_scales) * jnp.sqrt(d)
         norm = jnp.linalg.norm(dy, axis=-1)
         too_far = norm > radius
         clipped = clipped | too_far
         dy = dy * jnp.where(too_far, radius / jnp.maximum(norm, 1e-30), 1.0)[:, None]
-    if isinstance(metric, LowRankMetric):
-        dy = lr.root_apply(metric, dy)
-    elif metric is not None:
-        dy = dy * jnp.sqrt(metric)
-    elif metric_tril is not None:
-        dy = dy @ metric_tril.T
-    return locs + dy, new_log_scales, clipped
+    return locs + metric_root.apply(dy, metric, metric_tril), new_log_scales, clipped
 
 
 def _bounded(delta: jax.Array, auto: AutoStep | None) -> jax.Array:

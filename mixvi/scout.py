@@ -33,8 +33,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mixvi import metric_root
 from mixvi.adapt import NEIGHBOUR_REACH, RelocationState, basin_neighbours, standard_normal, within_reach
-from mixvi.estimators import draw_points, whiten
+from mixvi.estimators import whiten
 
 SCOUT_EVERY = 50
 """Steps between two scouts."""
@@ -124,24 +125,9 @@ def descend(
     values = jnp.where(better, trial_values, c.values)
     grads = jnp.where(better[:, None], trial_grads, c.grads)
     eta = jnp.where(better, c.eta * FLOW_GROW, c.eta * FLOW_SHRINK)
-    scale, transpose = _metric_root(points.shape, points.dtype, metric, scale_tril)
-    trial = points - (eta * sigma**2)[:, None] * scale(transpose(grads))
+    step = metric_root.apply(metric_root.transpose_apply(grads, metric, scale_tril), metric, scale_tril)
+    trial = points - (eta * sigma**2)[:, None] * step
     return Candidates(points, values, grads, eta, trial)
-
-
-def _metric_root(shape: tuple, dtype, metric: jax.Array | None, scale_tril: jax.Array | None):
-    """y -> L y (the metric's scale applied to whitened coordinates, rows of shape ``shape``) and
-    g -> L^T g, for the identity, a diagonal, a dense or a low-rank metric."""
-    k, d = shape
-    zeros_loc, zeros_u = jnp.zeros((k, d), dtype), jnp.zeros((k,), dtype)
-
-    def scale(y):  # linear in y
-        return draw_points(zeros_loc, zeros_u, y[:, None, :], metric, scale_tril)[:, 0]
-
-    def transpose(g):
-        return jax.vjp(scale, jnp.zeros((k, d), dtype))[1](g)[0]
-
-    return scale, transpose
 
 
 def set_ceiling(state: RelocationState, potential: jax.Array) -> RelocationState:
@@ -235,8 +221,7 @@ def scout(
         served = jnp.any(within_reach(white, ends_sigma, comp, jnp.exp(log_scales), NEIGHBOUR_REACH), 1)
         # an end still on a slope (its descent has not reached a basin's bottom) is no basin found: on eight
         # schools such ends lie in the funnel's neck, and scouts sent there held the run's -ELBO 1-3 nats up
-        _, transpose = _metric_root(points.shape, points.dtype, metric, scale_tril)
-        slope = sigma * jnp.linalg.norm(transpose(state.candidates.grads), axis=1)
+        slope = sigma * jnp.linalg.norm(metric_root.transpose_apply(state.candidates.grads, metric, scale_tril), axis=1)
         lowest = jnp.min(jnp.where(jnp.isfinite(v), v, jnp.inf))
         shallow = ~(v <= lowest + SCOUT_DEPTH * locs.shape[1])
         v = jnp.where(served | shallow | ~(slope <= SCOUT_STATIONARY), jnp.inf, v)

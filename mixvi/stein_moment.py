@@ -30,7 +30,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mixvi.lowrank import LowRankMetric, root_transpose_apply
+from mixvi import metric_root
+from mixvi.lowrank import LowRankMetric
 
 
 def covariance_form(
@@ -43,14 +44,7 @@ def covariance_form(
 ) -> jax.Array:
     """h_r^T Sigma_q h_r for every row of h (R, d), with Sigma_q = sum_i w_i (sigma_i^2 A + (m_i - m)(m_i - m)^T)
     the covariance of q = sum_i w_i N(m_i, sigma_i^2 A) (A = L L^T, the diagonal D, the low-rank metric or I)."""
-    if scale_tril is not None:
-        ah = jnp.sum((h @ scale_tril) ** 2, -1)
-    elif isinstance(metric, LowRankMetric):
-        ah = jnp.sum(root_transpose_apply(metric, h) ** 2, -1)
-    elif metric is not None:
-        ah = jnp.sum(metric * h**2, -1)
-    else:
-        ah = jnp.sum(h**2, -1)
+    ah = jnp.sum(metric_root.transpose_apply(h, metric, scale_tril) ** 2, -1)
     centre = weights @ locs
     spread = (h @ (locs - centre).T) ** 2 @ weights
     return (weights @ scales**2) * ah + spread

@@ -49,10 +49,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixvi import stein_moment
+from mixvi import metric_root, stein_moment
 from mixvi.diagnostics._draws import check_full_data, check_key, check_num_samples, draw_and_weigh, potential, resolve
 from mixvi.diagnostics.psis import FLAT_ESS, psis_from_log_densities
-from mixvi.lowrank import LowRankMetric, root_transpose_apply
 
 GOOD = {"khat": 0.7, "stein_divergence": 0.1}
 """Below both: the fit's means, sds and masses can be used as they are."""
@@ -103,12 +102,7 @@ def relative_score_divergence(q: Any, z: jax.Array, grad_log_p: jax.Array) -> ja
     """D of the module docstring from draws ``z`` (S, d) of the mixture ``q`` and grad log p at them."""
     g = grad_log_p - q.score(z)
     sigma2 = q.responsibilities(z) @ (q.scales**2)
-    if q.scale_tril is not None:
-        g = g @ q.scale_tril  # L^T g for every row
-    elif isinstance(q.metric, LowRankMetric):
-        g = root_transpose_apply(q.metric, g)
-    elif q.metric is not None:
-        g = g * jnp.sqrt(q.metric)
+    g = metric_root.transpose_apply(g, q.metric, q.scale_tril)  # R^T g for every row
     return jnp.mean(sigma2 * jnp.sum(g**2, -1)) / z.shape[-1]
 
 
