@@ -37,6 +37,7 @@ from mixvi.loop import (
     DivergenceError,
     call_compiled,
     check_blas_threads,
+    chunk_compiler_options,
     new_cache,
     scan_loop,
     split_operands,
@@ -509,9 +510,11 @@ class MixVI:
             self.max_rejected,
         )
 
-    def _call_jitted(self, kind: str, fn: Callable, inputs: tuple, args: tuple, kwargs: dict) -> Any:
+    def _call_jitted(
+        self, kind: str, fn: Callable, inputs: tuple, args: tuple, kwargs: dict, compiler_options: dict | None = None
+    ) -> Any:
         """``fn(args, kwargs, *inputs)`` compiled once per :meth:`_cache_key` (:func:`mixvi.loop.call_compiled`)."""
-        return call_compiled(_JITTED, self._cache_key(kind, None), fn, inputs, args, kwargs)
+        return call_compiled(_JITTED, self._cache_key(kind, None), fn, inputs, args, kwargs, compiler_options)
 
     def _loss(self, args: tuple, kwargs: dict, state: MixVIState) -> jax.Array:
         """The loss the next step reports, from V's values at its draws (same keys as :meth:`_step`)."""
@@ -565,10 +568,17 @@ class MixVI:
         return MixVIState(core, key, state.step + 1), info
 
     def update(self, state: MixVIState, *args, **kwargs) -> tuple[MixVIState, jax.Array]:
-        """One step; returns (new state, loss at the old params). Pure: jit it if called in a loop."""
+        """One step; returns (new state, loss at the old params). Compiled once per model structure and
+        settings, as ``SVI.update`` under ``jax.jit``: a Python loop of ``update`` calls runs the same
+        program each time (under an outer ``jax.jit`` it is inlined). Pure: the same state gives the same
+        step."""
         self._settle(args, kwargs)
-        new, info = self._step(state, args, kwargs)
+        # compiled as run's chunk is (its XLA options): a loop of updates takes run's steps bit for bit
+        new, info = self._call_jitted("update", self._update_step, (state,), args, kwargs, chunk_compiler_options())
         return new, info.loss
+
+    def _update_step(self, args: tuple, kwargs: dict, state: MixVIState) -> tuple[MixVIState, vi.MixtureVIInfo]:
+        return self._step(state, args, kwargs)
 
     def evaluate(self, state: MixVIState, *args, **kwargs) -> jax.Array:
         """The -ELBO estimate at ``state``: the loss the next :meth:`update` reports (same estimator,

@@ -227,19 +227,29 @@ over, as constants (recompiled per call)."""
 
 
 def call_compiled(
-    cache: OrderedDict, key: Hashable | None, fn: Callable, inputs: tuple, args: tuple, kwargs: dict
+    cache: OrderedDict,
+    key: Hashable | None,
+    fn: Callable,
+    inputs: tuple,
+    args: tuple,
+    kwargs: dict,
+    compiler_options: dict | None = None,
 ) -> Any:
     """``fn(args, kwargs, *inputs)`` jitted with the arrays among the model arguments ``args``, ``kwargs``
     as operands, compiled once per ``key`` (plus the static arguments' description) and kept in
     ``cache``; the caller promises that equal keys mean the same ``fn``. A model that needs concrete
     data runs with the arguments as constants instead (and its key is remembered in ``NEEDS_CONSTANTS``);
-    ``key=None`` compiles anew."""
+    ``key=None`` compiles anew. ``compiler_options`` go to ``jax.jit`` (e.g. :func:`chunk_compiler_options`:
+    a step compiled as the chunk compiles it gives the chunk's bits)."""
     operands, static, rebuild = split_operands(args, kwargs)
+    if compiler_options is not None and _traced((operands, inputs)):
+        # inside another jit (a scan of update, jax.jit(update)) this one is inlined: options only go to the top
+        compiler_options, key = None, None if key is None else (key, "inlined")
     full = None if key is None or static is None else (key, static)
     if full is None or full not in NEEDS_CONSTANTS:
         jitted = cache.get(full) if full is not None else None
         if jitted is None:
-            jitted = jax.jit(lambda ops, *xs: fn(*rebuild(list(ops)), *xs))
+            jitted = jax.jit(lambda ops, *xs: fn(*rebuild(list(ops)), *xs), compiler_options=compiler_options)
             if full is not None:
                 remember(cache, full, jitted)
         try:
@@ -247,7 +257,12 @@ def call_compiled(
         except TRACER_ERRORS:
             if full is not None:
                 NEEDS_CONSTANTS.add(full)
-    return jax.jit(lambda *xs: fn(args, kwargs, *xs))(*inputs)
+    return jax.jit(lambda *xs: fn(args, kwargs, *xs), compiler_options=compiler_options)(*inputs)
+
+
+def _traced(tree: Any) -> bool:
+    """Whether any leaf of ``tree`` is a tracer (the call runs inside another transformation)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
 
 
 def _loss_of(out: Any) -> jax.Array:

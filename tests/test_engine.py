@@ -282,6 +282,23 @@ def test_repeated_runs_trace_the_step_once(step_traces):
     assert len(step_traces) == 1
 
 
+def test_a_loop_of_updates_traces_the_step_once_and_equals_the_run(step_traces):
+    """update in a Python loop (as with SVI.update) runs one compiled step: one trace for every call, new
+    data of the same shapes included, and the same states as run() takes."""
+    model = _schools_model()
+    engine = mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model, n_components=4), relocate=False)
+    state = start = engine.init(jax.random.PRNGKey(0), SIGMA, Y)
+    losses = []
+    for _ in range(6):
+        state, loss = engine.update(state, SIGMA, Y)
+        losses.append(loss)
+    engine.update(state, SIGMA, Y + 1.0)
+    assert len(step_traces) == 1
+    result = engine.run(None, 6, SIGMA, Y, progress_bar=False, init_state=start)
+    np.testing.assert_array_equal(np.asarray(losses), np.asarray(result.losses))
+    np.testing.assert_array_equal(state.core.params.locs, result.state.core.params.locs)
+
+
 def test_new_guide_and_engine_on_the_same_model_reuse_the_trace(step_traces):
     """A new AutoIsotropicMixture and MixVI for the same model, shapes and settings trace nothing new."""
     model = _schools_model()
