@@ -588,6 +588,51 @@ def loss_estimate(
     return jnp.sum(w * f)
 
 
+def potential_values(potential_fn, x: jax.Array, *extra, batch_size: int | None = None) -> jax.Array:
+    """V at every row of x (..., d), without its gradient (``batch_size`` rows at a time, as
+    :func:`potential_and_grad`)."""
+    flat = x.reshape(-1, x.shape[-1])
+    if batch_size is None or batch_size >= flat.shape[0]:
+        v = jax.vmap(potential_fn, in_axes=(0,) + (None,) * len(extra))(flat, *extra)
+    else:
+        v = jax.lax.map(lambda row: potential_fn(row, *extra), flat, batch_size=batch_size)
+    return v.reshape(x.shape[:-1])
+
+
+def widened_log_ratios(
+    locs: jax.Array, log_scales: jax.Array, z: jax.Array, widen: float, log_weights: jax.Array | None = None
+) -> jax.Array:
+    """log q_i(x) - log g_i(x) - log q(x) at x_ib = m_i + c sigma_i z (whitened coordinates, N(0, I) noise
+    z (L, d) shared or (N, L, d)), the draws of the widened component g_i = N(m_i, c^2 sigma_i^2 I), c =
+    ``widen`` >= 1. With V added, exp(-V(x) + this) has mean E_{q_i}[p / q] under g_i, as the ratio
+    p / q at q_i's own draws has, but lighter tails: a component narrower than its mode along some
+    directions (variance below half the mode's there) gives p / q infinite variance under its own draws.
+
+    q_i / g_i = c^d exp(-(c^2 - 1) |z|^2 / 2) at the draw, and the squared distances to every component
+    expand as in :func:`mixture_terms` (centred means):
+    |m_i + c sigma_i z - m_j|^2 = |m_i - m_j|^2 + 2 c sigma_i <z, m_i - m_j> + c^2 sigma_i^2 |z|^2.
+    Returns (N, L), without the metric's log-determinant (the caller adds it, as for log q)."""
+    n, d = locs.shape
+    sig = jnp.exp(log_scales)
+    if log_weights is None:
+        log_weights = jnp.full((n,), -jnp.log(n), locs.dtype)
+    mc = locs - jnp.mean(locs, axis=0)
+    gram = mc @ mc.T
+    gdiag = jnp.diag(gram)
+    if z.ndim == 2:
+        p = z @ mc.T  # (L, N): <z_b, m_j>
+        cross_z = p.T[:, :, None] - p[None]  # (N, L, N): <z_b, m_i - m_j>
+        zz = jnp.broadcast_to(jnp.sum(z**2, -1)[None], (n, z.shape[0]))
+    else:
+        cross_z = jnp.einsum("ibd,id->ib", z, mc)[:, :, None] - jnp.einsum("ibd,jd->ibj", z, mc)
+        zz = jnp.sum(z**2, -1)
+    spread = widen * sig[:, None, None]
+    dist = (gdiag[:, None, None] + gdiag[None, None, :] - 2.0 * gram[:, None, :]) + 2.0 * spread * cross_z
+    dist = dist + spread**2 * zz[:, :, None]
+    log_q = logsumexp(log_weights - 0.5 * dist / sig**2 - d * log_scales, -1) - 0.5 * d * jnp.log(2 * jnp.pi)
+    return -0.5 * (widen**2 - 1.0) * zz + d * jnp.log(widen) - log_q
+
+
 def potential_and_grad(potential_fn, x: jax.Array, *extra, batch_size: int | None = None, with_value: bool = True):
     """V and grad V at every row of x (..., d).
 

@@ -51,7 +51,16 @@ from mixvi.adapt import (
     relocation_gap,
     track,
 )
-from mixvi.estimators import SteinEstimate, draw_points, potential_and_grad, stein_estimate, step_noise
+from mixvi.estimators import (
+    SteinEstimate,
+    draw_points,
+    potential_and_grad,
+    potential_values,
+    stein_estimate,
+    step_noise,
+    whiten,
+    widened_log_ratios,
+)
 from mixvi.geometry import (
     AutoStep,
     MixtureGradient,
@@ -233,6 +242,10 @@ class Settings(NamedTuple):
     explore: bool = True
     tilt: float = 0.0
     final_phase: float = 0.0
+    mass_widen: float = 1.0
+
+
+BAD_SETTINGS_MASS_WIDEN = "Settings.mass_widen must be a finite float >= 1 (1: the step's own draws), got {!r}"
 
 
 BAD_SETTINGS_FINAL_PHASE = "Settings.final_phase must be a float in [0, 1) (0: no final phase), got {!r}"
@@ -265,6 +278,9 @@ def check(settings: Settings) -> Settings:
         raise ValueError(BAD_TILT.format(settings.tilt))
     if isinstance(settings.final_phase, bool) or not 0.0 <= settings.final_phase < 1.0:
         raise ValueError(BAD_SETTINGS_FINAL_PHASE.format(settings.final_phase))
+    widen = settings.mass_widen
+    if isinstance(widen, bool) or not isinstance(widen, int | float) or not 1.0 <= widen < float("inf"):
+        raise ValueError(BAD_SETTINGS_MASS_WIDEN.format(widen))
     return settings._replace(loss_draws=None if settings.loss_draws == b else settings.loss_draws)
 
 
@@ -488,8 +504,14 @@ def step(
     log_ratios = -(est.log_q[:, : v.shape[1]] + v)
     if quarantine:
         log_ratios = jnp.where(bad[:, None], -jnp.inf, log_ratios)
+    mass_ratios = log_ratios
+    if relocating and settings.balance and settings.mass_widen > 1.0:
+        # the importance masses from draws of the widened components (lighter tails), as many as have V
+        mass_ratios = _widened_mass_ratios(potential_fn, locs, u, weights, z, tril, metric, k_model, settings, cut)
+        if quarantine:
+            mass_ratios = jnp.where(bad[:, None], -jnp.inf, mass_ratios)
     if relocating:
-        tracking = track(tracking, est.f, ~info.rejected, log_ratios if settings.balance else None, gap)
+        tracking = track(tracking, est.f, ~info.rejected, mass_ratios if settings.balance else None, gap)
         tracking = set_ceiling(tracking, jnp.where(bad[:, None], jnp.nan, v))
         # the moves' key is drawn with the noise and the target's key, so those stay as without relocation
         shape = {"metric": metric_of(new), "scale_tril": new.metric_tril}
@@ -533,6 +555,20 @@ def step(
         stein, sums = final_stein_moment(state.relocation, locs, u, metric, tril, x, gv, sums)
     info = MixtureVIInfo(est.loss, info.step_size, info.num_clipped, info.rejected, moved, log_ratios, stein)
     return MixtureVIState(new, step_state, tracking, sums), info
+
+
+def _widened_mass_ratios(potential_fn, locs, u, weights, z, tril, metric, key, settings: Settings, cut):
+    """log p - log q + log q_i - log g_i (N, L) at the first L = ``cut`` (or all) draws of the widened
+    components g_i = N(m_i, c^2 sigma_i^2 R R^T), c = ``settings.mass_widen``: made from the step's own
+    noise, V evaluated there without its gradient (:func:`mixvi.estimators.widened_log_ratios`)."""
+    width = z.shape[-2] if cut is None else cut
+    zw = z[:width] if z.ndim == 2 else z[:, :width]
+    c = settings.mass_widen
+    x = draw_points(locs, u + jnp.log(c), zw, metric, tril)
+    v = potential_values(potential_fn, x, key, batch_size=settings.sample_batch_size)
+    mu, shift = whiten(locs, metric, tril)
+    log_w = None if weights is None else jnp.log(weights)
+    return shift - v + widened_log_ratios(mu, u, zw, c, log_w)
 
 
 def final_stein_moment(
