@@ -172,8 +172,13 @@ def fit_mixvi(target: QT.Target, metric: str, steps: int, key: jax.Array, timing
     try:
         n = int(count) if count else target.info["n_components"]
         guide = mixvi.AutoIsotropicMixture(target.model, n_components=n, metric=metric)
+        # "auto+widen1.25": the importance masses from draws 1.25 times wider (vi.Settings.mass_widen)
+        widen = float(refined[len("widen") :]) if refined.startswith("widen") else 1.0
+        refined = "" if refined.startswith("widen") else refined
         options = {"refine": {"refine": True, "plain": False}[refined]} if refined else {}
         vi = mixvi.MixVI(target.model, guide, **options)
+        if widen != 1.0:
+            vi.settings = vi.settings._replace(mass_widen=widen)
     except ValueError as err:
         return {"status": "unavailable", "reason": str(err)}
     with warnings.catch_warnings(record=True) as caught:
@@ -197,6 +202,7 @@ def fit_mixvi(target: QT.Target, metric: str, steps: int, key: jax.Array, timing
         "shared_noise": vi.shared_noise,
         "loss_draws": vi.loss_draws,
         "auto": s.auto._asdict() if hasattr(s.auto, "_asdict") else str(s.auto),
+        "mass_widen": s.mass_widen,
     }
     settings["refine"] = vi.refine
     settings["refined"] = vi.last_run_refine is not None

@@ -608,9 +608,12 @@ def widened_log_ratios(
     p / q at q_i's own draws has, but lighter tails: a component narrower than its mode along some
     directions (variance below half the mode's there) gives p / q infinite variance under its own draws.
 
-    q_i / g_i = c^d exp(-(c^2 - 1) |z|^2 / 2) at the draw, and the squared distances to every component
-    expand as in :func:`mixture_terms` (centred means):
-    |m_i + c sigma_i z - m_j|^2 = |m_i - m_j|^2 + 2 c sigma_i <z, m_i - m_j> + c^2 sigma_i^2 |z|^2.
+    At the draw q_i / g_i is c^d times a Gaussian factor of z, and the squared distances to every
+    component expand as in :func:`mixture_terms` (centred means)::
+
+        q_i / g_i = c^d exp(-(c^2 - 1) |z|^2 / 2)
+        |m_i + c sigma_i z - m_j|^2 = |m_i - m_j|^2 + 2 c sigma_i <z, m_i - m_j> + c^2 sigma_i^2 |z|^2
+
     Returns (N, L), without the metric's log-determinant (the caller adds it, as for log q)."""
     n, d = locs.shape
     sig = jnp.exp(log_scales)
