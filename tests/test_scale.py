@@ -144,12 +144,12 @@ SHARDED = textwrap.dedent("""
         r = vi.run(jax.random.PRNGKey(5), 30, X, Y, progress_bar=False)
         out[name] = np.asarray(r.params["auto_locs"]).tolist()
         out[name + "_devices"] = len(r.state.core.params.locs.sharding.device_set)
-    # n_components='auto' is settled at set-up, and the mesh with it
+    # n_components='auto' is settled at set-up, and the mesh with it (init places the state on it)
     guide = mixvi.AutoIsotropicMixture(logistic)
     vi = mixvi.MixVI(logistic, guide, num_samples=4)
-    r = vi.run(jax.random.PRNGKey(5), 5, X, Y, progress_bar=False)
+    state = vi.init(jax.random.PRNGKey(5), X, Y)
     out["auto_n"] = guide.n_components
-    out["auto_devices"] = len(r.state.core.params.locs.sharding.device_set)
+    out["auto_devices"] = len(state.core.params.locs.sharding.device_set)
     three = jax.sharding.Mesh(np.asarray(jax.devices()[:3]), ("components",))
     vi = mixvi.MixVI(logistic, mixvi.AutoIsotropicMixture(logistic), num_samples=4, mesh=three)
     try:

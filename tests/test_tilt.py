@@ -222,12 +222,17 @@ def test_one_loss_draw_until_the_tilt_starts_and_every_draw_after(metric):
     # BLAS on one thread, as MixVI.run has it (the dense metric's triangular solves call OpenBLAS)
     with jax.enable_x64(True), mixvi.loop.blas_limit(1):
         mu = jnp.asarray(MU, jnp.float64)
+        compiled = {}
+
         def steps(tilt, loss_draws, start):
             settings = mixvi.vi.check(mixvi.vi.Settings(step_size=0.05, loss_draws=loss_draws, tilt=tilt))
             state = mixvi.vi.init_state(jnp.stack([mu + 0.7, mu - 0.4, mu]), 0.5, metric=metric, step_size=0.05)
             state = mixvi.vi.explore_until(state, start, 20)
-            # compiled, as run() compiles it (this test's op-by-op steps crashed a test worker twice)
-            step = jax.jit(lambda key, s: mixvi.vi.step(key, s, lambda x, _: potential(x), settings))
+            # compiled, as run() compiles it (this test's op-by-op steps crashed a test worker twice), once
+            # per settings (the schedule's start is in the state)
+            step = compiled.setdefault(
+                settings, jax.jit(lambda key, s: mixvi.vi.step(key, s, lambda x, _: potential(x), settings))
+            )
             out = []
             for i in range(4):
                 state, info = step(jax.random.PRNGKey(i), state)
