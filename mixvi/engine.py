@@ -28,7 +28,7 @@ from mixvi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mixvi.diagnostics._draws import subsampled_plate_sizes
 from mixvi.diagnostics.fit import USABLE
 from mixvi.diagnostics.psis import FLAT_ESS, psis_log_weights
-from mixvi.estimators import draw_points, loss_estimate, step_noise
+from mixvi.estimators import draw_points, loss_estimate, potential_values, step_noise
 from mixvi.geometry import AutoStep, metric_of
 from mixvi.guide import AutoIsotropicMixture, _initial_params
 from mixvi.loop import (
@@ -533,11 +533,7 @@ class MixVI:
             read, cut = vi.draws_read(tilt, cut, x.shape[1]), None
         rows = (x if cut is None else x[:, :cut]).reshape(-1, d)
         potential = self.guide.potential_fn(*args, **kwargs)
-        batch = settings.sample_batch_size
-        if batch is None or batch >= rows.shape[0]:
-            v = jax.vmap(potential, (0, None))(rows, k_model)
-        else:
-            v = jax.lax.map(lambda row: potential(row, k_model), rows, batch_size=batch)
+        v = potential_values(potential, rows, k_model, batch_size=settings.sample_batch_size)
         return loss_estimate(
             locs,
             p.log_scales,

@@ -118,6 +118,28 @@ class MixtureTerms(NamedTuple):
     draw_weights: jax.Array | None = None  # (N, B), with a tilt
 
 
+def _noise_products(locs: jax.Array, z: jax.Array):
+    """What the squared distances from draws m_i + s_i z_b to every mean m_j are made of, with centred means
+    mc (N, d): |m_i - m_j|^2 (N, 1, N), <z_b, m_j> as q (N, L, N) and <z_b, m_i> as q_self (N, L), and
+    |z_b|^2 (N, L), for noise z (L, d) shared by the components or (N, L, d) of their own; then
+    |m_i + s_i z_b - m_j|^2 = |m_i - m_j|^2 + 2 s_i (q_self - q) + s_i^2 |z_b|^2."""
+    n = locs.shape[0]
+    mc = locs - jnp.mean(locs, axis=0)
+    gram = mc @ mc.T
+    gdiag = jnp.diag(gram)
+    if z.ndim == 2:
+        p = z @ mc.T  # (B, N): z_b . m_j
+        q = jnp.broadcast_to(p[None], (n,) + p.shape)  # (N, B, N)
+        q_self = p.T  # (N, B)
+        zz = jnp.broadcast_to(jnp.sum(z**2, -1)[None], (n, z.shape[0]))
+    else:
+        q = jnp.einsum("ibd,jd->ibj", z, mc)
+        q_self = jnp.einsum("ibd,id->ib", z, mc)
+        zz = jnp.sum(z**2, -1)
+    between = gdiag[:, None, None] + gdiag[None, None, :] - 2.0 * gram[:, None, :]
+    return mc, between, q, q_self, zz
+
+
 def mixture_terms(
     locs: jax.Array,
     log_scales: jax.Array,
@@ -153,21 +175,8 @@ def mixture_terms(
     eps = sig**2
     if log_weights is None:
         log_weights = jnp.full((n,), -jnp.log(n), locs.dtype)
-    mc = locs - jnp.mean(locs, axis=0)
-    gram = mc @ mc.T
-    gdiag = jnp.diag(gram)
-    if shared:
-        p = z @ mc.T  # (B, N): z_b . m_j
-        q = jnp.broadcast_to(p[None], (n,) + p.shape)  # (N, B, N)
-        q_self = p.T  # (N, B)
-        zz = jnp.broadcast_to(jnp.sum(z**2, -1)[None], (n, z.shape[0]))
-    else:
-        q = jnp.einsum("ibd,jd->ibj", z, mc)
-        q_self = jnp.einsum("ibd,id->ib", z, mc)
-        zz = jnp.sum(z**2, -1)
-    cross = (gdiag[:, None, None] + gdiag[None, None, :] - 2.0 * gram[:, None, :]) + 2.0 * sig[:, None, None] * (
-        q_self[:, :, None] - q
-    )
+    mc, between, q, q_self, zz = _noise_products(locs, z)
+    cross = between + 2.0 * sig[:, None, None] * (q_self[:, :, None] - q)
     du = log_scales[:, None, None] - log_scales[None, None, :]  # u_i - u_j
     logits = log_weights - 0.5 * cross / eps[None, None, :] - 0.5 * zz[:, :, None] * jnp.expm1(2.0 * du) + d * du
     lse = logsumexp(logits, axis=-1)
@@ -591,12 +600,15 @@ def loss_estimate(
 def potential_values(potential_fn, x: jax.Array, *extra, batch_size: int | None = None) -> jax.Array:
     """V at every row of x (..., d), without its gradient (``batch_size`` rows at a time, as
     :func:`potential_and_grad`)."""
-    flat = x.reshape(-1, x.shape[-1])
+    return _over_rows(potential_fn, x.reshape(-1, x.shape[-1]), extra, batch_size).reshape(x.shape[:-1])
+
+
+def _over_rows(fn, flat: jax.Array, extra: tuple, batch_size: int | None):
+    """``fn(row, *extra)`` at every row of ``flat`` (M, d): vmapped, or ``batch_size`` rows at a time
+    (``lax.map``, bounding peak memory)."""
     if batch_size is None or batch_size >= flat.shape[0]:
-        v = jax.vmap(potential_fn, in_axes=(0,) + (None,) * len(extra))(flat, *extra)
-    else:
-        v = jax.lax.map(lambda row: potential_fn(row, *extra), flat, batch_size=batch_size)
-    return v.reshape(x.shape[:-1])
+        return jax.vmap(fn, in_axes=(0,) + (None,) * len(extra))(flat, *extra)
+    return jax.lax.map(lambda row: fn(row, *extra), flat, batch_size=batch_size)
 
 
 def widened_log_ratios(
@@ -609,7 +621,7 @@ def widened_log_ratios(
     directions (variance below half the mode's there) gives p / q infinite variance under its own draws.
 
     At the draw q_i / g_i is c^d times a Gaussian factor of z, and the squared distances to every
-    component expand as in :func:`mixture_terms` (centred means)::
+    component expand as in :func:`mixture_terms` (:func:`_noise_products`)::
 
         q_i / g_i = c^d exp(-(c^2 - 1) |z|^2 / 2)
         |m_i + c sigma_i z - m_j|^2 = |m_i - m_j|^2 + 2 c sigma_i <z, m_i - m_j> + c^2 sigma_i^2 |z|^2
@@ -619,19 +631,9 @@ def widened_log_ratios(
     sig = jnp.exp(log_scales)
     if log_weights is None:
         log_weights = jnp.full((n,), -jnp.log(n), locs.dtype)
-    mc = locs - jnp.mean(locs, axis=0)
-    gram = mc @ mc.T
-    gdiag = jnp.diag(gram)
-    if z.ndim == 2:
-        p = z @ mc.T  # (L, N): <z_b, m_j>
-        cross_z = p.T[:, :, None] - p[None]  # (N, L, N): <z_b, m_i - m_j>
-        zz = jnp.broadcast_to(jnp.sum(z**2, -1)[None], (n, z.shape[0]))
-    else:
-        cross_z = jnp.einsum("ibd,id->ib", z, mc)[:, :, None] - jnp.einsum("ibd,jd->ibj", z, mc)
-        zz = jnp.sum(z**2, -1)
+    _, between, q, q_self, zz = _noise_products(locs, z)
     spread = widen * sig[:, None, None]
-    dist = (gdiag[:, None, None] + gdiag[None, None, :] - 2.0 * gram[:, None, :]) + 2.0 * spread * cross_z
-    dist = dist + spread**2 * zz[:, :, None]
+    dist = between + 2.0 * spread * (q_self[:, :, None] - q) + spread**2 * zz[:, :, None]
     log_q = logsumexp(log_weights - 0.5 * dist / sig**2 - d * log_scales, -1) - 0.5 * d * jnp.log(2 * jnp.pi)
     return -0.5 * (widen**2 - 1.0) * zz + d * jnp.log(widen) - log_q
 
@@ -666,8 +668,5 @@ def potential_and_grad(potential_fn, x: jax.Array, *extra, batch_size: int | Non
         def vg(row, *rest):
             return jnp.zeros((), row.dtype), grad(row, *rest)
 
-    if batch_size is None or batch_size >= flat.shape[0]:
-        v, g = jax.vmap(vg, in_axes=(0,) + (None,) * len(extra))(flat, *extra)
-    else:
-        v, g = jax.lax.map(lambda row: vg(row, *extra), flat, batch_size=batch_size)
+    v, g = _over_rows(vg, flat, extra, batch_size)
     return (v.reshape(x.shape[:-1]) if with_value else None), g.reshape(x.shape)
