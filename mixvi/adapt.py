@@ -382,6 +382,25 @@ def basins(close: jax.Array) -> jax.Array:
     return reach > 0
 
 
+def several_basins(
+    locs: jax.Array,
+    log_scales: jax.Array,
+    state: RelocationState,
+    *,
+    min_age: int = 100,
+    metric: jax.Array | None = None,
+    scale_tril: jax.Array | None = None,
+) -> jax.Array:
+    """True when the components that could take part in a move between basins (at least ``min_age``
+    steps old, :func:`balance`'s ``receive_age``, with a mass estimate) lie in more than one basin and
+    the run is not in its quiet phase: the steps on which the importance masses can decide a move.
+    A scout sent this step or still travelling does not count (it has no say until it has settled)."""
+    able = (state.age >= min_age) & jnp.isfinite(state.log_mass)
+    same = basins(basin_neighbours(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH))
+    apart = able[:, None] & able[None, :] & ~same
+    return jnp.any(apart) & ~quiet_phase(state)
+
+
 def quiet_phase(state: RelocationState, fraction: float = BALANCE_QUIET) -> jax.Array:
     """True over the last ``fraction`` (default :data:`BALANCE_QUIET`) of a run whose end is known
     (``state.end`` > 0)."""

@@ -638,6 +638,32 @@ def widened_log_ratios(
     return -0.5 * (widen**2 - 1.0) * zz + d * jnp.log(widen) - log_q
 
 
+def balance_heuristic(own: jax.Array, widened: jax.Array, z: jax.Array, widen: float) -> jax.Array:
+    """Both sets of log p - log q importance ratios of each component, at its own draws m_i + sigma_i z
+    (``own``, log p - log q) and at the widened ones m_i + c sigma_i z (``widened``, log p - log q +
+    log q_i - log g_i, :func:`widened_log_ratios`), reweighted as draws of the even mixture
+    (q_i + g_i) / 2 (the balance heuristic of multiple importance sampling, Veach and Guibas, SIGGRAPH
+    1995): (N, 2 L), whose exp has mean E_{q_i}[p / q] as each set's has. A draw's weight is bounded by
+    twice what either set alone gives it: near the mean the own draws' (where q_i fits the mode), in the
+    tails the widened ones' (where g_i is wider than q_i). With l = log g_i - log q_i, for whitened noise
+    z (L, d) shared or (N, L, d)::
+
+        l = (1 - 1/c^2) |z|^2 / 2 - d log c        at the own draw
+        l = (c^2 - 1) |z|^2 / 2 - d log c          at the widened draw
+        own:     log p - log q - log((1 + e^l) / 2)
+        widened: log p - log q - log((1 + e^l) / 2) = widened + l - log((1 + e^l) / 2)"""
+    n, length = own.shape
+    d = z.shape[-1]
+    zz = jnp.broadcast_to(jnp.sum(z**2, -1), (n, length))
+    log_c = d * jnp.log(widen)
+    at_own = 0.5 * (1.0 - widen**-2) * zz - log_c
+    at_widened = 0.5 * (widen**2 - 1.0) * zz - log_c
+    half = jnp.log(2.0)
+    return jnp.concatenate(
+        [own - jnp.logaddexp(0.0, at_own) + half, widened - jnp.logaddexp(-at_widened, 0.0) + half], axis=1
+    )
+
+
 def potential_and_grad(potential_fn, x: jax.Array, *extra, batch_size: int | None = None, with_value: bool = True):
     """V and grad V at every row of x (..., d).
 

@@ -49,10 +49,12 @@ from mixvi.adapt import (
     noise_rows,
     relocate,
     relocation_gap,
+    several_basins,
     track,
 )
 from mixvi.estimators import (
     SteinEstimate,
+    balance_heuristic,
     draw_points,
     potential_and_grad,
     potential_values,
@@ -506,8 +508,18 @@ def step(
         log_ratios = jnp.where(bad[:, None], -jnp.inf, log_ratios)
     mass_ratios = log_ratios
     if relocating and settings.balance and settings.mass_widen > 1.0:
-        # the importance masses from draws of the widened components (lighter tails), as many as have V
-        mass_ratios = _widened_mass_ratios(potential_fn, locs, u, weights, z, tril, metric, k_model, settings, cut)
+        # the importance masses from draws of the widened components (lighter tails), as many as have V;
+        # only while the masses can decide a move between basins (settled components in more than one
+        # basin, before the quiet phase); otherwise the step's own ratios serve and V costs nothing more
+        width = z.shape[-2] if cut is None else cut
+        mass_ratios = jax.lax.cond(
+            several_basins(locs, u, tracking, metric=metric, scale_tril=tril),
+            lambda: _widened_mass_ratios(
+                potential_fn, locs, u, weights, z, tril, metric, k_model, settings, log_ratios[:, :width]
+            ),
+            # the widened draws' columns marked as not evaluated (NaN)
+            lambda: jnp.pad(log_ratios[:, :width], ((0, 0), (0, width)), constant_values=jnp.nan),
+        )
         if quarantine:
             mass_ratios = jnp.where(bad[:, None], -jnp.inf, mass_ratios)
     if relocating:
@@ -557,18 +569,19 @@ def step(
     return MixtureVIState(new, step_state, tracking, sums), info
 
 
-def _widened_mass_ratios(potential_fn, locs, u, weights, z, tril, metric, key, settings: Settings, cut):
-    """log p - log q + log q_i - log g_i (N, L) at the first L = ``cut`` (or all) draws of the widened
-    components g_i = N(m_i, c^2 sigma_i^2 R R^T), c = ``settings.mass_widen``: made from the step's own
-    noise, V evaluated there without its gradient (:func:`mixvi.estimators.widened_log_ratios`)."""
-    width = z.shape[-2] if cut is None else cut
+def _widened_mass_ratios(potential_fn, locs, u, weights, z, tril, metric, key, settings: Settings, own):
+    """log p - log q at the components' own draws (``own``, (N, L): the step's first L draws) and at as many
+    draws of the widened components g_i = N(m_i, c^2 sigma_i^2 R R^T), c = ``settings.mass_widen``, made
+    from the same noise (V evaluated there without its gradient), both reweighted as draws of
+    (q_i + g_i) / 2: (N, 2 L) (:func:`mixvi.estimators.balance_heuristic`)."""
+    width = own.shape[1]
     zw = z[:width] if z.ndim == 2 else z[:, :width]
     c = settings.mass_widen
     x = draw_points(locs, u + jnp.log(c), zw, metric, tril)
     v = potential_values(potential_fn, x, key, batch_size=settings.sample_batch_size)
     mu, shift = whiten(locs, metric, tril)
     log_w = None if weights is None else jnp.log(weights)
-    return shift - v + widened_log_ratios(mu, u, zw, c, log_w)
+    return balance_heuristic(own, shift - v + widened_log_ratios(mu, u, zw, c, log_w), zw, c)
 
 
 def final_stein_moment(
