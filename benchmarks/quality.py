@@ -172,12 +172,13 @@ def fit_mixvi(target: QT.Target, metric: str, steps: int, key: jax.Array, timing
     try:
         n = int(count) if count else target.info["n_components"]
         guide = mixvi.AutoIsotropicMixture(target.model, n_components=n, metric=metric)
-        # "auto+widen1.25": the importance masses from draws 1.25 times wider (vi.Settings.mass_widen)
-        widen = float(refined[len("widen") :]) if refined.startswith("widen") else 1.0
+        # "auto+widen1.25": the importance masses also from draws 1.25 times wider (vi.Settings.mass_widen;
+        # "auto+widen1" the own draws alone)
+        widen = float(refined[len("widen") :]) if refined.startswith("widen") else None
         refined = "" if refined.startswith("widen") else refined
         options = {"refine": {"refine": True, "plain": False}[refined]} if refined else {}
         vi = mixvi.MixVI(target.model, guide, **options)
-        if widen != 1.0:
+        if widen is not None:
             vi.settings = vi.settings._replace(mass_widen=widen)
     except ValueError as err:
         return {"status": "unavailable", "reason": str(err)}

@@ -244,7 +244,8 @@ class Settings(NamedTuple):
     explore: bool = True
     tilt: float = 0.0
     final_phase: float = 0.0
-    mass_widen: float = 1.0
+    # the importance masses of mass balancing also from draws this much wider (1: the own draws alone)
+    mass_widen: float = 1.5
 
 
 BAD_SETTINGS_MASS_WIDEN = "Settings.mass_widen must be a finite float >= 1 (1: the step's own draws), got {!r}"
