@@ -1,12 +1,27 @@
+import gc
+
 import jax
 import numpyro
 import pytest
+
+import mixvi.loop
 
 numpyro.set_platform("cpu")
 # no persistent compilation cache in the test processes, whatever the environment says
 # (JAX_COMPILATION_CACHE_DIR): a folder shared with other processes once crashed a worker while reading
 # it; enable_compilation_cache is tested in a fresh subprocess (test_loop)
 jax.config.update("jax_enable_compilation_cache", False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop the compiled programs of a test module once it is done: each keeps memory maps of its code, and
+    one process running the whole suite otherwise reaches Linux's default limit of 65 530 maps and aborts
+    inside XLA (one file, test_engine.py, adds about 26 000)."""
+    yield
+    mixvi.loop.clear_cache()
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from jax.scipy.special import logsumexp
 from numpyro.infer import init_to_uniform
 
 import mixvi
-from mixvi.loop import chunk_compiler_options
 
 PREC = jnp.array([0.5, 2.0, 8.0])
 MU = jnp.array([1.0, -2.0, 0.5])
@@ -345,9 +344,11 @@ def test_resume_reuses_the_trace_and_equals_the_uninterrupted_run(step_traces, t
 
 
 @pytest.mark.parametrize("num_steps", [1, 7, 300, 301])
-def test_run_equals_a_plain_scan_of_update(num_steps):
-    """Same seed, same bits: run(n) equals n steps of MixVI.update in one lax.scan, across chunk boundaries
-    (the scan compiled with the XLA options of run's chunk, on which the low bits depend)."""
+def test_run_equals_a_loop_of_update_calls(num_steps):
+    """Same seed, same bits: run(n) equals n calls of MixVI.update in a Python loop, across chunk boundaries.
+    update is the step compiled once with the XLA options of run's chunk; that equality is what mixvi
+    controls. A hand-written jax.jit(lax.scan(update)) is XLA's own compilation of the step and need not
+    agree to the bit (with jax 0.12.1 it differs by an ulp after one step)."""
     model = _schools_model()
     # refine=False: a short run's poor fit would be refined after the loop, which this compares
     engine = mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model, n_components=4), refine=False)
@@ -355,13 +356,13 @@ def test_run_equals_a_plain_scan_of_update(num_steps):
     state = engine.init(jax.random.PRNGKey(3), SIGMA, Y)
     # the schedule run sets (scouts, then the tilt, from half the run on)
     state = state._replace(core=mixvi.vi.explore_until(state.core, num_steps // 2, num_steps))
-    final, losses = jax.jit(
-        lambda s: jax.lax.scan(lambda c, _: engine.update(c, SIGMA, Y), s, None, length=num_steps),
-        compiler_options=chunk_compiler_options(),
-    )(state)
-    np.testing.assert_array_equal(result.state.core.params.locs, final.core.params.locs)
-    np.testing.assert_array_equal(result.state.core.params.log_scales, final.core.params.log_scales)
-    np.testing.assert_array_equal(result.losses, losses)
+    losses = []
+    for _ in range(num_steps):
+        state, loss = engine.update(state, SIGMA, Y)
+        losses.append(loss)
+    np.testing.assert_array_equal(result.state.core.params.locs, state.core.params.locs)
+    np.testing.assert_array_equal(result.state.core.params.log_scales, state.core.params.log_scales)
+    np.testing.assert_array_equal(result.losses, np.asarray(losses))
 
 
 def test_masked_tail_does_not_change_the_result():

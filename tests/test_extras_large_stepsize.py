@@ -79,7 +79,13 @@ def test_large_step_accelerates(which):
     r4, r5 = (ls.compare_stepsizes(X, y, lam) for lam in (1e-4, 1e-5))
     for r in (r4, r5):
         assert all(r["runs"][k]["steps"] > 0 for k in ("1/L", "1/sqrt(lam)", "0.95 eta_crit"))
-        assert r["runs"]["1.05 eta_crit"]["final_dist"] > 1e-6  # above the threshold: no convergence (2-cycle)
+        # above the threshold: no convergence. Judged by the largest distance to w_lam over the run's last 10%,
+        # not by the last step's: on the random data GD at 1.05 eta_crit does not settle on a 2-cycle (as on
+        # the hard data, ~0.7 from w_lam) but wanders, up to ~600 from w_lam and back to within 1e-8 of it
+        # (w_lam is a saddle of the GD map; ~15% of the steps of random4 at lam = 1e-5 are within 1e-6 of
+        # it), so one step's distance is a draw. The tail max is 0.7 to 600 here; converging runs' < 1e-13.
+        c = ls.threshold_check(X, y, r["lam"], factors=(1.05,), num_steps=r["num_steps"])
+        assert c["tail_max_dist"][0] > 1e-3
     # an order of magnitude by lam = 1e-5 (measured 10-30x), growing as lam shrinks
     assert r5["runs"]["1/sqrt(lam)"]["speedup"] > 6
     assert r5["runs"]["0.95 eta_crit"]["speedup"] > 15
