@@ -16,7 +16,8 @@ the seconds by 20 % between runs; a least-squares line of seconds on kernels ove
 one kernel costs, so a change to the step can be judged by the kernels it adds or removes. Every variant
 runs ``MixVI(..., refine=False)`` (the refinement is a program of its own) for ``--steps`` steps.
 
-Variants: the default; ``tilt=0``; a fixed step (0.02); ``metric='isotropic'``; no mass balancing and/or
+Variants: the default; ``tilt=0``; a fixed step (0.02); ``metric='isotropic'``; the masses of mass
+balancing from the components' own draws alone (``own_draws``: ``Settings.mass_widen=1``); no mass balancing and/or
 no scouts (``mixvi.vi.Settings.balance`` / ``explore``, not options of ``MixVI``); ``relocate=False``;
 the paper's method (isotropic metric, fixed step, no relocation).
 
@@ -48,6 +49,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "fixed_step": {"engine": {"step_size": FIXED_STEP}},
     "isotropic": {"guide": {"metric": "isotropic"}},
     "no_balance": {"settings": {"balance": False}},
+    "own_draws": {"settings": {"mass_widen": 1.0}},
     "no_scouts": {"settings": {"explore": False}},
     "no_balance_no_scouts": {"settings": {"balance": False, "explore": False}},
     "relocate=False": {"engine": {"relocate": False}},
