@@ -112,6 +112,9 @@ thousands of nats per step, and the component, stuck 40-140 nats above the other
 (a Gaussian-process regression of posteriordb, 3 of 4 seeds with the loss from every draw)."""
 MASS_DECAY = 0.995
 """Decay of the running importance-mass estimates (an average over about 200 steps)."""
+RECEIVE_AGE = 100
+"""Steps a component must have lived before balancing may split it to serve its basin (:func:`balance`'s
+``receive_age``); also the age from which :func:`several_basins` counts it."""
 NEIGHBOUR_REACH = 2.0
 """Two components share a basin when their means are within this many sqrt(d) sigma (whitened)."""
 BALANCE_RATIO = 1.1
@@ -387,7 +390,7 @@ def several_basins(
     log_scales: jax.Array,
     state: RelocationState,
     *,
-    min_age: int = 100,
+    min_age: int = RECEIVE_AGE,
     metric: jax.Array | None = None,
     scale_tril: jax.Array | None = None,
 ) -> jax.Array:
@@ -419,7 +422,7 @@ def balance(
     ratio: float = BALANCE_RATIO,
     margin: float = BALANCE_MARGIN,
     min_age: int = 300,
-    receive_age: int = 100,
+    receive_age: int = RECEIVE_AGE,
     patience: int = 500,
     metric: jax.Array | None = None,
     scale_tril: jax.Array | None = None,
