@@ -27,7 +27,7 @@ from mixvi import vi
 from mixvi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mixvi.diagnostics._draws import subsampled_plate_sizes
 from mixvi.diagnostics.fit import USABLE
-from mixvi.diagnostics.psis import FLAT_ESS, psis_log_weights
+from mixvi.diagnostics.psis import FLAT_ESS, import_in_background, psis_log_weights
 from mixvi.estimators import draw_points, loss_estimate, potential_values, step_noise
 from mixvi.geometry import AutoStep, metric_of
 from mixvi.guide import AutoIsotropicMixture, _initial_params
@@ -831,6 +831,8 @@ class MixVI:
 
         operands, static, rebuild = split_operands(args, kwargs)
         key = None if static is None else self._cache_key("run", static)
+        # the first k-hat at the end of the run needs arviz_stats (~0.7 s to import): imported while XLA compiles
+        import_in_background()
 
         def step(s: MixVIState, *ops):
             return self._step(s, *rebuild(list(ops)))

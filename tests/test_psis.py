@@ -149,3 +149,39 @@ def test_khat_invariances_and_special_values():
     with pytest.raises(ValueError, match="29 finite"):
         D.khat_from_log_weights(np.append(log_w[:29], [-np.inf] * 100))
     assert math.isfinite(D.khat_from_log_weights(log_w[:30]))
+
+
+# --------------------------------------------------------------------------------------------------
+# arviz-stats imported on use
+# --------------------------------------------------------------------------------------------------
+_FRESH_PROCESS = """
+import sys
+import jax, numpyro, numpyro.distributions as dist
+import mixvi
+from mixvi.diagnostics import psis
+heavy = ("arviz_stats", "arviz_base", "xarray", "pandas")
+assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]
+
+def model():
+    numpyro.sample("x", dist.Gumbel(0.0, 1.0))  # skewed: the importance weights are not flat
+
+engine = mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model, n_components=2, metric="isotropic"))
+engine.run(jax.random.PRNGKey(0), 300, progress_bar=False)
+assert len(psis._BACKGROUND_IMPORT) == 1 and "arviz_stats.base" in sys.modules
+psis._BACKGROUND_IMPORT[0].join()
+psis.import_in_background()
+assert len(psis._BACKGROUND_IMPORT) == 1  # once per process
+print(engine.last_run_khat)
+"""
+
+
+def test_import_mixvi_leaves_arviz_stats_to_the_first_khat():
+    """``import mixvi`` imports neither arviz-stats nor xarray nor pandas (about 0.7 s); ``MixVI.run`` starts
+    importing arviz-stats on a thread while XLA compiles, once per process, and its k-hat is computed."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _FRESH_PROCESS], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    khat = float(proc.stdout.strip().splitlines()[-1])
+    assert math.isfinite(khat) and khat < 0.7  # a one-dimensional target fitted by two components

@@ -43,10 +43,11 @@ Technometrics 51(3), 2009.
 from __future__ import annotations
 
 import math
+import sys
+import threading
 from typing import Any, NamedTuple
 
 import numpy as np
-from arviz_stats.base import array_stats
 from scipy.special import logsumexp
 
 __all__ = [
@@ -58,6 +59,30 @@ __all__ = [
     "rounding_tolerance",
     "tail_length",
 ]
+
+
+def _array_stats() -> Any:
+    """arviz_stats' array layer, imported on first use: with xarray, pandas and scipy.stats it takes about
+    0.7 s to import (on a 2-core CPU), which ``import mixvi`` does not pay; :func:`import_in_background`
+    lets ``MixVI.run`` pay it while XLA compiles."""
+    from arviz_stats.base import array_stats
+
+    return array_stats
+
+
+_BACKGROUND_IMPORT: list[threading.Thread] = []
+
+
+def import_in_background() -> None:
+    """Start importing arviz_stats on a daemon thread (once per process, and not when it is imported
+    already). ``MixVI.run`` calls it just before XLA compiles its loop: the compilation releases the GIL,
+    so the import costs the run next to nothing, where its first k-hat would otherwise wait for it. An
+    import of the same module from another thread waits for this one (Python's per-module import lock)."""
+    if _BACKGROUND_IMPORT or "arviz_stats.base" in sys.modules:
+        return
+    thread = threading.Thread(target=_array_stats, name="mixvi-import-arviz-stats", daemon=True)
+    _BACKGROUND_IMPORT.append(thread)
+    thread.start()
 
 #: Fewest finite log weights a k-hat needs, so that M = floor(S / 5) >= 6 tail draws. (arviz-stats
 #: accepts M = 5, but its fit then takes the first quartile of the exceedances as their minimum and
@@ -192,7 +217,7 @@ def psis_log_weights(log_w: Any, *, atol: float = 0.0) -> PsisResult:
         smoothed, khat = x - logsumexp(x), -math.inf  # constant, or bounded with an atom at the maximum
     else:
         with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
-            smoothed, k = array_stats.psislw(-x, r_eff=1.0)
+            smoothed, k = _array_stats().psislw(-x, r_eff=1.0)
         khat = float(k)
         if math.isnan(khat):  # no fit: the smallest quarter of the exceedances tie (few distinct values, or underflow)
             khat = math.inf if tail_max - quartile > _UNDERFLOW_NATS else -math.inf
