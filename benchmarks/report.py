@@ -20,8 +20,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from mixvi.loop import blas_limit
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The root of the repository (the folder above ``benchmarks/``): default outputs are resolved from here,
 whatever the current working directory."""
@@ -167,6 +165,9 @@ def limit_blas_threads(threads: int) -> contextlib.AbstractContextManager:
     Why: OpenBLAS's worker threads busy-wait; on a small machine shared with other processes a call
     that splits across cores waits for a scheduler tick when a core is taken, and every triangular
     solve of the Bures step then costs 4-40 ms whatever d is, which hides the d^3 law."""
+    # imported here: the start-up suite times `import mixvi` in its child processes, after this module
+    from mixvi.loop import blas_limit
+
     return blas_limit(threads if threads >= 1 else None)
 
 
