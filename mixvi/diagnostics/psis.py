@@ -82,7 +82,10 @@ def import_in_background() -> None:
         return
     thread = threading.Thread(target=_array_stats, name="mixvi-import-arviz-stats", daemon=True)
     _BACKGROUND_IMPORT.append(thread)
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError:  # no threads here (a sandbox, interpreter shutdown): the first k-hat imports it
+        pass
 
 #: Fewest finite log weights a k-hat needs, so that M = floor(S / 5) >= 6 tail draws. (arviz-stats
 #: accepts M = 5, but its fit then takes the first quartile of the exceedances as their minimum and
