@@ -32,7 +32,6 @@ from __future__ import annotations
 import datetime
 import importlib
 import json
-import math
 import os
 import statistics
 import sys
@@ -268,9 +267,8 @@ def format_table(report: dict) -> str:
     ]
     for r in report["results"]:
         lines.append(
-            f"{r['model']:18s} {r['method']:11s} {r.get('import_s', math.nan):9.2f} {r['setup_s']:9.2f} "
-            f"{r['compile_s']:10.2f} "
-            f"{r['steady_ms']:8.3f} {r['e2e_s']:11.2f}"
+            f"{r['model']:18s} {r['method']:11s} {r['import_s']:9.2f} {r['setup_s']:9.2f} "
+            f"{r['compile_s']:10.2f} {r['steady_ms']:8.3f} {r['e2e_s']:11.2f}"
         )
     lines += ["", f"{'mixvi, warm process':18s} {'2nd run':>8s} {'new steps':>10s} {'new guide':>10s} {'resume':>8s}"]
     for r in report["results"]:
@@ -313,9 +311,8 @@ def render_markdown(report: dict) -> str:
         n = r.get("n_components") or s.get("mixvi_components", {}).get(r["model"], 10)
         label = f"{r['model']} ({d}{f'; mixvi N = {n}' if r['method'] == 'mixvi' else ''})"
         out.append(
-            f"| {label} | {r['method']} | {r.get('import_s', math.nan):.2f} | {r['setup_s']:.2f} | "
-            f"{r['compile_s']:.2f} | "
-            f"{r['steady_ms']:.3f} | {r['e2e_s']:.2f} |"
+            f"| {label} | {r['method']} | {r['import_s']:.2f} | {r['setup_s']:.2f} | "
+            f"{r['compile_s']:.2f} | {r['steady_ms']:.3f} | {r['e2e_s']:.2f} |"
         )
     out += [
         "",

@@ -831,7 +831,7 @@ class MixVI:
 
         operands, static, rebuild = split_operands(args, kwargs)
         key = None if static is None else self._cache_key("run", static)
-        # the first k-hat at the end of the run needs arviz_stats (~0.7 s to import): imported while XLA compiles
+        # the k-hat at the end of the run needs arviz_stats (~0.7 s to import): imported while the loop compiles
         import_in_background()
 
         def step(s: MixVIState, *ops):

@@ -75,8 +75,8 @@ _BACKGROUND_IMPORT: list[threading.Thread] = []
 
 def import_in_background() -> None:
     """Start importing arviz_stats on a daemon thread (once per process, and not when it is imported
-    already). ``MixVI.run`` calls it just before XLA compiles its loop: the compilation releases the GIL,
-    so the import costs the run next to nothing, where its first k-hat would otherwise wait for it. An
+    already). ``MixVI.run`` calls it before its loop is traced and compiled: XLA's compilation releases the
+    GIL, so the import costs the run next to nothing, where its first k-hat would otherwise wait for it. An
     import of the same module from another thread waits for this one (Python's per-module import lock)."""
     if _BACKGROUND_IMPORT or "arviz_stats.base" in sys.modules:
         return
