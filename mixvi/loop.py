@@ -270,17 +270,45 @@ def _loss_of(out: Any) -> jax.Array:
     return out.loss if hasattr(out, "loss") else out
 
 
-def _make_chunk(step: Callable, is_ok: Callable, length: int) -> Callable:
-    """``chunk(state, start, stop, operands) -> (state, bad_at, outputs)``, jitted: up to ``stop`` <=
+class _Chunk(NamedTuple):
+    """A jitted chunk (``run``) and ``layout(state, operands)``, the outputs' layout that
+    :func:`_unpack` reads its buffers with."""
+
+    run: Callable
+    layout: Callable
+
+
+def _packable(leaf: Any) -> bool:
+    """A scalar output that travels as one uint32 word of the packed row: 32-bit values bit for bit."""
+    return leaf.shape == () and (leaf.dtype == jnp.bool_ or jnp.dtype(leaf.dtype).itemsize == 4)
+
+
+def _to_word(x: jax.Array) -> jax.Array:
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32)
+    return jax.lax.bitcast_convert_type(x, jnp.uint32)
+
+
+def _make_chunk(step: Callable, is_ok: Callable, length: int) -> _Chunk:
+    """``run(state, start, stop, operands) -> (state, bad_at, buffers)``, jitted: up to ``stop`` <=
     ``length`` steps, stopping after the first step that ``is_ok`` rejects (its global index
-    ``start + k`` in ``bad_at``, else -1); ``outputs`` (length, ...) holds the steps' outputs in its
-    first rows."""
+    ``start + k`` in ``bad_at``, else -1); :func:`_unpack` reads the first ``n`` steps' outputs from
+    ``buffers`` on the host. The step's scalar outputs are stored as one row of uint32 words per
+    step: one buffer update per step instead of one per output (each is a kernel of its own)."""
     # jitted so that the shape probe and the loop body share one trace of the step
     one = jax.jit(lambda state, operands: step(state, *operands))
 
+    def layout(state, operands):
+        leaves, treedef = jax.tree.flatten(jax.eval_shape(one, state, operands)[1])
+        packed = [i for i, leaf in enumerate(leaves) if _packable(leaf)]
+        return leaves, treedef, packed if len(packed) > 1 else []
+
     def chunk(state, start, stop, operands):
-        _, out_shape = jax.eval_shape(one, state, operands)
-        buffers = jax.tree.map(lambda s: jnp.zeros((length,) + s.shape, s.dtype), out_shape)
+        leaves, _, packed = layout(state, operands)
+        rest = [i for i in range(len(leaves)) if i not in packed]
+        shapes = [(len(packed),)] if packed else []
+        buffers = [jnp.zeros((length,) + s, jnp.uint32) for s in shapes]
+        buffers += [jnp.zeros((length,) + leaves[i].shape, leaves[i].dtype) for i in rest]
 
         def cond(carry):
             _, bad_at, k, _ = carry
@@ -290,14 +318,33 @@ def _make_chunk(step: Callable, is_ok: Callable, length: int) -> Callable:
             state, bad_at, k, buffers = carry
             new_state, out = one(state, operands)
             bad_at = jnp.where(is_ok(new_state, _loss_of(out)), bad_at, start + k)
-            buffers = jax.tree.map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, k, 0), buffers, out)
+            values = jax.tree.leaves(out)
+            rows = [jnp.stack([_to_word(values[i]) for i in packed])] if packed else []
+            rows += [values[i] for i in rest]
+            buffers = [jax.lax.dynamic_update_index_in_dim(b, v, k, 0) for b, v in zip(buffers, rows)]
             return new_state, bad_at, k + 1, buffers
 
         init = (state, jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.int32), buffers)
         state, bad_at, _, buffers = jax.lax.while_loop(cond, body, init)
         return state, bad_at, buffers
 
-    return jax.jit(chunk, compiler_options=chunk_compiler_options())
+    return _Chunk(jax.jit(chunk, compiler_options=chunk_compiler_options()), layout)
+
+
+def _unpack(buffers: list, n: int, layout: tuple) -> Any:
+    """The first ``n`` steps' outputs, on the host, from a chunk's buffers (the packed scalars' words
+    read back as their dtypes, bit for bit)."""
+    leaves, treedef, packed = layout
+    buffers = [np.asarray(b)[:n] for b in buffers]
+    words = buffers.pop(0) if packed else None
+    out = []
+    for i, leaf in enumerate(leaves):
+        if i in packed:
+            w = words[:, packed.index(i)]
+            out.append(w != 0 if leaf.dtype == jnp.bool_ else w.view(leaf.dtype))
+        else:
+            out.append(buffers.pop(0))
+    return jax.tree.unflatten(treedef, out)
 
 
 def chunk_compiler_options() -> dict | None:
@@ -306,17 +353,12 @@ def chunk_compiler_options() -> dict | None:
     return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
 
 
-def _chunk_for(step: Callable, is_ok: Callable, length: int, cache_key: Hashable | None) -> Callable:
+def _chunk_for(step: Callable, is_ok: Callable, length: int, cache_key: Hashable | None) -> _Chunk:
     if cache_key is None:
         return _make_chunk(step, is_ok, length)
     key = (cache_key, length)
     chunk = _CHUNKS.get(key)
     return remember(_CHUNKS, key, _make_chunk(step, is_ok, length) if chunk is None else chunk)
-
-
-def _head(outs: Any, n: int) -> Any:
-    """The first ``n`` rows of every output buffer, on the host."""
-    return jax.tree.map(lambda x: np.asarray(x)[:n], outs)
 
 
 def check_blas_threads(threads: Any) -> int | None:
@@ -420,11 +462,12 @@ def scan_loop(
     check_blas_threads(blas_threads)
     operands = tuple(operands)
     chunk = _chunk_for(step, is_ok, length, cache_key)
+    layout = chunk.layout(state, operands)
     bar = None
     if progress_bar:
         from tqdm.auto import tqdm
 
-        chunk.lower(state, _index(0), _index(0), operands).compile()  # fills the jit's cache
+        chunk.run.lower(state, _index(0), _index(0), operands).compile()  # fills the jit's cache
         bar = tqdm(total=num_steps, desc=desc or None)
     pieces: list[np.ndarray] = []
     infos: list[Any] = []
@@ -435,9 +478,9 @@ def scan_loop(
             while done < num_steps:
                 count = min(per_call, num_steps - done)
                 try:
-                    new_state, bad_at, outs = chunk(state, _index(done), _index(count), operands)
+                    new_state, bad_at, outs = chunk.run(state, _index(done), _index(count), operands)
                     bad_at = int(bad_at)
-                    outs = _head(outs, count if bad_at < 0 else bad_at - done)
+                    outs = _unpack(outs, count if bad_at < 0 else bad_at - done, layout)
                 except KeyboardInterrupt:
                     interrupted = True
                     break
@@ -445,7 +488,7 @@ def scan_loop(
                 if bad_at >= 0:
                     good = np.concatenate(pieces + [losses])
                     if bad_at > done:  # the same program from the chunk's start, stopped before the bad step
-                        state = chunk(state, _index(done), _index(bad_at - done), operands)[0]
+                        state = chunk.run(state, _index(done), _index(bad_at - done), operands)[0]
                     msg = DIVERGED.format(bad_at)
                     if describe_failure is not None:
                         msg += "; " + describe_failure(state, bad_at)

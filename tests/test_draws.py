@@ -64,3 +64,31 @@ def test_normal_and_key_is_standard_normal_with_a_fresh_key_from_one_draw(x64):
         np.testing.assert_array_equal(np.asarray(jax.random.key_data(typed_new)), np.asarray(new))
         # the extreme bits map inside the open interval: finite normals
         assert np.all(np.isfinite(zs))
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 106, 4097])
+def test_unrolled_threefry_is_jax_random_bits_bit_for_bit(size):
+    """threefry_bits (the hash's rounds written out) gives jax.random.bits' uint32 words exactly, for raw
+    and typed keys, eagerly and under jit; a key of another implementation goes to jax.random.bits."""
+    keys = [jax.random.PRNGKey(0), jax.random.PRNGKey(2**31 + 12345), jax.random.split(jax.random.PRNGKey(5))[1]]
+    keys.append(jax.random.key(9))
+    unrolled = jax.jit(draws.threefry_bits, static_argnums=1)
+    for key in keys:
+        expected = np.asarray(jax.random.bits(key, (size,), jnp.uint32))
+        np.testing.assert_array_equal(np.asarray(draws.threefry_bits(key, size)), expected)
+        np.testing.assert_array_equal(np.asarray(unrolled(key, size)), expected)
+    other = jax.random.key(9, impl="rbg")
+    np.testing.assert_array_equal(
+        np.asarray(draws.threefry_bits(other, size)), np.asarray(jax.random.bits(other, (size,), jnp.uint32))
+    )
+
+
+def test_unrolled_threefry_compiles_to_fewer_kernels_than_the_rolled_loop():
+    """The point of writing the rounds out: no while loop in the optimised CPU program (JAX's CPU
+    lowering of the hash is a five-trip loop, each trip's rounds kernels of their own)."""
+    key = jax.random.PRNGKey(1)
+    ours = jax.jit(draws.threefry_bits, static_argnums=1).lower(key, 106).compile().as_text()
+    theirs = jax.jit(lambda k: jax.random.bits(k, (106,), jnp.uint32)).lower(key).compile().as_text()
+    if jax.default_backend() == "cpu":
+        assert " while(" in theirs
+    assert " while(" not in ours

@@ -136,6 +136,50 @@ def test_named_tuple_info_is_stacked_over_the_steps(chunk_size):
     np.testing.assert_array_equal(np.asarray(res.losses), res.info.loss)
 
 
+class MixedInfo(NamedTuple):
+    loss: jnp.ndarray
+    count: jnp.ndarray
+    flag: jnp.ndarray
+    word: jnp.ndarray
+    gap: jnp.ndarray
+    vector: jnp.ndarray
+    wide: jnp.ndarray
+
+
+@pytest.mark.parametrize("chunk_size", [3, None])
+def test_scalar_outputs_of_every_dtype_come_back_bit_for_bit(chunk_size):
+    """The scalar outputs stored as one packed row per step read back with their dtypes and exact values
+    (negative ints, uint32 past 2^31, signed zeros, NaN, infs, bools), beside the non-scalar outputs."""
+
+    def step(state):
+        i, x = state
+        info = MixedInfo(
+            loss=jnp.where(i % 3 == 0, -0.0, x * 0.5),
+            count=-7 * i - 2_000_000_000 * (i % 2),
+            flag=i % 2 == 1,
+            word=jnp.uint32(4_000_000_000) + i.astype(jnp.uint32),
+            gap=jnp.where(i == 4, jnp.nan, jnp.where(i == 6, -jnp.inf, x)),
+            vector=jnp.stack([x, -x]),
+            wide=jnp.asarray(i, jnp.int16),
+        )
+        return (i + 1, x + 1.0), info
+
+    def reference(k):
+        return (-0.0 if k % 3 == 0 else 0.5 * k, -7 * k - 2_000_000_000 * (k % 2), k % 2 == 1)
+
+    res = scan_loop(step, _start(), 8, chunk_size=chunk_size)
+    expected = [reference(k) for k in range(8)]
+    assert res.info.loss.dtype == np.float32 and res.info.count.dtype == np.int32
+    assert res.info.flag.dtype == np.bool_ and res.info.word.dtype == np.uint32 and res.info.wide.dtype == np.int16
+    np.testing.assert_array_equal(res.info.loss.view(np.uint32), np.array([e[0] for e in expected], np.float32).view(np.uint32))
+    np.testing.assert_array_equal(res.info.count, np.array([e[1] for e in expected], np.int32))
+    np.testing.assert_array_equal(res.info.flag, np.array([e[2] for e in expected]))
+    np.testing.assert_array_equal(res.info.word, np.uint32(4_000_000_000) + np.arange(8, dtype=np.uint32))
+    np.testing.assert_array_equal(res.info.gap, np.array([0, 1, 2, 3, np.nan, 5, -np.inf, 7], np.float32))
+    np.testing.assert_array_equal(res.info.vector, np.stack([np.arange(8), -np.arange(8)], axis=1).astype(np.float32))
+    np.testing.assert_array_equal(res.info.wide, np.arange(8, dtype=np.int16))
+
+
 def test_named_tuple_info_divergence_reports_good_losses():
     """With an info NamedTuple the divergence guard reads its loss field: a NaN loss at step k raises with k losses."""
 
