@@ -381,8 +381,9 @@ def blas_limit(threads: int | None) -> contextlib.AbstractContextManager:
     return threadpool_limits(limits=threads, user_api="blas")
 
 
-def _index(i: int) -> jax.Array:
-    return jnp.asarray(i, jnp.int32)
+def _index(i: int) -> np.ndarray:
+    # a NumPy scalar, not a JAX array: no dispatch of its own before the chunk's call
+    return np.asarray(i, np.int32)
 
 
 def scan_loop(
