@@ -38,6 +38,7 @@ from mixvi.loop import (
     call_compiled,
     check_blas_threads,
     chunk_compiler_options,
+    gc_paused,
     new_cache,
     scan_loop,
     split_operands,
@@ -448,6 +449,12 @@ class MixVI:
         ValueError
             When the model has ``numpyro.param`` sites or V is not finite at a component's mean.
         """
+        # the set-up traces the model and compiles small programs: without the garbage collector's passes
+        # over every object of the process (mixvi.loop's module docstring)
+        with gc_paused():
+            return self._init(rng_key, args, kwargs, init_params)
+
+    def _init(self, rng_key: jax.Array, args: tuple, kwargs: dict, init_params: dict | None) -> MixVIState:
         k_setup, k_run = jax.random.split(rng_key)
         g = self.guide
         g._setup_structure(k_setup, *args, **kwargs)

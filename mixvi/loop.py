@@ -20,6 +20,15 @@ global index of that step (``bad_at``, one int32 in the carry; no per-step selec
 when a chunk fails is it run again from its first state with ``stop`` = the steps before the bad one
 (the same program and inputs, so the same bits): that gives the last good state for the error.
 
+Garbage collection
+------------------
+Tracing a step creates some hundred thousand short-lived Python objects, and in a process that has
+imported JAX and NumPyro (about 200 000 tracked objects) each full pass of Python's cyclic garbage
+collector costs tens of milliseconds: with the collector paused, tracing the default step of eight
+schools took 0.30-0.33 s instead of 0.46 s (fresh processes, 2-core CPU, 2026-12-06). The loop pauses it
+(:func:`gc_paused`) while the chunk is traced, lowered and compiled, and restores it after; the garbage
+of those seconds is collected at the next pass.
+
 BLAS threads
 ------------
 On the CPU backend JAX's linear-algebra kernels (triangular solves, Cholesky factors) call the OpenBLAS
@@ -47,6 +56,7 @@ reference to the first caller's step (for ``MixVI``: the engine, its guide and t
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -381,6 +391,19 @@ def blas_limit(threads: int | None) -> contextlib.AbstractContextManager:
     return threadpool_limits(limits=threads, user_api="blas")
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """A context in which Python's cyclic garbage collector does not run (module docstring), restored on
+    exit (left off if it was off)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _index(i: int) -> np.ndarray:
     # a NumPy scalar, not a JAX array: no dispatch of its own before the chunk's call
     return np.asarray(i, np.int32)
@@ -463,12 +486,13 @@ def scan_loop(
     check_blas_threads(blas_threads)
     operands = tuple(operands)
     chunk = _chunk_for(step, is_ok, length, cache_key)
-    layout = chunk.layout(state, operands)
+    with gc_paused():  # tracing the step, lowering and compiling it (a no-op when the jit has it)
+        layout = chunk.layout(state, operands)
+        chunk.run.lower(state, _index(0), _index(0), operands).compile()  # fills the jit's cache
     bar = None
     if progress_bar:
         from tqdm.auto import tqdm
 
-        chunk.run.lower(state, _index(0), _index(0), operands).compile()  # fills the jit's cache
         bar = tqdm(total=num_steps, desc=desc or None)
     pieces: list[np.ndarray] = []
     infos: list[Any] = []

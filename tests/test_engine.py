@@ -438,3 +438,27 @@ def test_run_limits_blas_threads_while_it_runs_and_restores_them():
 def test_blas_threads_must_be_a_positive_integer_or_none(threads):
     with pytest.raises(ValueError, match="blas_threads must be a positive integer or None"):
         mixvi.MixVI(gaussian_model, mixvi.AutoIsotropicMixture(gaussian_model), blas_threads=threads)
+
+
+def test_garbage_collector_paused_while_the_model_is_traced_and_restored_after():
+    """Set-up and the loop's tracing run with Python's cyclic collector paused (it is off whenever the
+    model is traced), and each call leaves it as it found it: on when it was on, off when it was off."""
+    import gc
+
+    seen = []
+
+    def model():
+        seen.append(gc.isenabled())
+        numpyro.sample("x", dist.Normal(0.0, 1.0))
+
+    assert gc.isenabled()
+    engine = mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model, n_components=2), refine=False)
+    engine.run(jax.random.PRNGKey(0), 5, progress_bar=False)
+    assert seen and not any(seen)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        engine.run(jax.random.PRNGKey(1), 5, progress_bar=False)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
