@@ -19,7 +19,7 @@ compiled step of a small model. The set-up's small one-off programs keep JAX's r
 compiles sooner there (split and the initial uniform draw: 0.06 and 0.09-0.11 s rolled, 0.06 and 0.13 s
 unrolled; 2-core CPU, 2026-12-06).
 
-This module depends on JAX only.
+This module depends on JAX and NumPy only.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Threefry-2x32 with 20 rounds (Salmon, Moraes, Dror, Shaw, "Parallel random numbers: as easy as 1, 2,
 # 3", SC 2011): the rotation constants of its two alternating groups of four rounds, and the key-schedule
@@ -37,20 +38,22 @@ _PARITY = 0x1BD11BDA
 
 
 def _rotate_left(x: jax.Array, r: int) -> jax.Array:
-    return (x << jnp.uint32(r)) | (x >> jnp.uint32(32 - r))
+    word = x.dtype.type
+    return (x << word(r)) | (x >> word(32 - r))
 
 
 def _threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The Threefry-2x32 hash of the counter pairs (x0, x1) under the key (k0, k1), all uint32: five
-    groups of four mix rounds, the key injected after each group."""
-    schedule = (k0, k1, k0 ^ k1 ^ jnp.uint32(_PARITY))
+    """The Threefry-2x32 hash of the counter pairs (x0, x1) under the key (k0, k1), all uint32 (JAX or
+    NumPy arrays alike): five groups of four mix rounds, the key injected after each group."""
+    word = x1.dtype.type
+    schedule = (k0, k1, k0 ^ k1 ^ word(_PARITY))
     x0, x1 = x0 + schedule[0], x1 + schedule[1]
     for group in range(5):
         for r in _ROTATIONS[group % 2]:
             x0 = x0 + x1
             x1 = _rotate_left(x1, r) ^ x0
         x0 = x0 + schedule[(group + 1) % 3]
-        x1 = x1 + schedule[(group + 2) % 3] + jnp.uint32(group + 1)
+        x1 = x1 + schedule[(group + 2) % 3] + word(group + 1)
     return x0, x1
 
 
@@ -71,6 +74,35 @@ def threefry_bits(key: jax.Array, size: int) -> jax.Array:
     counter = jax.lax.iota(jnp.uint32, size)
     high, low = _threefry2x32(words[0], words[1], jnp.zeros_like(counter), counter)
     return high ^ low
+
+
+def host_uniform(
+    key: jax.Array, shape: tuple, dtype=np.float32, minval: float = 0.0, maxval: float = 1.0
+) -> np.ndarray | None:
+    """``uniform(key, shape, dtype, minval, maxval)`` computed by NumPy on the host, or None where the key
+    is traced or not a threefry key (then the caller draws in JAX). The same bits as JAX's; the floats
+    within an ulp of JAX's (XLA may fuse the scale and shift into one multiply-add). For one-off draws
+    of the set-up: no program to compile (JAX's compiles in about 0.1 s on the development CPU)."""
+    if isinstance(key, jax.core.Tracer) or not jax.config.jax_threefry_partitionable:
+        return None
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if typed and str(jax.random.key_impl(key)) != "threefry2x32":
+        return None
+    words = np.asarray(jax.random.key_data(key) if typed else key).astype(np.uint32)
+    size = math.prod(shape)
+    float_type = np.dtype(dtype)
+    if words.shape != (2,) or float_type not in (np.float32, np.float64) or size >= 2**32:
+        return None
+    counter = np.arange(size, dtype=np.uint32)
+    high, low = _threefry2x32(words[0], words[1], np.zeros_like(counter), counter)
+    if float_type == np.float64:
+        bits = (high.astype(np.uint64) << np.uint64(32)) | low.astype(np.uint64)
+        one, mantissa = np.uint64(0x3FF0000000000000), 52
+    else:
+        bits, one, mantissa = high ^ low, np.uint32(0x3F800000), 23
+    unit = ((bits >> bits.dtype.type(bits.dtype.itemsize * 8 - mantissa)) | one).view(float_type) - float_type.type(1)
+    low_end, high_end = float_type.type(minval), float_type.type(maxval)
+    return np.maximum(low_end, unit * (high_end - low_end) + low_end).reshape(shape)
 
 
 def normal(key: jax.Array, shape: tuple, dtype=jnp.float32) -> jax.Array:

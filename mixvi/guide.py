@@ -88,19 +88,32 @@ def _initial_params(
     return values
 
 
-@partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def _uniform_draw(key: jax.Array, sizes: tuple, n: int, radius: float, dtype: Any) -> jax.Array:
     """(n, sum of sizes) draws uniform in (-radius, radius) (``sizes``: (name, size) in the latent's
     layout). One draw whose columns are assigned to the sites in the order of their names, so the values
     do not depend on the order in which NumPyro's set-up trace met the sites (it differs under jit); one
-    random-number generator in the program, not one per site (each costs XLA compilation time)."""
-    by_name = sorted(sizes)
+    random-number generator, not one per site (each costs XLA compilation time). A concrete threefry key
+    draws on the host (:func:`mixvi.draws.host_uniform`: no program to compile), a traced one in JAX."""
+    total = sum(size for _, size in sizes)
+    host = draws.host_uniform(key, (n, total), dtype, -radius, radius)
+    if host is None:
+        return _uniform_draw_jit(key, sizes, n, radius, dtype)
+    return jnp.asarray(_by_site(host, sizes, np.concatenate))
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _uniform_draw_jit(key: jax.Array, sizes: tuple, n: int, radius: float, dtype: Any) -> jax.Array:
+    total = sum(size for _, size in sizes)
+    return _by_site(draws.uniform(key, (n, total), dtype, -radius, radius), sizes, jnp.concatenate)
+
+
+def _by_site(draw: Any, sizes: tuple, concatenate: Callable) -> Any:
+    """The columns of ``draw`` (laid out by site name) in the latent's layout ``sizes``."""
     offsets, start = {}, 0
-    for name, size in by_name:
+    for name, size in sorted(sizes):
         offsets[name] = start
         start += size
-    draw = draws.uniform(key, (n, start), dtype, -radius, radius)
-    return jnp.concatenate([draw[:, offsets[name] : offsets[name] + size] for name, size in sizes], axis=1)
+    return concatenate([draw[:, offsets[name] : offsets[name] + size] for name, size in sizes], axis=1)
 
 
 def _uniform_radius(init_loc_fn: Callable) -> float | None:

@@ -92,3 +92,22 @@ def test_unrolled_threefry_compiles_to_fewer_kernels_than_the_rolled_loop():
     if jax.default_backend() == "cpu":
         assert " while(" in theirs
     assert " while(" not in ours
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_host_uniform_is_jax_uniform_to_one_rounding(x64):
+    """The host draw (NumPy's threefry) gives JAX's uniforms: the same bits, so the floats differ at most
+    by the one rounding of a fused multiply-add (an ulp of the range's end), in float32 and float64; a
+    traced key or one of another implementation gives None (the caller draws in JAX)."""
+    with jax.enable_x64(x64):
+        for dtype in [np.float32] + ([np.float64] if x64 else []):
+            for key in (jax.random.PRNGKey(0), jax.random.PRNGKey(2**31 + 7), jax.random.key(5)):
+                host = draws.host_uniform(key, (500, 3), dtype, -2.0, 3.0)
+                ref = np.asarray(jax.jit(lambda k, dt=dtype: jax.random.uniform(k, (1500,), dt, -2.0, 3.0))(key))
+                assert host.shape == (500, 3) and host.dtype == dtype
+                assert np.max(np.abs(host.ravel() - ref)) <= np.spacing(dtype(3.0))
+                assert np.all((host >= -2.0) & (host < 3.0))
+    assert draws.host_uniform(jax.random.key(1, impl="rbg"), (4,)) is None
+    seen = []
+    jax.jit(lambda k: seen.append(draws.host_uniform(k, (4,))) or k)(jax.random.PRNGKey(0))
+    assert seen == [None]
