@@ -219,9 +219,6 @@ REFINE_KEY = 0x5EF1
 """``run``'s refinement draws with ``fold_in(state.rng_key, REFINE_KEY)``: a function of the final state."""
 
 
-_explore_until = jax.jit(vi.explore_until)
-"""``vi.explore_until`` as one compiled program (eagerly, its few array operations are as many programs to
-compile on a first run)."""
 
 
 def _resolve_refine(refine: bool | str, relocate: bool) -> bool | str:
@@ -680,12 +677,12 @@ class MixVI:
         if init_state is None:
             state = self.init(rng_key, *args, init_params=init_params, **kwargs)
             # scouts leave during the first half of a fresh run, so that the second half settles
-            state = state._replace(core=_explore_until(state.core, num_steps // 2, num_steps))
+            state = state._replace(core=vi.explore_until(state.core, num_steps // 2, num_steps))
         else:
             state = init_state
             rel = state.core.relocation
             if rel is not None and rel.end is not None:  # a continued run ends num_steps from here
-                state = state._replace(core=_explore_until(state.core, rel.scout_until, rel.steps + num_steps))
+                state = state._replace(core=vi.explore_until(state.core, rel.scout_until, rel.steps + num_steps))
         return self._run_from(
             state,
             num_steps,
@@ -765,7 +762,7 @@ class MixVI:
         total = meta["num_steps"] if num_steps is None else num_steps
         if num_steps is not None:
             # scouts leave during the first half of the total, as run(total) would have set
-            state = state._replace(core=_explore_until(state.core, total // 2, total))
+            state = state._replace(core=vi.explore_until(state.core, total // 2, total))
         done = int(meta["done"])
         if total <= done:
             return MixVIRunResult(self.get_params(state), state, jnp.asarray(losses))

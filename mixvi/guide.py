@@ -98,7 +98,7 @@ def _uniform_draw(key: jax.Array, sizes: tuple, n: int, radius: float, dtype: An
     host = draws.host_uniform(key, (n, total), dtype, -radius, radius)
     if host is None:
         return _uniform_draw_jit(key, sizes, n, radius, dtype)
-    return jnp.asarray(_by_site(host, sizes, np.concatenate))
+    return jax.device_put(_by_site(host, sizes, np.concatenate))
 
 
 @partial(jax.jit, static_argnums=(1, 2, 3, 4))

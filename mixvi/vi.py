@@ -26,7 +26,8 @@ Examples
 >>> state, info = jax.jit(algo.step)(jax.random.key(1), state)
 >>> draws = algo.sample(jax.random.key(2), state, 1000)
 
-This module depends on JAX only; the NumPyro layer (:class:`mixvi.MixVI`) is built on it.
+This module depends on JAX (and NumPy, for host-side values) only; the NumPyro layer (:class:`mixvi.MixVI`) is
+built on it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -711,16 +713,26 @@ def explore_until(state: MixtureVIState, step: int, end: int | None = None) -> M
     rate of improvement cannot come within the relocation gap of the best one by then is relocated
     (:func:`mixvi.adapt.relocate`). ``MixVI.run`` uses half its steps and its last step; a loop of one's
     own sends none and sets no end unless it calls this (e.g. ``explore_until(state, n // 2, n)``)."""
-    if state.relocation is None or state.relocation.scout_until is None:
+    rel = state.relocation
+    if rel is None or rel.scout_until is None:
         return state
-    changes = {"scout_until": jnp.asarray(step, jnp.int32)}
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((rel, state.stein, step, end))):
+        changes = {"scout_until": jnp.asarray(step, jnp.int32)}
+        sums = state.stein
+        if end is not None and rel.end is not None:
+            changes["end"] = jnp.asarray(end, jnp.int32)
+            if sums is not None:  # a new end: the sums are for the steps before it (none yet)
+                moved = changes["end"] != rel.end
+                sums = jax.tree.map(lambda a: jnp.where(moved, jnp.zeros_like(a), a), sums)
+        return state._replace(relocation=rel._replace(**changes), stein=sums)
+    # a concrete state (MixVI.run's): the same on the host, without a program to compile
+    changes = {"scout_until": jax.device_put(np.int32(step))}
     sums = state.stein
-    if end is not None and state.relocation.end is not None:
-        changes["end"] = jnp.asarray(end, jnp.int32)
-        if sums is not None:  # a new end: the sums are for the steps before it (none yet)
-            moved = changes["end"] != state.relocation.end
-            sums = jax.tree.map(lambda a: jnp.where(moved, jnp.zeros_like(a), a), sums)
-    return state._replace(relocation=state.relocation._replace(**changes), stein=sums)
+    if end is not None and rel.end is not None:
+        changes["end"] = jax.device_put(np.int32(end))
+        if sums is not None and int(end) != int(rel.end):
+            sums = jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype)), sums)
+    return state._replace(relocation=rel._replace(**changes), stein=sums)
 
 
 def sample(rng_key: jax.Array, state: MixtureVIState, num_samples: int) -> Any:

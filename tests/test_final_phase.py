@@ -149,3 +149,26 @@ def test_the_final_phase_quiets_the_last_iterate_where_the_auto_step_stays_large
     # the rule's own eta stayed large in both (the cap does not change it)
     assert quiet_eta > 0.3 and loud_eta > 0.3
     assert quiet < 0.6 * loud, (quiet, loud)
+
+
+def test_explore_until_on_the_host_equals_the_traced_update():
+    """explore_until on a concrete state (computed on the host, as MixVI.run calls it) gives the leaves,
+    dtypes and values it gives under jit: the schedule and end set, the Stein sums emptied for a new end
+    and kept for the same one."""
+    state = init_state(jnp.zeros((3, 2)))
+    state = state._replace(stein=jax.tree.map(lambda a: jnp.ones_like(a), state.stein))
+    traced = jax.jit(explore_until, static_argnums=(1, 2))
+    for step, end in ((50, 100), (20, 100), (300, 600)):
+        host, jitted = explore_until(state, step, end), traced(state, step, end)
+        assert jax.tree.structure(host) == jax.tree.structure(jitted)
+        for a, b in zip(jax.tree.leaves(host), jax.tree.leaves(jitted)):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert int(host.relocation.scout_until) == step and int(host.relocation.end) == end
+        state = host
+    again = explore_until(state, 300, 600)
+    assert all(np.all(np.asarray(a) == 0) for a in jax.tree.leaves(state.stein))  # emptied by the new end
+    state = state._replace(stein=jax.tree.map(lambda a: jnp.ones_like(a), state.stein))
+    kept = explore_until(state, 300, 600)
+    assert all(np.all(np.asarray(a) == 1) for a in jax.tree.leaves(kept.stein))
+    assert jax.tree.structure(again) == jax.tree.structure(kept)
