@@ -127,6 +127,16 @@ def _core_state(params: dict, names: tuple, options: tuple, mesh: Mesh | None = 
     return core._replace(params=p)
 
 
+def _exp_of(tree: Any) -> Callable:
+    """exp for the leaves of ``tree``: NumPy's on the host for concrete arrays on one device (an eager
+    ``jnp.exp`` compiles a program per shape on first use, 0.03-0.04 s each in a fresh process), JAX's
+    under a transformation or on a mesh."""
+    leaves = jax.tree.leaves(tree)
+    if any(isinstance(leaf, jax.core.Tracer) or len(getattr(leaf, "devices", set)()) > 1 for leaf in leaves):
+        return jnp.exp  # traced, or placed on a mesh (whose placement the result keeps)
+    return lambda a: jax.device_put(np.exp(np.asarray(a)))
+
+
 def _start_state(
     locs: jax.Array, overrides: dict, static: tuple, names: tuple, options: tuple, mesh: Mesh | None = None
 ) -> tuple[vi.MixtureVIState, jax.Array]:
@@ -590,13 +600,14 @@ class MixVI:
     def get_params(self, state: MixVIState) -> dict:
         """Constrained params for ``guide.sample_posterior`` and ``Predictive``."""
         p = state.core.params
-        out = {self._locs: p.locs, self._scales: jnp.exp(p.log_scales)}
+        exp = _exp_of(p)
+        out = {self._locs: p.locs, self._scales: exp(p.log_scales)}
         if p.log_metric is not None:
-            out[self._metric] = jnp.exp(p.log_metric)
+            out[self._metric] = exp(p.log_metric)
         if p.metric_tril is not None:
             out[self._tril] = p.metric_tril
         if p.metric_lowrank is not None:
-            out[self._metric] = jnp.exp(p.metric_lowrank.log_diag)
+            out[self._metric] = exp(p.metric_lowrank.log_diag)
             out[self._basis] = p.metric_lowrank.basis
             out[self._stretch] = p.metric_lowrank.log_stretch
         if p.logits is not None:

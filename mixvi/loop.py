@@ -538,4 +538,4 @@ def scan_loop(
     info = None
     if infos and hasattr(infos[0], "loss"):
         info = jax.tree.map(lambda *parts: np.concatenate(parts), *infos)
-    return LoopResult(state, jnp.asarray(all_losses), interrupted, info)
+    return LoopResult(state, jax.device_put(all_losses), interrupted, info)

@@ -462,3 +462,16 @@ def test_garbage_collector_paused_while_the_model_is_traced_and_restored_after()
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_get_params_on_the_host_and_under_jit_agree():
+    """get_params of a concrete state (exp on the host) and of a traced one (under jax.jit) give the same
+    constrained params to float32 rounding, with the dense metric's factor unchanged."""
+    guide = mixvi.AutoIsotropicMixture(gaussian_model, n_components=3, metric="dense")
+    engine = mixvi.MixVI(gaussian_model, guide, refine=False)
+    state = engine.run(jax.random.PRNGKey(2), 30, progress_bar=False).state
+    host, traced = engine.get_params(state), jax.jit(engine.get_params)(state)
+    assert set(host) == set(traced)
+    for name in host:
+        np.testing.assert_allclose(np.asarray(host[name]), np.asarray(traced[name]), rtol=2e-7, atol=0)
+    np.testing.assert_allclose(np.log(np.asarray(host[guide.prefix + "_scales"])), state.core.params.log_scales, rtol=1e-6)
