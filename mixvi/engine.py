@@ -776,7 +776,7 @@ class MixVI:
             state = state._replace(core=vi.explore_until(state.core, total // 2, total))
         done = int(meta["done"])
         if total <= done:
-            return MixVIRunResult(self.get_params(state), state, jnp.asarray(losses))
+            return MixVIRunResult(self.get_params(state), state, jax.device_put(np.asarray(losses)))
         every = checkpoint_every if checkpoint_every is not None else meta.get("checkpoint_every")
         return self._run_from(
             state,
@@ -933,7 +933,7 @@ class MixVI:
                 RuntimeWarning,
                 stacklevel=3,
             )
-        return MixVIRunResult(self.get_params(state), state, jnp.asarray(losses))
+        return MixVIRunResult(self.get_params(state), state, jax.device_put(np.asarray(losses)))
 
     def _refined(self, state: MixVIState, args: tuple, kwargs: dict) -> MixVIState:
         """``state`` with its params refined by :func:`mixvi.refine` (key: a function of the state)."""
