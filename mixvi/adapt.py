@@ -385,6 +385,13 @@ def basins(close: jax.Array) -> jax.Array:
     return reach > 0
 
 
+def basin_structure(locs, log_scales, metric=None, scale_tril=None) -> tuple[jax.Array, jax.Array]:
+    """(neighbours, basins): :func:`basin_neighbours` at :data:`NEIGHBOUR_REACH` and their transitive
+    closure :func:`basins`, both (N, N) bool."""
+    close = basin_neighbours(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH)
+    return close, basins(close)
+
+
 def several_basins(
     locs: jax.Array,
     log_scales: jax.Array,
@@ -393,13 +400,16 @@ def several_basins(
     min_age: int = RECEIVE_AGE,
     metric: jax.Array | None = None,
     scale_tril: jax.Array | None = None,
+    same: jax.Array | None = None,
 ) -> jax.Array:
     """True when the components that could take part in a move between basins (at least ``min_age``
     steps old, :func:`balance`'s ``receive_age``, with a mass estimate) lie in more than one basin and
     the run is not in its quiet phase: the steps on which the importance masses can decide a move.
-    A scout sent this step or still travelling does not count (it has no say until it has settled)."""
+    A scout sent this step or still travelling does not count (it has no say until it has settled).
+    ``same``: the basins of (``locs``, ``log_scales``) when the caller has them (:func:`basin_structure`)."""
     able = (state.age >= min_age) & jnp.isfinite(state.log_mass)
-    same = basins(basin_neighbours(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH))
+    if same is None:
+        same = basin_structure(locs, log_scales, metric, scale_tril)[1]
     apart = able[:, None] & able[None, :] & ~same
     return jnp.any(apart) & ~quiet_phase(state)
 
@@ -427,6 +437,7 @@ def balance(
     metric: jax.Array | None = None,
     scale_tril: jax.Array | None = None,
     noise: jax.Array | None = None,
+    structure: tuple[jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, jax.Array, RelocationState, jax.Array]:
     """Move one component from the most over-served basin to the most under-served one when that brings
     the counts closer to the basins' masses (see the module docstring).
@@ -458,6 +469,10 @@ def balance(
     noise : jax.Array, optional
         One standard-normal row (d,) (of the step's noise, :func:`noise_rows`) for the split's restart
         instead of a fresh draw.
+    structure : tuple, optional
+        (neighbours, basins) to decide by (:func:`basin_structure`) instead of those of ``locs``: a step of
+        :func:`mixvi.vi.step` passes the basins of the components its importance masses were estimated
+        with (the step's start), which :func:`several_basins` computed already.
 
     Returns
     -------
@@ -475,8 +490,7 @@ def balance(
     spread = jnp.max(jnp.where(takes, mass, -jnp.inf)) - jnp.min(jnp.where(ready, mass, jnp.inf))
 
     def plan(_):
-        close = basin_neighbours(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH)
-        same = basins(close)
+        close, same = basin_structure(locs, log_scales, metric, scale_tril) if structure is None else structure
         share = jnp.where(known, jnp.exp(mass - jnp.max(jnp.where(known, mass, -jnp.inf))), 0.0)
         basin_mass = same.astype(share.dtype) @ share
         count = jnp.sum(same & known[None, :], 1).astype(share.dtype)

@@ -46,6 +46,7 @@ from mixvi import draws
 from mixvi.adapt import (
     RelocationState,
     balance,
+    basin_structure,
     init_relocation,
     metric_shares,
     noise_rows,
@@ -510,13 +511,16 @@ def step(
     if quarantine:
         log_ratios = jnp.where(bad[:, None], -jnp.inf, log_ratios)
     mass_ratios = log_ratios
+    structure = None
     if relocating and settings.balance and settings.mass_widen > 1.0:
         # the importance masses from draws of the widened components (lighter tails), as many as have V;
         # only while the masses can decide a move between basins (settled components in more than one
         # basin, before the quiet phase); otherwise the step's own ratios serve and V costs nothing more
         width = z.shape[-2] if cut is None else cut
+        # the basins of the components the masses are estimated with: balancing decides by them too
+        structure = basin_structure(locs, u, metric, tril)
         mass_ratios = jax.lax.cond(
-            several_basins(locs, u, tracking, metric=metric, scale_tril=tril),
+            several_basins(locs, u, tracking, metric=metric, scale_tril=tril, same=structure[1]),
             lambda: _widened_mass_ratios(
                 potential_fn, locs, u, weights, z, tril, metric, k_model, settings, log_ratios[:, :width]
             ),
@@ -549,7 +553,9 @@ def step(
             **shape,
         )
         if settings.balance:
-            new_locs, new_u, tracking, split = balance(keys[1], new_locs, new_u, tracking, noise=parts[1], **shape)
+            new_locs, new_u, tracking, split = balance(
+                keys[1], new_locs, new_u, tracking, noise=parts[1], structure=structure, **shape
+            )
             moved = moved + split
         if exploring:
             # the candidates descend only while scouts may leave (no work in the run's second half)
