@@ -342,13 +342,11 @@ def relocate(
     dead, best = dead_components(state, gap, patience, min_age)
     dead = dead | forced
 
-    def restart(_):
-        z = standard_normal(noise, rng_key, (n, d), locs.dtype)
-        fresh = draw_points(locs[best][None], log_scales[best][None], z[None], metric, scale_tril)[0]
-        return jnp.where(dead[:, None], fresh, locs), jnp.where(dead, log_scales[best], log_scales)
-
-    # the (N, d) restart draws only on the (rare) steps that restart a component
-    new_locs, new_log_scales = jax.lax.cond(jnp.any(dead), restart, lambda _: (locs, log_scales), None)
+    # the restart draws: computed every step, a select rather than a branch (a branch's operands and
+    # results cost kernels of their own to compile; the draws are O(N d), beside the step's N B gradients)
+    z = standard_normal(noise, rng_key, (n, d), locs.dtype)
+    fresh = draw_points(locs[best][None], log_scales[best][None], z[None], metric, scale_tril)[0]
+    new_locs, new_log_scales = jnp.where(dead[:, None], fresh, locs), jnp.where(dead, log_scales[best], log_scales)
     new_state = state._replace(
         loss_fast=jnp.where(dead, state.loss_fast[best], state.loss_fast),
         loss_slow=jnp.where(dead, state.loss_slow[best], state.loss_slow),
@@ -529,12 +527,10 @@ def balance(
     moved = (index == lo) & move
     pair = moved | ((index == hi) & move)
 
-    def split(_):
-        z = standard_normal(noise, rng_key, locs.shape[1:], locs.dtype)
-        fresh = draw_points(locs[hi][None], log_scales[hi][None], z[None, None], metric, scale_tril)[0, 0]
-        return jnp.where(moved[:, None], fresh, locs), jnp.where(moved, log_scales[hi], log_scales)
-
-    new_locs, new_log_scales = jax.lax.cond(move, split, lambda _: (locs, log_scales), None)
+    # the split's restart draw (one row): computed every step, a select rather than a branch (fewer kernels)
+    z = standard_normal(noise, rng_key, locs.shape[1:], locs.dtype)
+    fresh = draw_points(locs[hi][None], log_scales[hi][None], z[None, None], metric, scale_tril)[0, 0]
+    new_locs, new_log_scales = jnp.where(moved[:, None], fresh, locs), jnp.where(moved, log_scales[hi], log_scales)
     new_state = state._replace(
         loss_fast=jnp.where(moved, state.loss_fast[hi], state.loss_fast),
         loss_slow=jnp.where(moved, state.loss_slow[hi], state.loss_slow),

@@ -152,6 +152,7 @@ def scout(
     metric: jax.Array | None = None,
     scale_tril: jax.Array | None = None,
     noise: jax.Array | None = None,
+    neighbours: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, RelocationState, jax.Array]:
     """Send the least loaded component that shares its basin to a fresh start (see the module docstring).
 
@@ -182,6 +183,9 @@ def scout(
         The scouting period and first step.
     metric, scale_tril : jax.Array, optional
         The shared metric, for telling which components share a basin.
+    neighbours : jax.Array, optional
+        (N, N) bool, :func:`mixvi.adapt.basin_neighbours` as the caller has them (:func:`mixvi.vi.step`:
+        at the step's start, for balancing too); else computed here on the steps a scout is due.
     noise : jax.Array, optional
         (SCOUT_CANDIDATES, d) standard-normal rows (of the step's noise, :func:`mixvi.adapt.noise_rows`) for the
         candidates instead of a fresh draw.
@@ -193,13 +197,16 @@ def scout(
     """
     t = state.steps
     due = (t >= start) & (t <= state.scout_until) & (jnp.mod(t, every) == 0)
-    # which components have company in their basin (O(N^2 d)) only on the steps a scout is due
-    shared = jax.lax.cond(
-        due,
-        lambda _: jnp.any(basin_neighbours(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH), 1),
-        lambda _: jnp.zeros(locs.shape[:1], bool),
-        None,
-    )
+    if neighbours is not None:
+        shared = jnp.any(neighbours, 1)
+    else:
+        # which components have company in their basin (O(N^2 d)) only on the steps a scout is due
+        shared = jax.lax.cond(
+            due,
+            lambda _: jnp.any(basin_neighbours(locs, log_scales, metric, scale_tril, NEIGHBOUR_REACH), 1),
+            lambda _: jnp.zeros(locs.shape[:1], bool),
+            None,
+        )
     ready = shared & jnp.isfinite(state.log_mass) & (state.age >= SCOUT_MIN_AGE)
     lo = jnp.argmin(jnp.where(ready, state.log_mass, jnp.inf))
     ceiling = jnp.inf if state.ceiling is None else state.ceiling + SCOUT_MARGIN * locs.shape[1]

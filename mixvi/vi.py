@@ -567,7 +567,15 @@ def step(
                 tracking.candidates,
             )
             tracking = tracking._replace(candidates=candidates)
-            new_locs, new_u, tracking, sent = scout(keys[2], new_locs, new_u, tracking, noise=parts[2], **shape)
+            new_locs, new_u, tracking, sent = scout(
+                keys[2],
+                new_locs,
+                new_u,
+                tracking,
+                noise=parts[2],
+                neighbours=None if structure is None else structure[0],
+                **shape,
+            )
             moved = moved + sent
         new = new._replace(locs=new_locs, log_scales=new_u)
     new = new._replace(locs=unflatten(new.locs))
