@@ -57,6 +57,18 @@ def _threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array) ->
     return x0, x1
 
 
+def _threefry_words(key: jax.Array) -> jax.Array | None:
+    """The key's two words when it is a threefry key under ``jax_threefry_partitionable`` (JAX's
+    default), whose bits :func:`_threefry2x32` reproduces; else None."""
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    words = jax.random.key_data(key) if typed else key
+    # a raw key of two words is a threefry key (the other implementations' keys have four)
+    threefry = str(jax.random.key_impl(key)) == "threefry2x32" if typed else key.shape == (2,)
+    if not (threefry and words.shape == (2,) and jax.config.jax_threefry_partitionable):
+        return None
+    return words
+
+
 def threefry_bits(key: jax.Array, size: int) -> jax.Array:
     """``jax.random.bits(key, (size,), jnp.uint32)``, bit for bit, with the hash's rounds unrolled.
 
@@ -64,11 +76,8 @@ def threefry_bits(key: jax.Array, size: int) -> jax.Array:
     default), where word i is the hash of the 64-bit counter i, its two halves xor-ed; any other key or
     setting is passed to ``jax.random.bits``.
     """
-    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    words = jax.random.key_data(key) if typed else key
-    # a raw key of two words is a threefry key (the other implementations' keys have four)
-    threefry = str(jax.random.key_impl(key)) == "threefry2x32" if typed else key.shape == (2,)
-    if not (threefry and words.shape == (2,) and jax.config.jax_threefry_partitionable) or size >= 2**32:
+    words = _threefry_words(key)
+    if words is None or size >= 2**32:
         return jax.random.bits(key, (size,), jnp.uint32)
     words = words.astype(jnp.uint32)
     counter = jax.lax.iota(jnp.uint32, size)
@@ -83,16 +92,12 @@ def host_uniform(
     is traced or not a threefry key (then the caller draws in JAX). The same bits as JAX's; the floats
     within an ulp of JAX's (XLA may fuse the scale and shift into one multiply-add). For one-off draws
     of the set-up: no program to compile (JAX's compiles in about 0.1 s on the development CPU)."""
-    if isinstance(key, jax.core.Tracer) or not jax.config.jax_threefry_partitionable:
-        return None
-    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    if typed and str(jax.random.key_impl(key)) != "threefry2x32":
-        return None
-    words = np.asarray(jax.random.key_data(key) if typed else key).astype(np.uint32)
+    words = None if isinstance(key, jax.core.Tracer) else _threefry_words(key)
     size = math.prod(shape)
     float_type = np.dtype(dtype)
-    if words.shape != (2,) or float_type not in (np.float32, np.float64) or size >= 2**32:
+    if words is None or float_type not in (np.float32, np.float64) or size >= 2**32:
         return None
+    words = np.asarray(words).astype(np.uint32)
     counter = np.arange(size, dtype=np.uint32)
     high, low = _threefry2x32(words[0], words[1], np.zeros_like(counter), counter)
     if float_type == np.float64:

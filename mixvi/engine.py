@@ -42,6 +42,7 @@ from mixvi.loop import (
     new_cache,
     scan_loop,
     split_operands,
+    traced,
     tree_all_finite,
 )
 from mixvi.lowrank import SHARED_NOISE_NEEDED, LowRankMetric, normalise
@@ -131,8 +132,7 @@ def _exp_of(tree: Any) -> Callable:
     """exp for the leaves of ``tree``: NumPy's on the host for concrete arrays on one device (an eager
     ``jnp.exp`` compiles a program per shape on first use, 0.03-0.04 s each in a fresh process), JAX's
     under a transformation or on a mesh."""
-    leaves = jax.tree.leaves(tree)
-    if any(isinstance(leaf, jax.core.Tracer) or len(getattr(leaf, "devices", set)()) > 1 for leaf in leaves):
+    if traced(tree) or any(len(getattr(leaf, "devices", set)()) > 1 for leaf in jax.tree.leaves(tree)):
         return jnp.exp  # traced, or placed on a mesh (whose placement the result keeps)
     return lambda a: jax.device_put(np.exp(np.asarray(a)))
 
@@ -227,8 +227,6 @@ REFINED = (
 )
 REFINE_KEY = 0x5EF1
 """``run``'s refinement draws with ``fold_in(state.rng_key, REFINE_KEY)``: a function of the final state."""
-
-
 
 
 def _resolve_refine(refine: bool | str, relocate: bool) -> bool | str:

@@ -252,7 +252,7 @@ def call_compiled(
     ``key=None`` compiles anew. ``compiler_options`` go to ``jax.jit`` (e.g. :func:`chunk_compiler_options`:
     a step compiled as the chunk compiles it gives the chunk's bits)."""
     operands, static, rebuild = split_operands(args, kwargs)
-    if compiler_options is not None and _traced((operands, inputs)):
+    if compiler_options is not None and traced((operands, inputs)):
         # inside another jit (a scan of update, jax.jit(update)) this one is inlined: options only go to the top
         compiler_options, key = None, None if key is None else (key, "inlined")
     full = None if key is None or static is None else (key, static)
@@ -270,7 +270,7 @@ def call_compiled(
     return jax.jit(lambda *xs: fn(args, kwargs, *xs), compiler_options=compiler_options)(*inputs)
 
 
-def _traced(tree: Any) -> bool:
+def traced(tree: Any) -> bool:
     """Whether any leaf of ``tree`` is a tracer (the call runs inside another transformation)."""
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
 

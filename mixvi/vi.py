@@ -76,7 +76,7 @@ from mixvi.geometry import (
     metric_of,
 )
 from mixvi.geometry import update as geometry_update
-from mixvi.loop import tree_all_finite
+from mixvi.loop import traced, tree_all_finite
 from mixvi.lowrank import SHARED_NOISE_NEEDED, init_lowrank, root_apply
 from mixvi.scout import SCOUT_CANDIDATES, descend, init_candidates, scout, set_ceiling
 from mixvi.stein_moment import SteinSums, add_draws, covariance_form, init_sums, stein_moment_divergence
@@ -730,22 +730,20 @@ def explore_until(state: MixtureVIState, step: int, end: int | None = None) -> M
     rel = state.relocation
     if rel is None or rel.scout_until is None:
         return state
-    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((rel, state.stein, step, end))):
-        changes = {"scout_until": jnp.asarray(step, jnp.int32)}
-        sums = state.stein
-        if end is not None and rel.end is not None:
-            changes["end"] = jnp.asarray(end, jnp.int32)
-            if sums is not None:  # a new end: the sums are for the steps before it (none yet)
-                moved = changes["end"] != rel.end
-                sums = jax.tree.map(lambda a: jnp.where(moved, jnp.zeros_like(a), a), sums)
-        return state._replace(relocation=rel._replace(**changes), stein=sums)
-    # a concrete state (MixVI.run's): the same on the host, without a program to compile
-    changes = {"scout_until": jax.device_put(np.int32(step))}
+    # a concrete state (MixVI.run's) is updated on the host, without a program to compile
+    concrete = not traced((rel, state.stein, step, end))
+    as_int = (lambda x: jax.device_put(np.int32(x))) if concrete else (lambda x: jnp.asarray(x, jnp.int32))
+    changes = {"scout_until": as_int(step)}
     sums = state.stein
     if end is not None and rel.end is not None:
-        changes["end"] = jax.device_put(np.int32(end))
-        if sums is not None and int(end) != int(rel.end):
-            sums = jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype)), sums)
+        changes["end"] = as_int(end)
+        if sums is not None:  # a new end: the sums are for the steps before it (none yet)
+            if concrete:
+                if int(end) != int(rel.end):
+                    sums = jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype)), sums)
+            else:
+                moved = changes["end"] != rel.end
+                sums = jax.tree.map(lambda a: jnp.where(moved, jnp.zeros_like(a), a), sums)
     return state._replace(relocation=rel._replace(**changes), stein=sums)
 
 
