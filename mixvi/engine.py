@@ -46,7 +46,7 @@ from mixvi.loop import (
     tree_all_finite,
 )
 from mixvi.lowrank import SHARED_NOISE_NEEDED, LowRankMetric, normalise
-from mixvi.potential_cost import choose_loss_draws
+from mixvi.potential_cost import choose_loss_draws, model_cost
 from mixvi.refinement import RefineInfo, refine
 
 NOT_A_MIXTURE_GUIDE = (
@@ -525,8 +525,23 @@ class MixVI:
     def _call_jitted(
         self, kind: str, fn: Callable, inputs: tuple, args: tuple, kwargs: dict, compiler_options: dict | None = None
     ) -> Any:
-        """``fn(args, kwargs, *inputs)`` compiled once per :meth:`_cache_key` (:func:`mixvi.loop.call_compiled`)."""
+        """``fn(args, kwargs, *inputs)`` compiled once per :meth:`_cache_key` and XLA options
+        (:func:`mixvi.loop.call_compiled`)."""
+        if compiler_options:
+            kind = (kind, tuple(sorted(compiler_options.items())))
         return call_compiled(_JITTED, self._cache_key(kind, None), fn, inputs, args, kwargs, compiler_options)
+
+    def _chunk_options(self, args: tuple, kwargs: dict) -> dict:
+        """The XLA options of this model's compiled steps: :func:`mixvi.loop.chunk_compiler_options` of the
+        target's work per step (N B value-and-gradients of V, from XLA's cost analysis, kept per model
+        structure and data shapes). ``run``'s chunk and ``update`` both use them, so that a loop of updates
+        takes ``run``'s steps bit for bit."""
+        g = self.guide
+        dtype = g._init_component_locs.dtype
+        with gc_paused():  # lowers V once per model structure and data shapes (a trace of the model)
+            cost = model_cost(g._structure_key(), g.potential_fn, g.latent_dim, dtype, args, kwargs)
+        per_step = None if cost is None else cost * g.n_components * self.settings.num_samples
+        return chunk_compiler_options(per_step)
 
     def _loss(self, args: tuple, kwargs: dict, state: MixVIState) -> jax.Array:
         """The loss the next step reports, from V's values at its draws (same keys as :meth:`_step`)."""
@@ -582,7 +597,8 @@ class MixVI:
         step."""
         self._settle(args, kwargs)
         # compiled as run's chunk is (its XLA options): a loop of updates takes run's steps bit for bit
-        new, info = self._call_jitted("update", self._update_step, (state,), args, kwargs, chunk_compiler_options())
+        options = self._chunk_options(args, kwargs)
+        new, info = self._call_jitted("update", self._update_step, (state,), args, kwargs, options)
         return new, info.loss
 
     def _update_step(self, args: tuple, kwargs: dict, state: MixVIState) -> tuple[MixVIState, vi.MixtureVIInfo]:
@@ -861,6 +877,7 @@ class MixVI:
             describe_failure=self._failure_advice,
             callback=on_chunk,
             blas_threads=self.blas_threads,
+            compiler_options=self._chunk_options(args, kwargs),
         )
         try:
             try:

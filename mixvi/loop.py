@@ -10,8 +10,9 @@ later run whatever its ``num_steps``; the steps past ``stop`` are not executed a
 count, not masked work), so the result is bit for bit that of running exactly ``num_steps`` steps. The
 per-step outputs go into a (length, ...) buffer of which the Python side keeps the first ``stop`` rows.
 The model's data travel as ``operands`` (jit arguments), not as closure constants, so new data of the
-same shapes reuse the program. On CPU the chunk is compiled at LLVM optimisation level 1
-(:data:`CPU_COMPILER_OPTIONS`): the same steps, sooner.
+same shapes reuse the program. On CPU a chunk whose steps are cheap is compiled at LLVM optimisation
+level 1 (:data:`CPU_COMPILER_OPTIONS`): the same steps, sooner; one whose target work per step reaches
+:data:`HEAVY_STEP_COST` keeps XLA's default level, which vectorises a data-heavy likelihood's loops.
 
 The guard
 ---------
@@ -72,10 +73,18 @@ uncached run asks for another; a run of any length reuses the one program."""
 CACHE_SIZE = 32
 """Compiled chunks kept by the module-level cache (least recently used dropped first)."""
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": "1"}
-"""XLA options of the chunk on the CPU backend: LLVM's optimisation level 1 instead of XLA's default 3.
-On the 2-core CPU it cuts the first run of a small model by 0.1-0.3 s (eight schools 1.91 -> 1.60 s,
-medians of three fresh processes) and leaves the steps as fast (within noise, d = 2 to 1000); a run
-is mostly compilation on such models. Other backends keep their defaults."""
+"""XLA options of a cheap chunk on the CPU backend: LLVM's optimisation level 1 instead of XLA's default 3.
+On the 2-core CPU it cuts the first run of a small model by 0.1-0.5 s (compilation of eight schools'
+chunk 2.28-2.42 against 2.64-2.69 s; gmm_d10 2.29 / 2.59, label_switching 2.65 / 3.16, 2026-12-06) and
+leaves its steps as fast or faster (gmm_d100 1.29 against 1.52 ms); a run is mostly compilation on such
+models. Other backends keep their defaults, and so do heavy steps (:data:`HEAVY_STEP_COST`)."""
+HEAVY_STEP_COST = 1e8
+"""Flop equivalents of the target's work in one step (N B value-and-gradients of V, XLA's cost analysis:
+:func:`mixvi.potential_cost.model_cost`) from which the chunk keeps XLA's default optimisation level on
+CPU. Level 1 leaves LLVM's loop vectoriser off, and a data-heavy likelihood's elementwise loops then run
+slower: a logistic regression on 1000 rows, N = 20, B = 10 (2026-12-06, 2-core AMD EPYC VM) took 7.98
+against 6.31 ms per step at d = 1000 (8e8 per step; level 1 saved 0.1 s of compilation) and 1.47 against
+1.36 ms at d = 100 (8e7 per step, where level 1 saved 0.8 s: 7000 steps to make it up)."""
 BAD_NUM_STEPS = "num_steps must be >= 1, got {}"
 BAD_BLAS_THREADS = "blas_threads must be a positive integer or None (leave BLAS as it is), got {!r}"
 BAD_CHUNK_SIZE = "chunk_size must be a positive integer or None, got {!r}"
@@ -140,11 +149,16 @@ class LoopResult(NamedTuple):
 
 
 def tree_all_finite(tree: Any) -> jax.Array:
-    """True when every inexact leaf of ``tree`` is finite."""
+    """True when every inexact leaf of ``tree`` is finite.
+
+    Read off one sum per leaf, sum(x * 0): 0 when every element is finite and NaN otherwise (NaN * 0 and
+    inf * 0 are NaN, and a NaN term makes the sum NaN), so nothing can overflow. On XLA's CPU backend that
+    is a float reduction like any other, where ``jnp.all(jnp.isfinite(x))`` is a boolean one that cost the
+    guard 5-10 % of a step (logistic regression, d = 1000, N = 20: 5.85 against 5.52 ms per step)."""
     leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
     if not leaves:
         return jnp.array(True)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+    return jnp.all(jnp.stack([jnp.isfinite(jnp.sum(x * 0)) for x in leaves]))
 
 
 def default_is_ok(state: Any, loss: jax.Array) -> jax.Array:
@@ -299,7 +313,7 @@ def _to_word(x: jax.Array) -> jax.Array:
     return jax.lax.bitcast_convert_type(x, jnp.uint32)
 
 
-def _make_chunk(step: Callable, is_ok: Callable, length: int) -> _Chunk:
+def _make_chunk(step: Callable, is_ok: Callable, length: int, compiler_options: dict | None) -> _Chunk:
     """``run(state, start, stop, operands) -> (state, bad_at, buffers)``, jitted: up to ``stop`` <=
     ``length`` steps, stopping after the first step that ``is_ok`` rejects (its global index
     ``start + k`` in ``bad_at``, else -1); :func:`_unpack` reads the first ``n`` steps' outputs from
@@ -338,7 +352,7 @@ def _make_chunk(step: Callable, is_ok: Callable, length: int) -> _Chunk:
         state, bad_at, _, buffers = jax.lax.while_loop(cond, body, init)
         return state, bad_at, buffers
 
-    return _Chunk(jax.jit(chunk, compiler_options=chunk_compiler_options()), layout)
+    return _Chunk(jax.jit(chunk, compiler_options=compiler_options), layout)
 
 
 def _unpack(buffers: list, n: int, layout: tuple) -> Any:
@@ -357,18 +371,23 @@ def _unpack(buffers: list, n: int, layout: tuple) -> Any:
     return jax.tree.unflatten(treedef, out)
 
 
-def chunk_compiler_options() -> dict | None:
-    """The XLA options the chunk is compiled with on this process's default backend
-    (:data:`CPU_COMPILER_OPTIONS` on CPU, None elsewhere)."""
-    return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
+def chunk_compiler_options(step_cost: float | None = None) -> dict:
+    """The XLA options a chunk is compiled with on this process's default backend: :data:`CPU_COMPILER_OPTIONS`
+    on CPU unless ``step_cost`` (flop equivalents of the target's work per step; None: unknown) reaches
+    :data:`HEAVY_STEP_COST`, else none (``{}``: XLA's defaults)."""
+    if jax.default_backend() != "cpu" or (step_cost is not None and step_cost >= HEAVY_STEP_COST):
+        return {}
+    return dict(CPU_COMPILER_OPTIONS)
 
 
-def _chunk_for(step: Callable, is_ok: Callable, length: int, cache_key: Hashable | None) -> _Chunk:
+def _chunk_for(
+    step: Callable, is_ok: Callable, length: int, cache_key: Hashable | None, compiler_options: dict
+) -> _Chunk:
     if cache_key is None:
-        return _make_chunk(step, is_ok, length)
-    key = (cache_key, length)
+        return _make_chunk(step, is_ok, length, compiler_options)
+    key = (cache_key, length, tuple(sorted(compiler_options.items())))
     chunk = _CHUNKS.get(key)
-    return remember(_CHUNKS, key, _make_chunk(step, is_ok, length) if chunk is None else chunk)
+    return remember(_CHUNKS, key, _make_chunk(step, is_ok, length, compiler_options) if chunk is None else chunk)
 
 
 def check_blas_threads(threads: Any) -> int | None:
@@ -423,6 +442,7 @@ def scan_loop(
     operands: tuple | list = (),
     cache_key: Hashable | None = None,
     blas_threads: int | None = None,
+    compiler_options: dict | None = None,
 ) -> LoopResult:
     """Run ``num_steps`` of ``step`` in chunks of one compiled ``lax.while_loop`` (module docstring).
 
@@ -461,6 +481,9 @@ def scan_loop(
     blas_threads : int, optional
         Run the chunks with the BLAS libraries limited to this many threads (module docstring); None
         leaves them as they are.
+    compiler_options : dict, optional
+        XLA options of the chunk (``{}``: XLA's defaults); None takes :func:`chunk_compiler_options` of an
+        unknown step cost.
 
     Returns
     -------
@@ -485,7 +508,8 @@ def scan_loop(
     per_call = min(per_call, length)
     check_blas_threads(blas_threads)
     operands = tuple(operands)
-    chunk = _chunk_for(step, is_ok, length, cache_key)
+    options = chunk_compiler_options() if compiler_options is None else dict(compiler_options)
+    chunk = _chunk_for(step, is_ok, length, cache_key, options)
     with gc_paused():  # tracing the step, lowering and compiling it (a no-op when the jit has it)
         layout = chunk.layout(state, operands)
         chunk.run.lower(state, _index(0), _index(0), operands).compile()  # fills the jit's cache

@@ -365,6 +365,34 @@ def test_run_equals_a_loop_of_update_calls(num_steps):
     np.testing.assert_array_equal(result.losses, np.asarray(losses))
 
 
+def test_a_heavy_step_keeps_xla_defaults_and_update_still_matches_run(monkeypatch):
+    """A step whose target work reaches HEAVY_STEP_COST is compiled with XLA's default options (level 1
+    slows a data-heavy likelihood's loops), by run's chunk and by update alike: the two still agree bit for
+    bit, and the options differ from a cheap step's (which take other bits)."""
+    model = _schools_model()
+    engine = mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model, n_components=4), refine=False)
+    state0 = engine.init(jax.random.PRNGKey(5), SIGMA, Y)
+    cheap = engine._chunk_options((SIGMA, Y), {})
+    assert cheap == mixvi.loop.chunk_compiler_options()
+    # every model counts as heavy: eight schools' N B V evaluations cost ~1e4 flop equivalents
+    monkeypatch.setattr(mixvi.loop, "HEAVY_STEP_COST", 1.0)
+    assert engine._chunk_options((SIGMA, Y), {}) == {}
+    result = engine.run(jax.random.PRNGKey(5), 9, SIGMA, Y, progress_bar=False)
+    state = state0._replace(core=mixvi.vi.explore_until(state0.core, 9 // 2, 9))
+    losses = []
+    for _ in range(9):
+        state, loss = engine.update(state, SIGMA, Y)
+        losses.append(loss)
+    np.testing.assert_array_equal(result.state.core.params.locs, state.core.params.locs)
+    np.testing.assert_array_equal(result.losses, np.asarray(losses))
+    monkeypatch.undo()
+    if jax.default_backend() == "cpu":
+        assert cheap != {}
+        light = engine.run(jax.random.PRNGKey(5), 9, SIGMA, Y, progress_bar=False)
+        # the same steps under other XLA options: equal to float32 rounding, not (necessarily) to the bit
+        np.testing.assert_allclose(light.state.core.params.locs, result.state.core.params.locs, rtol=1e-4, atol=1e-5)
+
+
 def test_masked_tail_does_not_change_the_result():
     """300 steps as a full chunk plus a short tail equal one 300-step chunk and 7-step chunks, bit for bit."""
     model = _schools_model()

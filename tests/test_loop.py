@@ -2,6 +2,7 @@
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -258,6 +259,39 @@ def test_tree_all_finite_on_nested_trees_with_int_leaves():
     bad_inf = {**tree, "a": [tree["a"][0], (jnp.array([1.0, -jnp.inf]), np.int64(7))]}
     assert not bool(tree_all_finite(bad_inf))
     assert not bool(tree_all_finite({"x": float("nan")}))
+
+
+def test_tree_all_finite_is_exact_at_the_float_limits_eager_and_jitted():
+    """Finite values whose sum overflows are finite; one inf (either sign) or NaN anywhere is not, in float32,
+    bfloat16, float16 and complex leaves, eagerly and compiled (where XLA simplifies the reduction)."""
+    jitted = jax.jit(tree_all_finite)
+    big = np.finfo(np.float32).max
+    for check in (tree_all_finite, jitted):
+        assert bool(check({"x": jnp.full((1000,), big, jnp.float32), "y": jnp.full((3,), -big, jnp.float32)}))
+        assert bool(check(jnp.full((64,), 6.0e4, jnp.float16)))
+        assert bool(check(jnp.full((64,), 3.0e38, jnp.bfloat16)))
+        for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
+            for bad in (np.inf, -np.inf, np.nan):
+                x = jnp.zeros((5, 7), dtype).at[3, 2].set(bad)
+                assert not bool(check({"ok": jnp.ones(4), "bad": x})), (dtype, bad)
+        for bad in (complex(np.inf, 0.0), complex(0.0, np.nan)):
+            assert not bool(check(jnp.zeros(3, jnp.complex64).at[1].set(bad)))
+        assert bool(check(jnp.full(3, complex(big, -big), jnp.complex64)))
+
+
+def test_chunk_options_follow_the_step_cost():
+    """On CPU a cheap or unknown step gets LLVM level 1, one at HEAVY_STEP_COST or above XLA's defaults ({});
+    every call returns a dict of its own."""
+    from mixvi import loop
+
+    if jax.default_backend() != "cpu":
+        assert loop.chunk_compiler_options() == {}
+        return
+    light = loop.chunk_compiler_options()
+    assert light == loop.CPU_COMPILER_OPTIONS and light is not loop.CPU_COMPILER_OPTIONS
+    assert loop.chunk_compiler_options(loop.HEAVY_STEP_COST / 2) == loop.CPU_COMPILER_OPTIONS
+    assert loop.chunk_compiler_options(loop.HEAVY_STEP_COST) == {}
+    assert loop.chunk_compiler_options(1e12) == {}
 
 
 def test_tree_all_finite_without_float_leaves_is_true():
