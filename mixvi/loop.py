@@ -380,12 +380,17 @@ def chunk_compiler_options(step_cost: float | None = None) -> dict:
     return dict(CPU_COMPILER_OPTIONS)
 
 
+def options_key(compiler_options: dict) -> tuple:
+    """XLA options as a hashable part of a compiled program's cache key."""
+    return tuple(sorted(compiler_options.items()))
+
+
 def _chunk_for(
     step: Callable, is_ok: Callable, length: int, cache_key: Hashable | None, compiler_options: dict
 ) -> _Chunk:
     if cache_key is None:
         return _make_chunk(step, is_ok, length, compiler_options)
-    key = (cache_key, length, tuple(sorted(compiler_options.items())))
+    key = (cache_key, length, options_key(compiler_options))
     chunk = _CHUNKS.get(key)
     return remember(_CHUNKS, key, _make_chunk(step, is_ok, length, compiler_options) if chunk is None else chunk)
 
