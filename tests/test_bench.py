@@ -36,6 +36,19 @@ def test_logistic_regression_potential_matches_analytic_gradient():
     np.testing.assert_allclose(fd, potential_grad(w, x, y)[3], rtol=2e-2, atol=2e-2)
 
 
+def test_run_parts_split_the_call_into_steps_and_its_check():
+    # calls of K1 = 50 and K1 + K = 70 steps (K = 20) costing 30 ms of check + 2 ms a step in round one and
+    # 10 ms + 3 ms a step in round two: the split recovers both per round (medians over the rounds)
+    cfg = core.CoreConfig(d=3, n_components=2, steps=20)
+    assert (cfg.run_steps, cfg.loop_steps("run_long"), cfg.loop_steps("mixvi")) == (50, 70, 20)
+    short = core.LoopTiming(0.0, 0.0, [(30 + 2 * 50) / 50, (10 + 3 * 50) / 50], 0.0, None)
+    long = core.LoopTiming(0.0, 0.0, [(30 + 2 * 70) / 70, (10 + 3 * 70) / 70], 0.0, None)
+    per_step, check = core.run_parts(cfg, short, long)
+    assert per_step == pytest.approx(2.5) and check == pytest.approx(20.0)
+    # a K above the check's window: K1 = K
+    assert core.CoreConfig(d=3, n_components=2, steps=80).run_steps == 80
+
+
 def test_choose_steps_shrinks_with_size():
     small = core.choose_steps(10, 100, 1000, quick=False)
     big = core.choose_steps(1000, 1000, 1000, quick=False)
@@ -64,6 +77,7 @@ def test_bench_core_main_writes_json_and_markdown(tmp_path, capsys):
     assert set(cell["timings"]) == set(core.LOOPS)
     for t in cell["timings"].values():
         assert t["ms_median"] > 0 and t["ms_min"] > 0 and len(t["ms_all"]) == 2 and t["compile_s"] > 0
+    assert cell["run_steps"] == 50 and cell["run_ms_per_step"] is not None and cell["run_check_ms"] is not None
     for name in ("ratio_mixvi_floor", "ratio_mixvi_floor_vg", "ratio_svi_floor", "ratio_mixvi_floor_paired"):
         assert cell[name] > 0
     assert cell["mixvi_losses_finite"]
