@@ -35,6 +35,7 @@ from mixvi.loop import (
     NEEDS_CONSTANTS,
     TRACER_ERRORS,
     DivergenceError,
+    blas_limit,
     call_compiled,
     check_blas_threads,
     chunk_compiler_options,
@@ -337,7 +338,9 @@ class MixVI:
         call (SciPy's OpenBLAS) to this many threads while they run, and restore it afterwards (default 1:
         the dense metric's solves are small, and split across threads they contend with XLA's own; a
         step at d = 256 took half the time on a 2-core CPU). None leaves BLAS as it is (a model whose own
-        factorisations are large may prefer that). The result does not depend on it.
+        factorisations are large may prefer that). The result does not depend on it. ``update`` and
+        ``evaluate`` limit their step too where the metric's step calls BLAS (dense, low-rank), and return
+        after it has run.
     """
 
     def __init__(
@@ -607,8 +610,24 @@ class MixVI:
         self._settle(args, kwargs)
         # compiled as run's chunk is (its XLA options): a loop of updates takes run's steps bit for bit
         options = self._chunk_options(args, kwargs)
-        new, info = self._call_jitted("update", self._update_step, (state,), args, kwargs, options)
+        if not self._limits_blas(state):
+            new, info = self._call_jitted("update", self._update_step, (state,), args, kwargs, options)
+            return new, info.loss
+        # the step's triangular solves run under run's BLAS limit too: the call waits for its result inside
+        # the limit (leaving it at return would restore the threads before the asynchronous step ran)
+        with blas_limit(self.blas_threads):
+            new, info = jax.block_until_ready(
+                self._call_jitted("update", self._update_step, (state,), args, kwargs, options)
+            )
         return new, info.loss
+
+    def _limits_blas(self, state: MixVIState) -> bool:
+        """Whether a call of the step on ``state`` runs under ``blas_threads``: with a dense or low-rank metric
+        (SciPy's OpenBLAS solves every step: at d = 100, N = 20 a loop of updates took 4.5-4.9 ms a step with
+        its two threads and 2.1 ms with one, 2-core CPU, 2026-12-06), outside another transformation."""
+        p = state.core.params
+        uses_blas = p.metric_tril is not None or p.metric_lowrank is not None
+        return uses_blas and self.blas_threads is not None and not traced(state)
 
     def _update_step(self, args: tuple, kwargs: dict, state: MixVIState) -> tuple[MixVIState, vi.MixtureVIInfo]:
         return self._step(state, args, kwargs)
@@ -618,7 +637,10 @@ class MixVI:
         draws and key), from V's values alone (no gradients, no update; compiled once per model
         structure). Unlike the step it is not NaN when the step's gradients are not finite."""
         self._settle(args, kwargs)
-        return self._call_jitted("evaluate", self._loss, (state,), args, kwargs)
+        if not self._limits_blas(state):
+            return self._call_jitted("evaluate", self._loss, (state,), args, kwargs)
+        with blas_limit(self.blas_threads):
+            return jax.block_until_ready(self._call_jitted("evaluate", self._loss, (state,), args, kwargs))
 
     def get_params(self, state: MixVIState) -> dict:
         """Constrained params for ``guide.sample_posterior`` and ``Predictive``."""

@@ -37,7 +37,9 @@ that SciPy ships, whose worker threads busy-wait and contend with XLA's own. Wit
 the chunks run with OpenBLAS limited to that many threads (threadpoolctl), restored afterwards: the
 kernels inside a step are small (the dense metric's whitening solves of N right-hand sides) and are
 slower split across threads. Measured on a 2-core CPU (2026-12-04): a step with the dense metric at
-d = 256 took 0.93 ms with OpenBLAS's two threads and 0.48 ms with one.
+d = 256 took 0.93 ms with OpenBLAS's two threads and 0.48 ms with one. ``MixVI.update`` and ``evaluate``
+apply the same limit per call where the metric's step calls OpenBLAS; the controller of the libraries is
+built once per process, so a limit costs ~0.015 ms.
 
 The cache
 ---------
@@ -402,17 +404,32 @@ def check_blas_threads(threads: Any) -> int | None:
     return threads
 
 
+_BLAS_CONTROLLER: list = []
+"""threadpoolctl's controller of this process's BLAS libraries, built once: finding the libraries takes ~4 ms,
+setting a limit with the controller ~0.015 ms (a loop of ``MixVI.update`` calls sets one per call)."""
+
+
+def _blas_controller() -> Any:
+    if not _BLAS_CONTROLLER:
+        try:
+            import scipy.linalg  # noqa: F401 - loads the OpenBLAS that JAX's CPU kernels call, so the limit finds it
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _BLAS_CONTROLLER.append(None)
+        else:
+            _BLAS_CONTROLLER.append(ThreadpoolController())
+    return _BLAS_CONTROLLER[0]
+
+
 def blas_limit(threads: int | None) -> contextlib.AbstractContextManager:
     """A context in which the BLAS libraries loaded in this process use at most ``threads`` threads (module
     docstring); a no-op for None, off the CPU backend, or without threadpoolctl."""
     if threads is None or jax.default_backend() != "cpu":
         return contextlib.nullcontext()
-    try:
-        import scipy.linalg  # noqa: F401 - loads the OpenBLAS that JAX's CPU kernels call, so the limit finds it
-        from threadpoolctl import threadpool_limits
-    except ImportError:
+    controller = _blas_controller()
+    if controller is None:
         return contextlib.nullcontext()
-    return threadpool_limits(limits=threads, user_api="blas")
+    return controller.limit(limits=threads, user_api="blas")
 
 
 @contextlib.contextmanager

@@ -462,6 +462,45 @@ def test_run_limits_blas_threads_while_it_runs_and_restores_them():
         np.testing.assert_array_equal(limited.params[k], free.params[k])
 
 
+@pytest.mark.parametrize("metric", ["dense", "lowrank", "isotropic"])
+def test_update_and_evaluate_limit_blas_threads_with_a_metric_that_solves(metric, monkeypatch):
+    """update and evaluate hold BLAS at blas_threads while their step runs when the metric's step calls
+    OpenBLAS (dense, low-rank): the limit is entered once per call and the result is computed before it is
+    left; the isotropic step leaves BLAS alone. The bits equal those of an engine that never limits."""
+    import mixvi.loop as loop
+
+    if jax.default_backend() != "cpu" or loop._blas_controller() is None:
+        pytest.skip("needs the CPU backend and threadpoolctl")
+    entered = []
+    real = loop._blas_controller()
+
+    class Recording:
+        def limit(self, limits, user_api):
+            entered.append((limits, user_api))
+            return real.limit(limits=limits, user_api=user_api)
+
+    monkeypatch.setattr(loop, "_BLAS_CONTROLLER", [Recording()])
+    before = _openblas_threads()
+    results = {}
+    for threads in (1, None):
+        guide = mixvi.AutoIsotropicMixture(gaussian_model, n_components=3, metric=metric)
+        engine = mixvi.MixVI(gaussian_model, guide, blas_threads=threads, shared_noise=True)
+        state = engine.init(jax.random.PRNGKey(0))
+        entered.clear()
+        for _ in range(3):
+            state, loss = engine.update(state)
+            if threads == 1 and metric != "isotropic":
+                assert state.core.params.locs.is_ready() and loss.is_ready()
+        value = engine.evaluate(state)
+        expected = 4 if threads == 1 and metric != "isotropic" else 0
+        assert entered == [(1, "blas")] * expected
+        results[threads] = (jax.tree.leaves(state), value)
+    assert _openblas_threads() == before
+    for a, b in zip(results[1][0], results[None][0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(results[1][1], results[None][1])
+
+
 @pytest.mark.parametrize("threads", [0, -1, 1.5, True, "one"])
 def test_blas_threads_must_be_a_positive_integer_or_none(threads):
     with pytest.raises(ValueError, match="blas_threads must be a positive integer or None"):
