@@ -624,10 +624,12 @@ class MixVI:
     def _limits_blas(self, state: MixVIState) -> bool:
         """Whether a call of the step on ``state`` runs under ``blas_threads``: with a dense or low-rank metric
         (SciPy's OpenBLAS solves every step: at d = 100, N = 20 a loop of updates took 4.5-4.9 ms a step with
-        its two threads and 2.1 ms with one, 2-core CPU, 2026-12-06), outside another transformation."""
+        its two threads and 2.1 ms with one, 2-core CPU, 2026-12-06), on the CPU backend, outside another
+        transformation (elsewhere the call stays asynchronous)."""
         p = state.core.params
         uses_blas = p.metric_tril is not None or p.metric_lowrank is not None
-        return uses_blas and self.blas_threads is not None and not traced(state)
+        limited = uses_blas and self.blas_threads is not None
+        return limited and jax.default_backend() == "cpu" and not traced(state)
 
     def _update_step(self, args: tuple, kwargs: dict, state: MixVIState) -> tuple[MixVIState, vi.MixtureVIInfo]:
         return self._step(state, args, kwargs)
