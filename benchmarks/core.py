@@ -210,12 +210,11 @@ def build_loops(cfg: CoreConfig, key: jax.Array) -> dict[str, tuple[Callable, tu
 
 
 def time_loops(
-    loops: dict[str, tuple[Callable, tuple]], steps: int | Callable[[str], int], repeats: int
+    loops: dict[str, tuple[Callable, tuple]], steps_of: Callable[[str], int], repeats: int
 ) -> tuple[dict[str, LoopTiming], dict[str, Any]]:
-    """Compile every loop, warm it up, then time ``repeats`` rounds (interleaved across loops); ``steps``:
-    the steps of one call, or a function of the loop's name giving them. Returns the timings (ms per
-    step) and the outputs of the last call of each loop."""
-    steps_of = steps if callable(steps) else (lambda _name: steps)
+    """Compile every loop, warm it up, then time ``repeats`` rounds (interleaved across loops);
+    ``steps_of(name)``: the steps of one call of that loop. Returns the timings (ms per step) and the
+    outputs of the last call of each loop."""
     compiled, compile_s, temp, outputs = {}, {}, {}, {}
     for name, (fn, args) in loops.items():
         if name in PYTHON_LOOPS:  # its first call compiles (the time beyond the steps goes to compile_s)

@@ -529,13 +529,19 @@ class MixVI:
         )
 
     def _call_jitted(
-        self, kind: str, fn: Callable, inputs: tuple, args: tuple, kwargs: dict, compiler_options: dict | None = None
+        self, kind: str, fn: Callable, state: MixVIState, args: tuple, kwargs: dict, compiler_options: dict | None = None
     ) -> Any:
-        """``fn(args, kwargs, *inputs)`` compiled once per :meth:`_cache_key` and XLA options
-        (:func:`mixvi.loop.call_compiled`)."""
+        """``fn(args, kwargs, state)`` compiled once per :meth:`_cache_key` and XLA options
+        (:func:`mixvi.loop.call_compiled`); where the metric's step calls BLAS (:meth:`_limits_blas`) it runs
+        under ``blas_threads`` as ``run``'s chunks do, and the call waits for its result inside the limit
+        (leaving it at return would restore the threads before the asynchronous step ran)."""
         if compiler_options:
             kind = (kind, options_key(compiler_options))
-        return call_compiled(_JITTED, self._cache_key(kind, None), fn, inputs, args, kwargs, compiler_options)
+        key = self._cache_key(kind, None)
+        if not self._limits_blas(state):
+            return call_compiled(_JITTED, key, fn, (state,), args, kwargs, compiler_options)
+        with blas_limit(self.blas_threads):
+            return jax.block_until_ready(call_compiled(_JITTED, key, fn, (state,), args, kwargs, compiler_options))
 
     def _chunk_options(self, args: tuple, kwargs: dict) -> dict:
         """The XLA options of this model's compiled steps: :func:`mixvi.loop.chunk_compiler_options` of the
@@ -610,15 +616,7 @@ class MixVI:
         self._settle(args, kwargs)
         # compiled as run's chunk is (its XLA options): a loop of updates takes run's steps bit for bit
         options = self._chunk_options(args, kwargs)
-        if not self._limits_blas(state):
-            new, info = self._call_jitted("update", self._update_step, (state,), args, kwargs, options)
-            return new, info.loss
-        # the step's triangular solves run under run's BLAS limit too: the call waits for its result inside
-        # the limit (leaving it at return would restore the threads before the asynchronous step ran)
-        with blas_limit(self.blas_threads):
-            new, info = jax.block_until_ready(
-                self._call_jitted("update", self._update_step, (state,), args, kwargs, options)
-            )
+        new, info = self._call_jitted("update", self._update_step, state, args, kwargs, options)
         return new, info.loss
 
     def _limits_blas(self, state: MixVIState) -> bool:
@@ -639,10 +637,7 @@ class MixVI:
         draws and key), from V's values alone (no gradients, no update; compiled once per model
         structure). Unlike the step it is not NaN when the step's gradients are not finite."""
         self._settle(args, kwargs)
-        if not self._limits_blas(state):
-            return self._call_jitted("evaluate", self._loss, (state,), args, kwargs)
-        with blas_limit(self.blas_threads):
-            return jax.block_until_ready(self._call_jitted("evaluate", self._loss, (state,), args, kwargs))
+        return self._call_jitted("evaluate", self._loss, state, args, kwargs)
 
     def get_params(self, state: MixVIState) -> dict:
         """Constrained params for ``guide.sample_posterior`` and ``Predictive``."""
