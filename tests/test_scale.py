@@ -99,6 +99,7 @@ def test_hard_kill_then_resume(tmp_path):
         import os, sys
         sys.path.insert(0, {os.getcwd()!r})
         import jax
+        import tests.conftest  # the suite's compile level, as in the process that compares
         from tests.test_scale import X, Y, _fresh
         def die(state, losses, done):
             if done == 60:
