@@ -233,10 +233,11 @@ def fresh_process_cli(
     repeats: int,
     argv: list[str] | None = None,
     default_models: tuple[str, ...] | None = None,
+    default_methods: tuple[str, ...] | None = None,
 ) -> tuple[argparse.Namespace, int, int, list[str], list[str]]:
     """The command line of a suite measured per (model, method) cell in fresh processes: parsed arguments,
     steps, repeats and the chosen models and methods (checked against ``models`` and ``methods``; without
-    ``--models``, ``default_models`` or else all of ``models``)."""
+    ``--models``, ``default_models`` or else all of ``models``; likewise for the methods)."""
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     parser.add_argument("--quick", action="store_true", help=f"{quick_steps} steps, one process per cell")
     parser.add_argument("--steps", type=int, default=None, help=f"steps per run (default {steps}, quick {quick_steps})")
@@ -246,7 +247,7 @@ def fresh_process_cli(
     parser.add_argument(
         "--models", default=",".join(default_models or models), help="comma-separated subset of " + ", ".join(models)
     )
-    parser.add_argument("--methods", default=",".join(methods), help="comma-separated subset of " + ", ".join(methods))
+    parser.add_argument("--methods", default=",".join(default_methods or methods), help="comma-separated subset of " + ", ".join(methods))
     parser.add_argument("--out", default=repo_path(json_path), help="JSON output ('' to skip)")
     parser.add_argument("--md", default=repo_path("docs/benchmarks.md"), help="markdown page ('' to skip)")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)

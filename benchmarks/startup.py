@@ -53,7 +53,11 @@ DIMS = {"eight_schools": 10, "hier_logistic_50": 50, "label_switching": 2, "gmm_
 # mixvi's components per model: its default ('auto': 20 or 10 by the model's cost), and N = 20 on the paper
 # suite's Gaussian mixtures (as there)
 N_COMPONENTS = {"gmm_d10": 20, "gmm_d100": 20}
-METHODS = ("mixvi", "autonormal", "automvn")
+METHODS = ("mixvi", "autonormal", "automvn", "mixvi-level0")
+# mixvi-level0 (not run by default): mixvi with its chunk compiled at LLVM optimisation level 0
+# (mixvi.loop.CPU_COMPILER_OPTIONS; docs/scaling.md), the opt-in for short runs on small models
+DEFAULT_METHODS = METHODS[:3]
+LEVEL0 = {"xla_backend_optimization_level": "0"}
 ADAM_LR = 0.01
 
 
@@ -124,8 +128,11 @@ def child(model_name: str, method: str, steps: int) -> dict:
     import jax
 
     # the method's imports first (timed), then the model's module (which may import mixvi itself)
-    if method == "mixvi":
+    mixvi_method = method.startswith("mixvi")
+    if mixvi_method:
         mixvi, import_s = timed(lambda: importlib.import_module("mixvi"))
+        if method == "mixvi-level0":
+            mixvi.loop.CPU_COMPILER_OPTIONS = dict(LEVEL0)
     else:
 
         def imports():
@@ -138,7 +145,7 @@ def child(model_name: str, method: str, steps: int) -> dict:
         (optax, SVI, Trace_ELBO, AutoMultivariateNormal, AutoNormal), import_s = timed(imports)
     model, data = model_and_data(model_name)
     key = jax.random.PRNGKey(0)
-    if method == "mixvi":
+    if mixvi_method:
 
         def build():
             return mixvi.MixVI(model, mixvi.AutoIsotropicMixture(model, n_components=components(model_name)))
@@ -161,7 +168,7 @@ def child(model_name: str, method: str, steps: int) -> dict:
         state, update = svi.init(key, *data), svi.update
 
     _, first_s = timed(lambda: run(steps))
-    steady_s = steady_step(update, state, data, steps)
+    steady_s = steady_step(update, state, data, steps, mixvi.loop.chunk_compiler_options() if mixvi_method else None)
     out = {
         "import_s": import_s,
         "setup_s": setup_s,
@@ -170,17 +177,20 @@ def child(model_name: str, method: str, steps: int) -> dict:
         "compile_s": first_s - steps * steady_s,
         "e2e_s": import_s + setup_s + first_s,
     }
-    if method == "mixvi":
+    if mixvi_method:
         out["warm"] = warm_table(model, data, build, steps, steady_s)
         out["n_components"] = engine.guide.n_components
     return out
 
 
-def steady_step(update, state: Any, data: tuple, steps: int) -> float:
-    """Seconds per step of a compiled ``lax.scan`` of ``update(state, *data)`` (median of three calls)."""
+def steady_step(update, state: Any, data: tuple, steps: int, compiler_options: dict | None = None) -> float:
+    """Seconds per step of a compiled ``lax.scan`` of ``update(state, *data)`` (median of three calls),
+    compiled with ``compiler_options`` (mixvi: its chunk's)."""
     import jax
 
-    loop = jax.jit(lambda s, *d: jax.lax.scan(lambda c, _: update(c, *d), s, None, length=steps))
+    loop = jax.jit(
+        lambda s, *d: jax.lax.scan(lambda c, _: update(c, *d), s, None, length=steps), compiler_options=compiler_options
+    )
     jax.block_until_ready(loop(state, *data))
     return statistics.median(timed(lambda: loop(state, *data))[1] for _ in range(3)) / steps
 
@@ -236,7 +246,7 @@ def run_benchmark(models: list[str], methods: list[str], steps: int, repeats: in
             row = {"model": model_name, "method": method, "runs": runs}
             for field in ("import_s", "setup_s", "first_s", "steady_ms", "compile_s", "e2e_s", "process_s"):
                 row[field] = _median([r[field] for r in runs])
-            if method == "mixvi":
+            if method.startswith("mixvi"):
                 row["warm"] = {k: _median([r["warm"][k] for r in runs]) for k in runs[0]["warm"]}
                 row["n_components"] = runs[0].get("n_components")
             results.append(row)
@@ -258,6 +268,11 @@ def run_benchmark(models: list[str], methods: list[str], steps: int, repeats: in
     }
 
 
+def _warm_label(row: dict) -> str:
+    """A warm-table row's model, with the method where it is not plain mixvi."""
+    return row["model"] if row["method"] == "mixvi" else f"{row['model']} ({row['method']})"
+
+
 def format_table(report: dict) -> str:
     """The two tables as text."""
     steps = report["settings"]["steps"]
@@ -270,12 +285,12 @@ def format_table(report: dict) -> str:
             f"{r['model']:18s} {r['method']:11s} {r['import_s']:9.2f} {r['setup_s']:9.2f} "
             f"{r['compile_s']:10.2f} {r['steady_ms']:8.3f} {r['e2e_s']:11.2f}"
         )
-    lines += ["", f"{'mixvi, warm process':18s} {'2nd run':>8s} {'new steps':>10s} {'new guide':>10s} {'resume':>8s}"]
+    lines += ["", f"{'mixvi, warm process':30s} {'2nd run':>8s} {'new steps':>10s} {'new guide':>10s} {'resume':>8s}"]
     for r in report["results"]:
         if "warm" in r:
             w = r["warm"]
             lines.append(
-                f"{r['model']:18s} {w['second_run']:8.2f} {w['new_num_steps']:10.2f} "
+                f"{_warm_label(r):30s} {w['second_run']:8.2f} {w['new_num_steps']:10.2f} "
                 f"{w['new_guide_and_engine']:10.2f} {w['resume']:8.2f}"
             )
     return "\n".join(lines)
@@ -309,7 +324,7 @@ def render_markdown(report: dict) -> str:
     for r in report["results"]:
         d = s["models"][r["model"]]
         n = r.get("n_components") or s.get("mixvi_components", {}).get(r["model"], 10)
-        label = f"{r['model']} ({d}{f'; mixvi N = {n}' if r['method'] == 'mixvi' else ''})"
+        label = f"{r['model']} ({d}{f'; mixvi N = {n}' if r['method'].startswith('mixvi') else ''})"
         out.append(
             f"| {label} | {r['method']} | {r['import_s']:.2f} | {r['setup_s']:.2f} | "
             f"{r['compile_s']:.2f} | {r['steady_ms']:.3f} | {r['e2e_s']:.2f} |"
@@ -327,7 +342,7 @@ def render_markdown(report: dict) -> str:
         if "warm" in r:
             w = r["warm"]
             out.append(
-                f"| {r['model']} | {w['second_run']:.2f} | {w['new_num_steps']:.2f} | "
+                f"| {_warm_label(r)} | {w['second_run']:.2f} | {w['new_num_steps']:.2f} | "
                 f"{w['new_guide_and_engine']:.2f} | {w['resume']:.2f} |"
             )
     return "\n".join(out)
@@ -346,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         quick_steps=500,
         repeats=3,
         argv=argv,
+        default_methods=DEFAULT_METHODS,
     )
     if args.child:
         print(json.dumps(child(args.child[0], args.child[1], steps)))

@@ -51,3 +51,29 @@ def test_startup_labels_mixvi_rows_with_the_settled_n():
     text = startup.render_markdown(report)
     assert "| hier_logistic_50 (50; mixvi N = 10) | mixvi |" in text
     assert "| hier_logistic_50 (50) | autonormal | 0.25 | 1.00 | 1.00 |" in text
+
+
+def test_startup_runs_the_level0_opt_in_only_when_asked_and_labels_its_rows():
+    """The level-0 opt-in is a method of the start-up suite that its default leaves out; its rows, warm ones
+    included, say which method they are."""
+    from benchmarks.report import fresh_process_cli
+
+    common = dict(json_path="x.json", steps=10, quick_steps=5, repeats=1, default_methods=startup.DEFAULT_METHODS)
+    _, _, _, _, methods = fresh_process_cli("m", "d", startup.MODELS, startup.METHODS, argv=[], **common)
+    assert "mixvi-level0" not in methods and "mixvi" in methods
+    _, _, _, _, methods = fresh_process_cli(
+        "m", "d", startup.MODELS, startup.METHODS, argv=["--methods", "mixvi-level0"], **common
+    )
+    assert methods == ["mixvi-level0"]
+    warm = {"second_run": 0.1, "new_num_steps": 0.1, "new_guide_and_engine": 0.1, "resume": 0.1}
+    row = {"import_s": 0.25, "setup_s": 1.0, "compile_s": 1.0, "steady_ms": 0.1, "e2e_s": 3.25, "first_s": 2.0}
+    report = {
+        "machine": {"date": "d", "platform": "p", "cpu_count": 2, "jax": "j", "backend": "cpu", "numpyro": "n"},
+        "settings": {"steps": 100, "repeats": 1, "svi": "adam", "models": {"eight_schools": 10},
+                     "mixvi_components": {"eight_schools": "auto"}},
+        "results": [{"model": "eight_schools", "method": m, "n_components": 20, "warm": warm, **row}
+                    for m in ("mixvi", "mixvi-level0")],
+    }
+    text = startup.render_markdown(report)
+    assert "| eight_schools (10; mixvi N = 20) | mixvi-level0 |" in text
+    assert "| eight_schools | 0.10 |" in text and "| eight_schools (mixvi-level0) | 0.10 |" in text
