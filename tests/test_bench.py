@@ -91,15 +91,16 @@ def test_bench_core_main_writes_json_and_markdown(tmp_path, capsys):
 
 @pytest.mark.slow  # a benchmark smoke run (~10-35 s on 2 cores)
 def test_bench_core_fixed_step_goes_to_its_own_section(tmp_path):
-    """--step-size 0.01 builds MixVI with that step, records it, judges d >= 1000 cells against the
-    fixed-step goal (1.05) and writes a section of its own, leaving the auto-step one alone."""
+    """--step-size 0.01 builds MixVI with that step, records it (and --tilt's exponent), judges d >= 1000
+    cells against the fixed-step goal (1.05) and writes a section of its own, leaving the auto-step one alone."""
     md = tmp_path / "benchmarks.md"
     md.write_text("# Benchmarks\n\n" + markers("core")[0] + "\nauto table\n" + markers("core")[1] + "\n")
     out = tmp_path / "fixed.json"
     argv = ["--dims", "3", "--components", "2", "--num-samples", "2", "--rows", "20", "--steps", "2", "--repeats", "1"]
-    assert core.main([*argv, "--step-size", "0.01", "--section", "core-fixed", "--out", str(out), "--md", str(md)]) == 0
+    fixed = ["--step-size", "0.01", "--tilt", "0", "--section", "core-fixed"]
+    assert core.main([*argv, *fixed, "--out", str(out), "--md", str(md)]) == 0
     report = json.loads(out.read_text())
-    assert report["settings"]["mixvi"]["step_size"] == 0.01
+    assert report["settings"]["mixvi"]["step_size"] == 0.01 and report["settings"]["mixvi"]["tilt"] == 0.0
     text = md.read_text()
     assert "auto table" in text and markers("core-fixed")[0] in text and "--step-size 0.01" in text
     cell = dict(report["results"][0], d=1000, ratio_mixvi_floor=1.10)
