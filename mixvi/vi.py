@@ -445,12 +445,14 @@ def step(
         v, gv, at_trials = _with_trials(potential_fn, x, trials, k_model, batch, mesh)
         gv = _shard(mesh, gv)
     else:
-        # V's value only where the loss (or the tilt, once on) needs it: value_and_grad on the first `cut`
-        # draws of every component, the gradient alone on the rest until the tilt's schedule starts
-        v, g_head, at_trials = _with_trials(potential_fn, x[:, :cut], trials, k_model, batch, mesh)
+        # V's value only where the loss (or the tilt, once on) needs it. Without a tilt: V alone at the first
+        # `cut` draws of every component, grad V at all of them in one batch. On the tilt's schedule:
+        # value_and_grad on the first `cut` draws, the gradient alone on the rest until the tilt starts
         if tilt is None:
-            _, g_tail = potential_and_grad(potential_fn, x[:, cut:], k_model, batch_size=batch, with_value=False)
+            v, gv, at_trials = _values_at_head(potential_fn, x, cut, trials, k_model, batch, mesh)
+            gv = _shard(mesh, gv)
         else:
+            v, g_head, at_trials = _with_trials(potential_fn, x[:, :cut], trials, k_model, batch, mesh)
             v_tail, g_tail = jax.lax.cond(
                 tilt > 0,
                 lambda rest: potential_and_grad(potential_fn, rest, k_model, batch_size=batch),
@@ -459,7 +461,7 @@ def step(
             )
             v = jnp.concatenate([v, v_tail], axis=1)
             read = draws_read(tilt, cut, v.shape[1])
-        gv = (_shard(mesh, g_head), _shard(mesh, g_tail))
+            gv = (_shard(mesh, g_head), _shard(mesh, g_tail))
     # learned weights have no relocation; their step needs the quarantine all the same, or one component
     # whose draws reach where V or grad V is not finite rejects every component's step
     quarantine = relocating or weights is not None
@@ -691,6 +693,30 @@ def _with_trials(
     rows = jnp.concatenate([x.reshape(n * length, d), trials.astype(x.dtype)])
     v, g = potential_and_grad(potential_fn, rows, key, batch_size=batch)
     return v[: n * length].reshape(n, length), g[: n * length].reshape(x.shape), (v[n * length :], g[n * length :])
+
+
+def _values_at_head(
+    potential_fn, x: jax.Array, cut: int, trials: jax.Array | None, key: jax.Array, batch: int | None, mesh: Mesh | None
+) -> tuple[jax.Array, jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """V at the first ``cut`` draws of every component (N, cut), grad V at all the draws x (N, L, d) and,
+    given them, V and grad V at the scout candidates' trial points (K, d). The gradients are one batch of
+    N L points (and the trials), the values V alone at N cut points (and the trials): two copies of V in
+    the step, as value_and_grad on the first draws and grad on the others would be, but the large batch
+    stays whole. Split as (N cut, N (L - cut)) the step took 6.7-7.0 ms against 4.7-5.0 ms with V's value
+    at every draw (logistic regression, d = 1000, 1000 rows, N = 20, L = 10, 2-core Intel CPU,
+    2026-12-07): the small batch's products cost far more than their share."""
+    if trials is None or mesh is not None:
+        _, g = potential_and_grad(potential_fn, x, key, batch_size=batch, with_value=False)
+        v = potential_values(potential_fn, x[:, :cut], key, batch_size=batch)
+        return v, g, None if trials is None else potential_and_grad(potential_fn, trials, key, batch_size=batch)
+    n, length, d = x.shape
+    trials = trials.astype(x.dtype)
+    rows = jnp.concatenate([x.reshape(n * length, d), trials])
+    _, g = potential_and_grad(potential_fn, rows, key, batch_size=batch, with_value=False)
+    heads = jnp.concatenate([x[:, :cut].reshape(n * cut, d), trials])
+    v = potential_values(potential_fn, heads, key, batch_size=batch)
+    at_trials = (v[n * cut :], g[n * length :])
+    return v[: n * cut].reshape(n, cut), g[: n * length].reshape(x.shape), at_trials
 
 
 def _gradients_only(potential_fn, x: jax.Array, key: jax.Array, batch: int | None) -> tuple[jax.Array, jax.Array]:

@@ -249,3 +249,49 @@ def test_bad_settings_raise_before_any_work(kwargs, match):
     """Every bad setting raises a ValueError naming it when the algorithm is built."""
     with pytest.raises(ValueError, match=match):
         mixvi.mixture_vi(bimodal, **kwargs)
+
+
+def _quadratic_with_key(x, _key):
+    """V(x) = sum_k (k + 1) x_k^2 / 2 - x_0: value and gradient known in closed form."""
+    w = jnp.arange(1.0, x.shape[-1] + 1.0)
+    return 0.5 * jnp.sum(w * x**2) - x[0]
+
+
+@pytest.mark.parametrize("with_trials", [False, True])
+@pytest.mark.parametrize("batch", [None, 4])
+def test_values_at_head_gives_v_at_the_first_draws_and_grad_v_at_all(with_trials, batch):
+    """Without a tilt and with loss_draws=cut, the step takes V alone at the first `cut` draws of every
+    component, grad V at every draw (one batch), and V and grad V at the scouts' trial points."""
+    n, length, d, cut = 3, 5, 4, 2
+    x = jax.random.normal(jax.random.PRNGKey(0), (n, length, d))
+    trials = jax.random.normal(jax.random.PRNGKey(1), (2, d)) if with_trials else None
+    w = jnp.arange(1.0, d + 1.0)
+    exact_v = lambda p: 0.5 * jnp.sum(w * p**2, -1) - p[..., 0]  # noqa: E731
+    exact_g = lambda p: w * p - jnp.eye(d)[0]  # noqa: E731
+    v, g, at_trials = vi._values_at_head(_quadratic_with_key, x, cut, trials, jax.random.PRNGKey(2), batch, None)
+    assert v.shape == (n, cut) and g.shape == (n, length, d)
+    np.testing.assert_allclose(v, exact_v(x[:, :cut]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(g, exact_g(x), rtol=1e-5, atol=1e-5)
+    if with_trials:
+        np.testing.assert_allclose(at_trials[0], exact_v(trials), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(at_trials[1], exact_g(trials), rtol=1e-5, atol=1e-5)
+    else:
+        assert at_trials is None
+
+
+def test_one_loss_draw_without_a_tilt_moves_the_components_as_every_draw_does():
+    """loss_draws=1 (no tilt) changes which draws the loss reads, not the step: the same gradients move
+    the components to the same place as loss_draws=None, and log p - log q at the first draws (which the
+    loss reads) is the same as there."""
+    locs = jnp.array([[1.0, 0.0, 0.5], [-1.0, 0.3, 0.0]])
+    state = vi.init_state(locs, 0.8, step_size=0.05, relocate=False)
+    key = jax.random.PRNGKey(3)
+    out = {}
+    for draws in (1, None):
+        settings = vi.check(vi.Settings(num_samples=6, step_size=0.05, relocate=False, tilt=0.0, loss_draws=draws))
+        out[draws] = jax.jit(lambda s, k, settings=settings: vi.step(k, s, _quadratic_with_key, settings))(state, key)
+    np.testing.assert_allclose(out[1][0].params.locs, out[None][0].params.locs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[1][0].params.log_scales, out[None][0].params.log_scales, rtol=1e-5, atol=1e-6)
+    first, every = out[1][1].log_weights, out[None][1].log_weights
+    assert first.shape == (2, 1) and every.shape == (2, 6)
+    np.testing.assert_allclose(first[:, 0], every[:, 0], rtol=1e-5, atol=1e-5)
