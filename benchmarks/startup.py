@@ -14,7 +14,8 @@ process (``--repeats`` processes per cell, medians reported):
 ``first_s``     the first ``run`` of ``steps`` steps after that (compilation and the steps);
 ``steady_ms``   ms per step at steady state: the median of three calls of one jitted ``lax.scan`` of the
                 method's ``update`` over ``steps`` steps, compiled beforehand (the same yardstick for
-                both libraries; ``SVI.run`` compiles anew on every call);
+                both libraries; ``SVI.run`` compiles anew on every call; mixvi's with its chunk's XLA
+                options, ``mixvi.loop.chunk_compiler_options``);
 ``compile_s``   ``first_s`` - ``steps`` x ``steady_ms``: what the first run spends besides its steps;
 ``e2e_s``       ``import_s`` + ``setup_s`` + ``first_s``: a user's wall for one fit of ``steps`` steps
                 (JAX's import aside: both methods pay it).
