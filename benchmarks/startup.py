@@ -20,6 +20,9 @@ process (``--repeats`` processes per cell, medians reported):
 ``e2e_s``       ``import_s`` + ``setup_s`` + ``first_s``: a user's wall for one fit of ``steps`` steps
                 (JAX's import aside: both methods pay it).
 
+``--methods ...,mixvi-level0`` adds mixvi with its chunk compiled at LLVM optimisation level 0 (the opt-in
+of docs/scaling.md; not run by default).
+
 Then, for mixvi, a warm-process table (one process per model, after a first run): the seconds beyond
 its steps (wall - steps x steady) of a second ``run`` with the same arguments, a ``run`` with a new
 ``num_steps``, a new guide and ``MixVI`` for the same model, and ``resume`` of a checkpoint.
