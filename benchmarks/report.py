@@ -247,7 +247,9 @@ def fresh_process_cli(
     parser.add_argument(
         "--models", default=",".join(default_models or models), help="comma-separated subset of " + ", ".join(models)
     )
-    parser.add_argument("--methods", default=",".join(default_methods or methods), help="comma-separated subset of " + ", ".join(methods))
+    parser.add_argument(
+        "--methods", default=",".join(default_methods or methods), help="comma-separated subset of " + ", ".join(methods)
+    )
     parser.add_argument("--out", default=repo_path(json_path), help="JSON output ('' to skip)")
     parser.add_argument("--md", default=repo_path("docs/benchmarks.md"), help="markdown page ('' to skip)")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)

@@ -15,7 +15,7 @@ process (``--repeats`` processes per cell, medians reported):
 ``steady_ms``   ms per step at steady state: the median of three calls of one jitted ``lax.scan`` of the
                 method's ``update`` over ``steps`` steps, compiled beforehand (the same yardstick for
                 both libraries; ``SVI.run`` compiles anew on every call; mixvi's with its chunk's XLA
-                options, ``mixvi.loop.chunk_compiler_options``);
+                options for that model);
 ``compile_s``   ``first_s`` - ``steps`` x ``steady_ms``: what the first run spends besides its steps;
 ``e2e_s``       ``import_s`` + ``setup_s`` + ``first_s``: a user's wall for one fit of ``steps`` steps
                 (JAX's import aside: both methods pay it).
@@ -61,7 +61,6 @@ METHODS = ("mixvi", "autonormal", "automvn", "mixvi-level0")
 # mixvi-level0 (not run by default): mixvi with its chunk compiled at LLVM optimisation level 0
 # (mixvi.loop.CPU_COMPILER_OPTIONS; docs/scaling.md), the opt-in for short runs on small models
 DEFAULT_METHODS = METHODS[:3]
-LEVEL0 = {"xla_backend_optimization_level": "0"}
 ADAM_LR = 0.01
 
 
@@ -136,7 +135,7 @@ def child(model_name: str, method: str, steps: int) -> dict:
     if mixvi_method:
         mixvi, import_s = timed(lambda: importlib.import_module("mixvi"))
         if method == "mixvi-level0":
-            mixvi.loop.CPU_COMPILER_OPTIONS = dict(LEVEL0)
+            mixvi.loop.CPU_COMPILER_OPTIONS = dict(mixvi.loop.LEVEL0_COMPILER_OPTIONS)
     else:
 
         def imports():
@@ -161,6 +160,8 @@ def child(model_name: str, method: str, steps: int) -> dict:
             return engine.run(key, n, *data, progress_bar=False).params
 
         state, update = engine.init(key, *data), engine.update
+        # the XLA options this model's chunk is compiled with (by the target's cost per step)
+        options = engine._chunk_options(data, {})
     else:
         guide = (AutoNormal if method == "autonormal" else AutoMultivariateNormal)(model)
         svi = SVI(model, guide, optax.adam(ADAM_LR), Trace_ELBO())
@@ -170,9 +171,10 @@ def child(model_name: str, method: str, steps: int) -> dict:
             return svi.run(key, n, *data, progress_bar=False).params
 
         state, update = svi.init(key, *data), svi.update
+        options = None
 
     _, first_s = timed(lambda: run(steps))
-    steady_s = steady_step(update, state, data, steps, mixvi.loop.chunk_compiler_options() if mixvi_method else None)
+    steady_s = steady_step(update, state, data, steps, options)
     out = {
         "import_s": import_s,
         "setup_s": setup_s,

@@ -80,6 +80,11 @@ On the 2-core CPU it cuts the first run of a small model by 0.1-0.5 s (compilati
 chunk 2.28-2.42 against 2.64-2.69 s; gmm_d10 2.29 / 2.59, label_switching 2.65 / 3.16, 2026-12-06) and
 leaves its steps as fast or faster (gmm_d100 1.29 against 1.52 ms); a run is mostly compilation on such
 models. Other backends keep their defaults, and so do heavy steps (:data:`HEAVY_STEP_COST`)."""
+LEVEL0_COMPILER_OPTIONS = {"xla_backend_optimization_level": "0"}
+"""LLVM's optimisation level 0: compiles faster than :data:`CPU_COMPILER_OPTIONS` and leaves the steps
+unoptimised, so it pays only for short runs on small models (docs/scaling.md). Not a default; set
+``mixvi.loop.CPU_COMPILER_OPTIONS = dict(mixvi.loop.LEVEL0_COMPILER_OPTIONS)`` before the first ``run`` to
+opt in (the test suite does)."""
 HEAVY_STEP_COST = 1e8
 """Flop equivalents of the target's work in one step (N B value-and-gradients of V, XLA's cost analysis:
 :func:`mixvi.potential_cost.model_cost`) from which the chunk keeps XLA's default optimisation level on

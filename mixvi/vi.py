@@ -702,9 +702,9 @@ def _values_at_head(
     given them, V and grad V at the scout candidates' trial points (K, d). The gradients are one batch of
     N L points (and the trials), the values V alone at N cut points (and the trials): two copies of V in
     the step, as value_and_grad on the first draws and grad on the others would be, but the large batch
-    stays whole. Split as (N cut, N (L - cut)) the step took 6.7-7.0 ms against 4.7-5.0 ms with V's value
-    at every draw (logistic regression, d = 1000, 1000 rows, N = 20, L = 10, 2-core Intel CPU,
-    2026-12-07): the small batch's products cost far more than their share."""
+    stays whole. Split as (N cut, N (L - cut)) the step took 6.4-7.1 ms, in this layout 5.0-5.3 ms, with V's
+    value at every draw 4.6-4.9 ms (logistic regression, d = 1000, 1000 rows, N = 20, L = 10, 2-core Intel
+    CPU, 2026-12-07): the small batch's products and the split gradients cost far more than their share."""
     if trials is None or mesh is not None:
         _, g = potential_and_grad(potential_fn, x, key, batch_size=batch, with_value=False)
         v = potential_values(potential_fn, x[:, :cut], key, batch_size=batch)

@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 import mixvi.loop  # noqa: E402
 
 if FAST_COMPILE:
-    mixvi.loop.CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": "0"}
+    mixvi.loop.CPU_COMPILER_OPTIONS = dict(mixvi.loop.LEVEL0_COMPILER_OPTIONS)
 numpyro.set_platform("cpu")
 # no persistent compilation cache in the test processes, whatever the environment says
 # (JAX_COMPILATION_CACHE_DIR): a folder shared with other processes once crashed a worker while reading
